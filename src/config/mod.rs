@@ -1,0 +1,287 @@
+//! The YAML config file of DESIGN §2.2: types, loading, `${VAR}` expansion and validation.
+//!
+//! Everything a running proxy needs to know about users, pools and shards comes from here, already
+//! validated: a `Config` that exists is a config the proxy can serve.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub control: Option<String>,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: default_admin_listen(), token: None }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:6480".parse().expect("literal address")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain text, or a `SCRAM-SHA-256$…` verifier as stored in `pg_authid` (scram-sha-256 only).
+    pub password: String,
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Transaction,
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default)]
+    pub mode: PoolMode,
+    #[serde(default = "default_pool_size")]
+    pub size: u32,
+    #[serde(default = "default_checkout_timeout_ms")]
+    pub checkout_timeout_ms: u64,
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long SIGTERM waits for open transactions before closing them.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// Largest message a client may send, in bytes (Postgres' own cap is 1 GiB).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::default(),
+            size: default_pool_size(),
+            checkout_timeout_ms: default_checkout_timeout_ms(),
+            max_clients: default_max_clients(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+fn default_pool_size() -> u32 {
+    20
+}
+fn default_checkout_timeout_ms() -> u64 {
+    3000
+}
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_message_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub shards: BTreeMap<String, ShardConfig>,
+    #[serde(default)]
+    pub sharding: Option<ShardingConfig>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reference_tables: Vec<String>,
+    #[serde(default)]
+    pub default_shard: Option<String>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    pub primary: String,
+    #[serde(default)]
+    pub replicas: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Bigint,
+    Integer,
+    Text,
+    Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardingFunction {
+    Hash,
+    Range,
+    List,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardingConfig {
+    pub key_type: KeyType,
+    pub function: ShardingFunction,
+    #[serde(default)]
+    pub buckets: Option<u32>,
+    pub map: Vec<MapEntry>,
+}
+
+/// One line of a shard map; which fields are allowed depends on the sharding function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapEntry {
+    pub shard: String,
+    /// hash: `"0-511"` (inclusive) or a single bucket.
+    #[serde(default)]
+    pub buckets: Option<String>,
+    /// range: inclusive lower bound, `null` = unbounded.
+    #[serde(default)]
+    pub from: Option<serde_yaml_value::Scalar>,
+    /// range: exclusive upper bound, `null` = unbounded.
+    #[serde(default)]
+    pub to: Option<serde_yaml_value::Scalar>,
+    /// list: the values this shard owns.
+    #[serde(default)]
+    pub values: Option<Vec<serde_yaml_value::Scalar>>,
+}
+
+/// Range bounds and list values are numbers or strings depending on `key_type`.
+pub mod serde_yaml_value {
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        Int(i64),
+        Text(String),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossShard {
+    #[default]
+    Allow,
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default = "allow")]
+    pub cross_shard_reads: CrossShard,
+    #[serde(default = "reject")]
+    pub cross_shard_writes: CrossShard,
+    #[serde(default)]
+    pub read_replicas: bool,
+    #[serde(default = "default_max_replica_lag_ms")]
+    pub max_replica_lag_ms: u64,
+    #[serde(default)]
+    pub read_your_writes: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            cross_shard_reads: CrossShard::Allow,
+            cross_shard_writes: CrossShard::Reject,
+            read_replicas: false,
+            max_replica_lag_ms: default_max_replica_lag_ms(),
+            read_your_writes: false,
+        }
+    }
+}
+
+fn allow() -> CrossShard {
+    CrossShard::Allow
+}
+fn reject() -> CrossShard {
+    CrossShard::Reject
+}
+fn default_max_replica_lag_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ConfigError {
+    pub path: String,
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads, expands and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            problem: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text (no file I/O).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError { path: "$".into(), problem: e.to_string() })
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}

@@ -1,0 +1,31 @@
+//! shardgate: a PostgreSQL sharding proxy.
+//!
+//! The modules follow the data path of DESIGN.md §1, from the socket inward:
+//!
+//! - [`server`]: the listener, TLS, the startup handshake (SSLRequest, StartupMessage, SCRAM/MD5) and
+//!   CancelRequest. Hands an authenticated client to a session.
+//! - [`session`]: one task per client. Reads client frames, keeps the transaction state, the client's
+//!   prepared statements and session parameters, checks out a backend per transaction and relays the
+//!   backend's frames back without re-encoding them.
+//! - [`router`]: decides which shard(s) a statement goes to. Pure: no I/O.
+//! - [`topology`]: the one `ArcSwap<Snapshot>` that holds everything that must agree (shard maps, pools,
+//!   epoch). A transaction loads it once.
+//! - [`pool`]: bb8 pools of backend connections, one per server.
+//! - [`backend`]: one raw framed connection to a Postgres server, with its login.
+//! - [`protocol`]: wire-format types and framing. No I/O, no routing, no config.
+//!
+//! Side systems: [`config`] (the YAML file), [`cluster`] (starting real Postgres servers for `demo` and
+//! the tests), [`shutdown`] (the drain signal handed to every task).
+//!
+//! Dependencies point one way: protocol ← backend ← pool ← topology ← router ← session ← server.
+
+pub mod backend;
+pub mod cluster;
+pub mod config;
+pub mod pool;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod topology;
