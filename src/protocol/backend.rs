@@ -1,0 +1,260 @@
+//! The server→client messages shardgate looks into or synthesizes. Everything else is relayed raw.
+
+use bytes::{BufMut, BytesMut};
+
+use super::{put_cstr, write_message, ProtocolError, Reader};
+
+pub const AUTHENTICATION: u8 = b'R';
+pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const PARAMETER_STATUS: u8 = b'S';
+pub const READY_FOR_QUERY: u8 = b'Z';
+pub const ERROR_RESPONSE: u8 = b'E';
+pub const NOTICE_RESPONSE: u8 = b'N';
+pub const NOTIFICATION_RESPONSE: u8 = b'A';
+pub const COMMAND_COMPLETE: u8 = b'C';
+pub const DATA_ROW: u8 = b'D';
+pub const ROW_DESCRIPTION: u8 = b'T';
+pub const NO_DATA: u8 = b'n';
+pub const PARAMETER_DESCRIPTION: u8 = b't';
+pub const PARSE_COMPLETE: u8 = b'1';
+pub const BIND_COMPLETE: u8 = b'2';
+pub const CLOSE_COMPLETE: u8 = b'3';
+pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+pub const PORTAL_SUSPENDED: u8 = b's';
+pub const COPY_IN_RESPONSE: u8 = b'G';
+pub const COPY_OUT_RESPONSE: u8 = b'H';
+pub const COPY_BOTH_RESPONSE: u8 = b'W';
+pub const COPY_DATA: u8 = b'd';
+pub const COPY_DONE: u8 = b'c';
+pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+
+/// The transaction status a ReadyForQuery reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxStatus {
+    pub fn decode(body: &[u8]) -> Result<TxStatus, ProtocolError> {
+        match body {
+            b"I" => Ok(TxStatus::Idle),
+            b"T" => Ok(TxStatus::InTransaction),
+            b"E" => Ok(TxStatus::Failed),
+            _ => Err(ProtocolError::Malformed {
+                tag: READY_FOR_QUERY,
+                what: "transaction status",
+            }),
+        }
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
+pub fn ready_for_query(out: &mut BytesMut, status: TxStatus) {
+    write_message(out, READY_FOR_QUERY, |out| out.put_u8(status.byte()));
+}
+
+/// `S`: a server parameter and its current value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterStatus<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl<'a> ParameterStatus<'a> {
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(PARAMETER_STATUS, body);
+        let name = r.cstr("parameter name")?;
+        let value = r.cstr("parameter value")?;
+        r.finish("end of message")?;
+        Ok(ParameterStatus { name, value })
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        write_message(out, PARAMETER_STATUS, |out| {
+            put_cstr(out, self.name.as_bytes());
+            put_cstr(out, self.value.as_bytes());
+        });
+    }
+}
+
+/// `K`: the key a client quotes in a CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendKeyData {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+impl BackendKeyData {
+    pub fn decode(body: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(BACKEND_KEY_DATA, body);
+        let pid = r.i32("process id")?;
+        let secret = r.i32("secret key")?;
+        r.finish("end of message (only protocol 3.0 keys are supported)")?;
+        Ok(BackendKeyData { pid, secret })
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        write_message(out, BACKEND_KEY_DATA, |out| {
+            out.put_i32(self.pid);
+            out.put_i32(self.secret);
+        });
+    }
+}
+
+/// `C`: the command tag, e.g. `COMMIT`, `SET`, `INSERT 0 1`.
+pub fn command_complete_tag(body: &[u8]) -> Result<&str, ProtocolError> {
+    let mut r = Reader::new(COMMAND_COMPLETE, body);
+    r.cstr("command tag")
+}
+
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    write_message(out, COMMAND_COMPLETE, |out| put_cstr(out, tag.as_bytes()));
+}
+
+/// A message with no body: ParseComplete, BindComplete, CloseComplete, NoData, EmptyQueryResponse.
+pub fn empty(out: &mut BytesMut, tag: u8) {
+    write_message(out, tag, |_| {});
+}
+
+/// The authentication requests shardgate sends to its clients.
+pub enum Auth<'a> {
+    Ok,
+    Md5 { salt: [u8; 4] },
+    Sasl { mechanisms: &'a [&'a str] },
+    SaslContinue { data: &'a [u8] },
+    SaslFinal { data: &'a [u8] },
+}
+
+impl Auth<'_> {
+    pub fn encode(&self, out: &mut BytesMut) {
+        write_message(out, AUTHENTICATION, |out| match self {
+            Auth::Ok => out.put_i32(0),
+            Auth::Md5 { salt } => {
+                out.put_i32(5);
+                out.put_slice(salt);
+            }
+            Auth::Sasl { mechanisms } => {
+                out.put_i32(10);
+                for m in *mechanisms {
+                    put_cstr(out, m.as_bytes());
+                }
+                out.put_u8(0);
+            }
+            Auth::SaslContinue { data } => {
+                out.put_i32(11);
+                out.put_slice(data);
+            }
+            Auth::SaslFinal { data } => {
+                out.put_i32(12);
+                out.put_slice(data);
+            }
+        });
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that shardgate logs or rewrites.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl ErrorFields {
+    pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(ERROR_RESPONSE, body);
+        let mut fields = ErrorFields::default();
+        loop {
+            let kind = r.u8("field type")?;
+            if kind == 0 {
+                break;
+            }
+            let value = String::from_utf8_lossy(r.cbytes("field value")?).into_owned();
+            match kind {
+                b'S' => fields.severity = value,
+                b'C' => fields.code = value,
+                b'M' => fields.message = value,
+                b'D' => fields.detail = Some(value),
+                b'H' => fields.hint = Some(value),
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::peek_frame;
+
+    fn body_of(out: &BytesMut) -> &[u8] {
+        let h = peek_frame(out, usize::MAX).unwrap().unwrap();
+        assert_eq!(h.total_len, out.len());
+        h.body(out)
+    }
+
+    #[test]
+    fn parameter_status_round_trips() {
+        let p = ParameterStatus {
+            name: "TimeZone",
+            value: "Europe/Paris",
+        };
+        let mut out = BytesMut::new();
+        p.encode(&mut out);
+        assert_eq!(ParameterStatus::decode(body_of(&out)).unwrap(), p);
+    }
+
+    #[test]
+    fn backend_key_data_round_trips() {
+        let k = BackendKeyData {
+            pid: 4242,
+            secret: -7,
+        };
+        let mut out = BytesMut::new();
+        k.encode(&mut out);
+        assert_eq!(BackendKeyData::decode(body_of(&out)).unwrap(), k);
+    }
+
+    #[test]
+    fn ready_for_query_round_trips() {
+        for s in [TxStatus::Idle, TxStatus::InTransaction, TxStatus::Failed] {
+            let mut out = BytesMut::new();
+            ready_for_query(&mut out, s);
+            assert_eq!(TxStatus::decode(body_of(&out)).unwrap(), s);
+        }
+        assert!(TxStatus::decode(b"X").is_err());
+    }
+
+    #[test]
+    fn command_complete_round_trips() {
+        let mut out = BytesMut::new();
+        command_complete(&mut out, "DEALLOCATE ALL");
+        assert_eq!(
+            command_complete_tag(body_of(&out)).unwrap(),
+            "DEALLOCATE ALL"
+        );
+    }
+
+    #[test]
+    fn sasl_request_lists_mechanisms() {
+        let mut out = BytesMut::new();
+        Auth::Sasl {
+            mechanisms: &["SCRAM-SHA-256"],
+        }
+        .encode(&mut out);
+        assert_eq!(&out[..], b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0");
+    }
+}
