@@ -1,1 +1,154 @@
-//! See lib.rs.
+//! One raw, framed TCP connection to a Postgres server, and its login.
+//!
+//! After login the connection is a byte pipe: the session writes client frames into it and reads
+//! server frames out of [`Connection::buf`] without re-encoding them. Only the login is decoded here
+//! (with postgres-protocol's zero-copy backend messages and its SCRAM/MD5 client).
+
+mod login;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use crate::protocol::backend::BackendKeyData;
+
+/// Where a backend lives and whom to log in as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+impl std::fmt::Display for Target {
+    /// Never shows the password: this is what logs and error messages print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {after:?} connecting to {target}")]
+    ConnectTimeout { target: String, after: Duration },
+    #[error("{target} rejected the login: {message} (SQLSTATE {code})")]
+    Rejected {
+        target: String,
+        code: String,
+        message: String,
+    },
+    #[error("cannot log in to {target}: {problem}")]
+    Login { target: String, problem: String },
+    #[error("connection to {target} lost: {source}")]
+    Io {
+        target: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a CancelRequest needs to reach the server process running a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub addr: SocketAddr,
+    pub key: BackendKeyData,
+}
+
+impl CancelTarget {
+    /// Sends a CancelRequest on a new connection, as Postgres requires. Best effort by design:
+    /// Postgres itself never says whether a cancel did anything.
+    pub async fn send(self) -> std::io::Result<()> {
+        let mut stream = TcpStream::connect(self.addr).await?;
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(
+            self.key.pid,
+            self.key.secret,
+            &mut buf,
+        );
+        stream.write_all(&buf).await?;
+        // Postgres closes the connection when it has read the request; wait for that so the cancel
+        // has been delivered before we report it sent.
+        let _ = stream.read(&mut [0u8; 1]).await;
+        Ok(())
+    }
+}
+
+/// Session state that shardgate has left on a server connection. It travels with the connection
+/// through the pool, so the next session that gets it knows what to add or undo.
+#[derive(Debug, Default)]
+pub struct ServerSession {
+    /// Hashes of the statements prepared here under shardgate's server-side names.
+    pub prepared: HashSet<u64>,
+    /// The session settings in force here, as setting name → the SQL that applied it.
+    /// Empty means the server's defaults.
+    pub settings: BTreeMap<String, String>,
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    /// Bytes read from the server and not yet consumed by the session.
+    pub buf: BytesMut,
+    pub server_params: Vec<(String, String)>,
+    pub session: ServerSession,
+    cancel: CancelTarget,
+    target: String,
+    /// Set when the connection's protocol state is unknown (I/O error, client gone mid-query):
+    /// the pool then drops it instead of handing it out again.
+    broken: bool,
+}
+
+impl Connection {
+    /// Connects and logs in; returns once the server has sent ReadyForQuery.
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<Connection, BackendError> {
+        let name = target.to_string();
+        match tokio::time::timeout(timeout, login::connect(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::ConnectTimeout {
+                target: name,
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Reads more bytes from the server into `buf`. `Ok(0)` means the server closed the connection.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(data).await
+    }
+
+    pub fn cancel_target(&self) -> CancelTarget {
+        self.cancel
+    }
+
+    pub fn name(&self) -> &str {
+        &self.target
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}

@@ -1,1 +1,156 @@
-//! See lib.rs.
+//! bb8 pools of backend connections, one per server.
+//!
+//! bb8's per-checkout test query is off: a transaction-pooling proxy checks out a connection per
+//! transaction, and a round trip per checkout would double the latency of short transactions.
+//! A connection whose protocol state is unknown is marked broken by the session and dropped on return.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::{BackendError, Connection, Target};
+
+pub type PooledConnection = bb8::PooledConnection<'static, Manager>;
+
+/// Pool settings that come from the config's `pool` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub size: u32,
+    pub checkout_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+pub struct Manager {
+    target: Target,
+    connect_timeout: Duration,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<Connection, BackendError> {
+        Connection::connect(&self.target, self.connect_timeout).await
+    }
+
+    async fn is_valid(&self, _conn: &mut Connection) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// The last connect error of a pool: bb8 retries failed connects in the background and only
+/// reports them to an error sink, so this is how a checkout learns that the server is down.
+#[derive(Clone, Default, Debug)]
+struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl bb8::ErrorSink<BackendError> for LastError {
+    fn sink(&self, error: BackendError) {
+        tracing::warn!(%error, "backend connection failed");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), error.to_string()));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<BackendError>> {
+        Box::new(self.clone())
+    }
+}
+
+impl LastError {
+    fn since(&self, t: Instant) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| *at >= t)
+            .map(|(_, e)| e.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no connection to shard \"{shard}\" became free within {waited:?} (pool size {size})")]
+    Exhausted {
+        shard: String,
+        waited: Duration,
+        size: u32,
+    },
+    #[error("shard \"{shard}\" is unreachable: {reason}")]
+    Unreachable { shard: String, reason: String },
+}
+
+/// A pool of connections to one server of one shard.
+#[derive(Clone)]
+pub struct Pool {
+    inner: bb8::Pool<Manager>,
+    shard: Arc<str>,
+    target: Target,
+    settings: PoolSettings,
+    last_error: LastError,
+}
+
+impl Pool {
+    /// Builds the pool without connecting: connections are opened on first use.
+    pub fn new(shard: &str, target: Target, settings: PoolSettings) -> Pool {
+        let last_error = LastError::default();
+        let manager = Manager {
+            target: target.clone(),
+            connect_timeout: settings.connect_timeout,
+        };
+        let inner = bb8::Pool::builder()
+            .max_size(settings.size)
+            .test_on_check_out(false)
+            .connection_timeout(settings.checkout_timeout)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .error_sink(Box::new(last_error.clone()))
+            .build_unchecked(manager);
+        Pool {
+            inner,
+            shard: shard.into(),
+            target,
+            settings,
+            last_error,
+        }
+    }
+
+    pub async fn checkout(&self) -> Result<PooledConnection, CheckoutError> {
+        let started = Instant::now();
+        match self.inner.get_owned().await {
+            Ok(conn) => Ok(conn),
+            Err(bb8::RunError::User(e)) => Err(self.unreachable(e.to_string())),
+            Err(bb8::RunError::TimedOut) => match self.last_error.since(started) {
+                Some(reason) => Err(self.unreachable(reason)),
+                None => Err(CheckoutError::Exhausted {
+                    shard: self.shard.to_string(),
+                    waited: self.settings.checkout_timeout,
+                    size: self.settings.size,
+                }),
+            },
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> CheckoutError {
+        CheckoutError::Unreachable {
+            shard: self.shard.to_string(),
+            reason,
+        }
+    }
+
+    pub fn shard(&self) -> &Arc<str> {
+        &self.shard
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings
+    }
+
+    /// (open connections, idle connections)
+    pub fn usage(&self) -> (u32, u32) {
+        let s = self.inner.state();
+        (s.connections, s.idle_connections)
+    }
+}

@@ -1,1 +1,162 @@
-//! See lib.rs.
+//! Everything that must agree, in one `ArcSwap<Snapshot>`: the config it came from, the shard maps
+//! and the pools, under one epoch.
+//!
+//! A session loads the snapshot once per transaction and keeps that `Arc` until the transaction
+//! ends, so a transaction never sees two routing epochs and a reload never cuts one off.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Target;
+use crate::config::{Config, PoolMode};
+use crate::pool::{Pool, PoolSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("databases.{database}.shards.{shard}: {problem}")]
+    BadBackend {
+        database: String,
+        shard: String,
+        problem: String,
+    },
+}
+
+pub struct Shard {
+    pub name: Arc<str>,
+    pub primary: Pool,
+    pub replicas: Vec<Pool>,
+}
+
+pub struct Database {
+    pub name: String,
+    pub shards: Vec<Shard>,
+}
+
+pub struct Snapshot {
+    pub epoch: u64,
+    pub config: Arc<Config>,
+    pub pool_mode: PoolMode,
+    pub databases: HashMap<String, Arc<Database>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a validated config. Pools whose server and settings are unchanged in
+    /// `previous` are reused, so a reload keeps their open connections.
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        epoch: u64,
+    ) -> Result<Snapshot, TopologyError> {
+        let settings = PoolSettings {
+            size: config.pool.size,
+            checkout_timeout: Duration::from_millis(config.pool.checkout_timeout_ms),
+            connect_timeout: Duration::from_millis(config.pool.connect_timeout_ms),
+        };
+        let mut old_pools: HashMap<(Target, Arc<str>), Pool> = HashMap::new();
+        for db in previous.iter().flat_map(|p| p.databases.values()) {
+            for shard in &db.shards {
+                for pool in std::iter::once(&shard.primary).chain(&shard.replicas) {
+                    old_pools.insert((pool.target().clone(), shard.name.clone()), pool.clone());
+                }
+            }
+        }
+        let pool_for = |shard: &Arc<str>, target: Target| match old_pools
+            .get(&(target.clone(), shard.clone()))
+        {
+            Some(pool) if pool.settings() == settings => pool.clone(),
+            _ => Pool::new(shard, target, settings),
+        };
+        let mut databases = HashMap::new();
+        for (db_name, db) in &config.databases {
+            let mut shards = Vec::new();
+            for (shard_name, shard) in &db.shards {
+                let bad = |problem: String| TopologyError::BadBackend {
+                    database: db_name.clone(),
+                    shard: shard_name.clone(),
+                    problem,
+                };
+                let name: Arc<str> = shard_name.as_str().into();
+                let primary = pool_for(&name, target_from_url(&shard.primary).map_err(bad)?);
+                let mut replicas = Vec::new();
+                for url in &shard.replicas {
+                    replicas.push(pool_for(&name, target_from_url(url).map_err(bad)?));
+                }
+                shards.push(Shard {
+                    name,
+                    primary,
+                    replicas,
+                });
+            }
+            databases.insert(
+                db_name.clone(),
+                Arc::new(Database {
+                    name: db_name.clone(),
+                    shards,
+                }),
+            );
+        }
+        Ok(Snapshot {
+            epoch,
+            pool_mode: config.pool.mode,
+            config,
+            databases,
+        })
+    }
+}
+
+/// Parses a `postgres://` backend URL (tokio-postgres' parser) into a connection target.
+pub fn target_from_url(url: &str) -> Result<Target, String> {
+    let cfg =
+        tokio_postgres::Config::from_str(url).map_err(|e| format!("invalid backend URL: {e}"))?;
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(_) => return Err("unix-socket backends are not supported; use a TCP host".into()),
+        None => return Err("the backend URL names no host".into()),
+    };
+    let user = cfg
+        .get_user()
+        .ok_or("the backend URL names no user")?
+        .to_owned();
+    Ok(Target {
+        host,
+        port: cfg.get_ports().first().copied().unwrap_or(5432),
+        database: cfg
+            .get_dbname()
+            .map(str::to_owned)
+            .unwrap_or_else(|| user.clone()),
+        password: cfg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        user,
+    })
+}
+
+/// The current snapshot, swapped atomically on reload.
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Store {
+    pub fn new(snapshot: Snapshot) -> Store {
+        Store {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
+    pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
+        let previous = self.load();
+        let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
+        let epoch = next.epoch;
+        self.current.store(Arc::new(next));
+        Ok(epoch)
+    }
+}
