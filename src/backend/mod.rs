@@ -102,6 +102,7 @@ pub struct Connection {
     stream: TcpStream,
     /// Bytes read from the server and not yet consumed by the session.
     pub buf: BytesMut,
+    /// The server's reported parameters, kept current from every ParameterStatus relayed.
     pub server_params: Vec<(String, String)>,
     pub session: ServerSession,
     cancel: CancelTarget,

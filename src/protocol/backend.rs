@@ -173,6 +173,11 @@ pub struct ErrorFields {
 }
 
 impl ErrorFields {
+    /// FATAL and PANIC end the server connection.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.severity.as_str(), "FATAL" | "PANIC")
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(ERROR_RESPONSE, body);
         let mut fields = ErrorFields::default();
@@ -183,7 +188,9 @@ impl ErrorFields {
             }
             let value = String::from_utf8_lossy(r.cbytes("field value")?).into_owned();
             match kind {
-                b'S' => fields.severity = value,
+                // 'V' (never localized, Postgres 9.6+) wins over 'S' when both are present.
+                b'S' if fields.severity.is_empty() => fields.severity = value,
+                b'V' => fields.severity = value,
                 b'C' => fields.code = value,
                 b'M' => fields.message = value,
                 b'D' => fields.detail = Some(value),

@@ -1,1 +1,568 @@
-//! See lib.rs.
+//! One task per client: the transaction-pooling relay.
+//!
+//! The session reads client frames, keeps what must follow the client from backend to backend
+//! (its prepared statements and session settings), checks out a backend when a transaction starts
+//! and returns it when the backend reports ReadyForQuery `I` with nothing outstanding — never on
+//! Sync or Flush alone. Backend frames are relayed to the client without being re-encoded; the
+//! reply queue ([`replies`]) says which of them to swallow and where synthesized replies belong.
+
+mod client;
+mod prepared;
+mod replies;
+mod settings;
+pub mod sql;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use prepared::ClientStatements;
+pub use prepared::Registry;
+use replies::{Pending, Replies, Undo, Verdict};
+use settings::Settings;
+use sql::SessionCommand;
+
+use crate::backend::CancelTarget;
+use crate::config::PoolMode;
+use crate::pool::{CheckoutError, PooledConnection};
+use crate::protocol::backend::{self as bmsg, ErrorFields, ParameterStatus, TxStatus};
+use crate::protocol::{peek_frame, PgError, ProtocolError, SqlState};
+use crate::topology::{Snapshot, Store};
+
+/// Largest message a backend may send us: Postgres' own limit.
+const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+
+/// Where a session publishes the backend running its query, for CancelRequests.
+pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
+
+/// Process-wide handles every session needs.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub statements: Registry,
+    pub shutdown: CancellationToken,
+}
+
+/// Who the client is, decided during startup.
+pub struct ClientInfo {
+    pub database: String,
+    pub user: String,
+    pub params: BTreeMap<String, String>,
+    pub cancel: CancelSlot,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client connection: {0}")]
+    Client(#[from] std::io::Error),
+    #[error("client sent a bad message: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("shard \"{shard}\" sent {why}; closing the client connection")]
+    Desync { shard: String, why: &'static str },
+    #[error("cannot start the session: {0}")]
+    Startup(PgError),
+}
+
+impl SessionError {
+    /// The error to send the client before closing, if it should get one.
+    pub fn to_client(&self) -> Option<PgError> {
+        match self {
+            SessionError::Client(_) => None,
+            SessionError::Protocol(e) => {
+                Some(PgError::fatal(SqlState::ProtocolViolation, e.to_string()))
+            }
+            SessionError::Desync { .. } => {
+                Some(PgError::fatal(SqlState::InternalError, self.to_string()))
+            }
+            SessionError::Startup(e) => Some(e.clone()),
+        }
+    }
+}
+
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// A backend held by this session, with the snapshot its transaction started on.
+struct Held {
+    conn: PooledConnection,
+    shard: Arc<str>,
+    _snapshot: Arc<Snapshot>,
+}
+
+pub struct Session<S> {
+    client: S,
+    shared: Arc<Shared>,
+    info: ClientInfo,
+    mode: PoolMode,
+    max_message: usize,
+    /// Client bytes not yet handled; replies for the client; messages for the backend.
+    cbuf: BytesMut,
+    cout: BytesMut,
+    bout: BytesMut,
+    backend: Option<Held>,
+    replies: Replies,
+    /// The status of the last ReadyForQuery the client got.
+    status: TxStatus,
+    /// After an error we reported for an extended-protocol message, as Postgres: skip to Sync.
+    skip_until_sync: bool,
+    /// A backend died while the client owed it no reply: reported on the client's next message.
+    lost: Option<PgError>,
+    /// A FATAL error the backend sent before closing, handled once its messages are relayed.
+    backend_fatal: Option<String>,
+    statements: ClientStatements,
+    settings: Settings,
+    /// Session commands seen in the current transaction; applied when it commits.
+    pending_cmds: Vec<SessionCommand>,
+    /// The current transaction has failed or rolled back: its session commands do not count.
+    cycle_failed: bool,
+    portal_cmds: HashMap<String, SessionCommand>,
+    unnamed_cmd: Option<SessionCommand>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(client: S, shared: Arc<Shared>, info: ClientInfo, leftover: BytesMut) -> Self {
+        let snapshot = shared.store.load();
+        let settings = Settings::from_startup(&info.params);
+        Session {
+            client,
+            mode: snapshot.pool_mode,
+            max_message: snapshot.config.pool.max_message_bytes,
+            shared,
+            info,
+            cbuf: leftover,
+            cout: BytesMut::with_capacity(16 * 1024),
+            bout: BytesMut::with_capacity(4 * 1024),
+            backend: None,
+            replies: Replies::default(),
+            status: TxStatus::Idle,
+            skip_until_sync: false,
+            lost: None,
+            backend_fatal: None,
+            statements: ClientStatements::default(),
+            settings,
+            pending_cmds: Vec::new(),
+            cycle_failed: false,
+            portal_cmds: HashMap::new(),
+            unnamed_cmd: None,
+        }
+    }
+
+    /// Applies the client's startup settings on a backend (so a bad value fails the login, as in
+    /// Postgres) and returns the ParameterStatus values the client must be told.
+    pub async fn startup(&mut self) -> Result<Vec<(String, String)>, SessionError> {
+        if let Err(e) = self.checkout().await {
+            return Err(SessionError::Startup(PgError { fatal: true, ..e }));
+        }
+        self.flush_backend().await;
+        while !self.replies.is_empty() {
+            let read = read_backend(&mut self.backend).await;
+            match read {
+                Ok(n) if n > 0 => self.on_backend_data()?,
+                _ => {
+                    return Err(SessionError::Startup(
+                        self.lost_error("the connection closed during startup"),
+                    ))
+                }
+            }
+        }
+        if !self.cout.is_empty() {
+            // The only thing a settings query forwards is its error.
+            let header = peek_frame(&self.cout, usize::MAX).ok().flatten();
+            let fields = header
+                .and_then(|h| ErrorFields::parse(h.body(&self.cout)).ok())
+                .unwrap_or_default();
+            let msg = format!(
+                "invalid startup parameter: {} (SQLSTATE {})",
+                fields.message, fields.code
+            );
+            return Err(SessionError::Startup(PgError::fatal(
+                SqlState::ProtocolViolation,
+                msg,
+            )));
+        }
+        let conn = &self.backend.as_ref().expect("held during startup").conn;
+        let params = conn
+            .server_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.release_if_done();
+        Ok(params)
+    }
+
+    /// Relays until the client leaves or the proxy shuts down.
+    pub async fn run(&mut self) -> Result<(), SessionError> {
+        loop {
+            let idle = self.backend.is_none();
+            tokio::select! {
+                read = read_backend(&mut self.backend) => {
+                    match read {
+                        Ok(n) if n > 0 => self.on_backend_data()?,
+                        Ok(_) => self.backend_lost("the server closed the connection".into()),
+                        Err(e) => self.backend_lost(e.to_string()),
+                    }
+                    self.flush_client().await?;
+                }
+                read = self.client.read_buf(&mut self.cbuf) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    if let Flow::Close = self.on_client_data().await? {
+                        return Ok(());
+                    }
+                    self.flush_backend().await;
+                    self.flush_client().await?;
+                }
+                _ = self.shared.shutdown.cancelled(), if idle => {
+                    let err = PgError::fatal(SqlState::AdminShutdown, "shardgate is shutting down");
+                    err.encode(&mut self.cout);
+                    self.flush_client().await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn on_client_data(&mut self) -> Result<Flow, SessionError> {
+        while let Some(h) = peek_frame(&self.cbuf, self.max_message)? {
+            let frame = self.cbuf.split_to(h.total_len).freeze();
+            if let Some(err) = self.lost.take() {
+                // The client's transaction died with its backend. Whatever it sends next was
+                // meant for that transaction, so it is refused rather than run outside it.
+                if h.tag == crate::protocol::frontend::QUERY {
+                    self.push_synthetic(|out| client::query_error(out, &err, TxStatus::Idle));
+                    continue;
+                }
+                self.extended_error(err);
+            }
+            if let Flow::Close = self.on_client_message(h.tag, frame).await? {
+                return Ok(Flow::Close);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Handles every complete backend message in the read buffer.
+    fn on_backend_data(&mut self) -> Result<(), SessionError> {
+        // Taken out of `self` while its buffer is read, so the handlers may borrow `self`.
+        let Some(mut held) = self.backend.take() else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut held.conn.buf);
+        let result = self.relay_backend_messages(&mut held, &buf);
+        match result {
+            Ok(consumed) => buf.advance(consumed),
+            Err(_) => held.conn.mark_broken(),
+        }
+        held.conn.buf = buf;
+        self.backend = Some(held);
+        match result {
+            Ok(_) => {
+                if let Some(fatal) = self.backend_fatal.take() {
+                    self.backend_lost(fatal);
+                } else {
+                    self.release_if_done();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Relays the complete messages at the front of `buf`; returns how many bytes it consumed.
+    fn relay_backend_messages(
+        &mut self,
+        held: &mut Held,
+        buf: &[u8],
+    ) -> Result<usize, SessionError> {
+        let mut undo = Undo::default();
+        let mut consumed = 0;
+        let desync = |why| SessionError::Desync {
+            shard: held.shard.to_string(),
+            why,
+        };
+        while let Some(h) = peek_frame(&buf[consumed..], MAX_BACKEND_MESSAGE)
+            .map_err(|_| desync("a message with a bad length"))?
+        {
+            let frame = &buf[consumed..consumed + h.total_len];
+            let body = h.body(frame);
+            consumed += h.total_len;
+            match h.tag {
+                bmsg::PARAMETER_STATUS => note_parameter(&mut held.conn.server_params, body),
+                bmsg::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.cycle_failed = true,
+                bmsg::ERROR_RESPONSE => {
+                    let fields = ErrorFields::parse(body).unwrap_or_default();
+                    if fields.is_fatal() {
+                        // Not relayed: the client's connection survives its backend.
+                        self.backend_fatal =
+                            Some(format!("{} (SQLSTATE {})", fields.message, fields.code));
+                        break;
+                    }
+                    self.cycle_failed = true;
+                }
+                _ => {}
+            }
+            match self.replies.on_message(h.tag, body, &mut undo) {
+                Verdict::Forward => self.cout.extend_from_slice(frame),
+                Verdict::Swallow => {}
+                Verdict::Ready { status, forward } => {
+                    if forward {
+                        self.cout.extend_from_slice(frame);
+                        self.status = status;
+                    }
+                    if status == TxStatus::Idle {
+                        self.transaction_ended(&mut held.conn);
+                    }
+                }
+                Verdict::Desync(why) => return Err(desync(why)),
+            }
+            let cout = &mut self.cout;
+            self.replies.drain_front(|b| cout.extend_from_slice(b));
+        }
+        for (name, id) in undo.client_statements {
+            self.statements.remove_if(&name, id);
+        }
+        for id in undo.server_statements {
+            held.conn.session.prepared.remove(&id);
+        }
+        Ok(consumed)
+    }
+
+    /// A transaction (explicit or implicit) is over: its session commands take effect if it
+    /// committed.
+    fn transaction_ended(&mut self, conn: &mut crate::backend::Connection) {
+        if !self.cycle_failed {
+            for cmd in self.pending_cmds.drain(..) {
+                match &cmd {
+                    SessionCommand::DiscardAll => {
+                        // Postgres dropped every prepared statement and reset every setting.
+                        self.statements.clear();
+                        conn.session.prepared.clear();
+                        conn.session.settings.clear();
+                    }
+                    SessionCommand::Deallocate { name: Some(name) } => {
+                        self.statements.remove(name);
+                    }
+                    SessionCommand::Deallocate { name: None } => self.statements.clear(),
+                    _ => {}
+                }
+                self.settings.apply(&cmd);
+                if let SessionCommand::Set { .. }
+                | SessionCommand::Reset { .. }
+                | SessionCommand::ResetAll = cmd
+                {
+                    // The backend now has exactly what this client has.
+                    conn.session.settings = self.settings.effective().clone();
+                }
+            }
+        }
+        self.pending_cmds.clear();
+        self.cycle_failed = false;
+    }
+
+    /// In transaction mode, gives the backend back once it is idle with nothing outstanding.
+    fn release_if_done(&mut self) {
+        let done =
+            self.status == TxStatus::Idle && self.replies.is_empty() && !self.replies.copy_in;
+        if done && self.mode == PoolMode::Transaction && self.backend.is_some() {
+            self.backend = None;
+            self.publish_cancel(None);
+        }
+    }
+
+    fn publish_cancel(&self, target: Option<CancelTarget>) {
+        *self.info.cancel.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
+    /// Checks out a backend for a new transaction and queues what brings it to this client's
+    /// settings. The settings query is pipelined ahead of the client's first message: no extra
+    /// round trip.
+    async fn checkout(&mut self) -> Result<(), PgError> {
+        let snapshot = self.shared.store.load();
+        let db = snapshot
+            .databases
+            .get(&self.info.database)
+            .cloned()
+            .ok_or_else(|| {
+                PgError::error(
+                    SqlState::InvalidCatalogName,
+                    format!(
+                        "database \"{}\" is no longer configured",
+                        self.info.database
+                    ),
+                )
+            })?;
+        let shard = crate::router::default_shard(&db);
+        let conn = shard.primary.checkout().await.map_err(checkout_error)?;
+        self.publish_cancel(Some(conn.cancel_target()));
+        self.backend = Some(Held {
+            conn,
+            shard: shard.name.clone(),
+            _snapshot: snapshot.clone(),
+        });
+        self.sync_settings();
+        Ok(())
+    }
+
+    /// Queues the settings query if the held backend's settings differ from the client's.
+    fn sync_settings(&mut self) {
+        let Some(held) = self.backend.as_mut() else {
+            return;
+        };
+        if let Some(sql) =
+            settings::sync_sql(&held.conn.session.settings, self.settings.effective())
+        {
+            crate::protocol::frontend::Query { sql: &sql }.encode(&mut self.bout);
+            held.conn.session.settings = self.settings.effective().clone();
+            self.replies.push(Pending::Settings);
+        }
+    }
+
+    /// Makes sure a backend is held; on failure answers a simple query with the error.
+    pub(super) async fn ensure_backend_for_query(&mut self) -> bool {
+        match self.ensure_backend().await {
+            Ok(()) => true,
+            Err(err) => {
+                self.push_synthetic(|out| client::query_error(out, &err, TxStatus::Idle));
+                false
+            }
+        }
+    }
+
+    /// Makes sure a backend is held; on failure reports the error and skips to Sync.
+    pub(super) async fn ensure_backend_for_extended(&mut self) -> bool {
+        match self.ensure_backend().await {
+            Ok(()) => true,
+            Err(err) => {
+                self.extended_error(err);
+                false
+            }
+        }
+    }
+
+    async fn ensure_backend(&mut self) -> Result<(), PgError> {
+        if self.backend.is_none() {
+            return self.checkout().await;
+        }
+        if self.status == TxStatus::Idle && self.replies.is_empty() {
+            // A held backend between transactions (session mode): settings may have changed.
+            self.sync_settings();
+        }
+        Ok(())
+    }
+
+    /// The backend died or broke. The client gets a 08006 naming the shard, now if it is waiting
+    /// for replies, else on its next message; the next transaction gets a fresh backend.
+    fn backend_lost(&mut self, reason: String) {
+        let err = self.lost_error(&reason);
+        if let Some(mut held) = self.backend.take() {
+            held.conn.mark_broken();
+            tracing::warn!(shard = %held.shard, backend = held.conn.name(), %reason, "backend connection lost");
+        }
+        self.publish_cancel(None);
+        let owed = self.replies.owed_ready();
+        let was_idle = self.status == TxStatus::Idle && owed == 0;
+        self.replies.clear();
+        self.bout.clear();
+        self.pending_cmds.clear();
+        self.cycle_failed = false;
+        self.status = TxStatus::Idle;
+        if owed > 0 {
+            err.encode(&mut self.cout);
+            for _ in 0..owed {
+                bmsg::ready_for_query(&mut self.cout, TxStatus::Idle);
+            }
+        } else if !was_idle {
+            self.lost = Some(err);
+        }
+    }
+
+    fn lost_error(&self, reason: &str) -> PgError {
+        let shard = self
+            .backend
+            .as_ref()
+            .map(|h| h.shard.to_string())
+            .unwrap_or_default();
+        PgError::error(
+            SqlState::ConnectionFailure,
+            format!("connection to shard \"{shard}\" was lost: {reason}"),
+        )
+        .with_detail("The current transaction, if any, was rolled back by the server.")
+        .with_hint("Retry the transaction; it will run on a fresh server connection.")
+    }
+
+    /// Writes queued messages to the backend. A failed write is a lost backend.
+    async fn flush_backend(&mut self) {
+        if self.bout.is_empty() {
+            return;
+        }
+        let Some(held) = self.backend.as_mut() else {
+            self.bout.clear();
+            return;
+        };
+        if let Err(e) = held.conn.write_all(&self.bout).await {
+            self.backend_lost(e.to_string());
+        }
+        self.bout.clear();
+    }
+
+    async fn flush_client(&mut self) -> std::io::Result<()> {
+        if !self.cout.is_empty() {
+            self.client.write_all(&self.cout).await?;
+            self.cout.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes a final error to the client, best effort.
+    pub async fn send_fatal(&mut self, err: &PgError) {
+        err.encode(&mut self.cout);
+        let _ = self.flush_client().await;
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// A client that leaves mid-transaction (or mid-query) must not leave an open transaction or a
+    /// lock behind: its backend is closed, and Postgres rolls back on the closed socket. In
+    /// session mode the backend is closed too, since SQL-level state (temp tables, LISTEN,
+    /// advisory locks) cannot be tracked.
+    fn drop(&mut self) {
+        if let Some(held) = self.backend.as_mut() {
+            let clean = self.status == TxStatus::Idle
+                && self.replies.is_empty()
+                && self.mode == PoolMode::Transaction;
+            if !clean {
+                held.conn.mark_broken();
+            }
+        }
+    }
+}
+
+fn note_parameter(params: &mut Vec<(String, String)>, body: &[u8]) {
+    if let Ok(p) = ParameterStatus::decode(body) {
+        match params.iter_mut().find(|(k, _)| k == p.name) {
+            Some(entry) => entry.1 = p.value.to_owned(),
+            None => params.push((p.name.to_owned(), p.value.to_owned())),
+        }
+    }
+}
+
+fn checkout_error(e: CheckoutError) -> PgError {
+    match &e {
+        CheckoutError::Exhausted { .. } => PgError::error(SqlState::TooManyConnections, format!("shardgate: {e}"))
+            .with_hint("Raise pool.size or pool.checkout_timeout_ms, or look for long transactions holding server connections."),
+        CheckoutError::Unreachable { .. } => PgError::error(SqlState::ConnectionFailure, format!("shardgate: {e}"))
+            .with_hint("Check that the shard's server is running and accepts connections from shardgate."),
+    }
+}
+
+async fn read_backend(backend: &mut Option<Held>) -> std::io::Result<usize> {
+    match backend {
+        Some(held) => held.conn.read_more().await,
+        None => std::future::pending().await,
+    }
+}

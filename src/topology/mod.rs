@@ -34,6 +34,8 @@ pub struct Shard {
 pub struct Database {
     pub name: String,
     pub shards: Vec<Shard>,
+    /// Index into `shards` of the config's `default_shard`.
+    pub default_shard: Option<usize>,
 }
 
 pub struct Snapshot {
@@ -91,13 +93,16 @@ impl Snapshot {
                     replicas,
                 });
             }
-            databases.insert(
-                db_name.clone(),
-                Arc::new(Database {
-                    name: db_name.clone(),
-                    shards,
-                }),
-            );
+            let default_shard = db
+                .default_shard
+                .as_ref()
+                .and_then(|d| shards.iter().position(|s| &*s.name == d));
+            let database = Database {
+                name: db_name.clone(),
+                shards,
+                default_shard,
+            };
+            databases.insert(db_name.clone(), Arc::new(database));
         }
         Ok(Snapshot {
             epoch,

@@ -1,0 +1,317 @@
+//! What the session does with each client message: forward it raw, rewrite a statement name,
+//! answer it locally, or refuse it.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::prepared::SERVER_PREFIX;
+use super::replies::Pending;
+use super::sql::{self, SessionCommand};
+use super::{Flow, Session, SessionError};
+use crate::config::PoolMode;
+use crate::protocol::backend::{self as bmsg, TxStatus};
+use crate::protocol::frontend::{self as fmsg, Bind, Execute, NamedTarget, Parse, Query, Target};
+use crate::protocol::{PgError, ProtocolError, SqlState};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Handles one complete client message (`frame` includes its header).
+    pub(super) async fn on_client_message(
+        &mut self,
+        tag: u8,
+        frame: Bytes,
+    ) -> Result<Flow, SessionError> {
+        if self.skip_until_sync && tag != fmsg::SYNC {
+            return Ok(Flow::Continue);
+        }
+        let body = &frame[crate::protocol::HEADER_LEN..];
+        match tag {
+            fmsg::QUERY => self.on_query(&frame).await?,
+            fmsg::PARSE => self.on_parse(Parse::decode(body)?).await?,
+            fmsg::BIND => self.on_bind(&frame).await?,
+            fmsg::DESCRIBE => {
+                self.on_describe(NamedTarget::decode(tag, body)?, &frame)
+                    .await?
+            }
+            fmsg::CLOSE => self.on_close(NamedTarget::decode(tag, body)?, &frame),
+            fmsg::EXECUTE => self.on_execute(Execute::decode(body)?, &frame).await?,
+            fmsg::SYNC => self.on_sync(&frame),
+            fmsg::FLUSH => self.forward_if_held(&frame),
+            fmsg::COPY_DATA => self.forward_if_held(&frame),
+            fmsg::COPY_DONE | fmsg::COPY_FAIL => self.on_copy_end(&frame),
+            fmsg::FUNCTION_CALL => self.forward_new(&frame, Pending::FunctionCall).await?,
+            fmsg::TERMINATE => return Ok(Flow::Close),
+            _ => {
+                return Err(ProtocolError::Unexpected {
+                    tag,
+                    context: "from a client after startup",
+                }
+                .into())
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_query(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+        let q = Query::decode(&frame[crate::protocol::HEADER_LEN..])?;
+        let stmts = sql::statements(q.sql);
+        let cmds: Vec<SessionCommand> = stmts.iter().filter_map(|s| sql::classify(s)).collect();
+        if let Some(what) = self.unpoolable(&cmds) {
+            let err = PgError::error(SqlState::FeatureNotSupported, format!("{what} is not supported in transaction pooling mode"))
+                .with_detail("The next transaction of this session may run on another server connection, which would not have this state.")
+                .with_hint("Use your driver's protocol-level prepared statements, or set pool.mode: session for this workload.");
+            return Ok(self.reply_locally(|out| query_error(out, &err, TxStatus::Idle)));
+        }
+        if let [SessionCommand::Deallocate { name }] = cmds.as_slice() {
+            if stmts.len() == 1 && self.deallocate_locally(name.as_deref()) {
+                let tag = if name.is_some() {
+                    "DEALLOCATE"
+                } else {
+                    "DEALLOCATE ALL"
+                };
+                let status = self.status;
+                return Ok(self.reply_locally(|out| {
+                    bmsg::command_complete(out, tag);
+                    bmsg::ready_for_query(out, status);
+                }));
+            }
+        }
+        if !self.ensure_backend_for_query().await {
+            return Ok(());
+        }
+        self.pending_cmds.extend(cmds);
+        self.forward(frame, Pending::Query);
+        Ok(())
+    }
+
+    fn unpoolable(&self, cmds: &[SessionCommand]) -> Option<&'static str> {
+        if self.mode == PoolMode::Session {
+            return None;
+        }
+        cmds.iter().find_map(|c| match c {
+            SessionCommand::Unpoolable { what } => Some(*what),
+            _ => None,
+        })
+    }
+
+    /// `DEALLOCATE` of statements shardgate renamed is answered here: the server never saw the
+    /// client's names. Returns false when the name is not ours (e.g. a SQL-level PREPARE in
+    /// session mode), so Postgres answers it.
+    fn deallocate_locally(&mut self, name: Option<&str>) -> bool {
+        match name {
+            None => {
+                self.statements.clear();
+                true
+            }
+            Some(name) => self.statements.remove(name),
+        }
+    }
+
+    async fn on_parse(&mut self, p: Parse<'_>) -> Result<(), SessionError> {
+        if p.name.is_empty() {
+            self.unnamed_cmd = sql::statements(p.sql)
+                .first()
+                .and_then(|s| sql::classify(s));
+            let mut out = BytesMut::new();
+            p.encode(&mut out);
+            return self
+                .forward_new(&out.freeze(), Pending::Parse { registered: None })
+                .await;
+        }
+        if self.statements.get(p.name).is_some() || p.name.starts_with(SERVER_PREFIX) {
+            let err = PgError::error(
+                SqlState::DuplicatePreparedStatement,
+                format!("prepared statement \"{}\" already exists", p.name),
+            );
+            self.extended_error(err);
+            return Ok(());
+        }
+        if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        let stmt = self.shared.statements.intern(p.sql, p.param_types);
+        self.statements.insert(p.name, stmt.clone());
+        let registered = Some((p.name.to_owned(), stmt.id));
+        let conn = &mut self.backend.as_mut().expect("checked out above").conn;
+        if conn.session.prepared.insert(stmt.id) {
+            Parse {
+                name: &stmt.server_name,
+                sql: &stmt.sql,
+                param_types: &stmt.param_types,
+            }
+            .encode(&mut self.bout);
+            self.replies.push(Pending::Parse { registered });
+        } else {
+            self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
+        }
+        Ok(())
+    }
+
+    async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+        let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
+        if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        let command = if b.statement.is_empty() {
+            self.unnamed_cmd.clone()
+        } else {
+            self.statements
+                .get(b.statement)
+                .and_then(|s| s.command.clone())
+        };
+        match command {
+            Some(cmd) => self.portal_cmds.insert(b.portal.to_owned(), cmd),
+            None => self.portal_cmds.remove(b.portal),
+        };
+        match self.server_statement(b.statement)? {
+            Some(server_name) => Bind {
+                statement: &server_name,
+                ..b
+            }
+            .encode(&mut self.bout),
+            // Unnamed, or unknown to us: the server answers (an unknown name gets Postgres' own
+            // "does not exist" error, and the transaction fails exactly as it would there).
+            None => self.bout.extend_from_slice(frame),
+        }
+        self.replies.push(Pending::Bind);
+        Ok(())
+    }
+
+    async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
+        if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        let rewritten = match d.target {
+            Target::Statement => self.server_statement(d.name)?,
+            Target::Portal => None,
+        };
+        match rewritten {
+            Some(server_name) => NamedTarget {
+                name: &server_name,
+                ..d
+            }
+            .encode(fmsg::DESCRIBE, &mut self.bout),
+            None => self.bout.extend_from_slice(frame),
+        }
+        self.replies.push(Pending::Describe);
+        Ok(())
+    }
+
+    /// The server-side name for a client statement, preparing it on this backend first if needed.
+    /// `None` for the unnamed statement and for names the client never prepared.
+    fn server_statement(&mut self, name: &str) -> Result<Option<String>, SessionError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if name.starts_with(SERVER_PREFIX) {
+            return Err(ProtocolError::Unexpected {
+                tag: fmsg::BIND,
+                context: "naming a statement with shardgate's reserved prefix __sg_",
+            }
+            .into());
+        }
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            return Ok(None);
+        };
+        let conn = &mut self.backend.as_mut().expect("checked out before").conn;
+        if conn.session.prepared.insert(stmt.id) {
+            Parse {
+                name: &stmt.server_name,
+                sql: &stmt.sql,
+                param_types: &stmt.param_types,
+            }
+            .encode(&mut self.bout);
+            self.replies.push(Pending::InjectedParse { id: stmt.id });
+        }
+        Ok(Some(stmt.server_name.clone()))
+    }
+
+    fn on_close(&mut self, c: NamedTarget<'_>, frame: &Bytes) {
+        // A named statement stays prepared on the servers (other clients share it); only the
+        // client's name goes away. Closing something that does not exist is not an error.
+        if c.target == Target::Statement && !c.name.is_empty() {
+            self.statements.remove(c.name);
+            return self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
+        }
+        if self.backend.is_some() {
+            self.forward(frame, Pending::Close);
+        } else {
+            self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
+        }
+    }
+
+    async fn on_execute(&mut self, e: Execute<'_>, frame: &Bytes) -> Result<(), SessionError> {
+        if let Some(cmd) = self.portal_cmds.get(e.portal) {
+            self.pending_cmds.push(cmd.clone());
+        }
+        self.forward_new(frame, Pending::Execute).await
+    }
+
+    fn on_sync(&mut self, frame: &Bytes) {
+        self.skip_until_sync = false;
+        if self.backend.is_none() {
+            let status = self.status;
+            return self.push_synthetic(|out| bmsg::ready_for_query(out, status));
+        }
+        if self.replies.copy_in {
+            // The backend ignores Sync during COPY FROM STDIN; it will not answer this one.
+            return self.bout.extend_from_slice(frame);
+        }
+        self.forward(frame, Pending::Sync);
+    }
+
+    fn on_copy_end(&mut self, frame: &Bytes) {
+        if self.backend.is_some() {
+            self.replies.copy_in = false;
+            self.forward(frame, Pending::CopyEnd);
+        }
+    }
+
+    fn forward_if_held(&mut self, frame: &Bytes) {
+        if self.backend.is_some() {
+            self.bout.extend_from_slice(frame);
+        }
+    }
+
+    /// Forwards a message that may start a transaction: checks out a backend first.
+    async fn forward_new(&mut self, frame: &Bytes, pending: Pending) -> Result<(), SessionError> {
+        let ok = match pending {
+            Pending::FunctionCall => self.ensure_backend_for_query().await,
+            _ => self.ensure_backend_for_extended().await,
+        };
+        if ok {
+            self.forward(frame, pending);
+        }
+        Ok(())
+    }
+
+    pub(super) fn forward(&mut self, frame: &[u8], pending: Pending) {
+        self.bout.extend_from_slice(frame);
+        self.replies.push(pending);
+    }
+
+    /// An error for an extended-protocol message: reported in order, then everything up to Sync
+    /// is skipped, as Postgres does.
+    pub(super) fn extended_error(&mut self, err: PgError) {
+        self.push_synthetic(|out| err.encode(out));
+        self.skip_until_sync = true;
+    }
+
+    /// Queues a reply of our own behind whatever the backend still owes the client.
+    pub(super) fn push_synthetic(&mut self, build: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        build(&mut out);
+        self.replies.push(Pending::Synthetic(out.freeze()));
+        let cout = &mut self.cout;
+        self.replies.drain_front(|b| cout.extend_from_slice(b));
+    }
+
+    fn reply_locally(&mut self, build: impl FnOnce(&mut BytesMut)) {
+        self.push_synthetic(build)
+    }
+}
+
+/// A simple-query error: ErrorResponse then ReadyForQuery.
+pub(super) fn query_error(out: &mut BytesMut, err: &PgError, status: TxStatus) {
+    err.encode(out);
+    bmsg::ready_for_query(out, status);
+}

@@ -1,0 +1,223 @@
+//! Matching the backend's replies to what was sent, in order.
+//!
+//! Every message forwarded to a backend pushes what it will be answered with onto a FIFO queue.
+//! That is how the session knows which replies belong to messages it injected (swallowed, never
+//! shown to the client), where a reply it synthesizes itself belongs in the stream (e.g. a
+//! ParseComplete for a statement the backend already has), and when the backend is done (a
+//! ReadyForQuery with nothing outstanding) so it can go back to the pool.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::protocol::backend as msg;
+
+/// One expected reply (or reply sequence), in the order the backend will send them.
+#[derive(Debug)]
+pub enum Pending {
+    /// A client Parse, answered by ParseComplete. `registered` names the client statement to drop
+    /// again if the Parse fails.
+    Parse {
+        registered: Option<(String, u64)>,
+    },
+    /// A Parse shardgate injected to prepare a statement on this backend: its reply is swallowed.
+    InjectedParse {
+        id: u64,
+    },
+    Bind,
+    /// Describe: an optional ParameterDescription, then RowDescription or NoData.
+    Describe,
+    /// Execute: rows, then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// Close of a portal or the unnamed statement, answered by CloseComplete.
+    Close,
+    /// Sync, Query and FunctionCall end with ReadyForQuery.
+    Sync,
+    Query,
+    FunctionCall,
+    /// The settings query injected at checkout: everything up to its ReadyForQuery is swallowed.
+    Settings,
+    /// Where the client ended a COPY (CopyDone/CopyFail); answers nothing.
+    CopyEnd,
+    /// A reply shardgate makes itself, sent when it reaches the front of the queue.
+    Synthetic(Bytes),
+}
+
+impl Pending {
+    fn ends_with_ready(&self) -> bool {
+        matches!(
+            self,
+            Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings
+        )
+    }
+
+    fn swallowed(&self) -> bool {
+        matches!(self, Pending::InjectedParse { .. } | Pending::Settings)
+    }
+}
+
+/// What the session must do with one backend message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Swallow,
+    /// A ReadyForQuery: forward it (unless it ends an injected query) and take the new status.
+    Ready {
+        status: msg::TxStatus,
+        forward: bool,
+    },
+    /// The message does not fit what was sent: the backend's state is unknown.
+    Desync(&'static str),
+}
+
+/// Things the queue reports back so the session can undo registrations of failed messages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undo {
+    pub client_statements: Vec<(String, u64)>,
+    pub server_statements: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Replies {
+    queue: VecDeque<Pending>,
+    /// The backend is in COPY FROM STDIN: it ignores Sync and Flush until CopyDone/CopyFail.
+    pub copy_in: bool,
+}
+
+impl Replies {
+    pub fn push(&mut self, p: Pending) {
+        self.queue.push_back(p);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// How many ReadyForQuery the client is still owed (the injected settings query excluded).
+    pub fn owed_ready(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|p| p.ends_with_ready() && !p.swallowed())
+            .count()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.copy_in = false;
+    }
+
+    /// Pops the synthetic replies and copy markers now at the front, returning the bytes to send.
+    pub fn drain_front(&mut self, mut emit: impl FnMut(&[u8])) {
+        while let Some(front) = self.queue.front() {
+            match front {
+                Pending::Synthetic(bytes) => emit(bytes),
+                Pending::CopyEnd => {}
+                _ => return,
+            }
+            self.queue.pop_front();
+        }
+    }
+
+    /// Decides what to do with one backend message and advances the queue.
+    pub fn on_message(&mut self, tag: u8, body: &[u8], undo: &mut Undo) -> Verdict {
+        let in_injected = self.queue.front().is_some_and(Pending::swallowed);
+        match tag {
+            msg::NOTICE_RESPONSE | msg::PARAMETER_STATUS if in_injected => return Verdict::Swallow,
+            msg::NOTICE_RESPONSE | msg::PARAMETER_STATUS | msg::NOTIFICATION_RESPONSE => {
+                return Verdict::Forward
+            }
+            msg::ERROR_RESPONSE => return self.on_error(undo),
+            msg::COPY_IN_RESPONSE => self.enter_copy_in(),
+            _ => {}
+        }
+        let Some(front) = self.queue.front() else {
+            return Verdict::Desync("a reply arrived with nothing outstanding");
+        };
+        let done = match (front, tag) {
+            (Pending::Parse { .. } | Pending::InjectedParse { .. }, msg::PARSE_COMPLETE) => true,
+            (Pending::Bind, msg::BIND_COMPLETE) => true,
+            (Pending::Close, msg::CLOSE_COMPLETE) => true,
+            (Pending::Describe, msg::PARAMETER_DESCRIPTION) => false,
+            (Pending::Describe, msg::ROW_DESCRIPTION | msg::NO_DATA) => true,
+            (
+                Pending::Execute,
+                msg::COMMAND_COMPLETE | msg::EMPTY_QUERY_RESPONSE | msg::PORTAL_SUSPENDED,
+            ) => true,
+            (
+                Pending::Execute,
+                msg::DATA_ROW
+                | msg::COPY_IN_RESPONSE
+                | msg::COPY_OUT_RESPONSE
+                | msg::COPY_DATA
+                | msg::COPY_DONE,
+            ) => false,
+            (p, msg::READY_FOR_QUERY) if p.ends_with_ready() => {
+                let Ok(status) = msg::TxStatus::decode(body) else {
+                    return Verdict::Desync("a malformed ReadyForQuery");
+                };
+                let forward = !p.swallowed();
+                self.queue.pop_front();
+                return Verdict::Ready { status, forward };
+            }
+            (Pending::Query | Pending::Settings | Pending::FunctionCall, _) => false,
+            _ => return Verdict::Desync("a reply that does not match the request it answers"),
+        };
+        let swallow = front.swallowed();
+        if done {
+            self.queue.pop_front();
+        }
+        if swallow {
+            Verdict::Swallow
+        } else {
+            Verdict::Forward
+        }
+    }
+
+    /// After an error the backend skips every extended-protocol message up to the next Sync, so
+    /// their replies (and any synthetic ones queued among them) will never come.
+    fn on_error(&mut self, undo: &mut Undo) -> Verdict {
+        self.copy_in = false;
+        match self.queue.front() {
+            // A FATAL on an idle connection, or an error inside a simple query (whose own
+            // ReadyForQuery still comes): pass it on. An error in the injected settings query is
+            // passed on too: the client must learn that its settings could not be restored.
+            None => return Verdict::Forward,
+            Some(p) if p.ends_with_ready() => return Verdict::Forward,
+            _ => {}
+        }
+        while let Some(front) = self.queue.front() {
+            match front {
+                Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings => break,
+                Pending::Parse {
+                    registered: Some(r),
+                } => undo.client_statements.push(r.clone()),
+                Pending::InjectedParse { id } => undo.server_statements.push(*id),
+                _ => {}
+            }
+            self.queue.pop_front();
+        }
+        Verdict::Forward
+    }
+
+    /// The backend ignores Sync between the COPY's start and the client's CopyDone/CopyFail, so
+    /// those Syncs will get no ReadyForQuery: forget them. Later ones are not queued while
+    /// `copy_in` is set.
+    fn enter_copy_in(&mut self) {
+        let end = self
+            .queue
+            .iter()
+            .position(|p| matches!(p, Pending::CopyEnd));
+        let mut i = 1;
+        while i < end.unwrap_or(self.queue.len()).min(self.queue.len()) {
+            if matches!(self.queue[i], Pending::Sync) {
+                self.queue.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.copy_in = end.is_none();
+    }
+}
+
+#[cfg(test)]
+mod tests;

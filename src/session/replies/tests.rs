@@ -1,0 +1,127 @@
+use super::*;
+use crate::protocol::backend::{
+    BIND_COMPLETE, DATA_ROW, ERROR_RESPONSE as E, PARSE_COMPLETE, READY_FOR_QUERY as Z,
+};
+
+fn run(r: &mut Replies, msgs: &[(u8, &[u8])]) -> Vec<Verdict> {
+    let mut undo = Undo::default();
+    msgs.iter()
+        .map(|(t, b)| r.on_message(*t, b, &mut undo))
+        .collect()
+}
+
+fn ready(forward: bool) -> Verdict {
+    Verdict::Ready {
+        status: msg::TxStatus::Idle,
+        forward,
+    }
+}
+
+#[test]
+fn injected_parse_is_swallowed_and_the_rest_forwarded_in_order() {
+    let mut r = Replies::default();
+    r.push(Pending::InjectedParse { id: 7 });
+    r.push(Pending::Bind);
+    r.push(Pending::Execute);
+    r.push(Pending::Sync);
+    let got = run(
+        &mut r,
+        &[
+            (PARSE_COMPLETE, b""),
+            (BIND_COMPLETE, b""),
+            (DATA_ROW, b"x"),
+            (b'C', b"SELECT 1\0"),
+            (Z, b"I"),
+        ],
+    );
+    use Verdict::*;
+    assert_eq!(got, vec![Swallow, Forward, Forward, Forward, ready(true)]);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn synthetic_replies_wait_for_their_turn() {
+    let mut r = Replies::default();
+    r.push(Pending::Bind);
+    r.push(Pending::Synthetic(Bytes::from_static(b"1-synthetic")));
+    r.push(Pending::Sync);
+    let mut out = Vec::new();
+    r.drain_front(|b| out.push(b.to_vec()));
+    assert!(out.is_empty(), "nothing may overtake the BindComplete");
+    assert_eq!(run(&mut r, &[(BIND_COMPLETE, b"")]), vec![Verdict::Forward]);
+    r.drain_front(|b| out.push(b.to_vec()));
+    assert_eq!(out, vec![b"1-synthetic".to_vec()]);
+}
+
+#[test]
+fn an_error_skips_to_sync_and_reports_what_to_undo() {
+    let mut r = Replies::default();
+    r.push(Pending::Parse {
+        registered: Some(("s1".into(), 3)),
+    });
+    r.push(Pending::InjectedParse { id: 4 });
+    r.push(Pending::Bind);
+    r.push(Pending::Synthetic(Bytes::from_static(b"never")));
+    r.push(Pending::Sync);
+    let mut undo = Undo::default();
+    assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
+    assert_eq!(undo.client_statements, vec![("s1".to_string(), 3)]);
+    assert_eq!(undo.server_statements, vec![4]);
+    assert_eq!(r.owed_ready(), 1);
+    assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(true)]);
+}
+
+#[test]
+fn settings_query_is_swallowed_whole() {
+    let mut r = Replies::default();
+    r.push(Pending::Settings);
+    r.push(Pending::Query);
+    let got = run(
+        &mut r,
+        &[
+            (b'S', b"TimeZone\0UTC\0"),
+            (b'C', b"SET\0"),
+            (Z, b"I"),
+            (b'C', b"SELECT 1\0"),
+            (Z, b"I"),
+        ],
+    );
+    use Verdict::*;
+    assert_eq!(
+        got,
+        vec![Swallow, Swallow, ready(false), Forward, ready(true)]
+    );
+}
+
+#[test]
+fn syncs_sent_during_copy_in_are_forgotten() {
+    let mut r = Replies::default();
+    r.push(Pending::Bind);
+    r.push(Pending::Execute);
+    r.push(Pending::Sync); // ignored by the backend: it arrives during COPY
+    r.push(Pending::CopyEnd);
+    r.push(Pending::Sync);
+    let got = run(
+        &mut r,
+        &[(BIND_COMPLETE, b""), (b'G', b"\0\0\0"), (b'C', b"COPY 2\0")],
+    );
+    assert_eq!(got, vec![Verdict::Forward; 3]);
+    r.drain_front(|_| {});
+    assert_eq!(r.owed_ready(), 1);
+    assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(true)]);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn a_reply_that_fits_nothing_is_a_desync() {
+    let mut r = Replies::default();
+    assert!(matches!(
+        run(&mut r, &[(DATA_ROW, b"")])[0],
+        Verdict::Desync(_)
+    ));
+    r.push(Pending::Bind);
+    assert!(matches!(
+        run(&mut r, &[(PARSE_COMPLETE, b"")])[0],
+        Verdict::Desync(_)
+    ));
+}

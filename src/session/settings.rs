@@ -1,0 +1,154 @@
+//! The session settings a client has in force, so they can follow it to whichever backend serves it.
+//!
+//! A setting comes from the startup packet (applied with `set_config`, which parses the value as the
+//! startup packet would) or from a committed `SET` (replayed verbatim). `RESET x` falls back to the
+//! startup value, as in Postgres, where startup values are the session defaults.
+
+use std::collections::BTreeMap;
+
+use super::sql::SessionCommand;
+
+/// Startup parameters that are not settings, or that shardgate must not pass on.
+const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    startup: BTreeMap<String, String>,
+    set: BTreeMap<String, String>,
+    /// `startup` overlaid with `set`: what a backend must have, as name → SQL applying it.
+    effective: BTreeMap<String, String>,
+}
+
+impl Settings {
+    pub fn from_startup(params: &BTreeMap<String, String>) -> Settings {
+        let startup = params
+            .iter()
+            .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()))
+            .map(|(k, v)| (k.to_ascii_lowercase(), set_config_sql(k, v)))
+            .collect();
+        let mut s = Settings {
+            startup,
+            ..Settings::default()
+        };
+        s.recompute();
+        s
+    }
+
+    pub fn effective(&self) -> &BTreeMap<String, String> {
+        &self.effective
+    }
+
+    /// Applies a command that has committed.
+    pub fn apply(&mut self, cmd: &SessionCommand) {
+        match cmd {
+            SessionCommand::Set { name, sql } => {
+                self.set.insert(name.clone(), sql.clone());
+            }
+            SessionCommand::Reset { name } => {
+                self.set.remove(name);
+            }
+            SessionCommand::ResetAll | SessionCommand::DiscardAll => self.set.clear(),
+            SessionCommand::Deallocate { .. } | SessionCommand::Unpoolable { .. } => return,
+        }
+        self.recompute();
+    }
+
+    fn recompute(&mut self) {
+        self.effective = self.startup.clone();
+        self.effective
+            .extend(self.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+/// The SQL that brings a backend from `current` settings to `wanted`, or `None` if they agree.
+pub fn sync_sql(
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Option<String> {
+    if current == wanted {
+        return None;
+    }
+    let mut sql = String::new();
+    for name in current.keys().filter(|k| !wanted.contains_key(*k)) {
+        sql.push_str(&format!("RESET {};", quote_ident(name)));
+    }
+    for (name, apply) in wanted {
+        if current.get(name) != Some(apply) {
+            sql.push_str(apply);
+            sql.push(';');
+        }
+    }
+    Some(sql)
+}
+
+fn set_config_sql(name: &str, value: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        quote_literal(name),
+        quote_literal(value)
+    )
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn startup_values_are_applied_with_set_config_and_quoted() {
+        let s = Settings::from_startup(&startup(&[
+            ("user", "app"),
+            ("application_name", "o'brien"),
+            ("DateStyle", "ISO, MDY"),
+        ]));
+        let sql = sync_sql(&BTreeMap::new(), s.effective()).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('application_name', 'o''brien', false);\
+             SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', false);"
+        );
+    }
+
+    #[test]
+    fn set_overrides_startup_and_reset_falls_back_to_it() {
+        let mut s = Settings::from_startup(&startup(&[("TimeZone", "UTC")]));
+        let set = SessionCommand::Set {
+            name: "timezone".into(),
+            sql: "SET TIME ZONE 'Asia/Tokyo'".into(),
+        };
+        s.apply(&set);
+        assert_eq!(s.effective()["timezone"], "SET TIME ZONE 'Asia/Tokyo'");
+        s.apply(&SessionCommand::Reset {
+            name: "timezone".into(),
+        });
+        assert_eq!(
+            s.effective()["timezone"],
+            "SELECT pg_catalog.set_config('TimeZone', 'UTC', false)"
+        );
+    }
+
+    #[test]
+    fn sync_resets_what_the_previous_client_left_and_skips_what_matches() {
+        let mut current = BTreeMap::new();
+        current.insert("work_mem".to_string(), "SET work_mem = '64MB'".to_string());
+        current.insert("search_path".to_string(), "SET search_path = a".to_string());
+        let mut wanted = BTreeMap::new();
+        wanted.insert("search_path".to_string(), "SET search_path = a".to_string());
+        assert_eq!(sync_sql(&current, &wanted).unwrap(), "RESET \"work_mem\";");
+        assert_eq!(sync_sql(&wanted, &wanted), None);
+    }
+}

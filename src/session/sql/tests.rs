@@ -1,0 +1,80 @@
+use super::*;
+
+#[test]
+fn splits_at_top_level_semicolons_only() {
+    let sql = "SET a = 'x;y'; select \"we;ird\" from t -- c;\n; DO $$BEGIN PERFORM 1; END$$; ;/* a;b */ select E'\\';'";
+    assert_eq!(
+        statements(sql),
+        vec![
+            "SET a = 'x;y'",
+            "select \"we;ird\" from t -- c;",
+            "DO $$BEGIN PERFORM 1; END$$",
+            "/* a;b */ select E'\\';'"
+        ]
+    );
+    assert_eq!(statements(";;  ;"), Vec::<&str>::new());
+    assert_eq!(
+        statements("select $1; select $tag$;$tag$"),
+        vec!["select $1", "select $tag$;$tag$"]
+    );
+}
+
+#[test]
+fn classifies_session_state_changes() {
+    let set = |name: &str, sql: &str| {
+        Some(SessionCommand::Set {
+            name: name.into(),
+            sql: sql.into(),
+        })
+    };
+    assert_eq!(
+        classify("SET search_path TO a, b"),
+        set("search_path", "SET search_path TO a, b")
+    );
+    assert_eq!(
+        classify("set SESSION DateStyle=ISO"),
+        set("datestyle", "set SESSION DateStyle=ISO")
+    );
+    assert_eq!(
+        classify("/* hint */ SET TIME ZONE 'UTC'"),
+        set("timezone", "/* hint */ SET TIME ZONE 'UTC'")
+    );
+    assert_eq!(
+        classify("SET extra_float_digits = 3"),
+        set("extra_float_digits", "SET extra_float_digits = 3")
+    );
+    assert_eq!(classify("SET LOCAL work_mem = '1MB'"), None);
+    assert_eq!(
+        classify("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+        None
+    );
+    assert_eq!(classify("SET CONSTRAINTS ALL IMMEDIATE"), None);
+    assert_eq!(classify("RESET ALL"), Some(SessionCommand::ResetAll));
+    assert_eq!(
+        classify("reset TimeZone"),
+        Some(SessionCommand::Reset {
+            name: "timezone".into()
+        })
+    );
+    assert_eq!(classify("DISCARD ALL"), Some(SessionCommand::DiscardAll));
+    assert_eq!(
+        classify("DEALLOCATE PREPARE s1"),
+        Some(SessionCommand::Deallocate {
+            name: Some("s1".into())
+        })
+    );
+    assert_eq!(
+        classify("deallocate all"),
+        Some(SessionCommand::Deallocate { name: None })
+    );
+    assert_eq!(
+        classify("LISTEN chan"),
+        Some(SessionCommand::Unpoolable { what: "LISTEN" })
+    );
+    assert_eq!(
+        classify("PREPARE q AS SELECT 1"),
+        Some(SessionCommand::Unpoolable { what: "PREPARE" })
+    );
+    assert_eq!(classify("PREPARE TRANSACTION 'x'"), None);
+    assert_eq!(classify("select 1"), None);
+}
