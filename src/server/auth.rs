@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use subtle::ConstantTimeEq;
 
+#[cfg(test)]
+mod tests;
 
 /// The one SASL mechanism shardgate offers, for the `AuthenticationSASL` mechanism list.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
