@@ -36,7 +36,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: default_admin_listen(), token: None }
+        AdminConfig {
+            listen: default_admin_listen(),
+            token: None,
+        }
     }
 }
 
@@ -278,7 +281,10 @@ impl Config {
 
     /// Parses and validates config text (no file I/O).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError { path: "$".into(), problem: e.to_string() })
+        serde_saphyr::from_str(text).map_err(|e| ConfigError {
+            path: "$".into(),
+            problem: e.to_string(),
+        })
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
