@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::format::{percent_encode, quote_ident, quote_literal, settings};
 use super::runner::{self, Runner};
-use super::{create_unique_dir, free_port, quote_ident, quote_literal, ClusterError, PgBinaries};
+use super::{create_unique_dir, free_port, ClusterError, PgBinaries};
 
 /// The superuser initdb creates; also the OS user the server runs as when we are root.
 const SUPERUSER: &str = "postgres";
@@ -130,11 +131,7 @@ impl Cluster {
         let mut replica = Cluster::prepare(self.bins.clone(), self.runner.clone(), base, opts)?;
         replica.base_backup_of(self)?;
         replica.start_on_free_port()?;
-        replica.wait_for("be in recovery", || {
-            replica
-                .psql("postgres", "select pg_is_in_recovery()")
-                .is_ok_and(|v| v == "t")
-        })?;
+        replica.wait_until("be in recovery", "select pg_is_in_recovery()", "t")?;
         Ok(replica)
     }
 
@@ -269,10 +266,11 @@ impl Cluster {
     /// Promotes a replica to a primary and waits until it accepts writes.
     pub fn promote(&self) -> Result<(), ClusterError> {
         self.pg_ctl(&["promote"])?;
-        self.wait_for("leave recovery after promote", || {
-            self.psql("postgres", "select pg_is_in_recovery()")
-                .is_ok_and(|v| v == "f")
-        })
+        self.wait_until(
+            "leave recovery after promote",
+            "select pg_is_in_recovery()",
+            "f",
+        )
     }
 
     /// The last `lines` lines of the server log, for error messages.
@@ -405,7 +403,7 @@ impl Cluster {
     /// Writes our settings for the current port and runs `pg_ctl start -w`.
     fn start_server(&mut self) -> Result<(), ClusterError> {
         let conf = self.data_dir.join(CONF_FILE);
-        write_file(&conf, &self.settings())?;
+        write_file(&conf, &settings(self.port, &self.socket_dir, &self.opts))?;
         self.runner.hand_over(&conf)?;
         // Only log lines from this attempt count when deciding whether the port was taken.
         let log_start = std::fs::metadata(&self.log_file).map_or(0, |m| m.len());
@@ -430,36 +428,7 @@ impl Cluster {
         self.state = State::Running {
             pid: self.postmaster_pid(),
         };
-        self.wait_for("accept connections", || {
-            self.psql("postgres", "select 1").is_ok()
-        })
-    }
-
-    /// The postgresql.conf settings for the current port and options.
-    fn settings(&self) -> String {
-        let mut conf = String::from("# Written by shardgate's cluster module on every start.\n");
-        let mut set = |k: &str, v: &str| {
-            let _ = writeln!(conf, "{k} = {}", conf_value(v));
-        };
-        set("listen_addresses", "127.0.0.1");
-        set("port", &self.port.to_string());
-        set(
-            "unix_socket_directories",
-            &self.socket_dir.to_string_lossy(),
-        );
-        set("wal_level", "replica");
-        set("max_wal_senders", "10");
-        set("hot_standby", "on");
-        set("max_connections", &self.opts.max_connections.to_string());
-        if self.opts.fast {
-            for key in ["fsync", "synchronous_commit", "full_page_writes"] {
-                set(key, "off");
-            }
-        }
-        for (k, v) in &self.opts.extra_conf {
-            set(k, v);
-        }
-        conf
+        self.wait_until("accept connections", "select 1", "1")
     }
 
     fn psql_command(&self, db: &str) -> Command {
@@ -496,21 +465,37 @@ impl Cluster {
             .map_err(|e| runner::with_log(e, self.log_tail(LOG_LINES)))
     }
 
-    /// Polls `ready` every 50 ms for up to `PG_CTL_WAIT_SECS`.
-    fn wait_for(&self, what: &'static str, ready: impl Fn() -> bool) -> Result<(), ClusterError> {
+    /// Polls `sql` on database postgres every 50 ms until it returns `expected`, for up to
+    /// `PG_CTL_WAIT_SECS`. SQL errors (not up yet, still in recovery) mean "not yet"; any other
+    /// error, such as psql missing, fails at once instead of after the timeout.
+    fn wait_until(
+        &self,
+        what: &'static str,
+        sql: &str,
+        expected: &str,
+    ) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(PG_CTL_WAIT_SECS);
-        while !ready() {
+        loop {
+            let last = match self.psql("postgres", sql) {
+                Ok(v) if v == expected => return Ok(()),
+                Ok(v) => format!("`{sql}` returned {v:?}"),
+                Err(e @ ClusterError::Sql { .. }) => e.to_string(),
+                Err(e) => return Err(e),
+            };
             if Instant::now() > deadline {
+                let log = format!(
+                    "last check: {last}\nserver log:\n{}",
+                    self.log_tail(LOG_LINES)
+                );
                 return Err(ClusterError::Timeout {
                     port: self.port,
                     what,
                     secs: PG_CTL_WAIT_SECS,
-                    log: self.log_tail(LOG_LINES),
+                    log,
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     fn hand_over_all(&self) -> Result<(), ClusterError> {
@@ -574,33 +559,6 @@ fn cluster_dir(base: &Path, name: &str) -> Result<PathBuf, ClusterError> {
     }
 }
 
-/// A postgresql.conf value: plain words and numbers as is, anything else single-quoted.
-fn conf_value(v: &str) -> String {
-    // The config lexer takes unquoted identifiers, numbers and numbers with units (64MB);
-    // anything else, such as an address with several dots, must be quoted.
-    let word = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let plain = word || v.parse::<f64>().is_ok_and(f64::is_finite);
-    let quoted = v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'');
-    if plain || quoted {
-        v.to_string()
-    } else {
-        quote_literal(v)
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, for URL user info and paths.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 fn write_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
     std::fs::write(path, contents)
         .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
@@ -612,27 +570,4 @@ fn append_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
         .open(path)
         .and_then(|mut f| f.write_all(contents.as_bytes()))
         .map_err(|e| ClusterError::io(format!("appending to {}", path.display()), e))
-}
-
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn conf_values_are_quoted_when_needed() {
-        assert_eq!(conf_value("on"), "on");
-        assert_eq!(conf_value("64MB"), "64MB");
-        assert_eq!(conf_value("127.0.0.1"), "'127.0.0.1'");
-        assert_eq!(conf_value("0.5"), "0.5");
-        assert_eq!(conf_value("/tmp/x y"), "'/tmp/x y'");
-        assert_eq!(conf_value("'all'"), "'all'");
-        assert_eq!(conf_value("it's"), "'it''s'");
-        assert_eq!(conf_value(""), "''");
-    }
-
-    #[test]
-    fn urls_encode_passwords() {
-        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
-        assert_eq!(percent_encode("plain-_.~9"), "plain-_.~9");
-    }
 }

@@ -22,6 +22,7 @@
 //! ```
 
 mod binaries;
+mod format;
 mod instance;
 mod runner;
 #[cfg(test)]
@@ -201,14 +202,4 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ClusterError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| ClusterError::io(format!("chmod {mode:o} {}", path.display()), e))
-}
-
-/// `name` as a SQL identifier: always quoted, so any role or database name works.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a SQL string literal (standard_conforming_strings is on by default).
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }

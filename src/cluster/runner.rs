@@ -22,7 +22,7 @@ pub(super) enum Runner {
     Direct,
     /// We are root: switch to `postgres` with `runuser -u postgres --`.
     Runuser(PathBuf),
-    /// We are root and there is no runuser: `su postgres -s /bin/sh -c 'exec "$0" "$@"'`.
+    /// We are root and there is no runuser: `su -s /bin/sh -c 'exec "$0" "$@"' -- postgres`.
     Su,
 }
 
@@ -62,9 +62,17 @@ impl Runner {
                 c
             }
             Runner::Su => {
+                // `--` ends su's options; without it su would parse the tool's own options.
                 let mut c = Command::new("su");
-                c.args([SERVER_USER, "-s", "/bin/sh", "-c", r#"exec "$0" "$@""#])
-                    .arg(program);
+                c.args([
+                    "-s",
+                    "/bin/sh",
+                    "-c",
+                    r#"exec "$0" "$@""#,
+                    "--",
+                    SERVER_USER,
+                ])
+                .arg(program);
                 c
             }
         };
@@ -230,5 +238,20 @@ mod tests {
             show(&cmd),
             "/usr/sbin/runuser -u postgres -- /bin/initdb -D x"
         );
+    }
+
+    /// Runs only where su works without a password (root); elsewhere there is nothing to check.
+    #[test]
+    fn su_passes_arguments_and_environment() {
+        if !is_root() {
+            return;
+        }
+        let script = ["-c", "echo \"$SG_X\" \"$1\"", "sh", "-u"];
+        let out = Runner::Su
+            .command(Path::new("/bin/sh"), script, Path::new("/"))
+            .env("SG_X", "kept")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "kept -u\n");
     }
 }

@@ -174,9 +174,3 @@ fn temp_dir_is_removed_on_drop() {
     drop(dir);
     assert!(!path.exists());
 }
-
-#[test]
-fn identifiers_and_literals_are_quoted() {
-    assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    assert_eq!(quote_literal("it's"), "'it''s'");
-}
