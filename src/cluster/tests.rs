@@ -174,3 +174,57 @@ fn temp_dir_is_removed_on_drop() {
     drop(dir);
     assert!(!path.exists());
 }
+
+/// Parallel tests start many clusters at once; each must get its own port and socket, even when a
+/// base dir is too long for a unix socket path.
+#[test]
+fn parallel_starts_in_a_long_base_dir() {
+    let base = TempDir::new(&format!("sg-test-{}", "x".repeat(90))).unwrap();
+    let bins = binaries();
+    let clusters: Vec<Cluster> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| Cluster::start(&bins, base.path(), ClusterOptions::default())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    });
+    let mut ports: Vec<u16> = clusters.iter().map(Cluster::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "ports must differ: {ports:?}");
+    for c in &clusters {
+        let socket = c.socket_dir().join(format!(".s.PGSQL.{}", c.port()));
+        assert!(socket.as_os_str().len() < 100, "{}", socket.display());
+        assert!(socket.exists(), "no socket at {}", socket.display());
+        assert_eq!(c.psql("postgres", "select 1").unwrap(), "1");
+    }
+    let socket_dirs: Vec<_> = clusters
+        .iter()
+        .map(|c| c.socket_dir().to_path_buf())
+        .collect();
+    drop(clusters);
+    for d in socket_dirs {
+        assert!(!d.exists(), "socket dir {} must be removed", d.display());
+    }
+}
+
+/// Declaring the TempDir after the cluster drops it first, deleting the data dir under the running
+/// server; dropping the cluster must still stop the server.
+#[test]
+fn drop_stops_the_server_even_if_its_dir_is_gone() {
+    let base = TempDir::new("sg-test").unwrap();
+    let pg = start(&base, ClusterOptions::default());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], pg.port()));
+    drop(base);
+    drop(pg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "server on {addr} still accepts connections"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
