@@ -325,7 +325,7 @@ impl Cluster {
     fn init_db(&mut self) -> Result<(), ClusterError> {
         // initdb reads the superuser password from a file; it lives in our dir only during initdb.
         let pwfile = self.dir.join("pwfile");
-        write_file(&pwfile, &format!("{}\n", self.opts.superuser_password))?;
+        write_secret(&pwfile, &format!("{}\n", self.opts.superuser_password))?;
         self.hand_over_all()?;
         let result = runner::run(&mut self.runner.command(
             &self.bins.tool("initdb"),
@@ -561,6 +561,19 @@ fn cluster_dir(base: &Path, name: &str) -> Result<PathBuf, ClusterError> {
 
 fn write_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
     std::fs::write(path, contents)
+        .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
+}
+
+/// Writes a file only its owner can read: the cluster dir is world-readable (the socket lives
+/// there), a password must not be. Created with 0600 rather than chmod-ed, leaving no window.
+fn write_secret(path: &Path, contents: &str) -> Result<(), ClusterError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
         .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
 }
 
