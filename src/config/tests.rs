@@ -1,0 +1,3 @@
+//! Config loading and validation: the exact text an operator reads.
+
+use super::*;
