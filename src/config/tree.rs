@@ -84,6 +84,11 @@ pub(crate) fn parse_tree(text: &str) -> Result<Node, ConfigIssue> {
                 }
                 _ => message,
             };
+            // ...and some messages end with " at line L, column C", which the issue shows anyway.
+            let problem = match problem.rfind(" at line ") {
+                Some(at) if location.is_some() => problem[..at].to_string(),
+                _ => problem,
+            };
             let mut issue = ConfigIssue::new("(document)", format!("invalid YAML: {problem}"));
             if let Some(loc) = location.filter(|l| l.line() > 0) {
                 issue = issue.at(loc.line(), loc.column());
@@ -101,10 +106,7 @@ pub(crate) fn find_duplicate_keys(node: &Node, path: &str, issues: &mut Vec<Conf
                 let name = key.key_text();
                 let key_path = child_path(path, &name);
                 if let Some((first, _)) = entries[..i].iter().find(|(k, _)| k.key_text() == name) {
-                    let problem = format!(
-                        "duplicate key `{name}` (first defined at line {})",
-                        first.line
-                    );
+                    let problem = format!("duplicate key (first defined at line {})", first.line);
                     issues.push(ConfigIssue::new(&key_path, problem).at(key.line, key.column));
                 }
                 find_duplicate_keys(value, &key_path, issues);
