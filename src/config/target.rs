@@ -97,7 +97,7 @@ pub fn redact_url(url: &str) -> String {
         let params: Vec<String> = query
             .split('&')
             .map(|param| match param.split_once('=') {
-                Some((key, _)) if key == "password" => "password=***".to_string(),
+                Some(("password", _)) => "password=***".to_string(),
                 _ => param.to_string(),
             })
             .collect();

@@ -322,3 +322,16 @@ fn url_redaction() {
     );
     assert_eq!(target::redact_url("postgres://u@h/db"), "postgres://u@h/db");
 }
+
+#[test]
+fn unquoted_variable_in_flow_mapping_gets_a_hint() {
+    let text = with(
+        "  - { name: app, password: pw }",
+        "  - { name: app, password: ${PW} }",
+    );
+    assert_eq!(
+        error(&text),
+        "(document): invalid YAML: while parsing a flow mapping, did not find expected ',' or '}' \
+         (inside `{ }` or `[ ]`, quote values that use a variable: \"${VAR}\") (line 3, column 29)"
+    );
+}

@@ -89,7 +89,16 @@ pub(crate) fn parse_tree(text: &str) -> Result<Node, ConfigIssue> {
                 Some(at) if location.is_some() => problem[..at].to_string(),
                 _ => problem,
             };
-            let mut issue = ConfigIssue::new("(document)", format!("invalid YAML: {problem}"));
+            let mut problem = format!("invalid YAML: {problem}");
+            let line = location.filter(|l| l.line() > 0).map(|l| l.line());
+            let line_text = line.and_then(|l| text.lines().nth(usize::try_from(l).ok()? - 1));
+            // A plain `${VAR}` inside `{ }` or `[ ]` ends at its `{`: YAML's rule, an easy trap.
+            if line_text.is_some_and(|t| t.contains("${")) {
+                problem.push_str(
+                    " (inside `{ }` or `[ ]`, quote values that use a variable: \"${VAR}\")",
+                );
+            }
+            let mut issue = ConfigIssue::new("(document)", problem);
             if let Some(loc) = location.filter(|l| l.line() > 0) {
                 issue = issue.at(loc.line(), loc.column());
             }
