@@ -4,10 +4,25 @@
 //! validated: a `Config` that exists is a config the proxy can serve.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+mod de;
+mod env;
+mod shardmap;
+mod summary;
+mod target;
+mod tree;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use env::Env;
+pub use target::{parse_backend_url, BackendTarget};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,29 +277,137 @@ fn default_max_replica_lag_ms() -> u64 {
     1000
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {problem}")]
-pub struct ConfigError {
+/// One thing wrong with a config: where (YAML path, and line/column when known) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// e.g. `databases.app.shards.s0.primary` or `users[0].password`; `(document)` for the whole file.
     pub path: String,
     pub problem: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+}
+
+impl ConfigIssue {
+    pub fn new(path: &str, problem: impl Into<String>) -> Self {
+        let path = if path.is_empty() { "(document)" } else { path };
+        ConfigIssue {
+            path: path.to_string(),
+            problem: problem.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    pub fn at(mut self, line: u64, column: u64) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything wrong with a config, one issue per line. A fault in the operator's file: fixing the
+/// file is the only remedy, retrying does not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl ConfigError {
+    fn one(issue: ConfigIssue) -> Self {
+        ConfigError {
+            issues: vec![issue],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Config {
-    /// Reads, expands and validates a config file.
+    /// Reads, expands (from the process environment) and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            problem: format!("cannot read the config file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let problem = format!("cannot read the config file: {e}");
+            ConfigError::one(ConfigIssue::new(&path.display().to_string(), problem))
         })?;
         Config::parse(&text)
     }
 
-    /// Parses and validates config text (no file I/O).
+    /// Parses and validates config text (no file I/O), taking `${VAR}`s from the process environment.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError {
-            path: "$".into(),
-            problem: e.to_string(),
-        })
+        Config::parse_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text, taking `${VAR}`s from `env`.
+    ///
+    /// Order: YAML syntax (stops here on error), then duplicate keys and `${VAR}`s (all reported),
+    /// then types and unknown keys (first error only: serde stops there), then every semantic rule
+    /// (all reported).
+    pub fn parse_with_env(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+        let mut root = tree::parse_tree(text).map_err(ConfigError::one)?;
+        let mut issues = Vec::new();
+        tree::find_duplicate_keys(&root, "", &mut issues);
+        env::expand_tree(&mut root, "", env, &mut issues);
+        if !issues.is_empty() {
+            return Err(ConfigError { issues });
+        }
+        let node = de::NodeDe {
+            node: &root,
+            path: String::new(),
+        };
+        let config = Config::deserialize(node).map_err(|e| ConfigError::one(e.into_issue()))?;
+        let mut issues = validate::validate(&config);
+        if issues.is_empty() {
+            return Ok(config);
+        }
+        for issue in &mut issues {
+            if let Some(node) = tree::locate(&root, &issue.path) {
+                issue.line = Some(node.line);
+                issue.column = Some(node.column);
+            }
+        }
+        Err(ConfigError { issues })
+    }
+
+    /// Checks that the files the config names exist and can be read (the TLS certificate and key).
+    /// Not part of [`Config::parse`], so a config can be checked on a machine without the files;
+    /// `check-config` and startup call it. Relative paths are taken from the working directory.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        let issues: Vec<ConfigIssue> = [("tls.cert", &tls.cert), ("tls.key", &tls.key)]
+            .into_iter()
+            .filter_map(|(path, file)| match std::fs::File::open(file) {
+                Ok(_) => None,
+                Err(e) => Some(ConfigIssue::new(
+                    path,
+                    format!("cannot read `{}`: {e}", file.display()),
+                )),
+            })
+            .collect();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { issues })
+        }
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
