@@ -14,16 +14,19 @@
 //! - [`backend`]: one raw framed connection to a Postgres server, with its login.
 //! - [`protocol`]: wire-format types and framing. No I/O, no routing, no config.
 //!
-//! Side systems: [`config`] (the YAML file), [`cluster`] (starting real Postgres servers for `demo` and
-//! the tests), [`shutdown`] (the drain signal handed to every task).
+//! Side systems: [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
+//! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
+//! tests), [`demo`] (`shardgate demo`).
 //!
 //! Dependencies point one way: protocol ← backend ← pool ← topology ← router ← session ← server.
 
 pub mod backend;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod pool;
 pub mod protocol;
+pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -1,3 +1,120 @@
-fn main() {
-    println!("shardgate: under construction");
+//! The `shardgate` command line (DESIGN §2.1).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shardgate::config::Config;
+use shardgate::proxy::Proxy;
+use shardgate::shutdown::{Signal, Signals};
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "A PostgreSQL sharding proxy")]
+struct Cli {
+    /// Run the proxy with this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    /// Log one JSON object per line.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start two PostgreSQL clusters, a replica, sample data and the proxy; Ctrl-C stops it all.
+    Demo {
+        /// Where the clusters live (wiped at start); default: shardgate-demo in the temp directory,
+        /// which the `postgres` user can reach when shardgate runs as root.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The proxy's port.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+    /// Validate a config file and print its shard map.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match (cli.command, cli.config) {
+        (Some(Command::Demo { dir, port }), _) => {
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("shardgate-demo"));
+            let dir = std::path::absolute(&dir).with_context(|| format!("bad --dir {}", dir.display()))?;
+            shardgate::demo::run(shardgate::demo::DemoOptions { dir, port }).await
+        }
+        (Some(Command::CheckConfig { file }), _) => check_config(&file),
+        (None, Some(config)) => run(config).await,
+        (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run the proxy, or try `shardgate demo` (see --help)"),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config =
+        Config::load(file).map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", file.display()))?;
+    config
+        .check_files()
+        .map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", file.display()))?;
+    println!("{} is valid.\n", file.display());
+    print!("{}", config.summary());
+    Ok(())
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config =
+        Config::load(&path).map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", path.display()))?;
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let proxy = Proxy::start(config).await?;
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reload => match proxy.reload_from(&path) {
+                Ok(epoch) => tracing::info!(epoch, "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the previous config stays in force")
+                }
+            },
+        }
+    }
+    tracing::info!("draining: no new connections; open transactions may finish");
+    proxy.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -111,6 +111,8 @@ pub struct Session<S> {
     skip_until_sync: bool,
     /// A backend died while the client owed it no reply: reported on the client's next message.
     lost: Option<PgError>,
+    /// Keeps the backend whatever the pool mode (during startup, until its parameters are read).
+    pinned: bool,
     /// A FATAL error the backend sent before closing, handled once its messages are relayed.
     backend_fatal: Option<String>,
     statements: ClientStatements,
@@ -142,6 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             skip_until_sync: false,
             lost: None,
             backend_fatal: None,
+            pinned: false,
             statements: ClientStatements::default(),
             settings,
             pending_cmds: Vec::new(),
@@ -154,6 +157,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Applies the client's startup settings on a backend (so a bad value fails the login, as in
     /// Postgres) and returns the ParameterStatus values the client must be told.
     pub async fn startup(&mut self) -> Result<Vec<(String, String)>, SessionError> {
+        self.pinned = true;
+        let params = self.startup_pinned().await;
+        self.pinned = false;
+        self.release_if_done();
+        params
+    }
+
+    async fn startup_pinned(&mut self) -> Result<Vec<(String, String)>, SessionError> {
         if let Err(e) = self.checkout().await {
             return Err(SessionError::Startup(PgError { fatal: true, ..e }));
         }
@@ -368,7 +379,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn release_if_done(&mut self) {
         let done =
             self.status == TxStatus::Idle && self.replies.is_empty() && !self.replies.copy_in;
-        if done && self.mode == PoolMode::Transaction && self.backend.is_some() {
+        if done && self.mode == PoolMode::Transaction && !self.pinned && self.backend.is_some() {
             self.backend = None;
             self.publish_cancel(None);
         }
@@ -516,6 +527,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.cout.clear();
         }
         Ok(())
+    }
+
+    /// Sends the end of the startup phase (ParameterStatus, BackendKeyData, ReadyForQuery).
+    pub async fn greet(&mut self, hello: &[u8]) -> std::io::Result<()> {
+        self.client.write_all(hello).await
     }
 
     /// Writes a final error to the client, best effort.

@@ -5,7 +5,6 @@
 //! ends, so a transaction never sees two routing epochs and a reload never cuts one off.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,30 +112,20 @@ impl Snapshot {
     }
 }
 
-/// Parses a `postgres://` backend URL (tokio-postgres' parser) into a connection target.
-pub fn target_from_url(url: &str) -> Result<Target, String> {
-    let cfg =
-        tokio_postgres::Config::from_str(url).map_err(|e| format!("invalid backend URL: {e}"))?;
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(_) => return Err("unix-socket backends are not supported; use a TCP host".into()),
-        None => return Err("the backend URL names no host".into()),
-    };
-    let user = cfg
-        .get_user()
-        .ok_or("the backend URL names no user")?
-        .to_owned();
+/// A validated backend URL as the backend module's connection target.
+fn target_from_url(url: &str) -> Result<Target, String> {
+    let t = crate::config::parse_backend_url(url)?;
+    if t.host.starts_with('/') {
+        return Err(
+            "unix-socket backends are not supported yet; give a TCP host such as 127.0.0.1".into(),
+        );
+    }
     Ok(Target {
-        host,
-        port: cfg.get_ports().first().copied().unwrap_or(5432),
-        database: cfg
-            .get_dbname()
-            .map(str::to_owned)
-            .unwrap_or_else(|| user.clone()),
-        password: cfg
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned()),
-        user,
+        host: t.host,
+        port: t.port,
+        user: t.user,
+        password: t.password,
+        database: t.database,
     })
 }
 

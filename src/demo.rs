@@ -1,0 +1,137 @@
+//! `shardgate demo`: a complete local setup with nothing installed but the PostgreSQL server
+//! binaries — two real clusters, a streaming replica, a sample schema and data, and the proxy.
+//!
+//! Until the sharding router lands, the demo serves each cluster as its own one-shard database
+//! (`app` on pg-s0 with its replica, `app_s1` on pg-s1); it becomes one sharded `app` with it.
+
+use std::path::{Path, PathBuf};
+
+use crate::cluster::{Cluster, ClusterError, ClusterOptions, PgBinaries};
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::shutdown::{Signal, Signals};
+
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "demo";
+
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+/// The servers behind the demo. Dropping it stops and removes them.
+pub struct Servers {
+    // Field order is drop order: the replica stops before its primary.
+    pub s0_replica: Cluster,
+    pub s0: Cluster,
+    pub s1: Cluster,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL);
+CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users, total numeric(10,2) NOT NULL,
+                     created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+INSERT INTO countries VALUES ('FR', 'France'), ('JP', 'Japan'), ('BR', 'Brazil'), ('US', 'United States');
+INSERT INTO users SELECT i, 'user ' || i, 'user' || i || '@example.com' FROM generate_series(FROM_ID, TO_ID) i;
+INSERT INTO orders (user_id, total) SELECT 1 + (i % (TO_ID - FROM_ID + 1)) + FROM_ID - 1, (i % 500) + 0.99
+  FROM generate_series(1, 5000) i;
+";
+
+/// Starts the clusters and loads the sample data (blocking: runs initdb, pg_ctl, psql).
+pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
+    let bins = PgBinaries::find()?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| ClusterError::Io {
+            what: format!("cannot clear {}", dir.display()),
+            source: e,
+        })?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ClusterError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source: e,
+    })?;
+    let opts = |name: &str| ClusterOptions {
+        name: name.into(),
+        fast: false,
+        ..ClusterOptions::default()
+    };
+    let s0 = Cluster::start(&bins, dir, opts("pg-s0"))?;
+    let s1 = Cluster::start(&bins, dir, opts("pg-s1"))?;
+    for (cluster, range) in [(&s0, (1, 1000)), (&s1, (1001, 2000))] {
+        cluster.create_user(USER, PASSWORD)?;
+        cluster.create_database("app")?;
+        cluster.grant_all("app", USER)?;
+        let sql = SCHEMA
+            .replace("FROM_ID", &range.0.to_string())
+            .replace("TO_ID", &range.1.to_string());
+        cluster.psql("app", &sql)?;
+        cluster.grant_all("app", USER)?;
+    }
+    let s0_replica = s0.start_replica("pg-s0-replica")?;
+    Ok(Servers { s0_replica, s0, s1 })
+}
+
+/// The config the demo runs with, in the shape of `config/shardgate.yaml`.
+pub fn config_yaml(servers: &Servers, port: u16) -> String {
+    let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
+    format!(
+        "# Written by `shardgate demo`.\n\
+         listen: 127.0.0.1:{port}\n\
+         users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
+         pool: {{ mode: transaction, size: 10 }}\n\
+         databases:\n\
+         \x20 app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [\"{}\"] }}\n\
+         \x20 app_s1:\n    shards:\n      s1: {{ primary: \"{}\" }}\n",
+        url(&servers.s0),
+        url(&servers.s0_replica),
+        url(&servers.s1),
+    )
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    println!("Starting PostgreSQL clusters in {} …", opts.dir.display());
+    let dir = opts.dir.clone();
+    let servers = tokio::task::spawn_blocking(move || start_servers(&dir)).await??;
+    let config_path = opts.dir.join("shardgate.yaml");
+    std::fs::write(&config_path, config_yaml(&servers, opts.port))?;
+    let proxy = Proxy::start(Config::load(&config_path)?).await?;
+    let addr = proxy.addr();
+    println!();
+    println!("shardgate is running. Connect with:");
+    println!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app\"");
+    println!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app_s1\"");
+    println!();
+    println!(
+        "  pg-s0:          127.0.0.1:{} (primary of shard s0)",
+        servers.s0.port()
+    );
+    println!(
+        "  pg-s0-replica:  127.0.0.1:{} (streaming replica)",
+        servers.s0_replica.port()
+    );
+    println!(
+        "  pg-s1:          127.0.0.1:{} (primary of shard s1)",
+        servers.s1.port()
+    );
+    println!(
+        "  config:         {}  (edit it and send SIGHUP to reload)",
+        config_path.display()
+    );
+    println!();
+    println!("Press Ctrl-C to stop everything.");
+    let mut signals = Signals::install()?;
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reload => match proxy.reload_from(&config_path) {
+                Ok(epoch) => println!("config reloaded (epoch {epoch})"),
+                Err(e) => println!("config reload refused, the old config stays: {e}"),
+            },
+        }
+    }
+    println!("Stopping …");
+    proxy.shutdown().await;
+    tokio::task::spawn_blocking(move || drop(servers)).await?;
+    Ok(())
+}

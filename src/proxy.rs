@@ -1,0 +1,100 @@
+//! A running proxy: config → topology snapshot → listener. `main`, `demo` and the tests all start
+//! shardgate through here, so they run the same code.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::server::{self, tls::TlsError, State};
+use crate::session::{Registry, Shared};
+use crate::topology::{Snapshot, Store, TopologyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid config:\n{0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid config: {0}")]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Proxy {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Binds the listener and starts serving. `config.listen` may use port 0.
+    pub async fn start(config: Config) -> Result<Proxy, ProxyError> {
+        config.check_files()?;
+        let tls = config.tls.as_ref().map(server::tls::acceptor).transpose()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ProxyError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let max_clients = config.pool.max_clients;
+        let drain = Duration::from_millis(config.pool.shutdown_timeout_ms);
+        let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            statements: Registry::default(),
+            shutdown: shutdown.clone(),
+        });
+        let state = Arc::new(State::new(shared, tls, max_clients));
+        let task = tokio::spawn(server::serve(listener, state, drain));
+        tracing::info!(%addr, "shardgate is listening");
+        Ok(Proxy {
+            addr,
+            store,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Re-reads the config file and swaps in the new snapshot; on any error the old one stays.
+    pub fn reload_from(&self, path: &Path) -> Result<u64, ProxyError> {
+        let config = Config::load(path)?;
+        config.check_files()?;
+        Ok(self.store.reload(config)?)
+    }
+
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops accepting, lets open transactions finish (up to `pool.shutdown_timeout_ms`), returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
