@@ -364,7 +364,15 @@ where
 {
     let (database, user) = (info.database.clone(), info.user.clone());
     let slot = info.cancel.clone();
-    let mut session = Session::new(s, state.shared.clone(), info, leftover);
+    let mut session = match Session::new(s, state.shared.clone(), info, leftover) {
+        Ok(session) => session,
+        Err((mut s, err)) => {
+            let mut out = BytesMut::new();
+            err.encode(&mut out);
+            let _ = s.write_all(&out).await;
+            return Err(StartupError::Refused(err));
+        }
+    };
     let params = match session.startup().await {
         Ok(p) => p,
         Err(e) => {

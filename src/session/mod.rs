@@ -126,10 +126,24 @@ pub struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(client: S, shared: Arc<Shared>, info: ClientInfo, leftover: BytesMut) -> Self {
+    /// Fails when the startup packet's `options` cannot be honoured.
+    pub fn new(
+        client: S,
+        shared: Arc<Shared>,
+        info: ClientInfo,
+        leftover: BytesMut,
+    ) -> Result<Self, (S, PgError)> {
         let snapshot = shared.store.load();
-        let settings = Settings::from_startup(&info.params);
-        Session {
+        let settings = match Settings::from_startup(&info.params) {
+            Ok(s) => s,
+            Err(problem) => {
+                return Err((
+                    client,
+                    PgError::fatal(SqlState::FeatureNotSupported, problem),
+                ))
+            }
+        };
+        Ok(Session {
             client,
             mode: snapshot.pool_mode,
             max_message: snapshot.config.pool.max_message_bytes,
@@ -151,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             cycle_failed: false,
             portal_cmds: HashMap::new(),
             unnamed_cmd: None,
-        }
+        })
     }
 
     /// Applies the client's startup settings on a backend (so a bad value fails the login, as in

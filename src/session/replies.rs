@@ -57,7 +57,7 @@ impl Pending {
 }
 
 /// What the session must do with one backend message.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Forward,
     Swallow,

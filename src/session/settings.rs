@@ -20,18 +20,25 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_startup(params: &BTreeMap<String, String>) -> Settings {
-        let startup = params
+    /// The settings of a startup packet, including those inside its `options` (`-c name=value`).
+    /// An `options` switch other than a setting is refused, as shardgate cannot apply it.
+    pub fn from_startup(params: &BTreeMap<String, String>) -> Result<Settings, String> {
+        let mut startup: BTreeMap<String, String> = params
             .iter()
             .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()))
             .map(|(k, v)| (k.to_ascii_lowercase(), set_config_sql(k, v)))
             .collect();
+        if let Some(options) = params.get("options") {
+            for (k, v) in parse_options(options)? {
+                startup.insert(k.to_ascii_lowercase(), set_config_sql(&k, &v));
+            }
+        }
         let mut s = Settings {
             startup,
             ..Settings::default()
         };
         s.recompute();
-        s
+        Ok(s)
     }
 
     pub fn effective(&self) -> &BTreeMap<String, String> {
@@ -81,6 +88,42 @@ pub fn sync_sql(
     Some(sql)
 }
 
+/// Parses the startup `options` string as Postgres does for settings: words split on spaces
+/// (a backslash escapes the next character), each `-c name=value`, `-cname=value` or `--name=value`.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
+            }
+            c => word.push(c),
+        }
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting =
+            match w.as_str() {
+                "-c" => it.next().ok_or("\"-c\" needs name=value")?,
+                w if w.starts_with("--") => w[2..].to_owned(),
+                w if w.starts_with("-c") => w[2..].to_owned(),
+                other => return Err(format!(
+                    "unsupported startup option \"{other}\": shardgate accepts only -c name=value"
+                )),
+            };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("startup option \"{setting}\" is not name=value"))?;
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
+}
+
 fn set_config_sql(name: &str, value: &str) -> String {
     format!(
         "SELECT pg_catalog.set_config({}, {}, false)",
@@ -114,7 +157,8 @@ mod tests {
             ("user", "app"),
             ("application_name", "o'brien"),
             ("DateStyle", "ISO, MDY"),
-        ]));
+        ]))
+        .unwrap();
         let sql = sync_sql(&BTreeMap::new(), s.effective()).unwrap();
         assert_eq!(
             sql,
@@ -125,7 +169,7 @@ mod tests {
 
     #[test]
     fn set_overrides_startup_and_reset_falls_back_to_it() {
-        let mut s = Settings::from_startup(&startup(&[("TimeZone", "UTC")]));
+        let mut s = Settings::from_startup(&startup(&[("TimeZone", "UTC")])).unwrap();
         let set = SessionCommand::Set {
             name: "timezone".into(),
             sql: "SET TIME ZONE 'Asia/Tokyo'".into(),
@@ -138,6 +182,37 @@ mod tests {
         assert_eq!(
             s.effective()["timezone"],
             "SELECT pg_catalog.set_config('TimeZone', 'UTC', false)"
+        );
+    }
+
+    #[test]
+    fn options_carry_settings_and_refuse_other_switches() {
+        let s = Settings::from_startup(&startup(&[(
+            "options",
+            "-c search_path=a,b --statement-timeout=5s -cwork_mem=4MB",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.effective()["search_path"],
+            "SELECT pg_catalog.set_config('search_path', 'a,b', false)"
+        );
+        assert_eq!(
+            s.effective()["statement_timeout"],
+            "SELECT pg_catalog.set_config('statement_timeout', '5s', false)"
+        );
+        assert_eq!(
+            s.effective()["work_mem"],
+            "SELECT pg_catalog.set_config('work_mem', '4MB', false)"
+        );
+        let s =
+            Settings::from_startup(&startup(&[("options", r"-c application_name=a\ b")])).unwrap();
+        assert_eq!(
+            s.effective()["application_name"],
+            "SELECT pg_catalog.set_config('application_name', 'a b', false)"
+        );
+        assert_eq!(
+            Settings::from_startup(&startup(&[("options", "-B 100")])).unwrap_err(),
+            "unsupported startup option \"-B\": shardgate accepts only -c name=value"
         );
     }
 
