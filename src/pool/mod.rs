@@ -7,9 +7,29 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::backend::{BackendError, Connection, Target};
 
-pub type PooledConnection = bb8::PooledConnection<'static, Manager>;
+/// A checked-out connection. Dropping it returns the connection to bb8 first, then frees the
+/// place in the checkout queue (fields drop in order).
+pub struct PooledConnection {
+    conn: bb8::PooledConnection<'static, Manager>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
 
 /// Pool settings that come from the config's `pool` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +100,15 @@ pub enum CheckoutError {
 }
 
 /// A pool of connections to one server of one shard.
+///
+/// Checkout is first come, first served: bb8 alone hands an idle connection to whoever asks
+/// next, so a client that just returned one takes it straight back while others wait (and time
+/// out). A FIFO semaphore with one permit per connection queues the askers fairly; holding a
+/// permit guarantees bb8 has a connection idle or may open one.
 #[derive(Clone)]
 pub struct Pool {
     inner: bb8::Pool<Manager>,
+    queue: Arc<Semaphore>,
     shard: Arc<str>,
     target: Target,
     settings: PoolSettings,
@@ -104,8 +130,10 @@ impl Pool {
             .idle_timeout(Some(Duration::from_secs(600)))
             .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
+        let queue = Arc::new(Semaphore::new(settings.size as usize));
         Pool {
             inner,
+            queue,
             shard: shard.into(),
             target,
             settings,
@@ -115,16 +143,31 @@ impl Pool {
 
     pub async fn checkout(&self) -> Result<PooledConnection, CheckoutError> {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.settings.checkout_timeout);
+        let place =
+            match tokio::time::timeout_at(deadline, self.queue.clone().acquire_owned()).await {
+                Ok(Ok(place)) => place,
+                _ => return Err(self.timed_out(started)),
+            };
         match self.inner.get_owned().await {
-            Ok(conn) => Ok(conn),
+            Ok(conn) => Ok(PooledConnection {
+                conn,
+                _place: place,
+            }),
             Err(bb8::RunError::User(e)) => Err(self.unreachable(e.to_string())),
-            Err(bb8::RunError::TimedOut) => match self.last_error.since(started) {
-                Some(reason) => Err(self.unreachable(reason)),
-                None => Err(CheckoutError::Exhausted {
-                    shard: self.shard.to_string(),
-                    waited: self.settings.checkout_timeout,
-                    size: self.settings.size,
-                }),
+            Err(bb8::RunError::TimedOut) => Err(self.timed_out(started)),
+        }
+    }
+
+    /// A checkout that waited too long: the server is down if connecting failed meanwhile,
+    /// else every connection was busy.
+    fn timed_out(&self, started: Instant) -> CheckoutError {
+        match self.last_error.since(started) {
+            Some(reason) => self.unreachable(reason),
+            None => CheckoutError::Exhausted {
+                shard: self.shard.to_string(),
+                waited: self.settings.checkout_timeout,
+                size: self.settings.size,
             },
         }
     }

@@ -334,11 +334,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match self.replies.on_message(h.tag, body, &mut undo) {
                 Verdict::Forward => self.cout.extend_from_slice(frame),
                 Verdict::Swallow => {}
-                Verdict::Ready { status, forward } => {
-                    if forward {
-                        self.cout.extend_from_slice(frame);
-                        self.status = status;
-                    }
+                // The injected settings query's ReadyForQuery ends nothing of the client's.
+                Verdict::Ready { forward: false, .. } => {}
+                Verdict::Ready {
+                    status,
+                    forward: true,
+                } => {
+                    self.cout.extend_from_slice(frame);
+                    self.status = status;
                     if status == TxStatus::Idle {
                         self.transaction_ended(&mut held.conn);
                     }
@@ -362,26 +365,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn transaction_ended(&mut self, conn: &mut crate::backend::Connection) {
         if !self.cycle_failed {
             for cmd in self.pending_cmds.drain(..) {
+                self.settings.apply(&cmd);
+                track_server_state(&mut conn.session, &cmd);
                 match &cmd {
-                    SessionCommand::DiscardAll => {
-                        // Postgres dropped every prepared statement and reset every setting.
-                        self.statements.clear();
-                        conn.session.prepared.clear();
-                        conn.session.settings.clear();
+                    SessionCommand::DiscardAll | SessionCommand::Deallocate { name: None } => {
+                        self.statements.clear()
                     }
                     SessionCommand::Deallocate { name: Some(name) } => {
                         self.statements.remove(name);
                     }
-                    SessionCommand::Deallocate { name: None } => self.statements.clear(),
                     _ => {}
-                }
-                self.settings.apply(&cmd);
-                if let SessionCommand::Set { .. }
-                | SessionCommand::Reset { .. }
-                | SessionCommand::ResetAll = cmd
-                {
-                    // The backend now has exactly what this client has.
-                    conn.session.settings = self.settings.effective().clone();
                 }
             }
         }
@@ -569,6 +562,26 @@ impl<S> Drop for Session<S> {
                 held.conn.mark_broken();
             }
         }
+    }
+}
+
+/// What a committed session command left on the server connection. `RESET` brings back the
+/// *server's* session default (shardgate applied the client's startup values with `set_config`),
+/// so the next sync re-applies the client's value.
+fn track_server_state(server: &mut crate::backend::ServerSession, cmd: &SessionCommand) {
+    match cmd {
+        SessionCommand::Set { name, sql } => {
+            server.settings.insert(name.clone(), sql.clone());
+        }
+        SessionCommand::Reset { name } => {
+            server.settings.remove(name);
+        }
+        SessionCommand::ResetAll => server.settings.clear(),
+        SessionCommand::DiscardAll => {
+            server.settings.clear();
+            server.prepared.clear();
+        }
+        SessionCommand::Deallocate { .. } | SessionCommand::Unpoolable { .. } => {}
     }
 }
 

@@ -107,15 +107,16 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
-        let setting =
-            match w.as_str() {
-                "-c" => it.next().ok_or("\"-c\" needs name=value")?,
-                w if w.starts_with("--") => w[2..].to_owned(),
-                w if w.starts_with("-c") => w[2..].to_owned(),
-                other => return Err(format!(
+        let setting = match w.as_str() {
+            "-c" => it.next().ok_or("\"-c\" needs name=value")?,
+            w if w.starts_with("--") => w[2..].to_owned(),
+            w if w.starts_with("-c") => w[2..].to_owned(),
+            other => {
+                return Err(format!(
                     "unsupported startup option \"{other}\": shardgate accepts only -c name=value"
-                )),
-            };
+                ))
+            }
+        };
         let (name, value) = setting
             .split_once('=')
             .ok_or_else(|| format!("startup option \"{setting}\" is not name=value"))?;

@@ -1,0 +1,4 @@
+//! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
+
+mod harness;
+mod protocol;

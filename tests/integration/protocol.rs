@@ -1,0 +1,398 @@
+//! The Postgres protocol through shardgate: simple and extended queries, pipelining, COPY,
+//! notices, errors and transaction states, exactly as Postgres itself answers them.
+
+use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::harness::{db_error, Env};
+
+fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn completions(msgs: &[SimpleQueryMessage]) -> Vec<u64> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query_multi_statement_and_empty() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    let msgs = c
+        .simple_query("create table t (id int primary key, v text); insert into t values (1,'a'),(2,'b'); select v from t order by id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&msgs),
+        vec![vec![Some("a".to_owned())], vec![Some("b".to_owned())]]
+    );
+    assert_eq!(completions(&msgs), vec![0, 2, 2]);
+    // An empty query and bare semicolons: EmptyQueryResponse, no rows, no error.
+    // Empty queries and bare semicolons answer as Postgres answers them directly.
+    let direct = crate::harness::connect(&env.pg.url("app")).await;
+    for empty in ["", ";", " ; ;", "select 1;;select 2"] {
+        let via_proxy = c.simple_query(empty).await.unwrap();
+        let via_direct = direct.simple_query(empty).await.unwrap();
+        assert_eq!(rows(&via_proxy), rows(&via_direct), "{empty:?}");
+        assert_eq!(
+            completions(&via_proxy),
+            completions(&via_direct),
+            "{empty:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_failed_transaction_state_are_exactly_postgres() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    c.batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("insert into t values (1); insert into t values (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "23505");
+    // The implicit transaction rolled back both inserts.
+    assert_eq!(
+        rows(&c.simple_query("select count(*) from t").await.unwrap()),
+        vec![vec![Some("0".into())]]
+    );
+    c.batch_execute("begin").await.unwrap();
+    let e = c.simple_query("select 1/0").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        ("22012".to_owned(), "division by zero".to_owned())
+    );
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "25P02".to_owned(),
+            "current transaction is aborted, commands ignored until end of transaction block"
+                .to_owned()
+        )
+    );
+    let msgs = c.simple_query("rollback").await.unwrap();
+    assert_eq!(completions(&msgs), vec![0]);
+    assert_eq!(
+        rows(&c.simple_query("select 2").await.unwrap()),
+        vec![vec![Some("2".into())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_pass_through() {
+    let env = Env::start().await;
+    let (c, mut conn) = tokio_postgres::connect(&env.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        pin_mut!(stream);
+        while let Some(Ok(tokio_postgres::AsyncMessage::Notice(n))) = stream.next().await {
+            let _ = tx.send(n.message().to_owned());
+        }
+    });
+    c.batch_execute("do $$ begin raise notice 'hello from %', 'plpgsql'; end $$")
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), "hello from plpgsql");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_move_between_backends_and_pipeline() {
+    // Six clients on a pool of two: every client's statements must follow it to whichever
+    // backend serves its next transaction.
+    let env = Env::start().await;
+    let setup = env.connect().await;
+    setup.batch_execute("create table kv (k int primary key, v int); insert into kv select g, g * 10 from generate_series(1, 100) g").await.unwrap();
+    let mut tasks = Vec::new();
+    let all_ready = std::sync::Arc::new(tokio::sync::Barrier::new(6));
+    for client_no in 0..6 {
+        let url = env.url();
+        let all_ready = all_ready.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = crate::harness::connect(&url).await;
+            let get = c.prepare("select v from kv where k = $1").await.unwrap();
+            let pid = c.prepare("select pg_backend_pid()").await.unwrap();
+            let mut pids = std::collections::HashSet::new();
+            all_ready.wait().await;
+            for round in 0..100 {
+                let k = 1 + (client_no * 7 + round) % 100;
+                // Pipelined: both queries are in flight before either answer is read.
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&k];
+                let (a, b) = tokio::join!(c.query_one(&get, &params), c.query_one(&pid, &[]));
+                assert_eq!(a.unwrap().get::<_, i32>(0), k * 10);
+                pids.insert(b.unwrap().get::<_, i32>(0));
+            }
+            pids.len()
+        }));
+    }
+    let mut moved = 0;
+    for t in tasks {
+        moved += usize::from(t.await.unwrap() > 1);
+    }
+    assert!(
+        moved > 0,
+        "no client ever changed backend: the test would not prove statements move"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_transaction_holds_one_backend_until_commit() {
+    let env = Env::start().await;
+    let mut c = env.connect().await;
+    let other = env.connect().await;
+    c.batch_execute("create table t (id int)").await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let pid1: i32 = tx
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Another client's traffic in between must not take this backend.
+    for _ in 0..10 {
+        other.query_one("select 1", &[]).await.unwrap();
+    }
+    tx.execute("insert into t values (1)", &[]).await.unwrap();
+    let pid2: i32 = tx
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid1, pid2);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        other
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    c.batch_execute("create table t (id int, name text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("copy t from stdin (format csv)").await.unwrap();
+    pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1,one\n2,two\n"))
+        .await
+        .unwrap();
+    sink.send(bytes::Bytes::from_static(b"3,\"th,ree\"\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.as_mut().finish().await.unwrap(), 3);
+    let out: Vec<bytes::Bytes> = c
+        .copy_out("copy (select * from t order by id) to stdout")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out.concat(), b"1\tone\n2\ttwo\n3\tth,ree\n");
+    // A failing COPY leaves the connection usable.
+    let sink = c.copy_in("copy t from stdin").await.unwrap();
+    pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"not a number\tx\n"))
+        .await
+        .unwrap();
+    let e = sink.as_mut().finish().await.unwrap_err();
+    assert_eq!(db_error(&e).0, "22P02");
+    assert_eq!(
+        c.query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_and_never_leak() {
+    let env = Env::start_with(crate::harness::Options {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let url = format!(
+        "{}?application_name=alpha&options=-c%20search_path%3Dalpha_schema,public",
+        env.url()
+    );
+    let a = crate::harness::connect(&url).await;
+    let b = env.connect().await;
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET extra_float_digits = 3")
+        .await
+        .unwrap();
+    let show = "select current_setting('TimeZone'), current_setting('application_name'), current_setting('search_path'), current_setting('extra_float_digits')";
+    for _ in 0..3 {
+        // One backend only: every query alternates between the two clients' settings.
+        let ra = a.query_one(show, &[]).await.unwrap();
+        let rb = b.query_one(show, &[]).await.unwrap();
+        let get =
+            |r: &tokio_postgres::Row| (0..4).map(|i| r.get::<_, String>(i)).collect::<Vec<_>>();
+        assert_eq!(
+            get(&ra),
+            vec!["Asia/Tokyo", "alpha", "alpha_schema,public", "3"]
+        );
+        assert_eq!(
+            get(&rb),
+            vec!["Etc/UTC", "shardgate", "\"$user\", public", "1"]
+        );
+    }
+    // A SET in a rolled-back transaction does not stick; RESET falls back to the startup value.
+    a.batch_execute("begin; set application_name = 'beta'; rollback")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.query_one("select current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "alpha"
+    );
+    a.batch_execute("set application_name = 'beta'")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.query_one("select current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "beta"
+    );
+    a.batch_execute("reset application_name").await.unwrap();
+    assert_eq!(
+        a.query_one("select current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "alpha"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_sql_prepare_are_refused_in_transaction_mode() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    let e = c.batch_execute("LISTEN jobs").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "0A000".to_owned(),
+            "LISTEN is not supported in transaction pooling mode".to_owned()
+        )
+    );
+    let e = c.batch_execute("PREPARE q AS SELECT 1").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "0A000".to_owned(),
+            "PREPARE is not supported in transaction pooling mode".to_owned()
+        )
+    );
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_listen_and_sql_prepare() {
+    let env = Env::start_with(crate::harness::Options {
+        mode: "session",
+        ..Default::default()
+    })
+    .await;
+    let c = env.connect().await;
+    c.batch_execute("LISTEN jobs; PREPARE q AS SELECT 41 + 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&c.simple_query("EXECUTE q").await.unwrap()),
+        vec![vec![Some("42".into())]]
+    );
+    let pid1: i32 = c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let pid2: i32 = c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid1, pid2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_and_close_are_honoured() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    let s = c.prepare("select 7").await.unwrap();
+    assert_eq!(c.query_one(&s, &[]).await.unwrap().get::<_, i32>(0), 7);
+    drop(s); // tokio-postgres sends Close for the statement
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let e = c.batch_execute("DEALLOCATE nosuch").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "26000".to_owned(),
+            "prepared statement \"nosuch\" does not exist".to_owned()
+        )
+    );
+    // Statements prepared after DEALLOCATE ALL work, also after moving backends.
+    let s = c.prepare("select 8").await.unwrap();
+    assert_eq!(c.query_one(&s, &[]).await.unwrap().get::<_, i32>(0), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_reaches_the_running_query() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let e = c.simple_query("select pg_sleep(20)").await.unwrap_err();
+    canceller.await.unwrap();
+    assert_eq!(
+        db_error(&e),
+        (
+            "57014".to_owned(),
+            "canceling statement due to user request".to_owned()
+        )
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A cancel while idle is ignored safely.
+    c.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}
