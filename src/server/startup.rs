@@ -56,7 +56,10 @@ pub async fn serve(
 ) -> Result<(), StartupError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
-    let mut packet = before(deadline, read_packet(&mut tcp, &mut buf)).await?;
+    let mut packet = match before(deadline, read_packet(&mut tcp, &mut buf)).await {
+        Ok(p) => p,
+        Err(e) => return refuse(&mut tcp, e).await,
+    };
     loop {
         match packet {
             StartupPacket::SslRequest if state.tls.is_some() => {
@@ -73,12 +76,18 @@ pub async fn serve(
                     acceptor.accept(tcp).await.map_err(StartupError::Tls)
                 })
                 .await?;
-                let packet = before(deadline, read_packet(&mut tls, &mut buf)).await?;
+                let packet = match before(deadline, read_packet(&mut tls, &mut buf)).await {
+                    Ok(p) => p,
+                    Err(e) => return refuse(&mut tls, e).await,
+                };
                 return serve_client(state, tls, packet, buf, deadline).await;
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 tcp.write_all(b"N").await?;
-                packet = before(deadline, read_packet(&mut tcp, &mut buf)).await?;
+                packet = match before(deadline, read_packet(&mut tcp, &mut buf)).await {
+                    Ok(p) => p,
+                    Err(e) => return refuse(&mut tcp, e).await,
+                };
             }
             _ => return serve_client(state, tcp, packet, buf, deadline).await,
         }
@@ -130,15 +139,18 @@ where
     };
     match before(deadline, login(&state, &mut s, &mut buf, minor, &params)).await {
         Ok(info) => run_session(state, s, info, buf).await,
-        Err(e) => {
-            if let Some(err) = e.to_client() {
-                let mut out = BytesMut::new();
-                err.encode(&mut out);
-                let _ = s.write_all(&out).await;
-            }
-            Err(e)
-        }
+        Err(e) => refuse(&mut s, e).await,
     }
+}
+
+/// Tells the client why it is refused (when it can be told), then ends the connection.
+async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, e: StartupError) -> Result<(), StartupError> {
+    if let Some(err) = e.to_client() {
+        let mut out = BytesMut::new();
+        err.encode(&mut out);
+        let _ = s.write_all(&out).await;
+    }
+    Err(e)
 }
 
 /// Checks who the client is and where it wants to go. On success AuthenticationOk has been sent.

@@ -136,9 +136,13 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
 }
 
 /// Polls `f` until it returns true or the time is up.
-pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
     let start = std::time::Instant::now();
-    while !f() {
+    while !f().await {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,4 +1,5 @@
 //! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
 
+mod faults;
 mod harness;
 mod protocol;
