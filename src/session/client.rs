@@ -26,7 +26,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let body = &frame[crate::protocol::HEADER_LEN..];
         match tag {
             fmsg::QUERY => self.on_query(&frame).await?,
-            fmsg::PARSE => self.on_parse(Parse::decode(body)?).await?,
+            fmsg::PARSE => self.on_parse(Parse::decode(body)?, &frame).await?,
             fmsg::BIND => self.on_bind(&frame).await?,
             fmsg::DESCRIBE => {
                 self.on_describe(NamedTarget::decode(tag, body)?, &frame)
@@ -106,15 +106,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn on_parse(&mut self, p: Parse<'_>) -> Result<(), SessionError> {
+    async fn on_parse(&mut self, p: Parse<'_>, frame: &Bytes) -> Result<(), SessionError> {
         if p.name.is_empty() {
             self.unnamed_cmd = sql::statements(p.sql)
                 .first()
                 .and_then(|s| sql::classify(s));
-            let mut out = BytesMut::new();
-            p.encode(&mut out);
             return self
-                .forward_new(&out.freeze(), Pending::Parse { registered: None })
+                .forward_new(frame, Pending::Parse { registered: None })
                 .await;
         }
         if self.statements.get(p.name).is_some() || p.name.starts_with(SERVER_PREFIX) {
@@ -125,12 +123,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.extended_error(err);
             return Ok(());
         }
+        let search_path = self
+            .settings
+            .effective()
+            .get("search_path")
+            .map_or("", String::as_str);
+        let stmt = self
+            .shared
+            .statements
+            .intern(p.sql, p.param_types, search_path);
+        if self.backend.is_none() && stmt.is_valid() {
+            // Postgres accepted this exact statement before: no backend needed until it is used.
+            self.statements.insert(p.name, stmt);
+            self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
+            return Ok(());
+        }
         if !self.ensure_backend_for_extended().await {
             return Ok(());
         }
-        let stmt = self.shared.statements.intern(p.sql, p.param_types);
         self.statements.insert(p.name, stmt.clone());
-        let registered = Some((p.name.to_owned(), stmt.id));
         let conn = &mut self.backend.as_mut().expect("checked out above").conn;
         if conn.session.prepared.insert(stmt.id) {
             Parse {
@@ -139,7 +150,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 param_types: &stmt.param_types,
             }
             .encode(&mut self.bout);
-            self.replies.push(Pending::Parse { registered });
+            self.replies.push(Pending::Parse {
+                registered: Some((p.name.to_owned(), stmt)),
+            });
         } else {
             self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
         }
@@ -220,7 +233,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 param_types: &stmt.param_types,
             }
             .encode(&mut self.bout);
-            self.replies.push(Pending::InjectedParse { id: stmt.id });
+            self.replies
+                .push(Pending::InjectedParse { stmt: stmt.clone() });
         }
         Ok(Some(stmt.server_name.clone()))
     }

@@ -7,7 +7,7 @@
 //! reply queue ([`replies`]) says which of them to swallow and where synthesized replies belong.
 
 mod client;
-mod prepared;
+pub(crate) mod prepared;
 mod replies;
 mod settings;
 pub mod sql;

@@ -7,6 +7,7 @@
 //! a statement missing there is prepared just before the message that needs it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Server-side names start with this; a client name with this prefix is refused so it can never
@@ -22,6 +23,21 @@ pub struct Statement {
     pub server_name: String,
     /// Set when executing this statement changes session state (e.g. a prepared `SET`).
     pub command: Option<super::sql::SessionCommand>,
+    /// Postgres has accepted this statement at least once. A later Parse of it is answered without
+    /// a backend and prepared lazily where it is needed: that saves a round trip, and keeps
+    /// clients that prepare with a blocking call (pgbench -M prepared) from waiting for a
+    /// connection that another client of their own thread holds.
+    validated: AtomicBool,
+}
+
+impl Statement {
+    pub fn mark_valid(&self) {
+        self.validated.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.validated.load(Ordering::Relaxed)
+    }
 }
 
 /// Interns statements across all sessions of the process.
@@ -30,16 +46,21 @@ pub struct Registry {
     inner: Mutex<RegistryInner>,
 }
 
+/// What makes two prepared statements the same on a server: the text, the parameter types, and
+/// the `search_path` they were parsed under (a statement binds its tables at parse time).
+type Key = (String, Vec<u8>, String);
+
 #[derive(Default)]
 struct RegistryInner {
-    by_text: HashMap<(String, Vec<u8>), Arc<Statement>>,
+    by_text: HashMap<Key, Arc<Statement>>,
     next_id: u64,
 }
 
 impl Registry {
-    pub fn intern(&self, sql: &str, param_types: &[u8]) -> Arc<Statement> {
+    /// `search_path` is how the client's setting is applied (empty for the server default).
+    pub fn intern(&self, sql: &str, param_types: &[u8], search_path: &str) -> Arc<Statement> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (sql.to_owned(), param_types.to_vec());
+        let key = (sql.to_owned(), param_types.to_vec(), search_path.to_owned());
         if let Some(stmt) = inner.by_text.get(&key) {
             return stmt.clone();
         }
@@ -54,6 +75,7 @@ impl Registry {
             param_types: key.1.clone(),
             server_name: format!("{SERVER_PREFIX}{id}"),
             command,
+            validated: AtomicBool::new(false),
         });
         inner.by_text.insert(key, stmt.clone());
         stmt
@@ -98,11 +120,16 @@ mod tests {
     #[test]
     fn same_text_and_types_share_an_id_and_different_ones_never_do() {
         let r = Registry::default();
-        let a = r.intern("select $1", &[0, 1, 0, 0, 0, 23]);
-        let b = r.intern("select $1", &[0, 1, 0, 0, 0, 23]);
-        let c = r.intern("select $1", &[0, 1, 0, 0, 0, 20]);
+        let a = r.intern("select $1", &[0, 1, 0, 0, 0, 23], "");
+        let b = r.intern("select $1", &[0, 1, 0, 0, 0, 23], "");
+        let c = r.intern("select $1", &[0, 1, 0, 0, 0, 20], "");
+        let d = r.intern("select $1", &[0, 1, 0, 0, 0, 23], "SET search_path = other");
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
+        assert_ne!(
+            a.id, d.id,
+            "a statement parsed under another search_path is another statement"
+        );
         assert_eq!(a.server_name, format!("__sg_{}", a.id));
     }
 
@@ -110,8 +137,8 @@ mod tests {
     fn a_failed_parse_removes_only_its_own_registration() {
         let r = Registry::default();
         let mut c = ClientStatements::default();
-        let a = r.intern("select 1", &[0, 0]);
-        let b = r.intern("select 2", &[0, 0]);
+        let a = r.intern("select 1", &[0, 0], "");
+        let b = r.intern("select 2", &[0, 0], "");
         c.insert("s", b.clone());
         c.remove_if("s", a.id);
         assert!(c.get("s").is_some());

@@ -8,7 +8,11 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use super::prepared::Statement;
 
 use crate::protocol::backend as msg;
 
@@ -18,11 +22,11 @@ pub enum Pending {
     /// A client Parse, answered by ParseComplete. `registered` names the client statement to drop
     /// again if the Parse fails.
     Parse {
-        registered: Option<(String, u64)>,
+        registered: Option<(String, Arc<Statement>)>,
     },
     /// A Parse shardgate injected to prepare a statement on this backend: its reply is swallowed.
     InjectedParse {
-        id: u64,
+        stmt: Arc<Statement>,
     },
     Bind,
     /// Describe: an optional ParameterDescription, then RowDescription or NoData.
@@ -134,7 +138,16 @@ impl Replies {
             return Verdict::Desync("a reply arrived with nothing outstanding");
         };
         let done = match (front, tag) {
-            (Pending::Parse { .. } | Pending::InjectedParse { .. }, msg::PARSE_COMPLETE) => true,
+            (Pending::Parse { registered }, msg::PARSE_COMPLETE) => {
+                if let Some((_, stmt)) = registered {
+                    stmt.mark_valid();
+                }
+                true
+            }
+            (Pending::InjectedParse { stmt }, msg::PARSE_COMPLETE) => {
+                stmt.mark_valid();
+                true
+            }
             (Pending::Bind, msg::BIND_COMPLETE) => true,
             (Pending::Close, msg::CLOSE_COMPLETE) => true,
             (Pending::Describe, msg::PARAMETER_DESCRIPTION) => false,
@@ -189,9 +202,9 @@ impl Replies {
             match front {
                 Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings => break,
                 Pending::Parse {
-                    registered: Some(r),
-                } => undo.client_statements.push(r.clone()),
-                Pending::InjectedParse { id } => undo.server_statements.push(*id),
+                    registered: Some((name, stmt)),
+                } => undo.client_statements.push((name.clone(), stmt.id)),
+                Pending::InjectedParse { stmt } => undo.server_statements.push(stmt.id),
                 _ => {}
             }
             self.queue.pop_front();

@@ -1,5 +1,6 @@
 //! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
 
+mod clients;
 mod faults;
 mod harness;
 mod protocol;

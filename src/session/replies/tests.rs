@@ -3,6 +3,10 @@ use crate::protocol::backend::{
     BIND_COMPLETE, DATA_ROW, ERROR_RESPONSE as E, PARSE_COMPLETE, READY_FOR_QUERY as Z,
 };
 
+fn stmt(sql: &str) -> std::sync::Arc<crate::session::prepared::Statement> {
+    crate::session::prepared::Registry::default().intern(sql, &[0, 0], "")
+}
+
 fn run(r: &mut Replies, msgs: &[(u8, &[u8])]) -> Vec<Verdict> {
     let mut undo = Undo::default();
     msgs.iter()
@@ -20,7 +24,10 @@ fn ready(forward: bool) -> Verdict {
 #[test]
 fn injected_parse_is_swallowed_and_the_rest_forwarded_in_order() {
     let mut r = Replies::default();
-    r.push(Pending::InjectedParse { id: 7 });
+    let injected = stmt("select 7");
+    r.push(Pending::InjectedParse {
+        stmt: injected.clone(),
+    });
     r.push(Pending::Bind);
     r.push(Pending::Execute);
     r.push(Pending::Sync);
@@ -36,6 +43,10 @@ fn injected_parse_is_swallowed_and_the_rest_forwarded_in_order() {
     );
     use Verdict::*;
     assert_eq!(got, vec![Swallow, Forward, Forward, Forward, ready(true)]);
+    assert!(
+        injected.is_valid(),
+        "ParseComplete marks the statement valid"
+    );
     assert!(r.is_empty());
 }
 
@@ -56,17 +67,26 @@ fn synthetic_replies_wait_for_their_turn() {
 #[test]
 fn an_error_skips_to_sync_and_reports_what_to_undo() {
     let mut r = Replies::default();
+    let registry = crate::session::prepared::Registry::default();
+    let (s3, s4) = (
+        registry.intern("select 3", &[0, 0], ""),
+        registry.intern("select 4", &[0, 0], ""),
+    );
     r.push(Pending::Parse {
-        registered: Some(("s1".into(), 3)),
+        registered: Some(("s1".into(), s3.clone())),
     });
-    r.push(Pending::InjectedParse { id: 4 });
+    r.push(Pending::InjectedParse { stmt: s4.clone() });
     r.push(Pending::Bind);
     r.push(Pending::Synthetic(Bytes::from_static(b"never")));
     r.push(Pending::Sync);
     let mut undo = Undo::default();
     assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
-    assert_eq!(undo.client_statements, vec![("s1".to_string(), 3)]);
-    assert_eq!(undo.server_statements, vec![4]);
+    assert_eq!(undo.client_statements, vec![("s1".to_string(), s3.id)]);
+    assert_eq!(undo.server_statements, vec![s4.id]);
+    assert!(
+        !s3.is_valid() && !s4.is_valid(),
+        "a failed Parse does not make a statement valid"
+    );
     assert_eq!(r.owed_ready(), 1);
     assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(true)]);
 }

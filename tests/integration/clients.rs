@@ -1,0 +1,346 @@
+//! Real client programs through shardgate: psql, pgbench (TPC-B in all three query modes), TLS,
+//! MD5 logins, and the binary's signals.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::harness::{binaries, connect, db_error, Env, Options, PASSWORD, USER};
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn psql(env: &Env, extra: &[&str], script: &str) -> Command {
+    let mut cmd = Command::new(env.bins.psql());
+    cmd.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-At",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &env.port().to_string(),
+        "-U",
+        USER,
+        "-d",
+        "app",
+    ])
+    .args(extra)
+    .args(["-c", script])
+    .env("PGPASSWORD", PASSWORD)
+    .env("PGSSLMODE", "disable");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_script_with_copy_and_transactions() {
+    let env = Env::start().await;
+    let dir = env.dir.path().to_owned();
+    let port = env.port();
+    let script = dir.join("script.sql");
+    std::fs::write(
+        &script,
+        "create table t (id int primary key, name text);\n\
+         \\copy t from stdin with (format csv)\n1,one\n2,two\n\\.\n\
+         begin;\ninsert into t values (3, 'three');\nselect count(*) from t \\gset\ncommit;\n\
+         \\echo rows=:count\n\
+         select string_agg(name, ',' order by id) from t;\n\
+         \\copy (select id from t order by id) to stdout\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(binaries().psql());
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            USER,
+            "-d",
+            "app",
+            "-f",
+        ])
+        .arg(&script)
+        .env("PGPASSWORD", PASSWORD);
+        run(&mut cmd)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "rows=3\none,two,three\n1\n2\n3\n"
+    );
+}
+
+fn pgbench(env: &Env, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env.bins.tool("pgbench"));
+    cmd.args(["-h", "127.0.0.1", "-p", &env.port().to_string(), "-U", USER])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "disable");
+    run(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_16_clients_on_4_connections_books_balance_in_every_mode() {
+    let env = Env::start_with(Options {
+        pool_size: 4,
+        ..Default::default()
+    })
+    .await;
+    let env = std::sync::Arc::new(env);
+    let e = env.clone();
+    tokio::task::spawn_blocking(move || {
+        pgbench(&e, &["-i", "-s", "1", "-q"]);
+        for mode in ["simple", "extended", "prepared"] {
+            let out = pgbench(&e, &["-c", "16", "-j", "2", "-t", "60", "-M", mode, "-n"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("number of transactions actually processed: 960/960"),
+                "{mode}:\n{text}"
+            );
+            assert!(
+                text.contains("number of failed transactions: 0 (0.000%)"),
+                "{mode}:\n{text}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let c = env.connect().await;
+    let row = c
+        .query_one(
+            "select (select sum(abalance) from pgbench_accounts)::bigint, (select sum(tbalance) from pgbench_tellers)::bigint, \
+             (select sum(bbalance) from pgbench_branches)::bigint, (select sum(delta) from pgbench_history)::bigint, \
+             (select count(*) from pgbench_history)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (a, t, b, h, n): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(
+        n,
+        3 * 960,
+        "every transaction of every mode left its history row"
+    );
+    assert_eq!((a, t, b), (h, h, h), "the books must balance");
+}
+
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_configured_plain_n_otherwise() {
+    let certs = shardgate::cluster::TempDir::new("sg-tls").unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let extra = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    );
+    let env = Env::start_with(Options {
+        extra,
+        ..Default::default()
+    })
+    .await;
+    let mut cmd = psql(&env, &[], "select 'over tls'");
+    cmd.env("PGSSLMODE", "require");
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+    // Without a tls section, sslmode=require is refused because shardgate answers 'N'.
+    let plain = Env::start().await;
+    let mut cmd = psql(&plain, &[], "select 1");
+    cmd.env("PGSSLMODE", "require");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server does not support SSL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_users_log_in_with_md5() {
+    let extra_users = "  - { name: legacy, password: \"old secret\", auth: md5 }\n".to_owned();
+    let env = Env::start_with(Options {
+        extra_users,
+        ..Default::default()
+    })
+    .await;
+    let url = |pw: &str| {
+        format!(
+            "postgres://legacy:{}@127.0.0.1:{}/app",
+            pw.replace(' ', "%20"),
+            env.port()
+        )
+    };
+    let c = connect(&url("old secret")).await;
+    assert_eq!(
+        c.query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        USER
+    );
+    let e = tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        db_error(&e),
+        (
+            "28P01".to_owned(),
+            "password authentication failed for user \"legacy\"".to_owned()
+        )
+    );
+}
+
+/// The real binary, with its config in a file, for signal tests.
+struct Binary {
+    child: std::process::Child,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Binary {
+    async fn start(env: &Env) -> Binary {
+        let port = shardgate::cluster::free_port();
+        let config = env.dir.path().join("shardgate.yaml");
+        std::fs::write(
+            &config,
+            env.config_yaml
+                .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = Binary {
+            child,
+            port,
+            config,
+        };
+        crate::harness::eventually_async(
+            "the binary to listen",
+            Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        b
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        run(Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]));
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_transactions_then_exits_0() {
+    let env = Env::start().await;
+    let mut bin = Binary::start(&env).await;
+    let c = connect(&bin.url("app")).await;
+    c.batch_execute("create table t (id int); begin; insert into t values (1)")
+        .await
+        .unwrap();
+    bin.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio_postgres::connect(&bin.url("app"), tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "no new connections while draining"
+    );
+    // The open transaction finishes normally.
+    c.batch_execute("insert into t values (2); commit")
+        .await
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || bin.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.direct("select count(*) from t"), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_and_keeps_the_old_one_when_invalid() {
+    let env = Env::start().await;
+    let bin = Binary::start(&env).await;
+    let c = connect(&bin.url("app")).await;
+    assert!(
+        tokio_postgres::connect(&bin.url("app2"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+    let yaml = std::fs::read_to_string(&bin.config).unwrap();
+    let app2 = format!("  app2:\n    shards:\n      s0: {{ primary: \"postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app\" }}\n", env.pg.port());
+    std::fs::write(&bin.config, format!("{yaml}{app2}")).unwrap();
+    bin.signal("HUP");
+    crate::harness::eventually_async("app2 to appear", Duration::from_secs(5), || async {
+        tokio_postgres::connect(&bin.url("app2"), tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    })
+    .await;
+    std::fs::write(&bin.config, "listen: [this is not a config").unwrap();
+    bin.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    assert!(
+        tokio_postgres::connect(&bin.url("app2"), tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    );
+}
