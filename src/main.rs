@@ -80,7 +80,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .check_files()
         .map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", file.display()))?;
     println!("{} is valid.\n", file.display());
-    print!("{}", config.summary());
+    print!("{summary}");
     Ok(())
 }
 

@@ -144,7 +144,7 @@ fn example_files_validate() {
         ("SHARD_PASSWORD", "shard-secret"),
     ]);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    for file in ["shardgate.yaml", "single.yaml"] {
+    for file in ["shardgate.yaml", "single.yaml", "demo-compose.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).expect("example file");
         if let Err(e) = Config::parse_with_env(&text, &env) {
             panic!("{file}:\n{e}");

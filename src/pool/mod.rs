@@ -191,6 +191,11 @@ impl Pool {
         self.settings
     }
 
+    /// Whether two handles share one pool (a reload kept it).
+    pub fn same_pool(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.queue, &other.queue)
+    }
+
     /// (open connections, idle connections)
     pub fn usage(&self) -> (u32, u32) {
         let s = self.inner.state();

@@ -22,6 +22,12 @@ pub enum TopologyError {
         shard: String,
         problem: String,
     },
+    #[error(
+        "databases.{database}: {shards} shards configured, but this build of shardgate has no \
+         sharding router yet and would send every statement to one shard; configure one shard per \
+         database until the router lands"
+    )]
+    ShardingUnsupported { database: String, shards: usize },
 }
 
 pub struct Shard {
@@ -73,6 +79,10 @@ impl Snapshot {
         };
         let mut databases = HashMap::new();
         for (db_name, db) in &config.databases {
+            if db.shards.len() > 1 {
+                // Refuse rather than guess: routing every key to one shard would give wrong answers.
+                return Err(TopologyError::ShardingUnsupported { database: db_name.clone(), shards: db.shards.len() });
+            }
             let mut shards = Vec::new();
             for (shard_name, shard) in &db.shards {
                 let bad = |problem: String| TopologyError::BadBackend {
@@ -152,5 +162,36 @@ impl Store {
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
         Ok(epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(shards: &str) -> Arc<Config> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nusers: [{{ name: a, password: b }}]\ndatabases:\n  app:\n    shards:\n{shards}"
+        );
+        Arc::new(Config::parse_with_env(&yaml, &|_| None).expect("valid config"))
+    }
+
+    #[tokio::test]
+    async fn a_multi_shard_database_is_refused_until_the_router_exists() {
+        let two = "      s0: { primary: \"postgres://u:p@127.0.0.1:1/app\" }\n      s1: { primary: \"postgres://u:p@127.0.0.1:2/app\" }\n    sharding: { key_type: bigint, function: hash, buckets: 2, map: [{ buckets: 0-1, shard: s0 }] }\n    tables: { t: id }\n";
+        let err = Snapshot::build(config(two), None, 1).err().expect("refused");
+        assert!(err.to_string().starts_with("databases.app: 2 shards configured, but this build of shardgate has no sharding router"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_pools_of_unchanged_servers() {
+        let one = "      s0: { primary: \"postgres://u:p@127.0.0.1:1/app\" }\n";
+        let store = Store::new(Snapshot::build(config(one), None, 1).unwrap());
+        let before = store.load();
+        let epoch = store.reload((*config(one)).clone()).unwrap();
+        let after = store.load();
+        assert_eq!(epoch, 2);
+        let (a, b) = (&before.databases["app"].shards[0].primary, &after.databases["app"].shards[0].primary);
+        assert!(a.same_pool(b), "an unchanged server keeps its pool (and its open connections)");
     }
 }
