@@ -17,6 +17,7 @@ pub const PASSWORD: &str = "demo";
 pub struct DemoOptions {
     pub dir: PathBuf,
     pub port: u16,
+    pub admin_port: u16,
 }
 
 /// The servers behind the demo. Dropping it stops and removes them.
@@ -73,11 +74,12 @@ pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
 }
 
 /// The config the demo runs with, in the shape of `config/shardgate.yaml`.
-pub fn config_yaml(servers: &Servers, port: u16) -> String {
+pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16) -> String {
     let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
     format!(
         "# Written by `shardgate demo`.\n\
          listen: 127.0.0.1:{port}\n\
+         admin: {{ listen: 127.0.0.1:{admin_port} }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
          pool: {{ mode: transaction, size: 10 }}\n\
          databases:\n\
@@ -94,7 +96,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let dir = opts.dir.clone();
     let servers = tokio::task::spawn_blocking(move || start_servers(&dir)).await??;
     let config_path = opts.dir.join("shardgate.yaml");
-    std::fs::write(&config_path, config_yaml(&servers, opts.port))?;
+    std::fs::write(
+        &config_path,
+        config_yaml(&servers, opts.port, opts.admin_port),
+    )?;
     let proxy = Proxy::start(Config::load(&config_path)?).await?;
     let addr = proxy.addr();
     println!();
@@ -113,6 +118,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  pg-s1:          127.0.0.1:{} (primary of shard s1)",
         servers.s1.port()
+    );
+    println!(
+        "  admin API:      http://{}  (GET /health, GET /ready)",
+        proxy.admin_addr()
     );
     println!(
         "  config:         {}  (edit it and send SIGHUP to reload)",

@@ -14,12 +14,13 @@
 //! - [`backend`]: one raw framed connection to a Postgres server, with its login.
 //! - [`protocol`]: wire-format types and framing. No I/O, no routing, no config.
 //!
-//! Side systems: [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
+//! Side systems: [`admin`] (the HTTP API), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
 //! tests), [`demo`] (`shardgate demo`).
 //!
 //! Dependencies point one way: protocol ← backend ← pool ← topology ← router ← session ← server.
 
+pub mod admin;
 pub mod backend;
 pub mod cluster;
 pub mod config;

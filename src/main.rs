@@ -36,6 +36,9 @@ enum Command {
         /// The proxy's port.
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// The admin API's port.
+        #[arg(long, default_value_t = 6480)]
+        admin_port: u16,
     },
     /// Validate a config file and print its shard map.
     CheckConfig { file: PathBuf },
@@ -62,10 +65,10 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.config) {
-        (Some(Command::Demo { dir, port }), _) => {
+        (Some(Command::Demo { dir, port, admin_port }), _) => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("shardgate-demo"));
             let dir = std::path::absolute(&dir).with_context(|| format!("bad --dir {}", dir.display()))?;
-            shardgate::demo::run(shardgate::demo::DemoOptions { dir, port }).await
+            shardgate::demo::run(shardgate::demo::DemoOptions { dir, port, admin_port }).await
         }
         (Some(Command::CheckConfig { file }), _) => check_config(&file),
         (None, Some(config)) => run(config).await,
@@ -79,6 +82,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     config
         .check_files()
         .map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", file.display()))?;
+    let summary = config.summary();
+    // The same checks the proxy makes when it starts (no connections are opened).
+    shardgate::topology::Snapshot::build(std::sync::Arc::new(config), None, 1)
+        .map_err(|e| anyhow::anyhow!("{} cannot be served: {e}", file.display()))?;
     println!("{} is valid.\n", file.display());
     print!("{summary}");
     Ok(())

@@ -31,6 +31,7 @@ pub enum ProxyError {
 
 pub struct Proxy {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
     store: Arc<Store>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -52,6 +53,18 @@ impl Proxy {
             addr: config.listen,
             source,
         })?;
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| ProxyError::Listen {
+                addr: config.admin.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ProxyError::Listen {
+                addr: config.admin.listen,
+                source,
+            })?;
         let max_clients = config.pool.max_clients;
         let drain = Duration::from_millis(config.pool.shutdown_timeout_ms);
         let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
@@ -62,10 +75,16 @@ impl Proxy {
             shutdown: shutdown.clone(),
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
+        tokio::spawn(crate::admin::serve(
+            admin_listener,
+            store.clone(),
+            shutdown.clone(),
+        ));
         let task = tokio::spawn(server::serve(listener, state, drain));
-        tracing::info!(%addr, "shardgate is listening");
+        tracing::info!(%addr, %admin_addr, "shardgate is listening");
         Ok(Proxy {
             addr,
+            admin_addr,
             store,
             shutdown,
             task,
@@ -74,6 +93,10 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn store(&self) -> &Arc<Store> {

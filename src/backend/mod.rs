@@ -145,6 +145,20 @@ impl Connection {
         &self.target
     }
 
+    /// Whether an idle connection has already been closed by the server (EOF, or an unsolicited
+    /// FATAL such as an administrator's shutdown, waiting unread). Non-blocking: nothing has been
+    /// sent on an idle connection, so a stale one can be replaced without risk.
+    pub fn is_stale(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            _ => true,
+        }
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
     }

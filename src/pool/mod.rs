@@ -64,13 +64,18 @@ impl bb8::ManageConnection for Manager {
 /// The last connect error of a pool: bb8 retries failed connects in the background and only
 /// reports them to an error sink, so this is how a checkout learns that the server is down.
 #[derive(Clone, Default, Debug)]
-struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+struct LastError {
+    last: Arc<Mutex<Option<(Instant, String)>>>,
+    /// Wakes checkouts waiting for a connection that will not come.
+    failed: Arc<tokio::sync::Notify>,
+}
 
 impl bb8::ErrorSink<BackendError> for LastError {
     fn sink(&self, error: BackendError) {
         tracing::warn!(%error, "backend connection failed");
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), error.to_string()));
+        self.failed.notify_waiters();
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<BackendError>> {
@@ -80,7 +85,7 @@ impl bb8::ErrorSink<BackendError> for LastError {
 
 impl LastError {
     fn since(&self, t: Instant) -> Option<String> {
-        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         last.as_ref()
             .filter(|(at, _)| *at >= t)
             .map(|(_, e)| e.clone())
@@ -149,13 +154,42 @@ impl Pool {
                 Ok(Ok(place)) => place,
                 _ => return Err(self.timed_out(started)),
             };
-        match self.inner.get_owned().await {
-            Ok(conn) => Ok(PooledConnection {
-                conn,
-                _place: place,
-            }),
-            Err(bb8::RunError::User(e)) => Err(self.unreachable(e.to_string())),
-            Err(bb8::RunError::TimedOut) => Err(self.timed_out(started)),
+        // A few stale idle connections (a restarted server) are replaced; more would mean the
+        // server is down, which the connect error below reports.
+        for _ in 0..=self.settings.size {
+            let mut conn = self.get_or_fail_fast(started, deadline).await?;
+            if !conn.is_stale() {
+                return Ok(PooledConnection {
+                    conn,
+                    _place: place,
+                });
+            }
+            tracing::info!(shard = %self.shard, "dropping a server connection the server has closed");
+            conn.mark_broken();
+        }
+        Err(self.unreachable("every pooled connection had been closed by the server".into()))
+    }
+
+    /// bb8 retries failed connects in the background until its timeout; a waiting checkout is
+    /// woken by the first failure instead, so a down server answers at once with 08006.
+    async fn get_or_fail_fast(
+        &self,
+        started: Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<bb8::PooledConnection<'static, Manager>, CheckoutError> {
+        let failed = self.last_error.failed.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        if let Some(reason) = self.last_error.since(started) {
+            return Err(self.unreachable(reason));
+        }
+        tokio::select! {
+            got = tokio::time::timeout_at(deadline, self.inner.get_owned()) => match got {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(bb8::RunError::User(e))) => Err(self.unreachable(e.to_string())),
+                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.timed_out(started)),
+            },
+            _ = failed => Err(self.unreachable(self.last_error.since(started).unwrap_or_default())),
         }
     }
 

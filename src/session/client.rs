@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::prepared::SERVER_PREFIX;
+use super::prepared::{Statement, SERVER_PREFIX};
 use super::replies::Pending;
 use super::sql::{self, SessionCommand};
 use super::{Flow, Session, SessionError};
@@ -142,18 +142,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         self.statements.insert(p.name, stmt.clone());
-        let conn = &mut self.backend.as_mut().expect("checked out above").conn;
-        if conn.session.prepared.insert(stmt.id) {
-            Parse {
-                name: &stmt.server_name,
-                sql: &stmt.sql,
-                param_types: &stmt.param_types,
-            }
-            .encode(&mut self.bout);
-            self.replies.push(Pending::Parse {
-                registered: Some((p.name.to_owned(), stmt)),
-            });
-        } else {
+        let pending = Pending::Parse {
+            registered: Some((p.name.to_owned(), stmt.clone())),
+        };
+        if !self.prepare_on_backend(&stmt, pending) {
             self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
         }
         Ok(())
@@ -225,18 +217,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(stmt) = self.statements.get(name).cloned() else {
             return Ok(None);
         };
-        let conn = &mut self.backend.as_mut().expect("checked out before").conn;
-        if conn.session.prepared.insert(stmt.id) {
-            Parse {
-                name: &stmt.server_name,
-                sql: &stmt.sql,
-                param_types: &stmt.param_types,
-            }
-            .encode(&mut self.bout);
-            self.replies
-                .push(Pending::InjectedParse { stmt: stmt.clone() });
-        }
+        self.prepare_on_backend(&stmt, Pending::InjectedParse { stmt: stmt.clone() });
         Ok(Some(stmt.server_name.clone()))
+    }
+
+    /// Queues a Parse of `stmt` under its server name, answered as `pending`, unless the held
+    /// backend has it already. Returns whether it queued one.
+    fn prepare_on_backend(&mut self, stmt: &Statement, pending: Pending) -> bool {
+        let conn = &mut self.backend.as_mut().expect("a backend is held").conn;
+        if !conn.session.prepared.insert(stmt.id) {
+            return false;
+        }
+        Parse {
+            name: &stmt.server_name,
+            sql: &stmt.sql,
+            param_types: &stmt.param_types,
+        }
+        .encode(&mut self.bout);
+        self.replies.push(pending);
+        true
     }
 
     fn on_close(&mut self, c: NamedTarget<'_>, frame: &Bytes) {

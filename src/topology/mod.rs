@@ -81,7 +81,10 @@ impl Snapshot {
         for (db_name, db) in &config.databases {
             if db.shards.len() > 1 {
                 // Refuse rather than guess: routing every key to one shard would give wrong answers.
-                return Err(TopologyError::ShardingUnsupported { database: db_name.clone(), shards: db.shards.len() });
+                return Err(TopologyError::ShardingUnsupported {
+                    database: db_name.clone(),
+                    shards: db.shards.len(),
+                });
             }
             let mut shards = Vec::new();
             for (shard_name, shard) in &db.shards {
@@ -179,7 +182,9 @@ mod tests {
     #[tokio::test]
     async fn a_multi_shard_database_is_refused_until_the_router_exists() {
         let two = "      s0: { primary: \"postgres://u:p@127.0.0.1:1/app\" }\n      s1: { primary: \"postgres://u:p@127.0.0.1:2/app\" }\n    sharding: { key_type: bigint, function: hash, buckets: 2, map: [{ buckets: 0-1, shard: s0 }] }\n    tables: { t: id }\n";
-        let err = Snapshot::build(config(two), None, 1).err().expect("refused");
+        let err = Snapshot::build(config(two), None, 1)
+            .err()
+            .expect("refused");
         assert!(err.to_string().starts_with("databases.app: 2 shards configured, but this build of shardgate has no sharding router"), "{err}");
     }
 
@@ -191,7 +196,13 @@ mod tests {
         let epoch = store.reload((*config(one)).clone()).unwrap();
         let after = store.load();
         assert_eq!(epoch, 2);
-        let (a, b) = (&before.databases["app"].shards[0].primary, &after.databases["app"].shards[0].primary);
-        assert!(a.same_pool(b), "an unchanged server keeps its pool (and its open connections)");
+        let (a, b) = (
+            &before.databases["app"].shards[0].primary,
+            &after.databases["app"].shards[0].primary,
+        );
+        assert!(
+            a.same_pool(b),
+            "an unchanged server keeps its pool (and its open connections)"
+        );
     }
 }

@@ -318,3 +318,57 @@ async fn garbage_and_oversized_messages_close_only_that_connection() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_invisible_between_transactions() {
+    let mut env = Env::start_with(Options {
+        pool_size: 3,
+        ..Default::default()
+    })
+    .await;
+    let clients = [
+        env.connect().await,
+        env.connect().await,
+        env.connect().await,
+    ];
+    // Fill the pool with idle connections, which the restart will close under it.
+    let _ = futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| c.query_one("select pg_sleep(0.1)", &[])),
+    )
+    .await;
+    tokio::task::block_in_place(|| env.pg.restart().unwrap());
+    for c in &clients {
+        assert_eq!(
+            c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_server_answers_08006_at_once_not_after_the_checkout_timeout() {
+    let mut env = Env::start_with(Options {
+        checkout_timeout_ms: 10_000,
+        ..Default::default()
+    })
+    .await;
+    let c = env.connect().await;
+    tokio::task::block_in_place(|| env.pg.stop(shardgate::cluster::StopMode::Fast).unwrap());
+    let started = std::time::Instant::now();
+    let e = c.simple_query("select 1").await.unwrap_err();
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "08006");
+    assert!(
+        message.starts_with(
+            "shardgate: shard \"s0\" is unreachable: cannot connect to app@127.0.0.1:"
+        ),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

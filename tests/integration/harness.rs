@@ -110,6 +110,7 @@ impl Env {
 pub fn config_yaml(pg: &Cluster, o: &Options) -> String {
     format!(
         "listen: 127.0.0.1:0\n\
+         admin: {{ listen: 127.0.0.1:0 }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n{}\
          pool: {{ mode: {}, size: {}, checkout_timeout_ms: {}, max_clients: {}, shutdown_timeout_ms: 5000 }}\n\
          databases:\n  app:\n    shards:\n      s0: {{ primary: \"postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app\" }}\n{}",

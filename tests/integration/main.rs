@@ -1,5 +1,6 @@
 //! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
 
+mod admin;
 mod clients;
 mod faults;
 mod harness;

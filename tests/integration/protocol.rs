@@ -6,6 +6,13 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::harness::{db_error, Env};
 
+async fn setting(c: &tokio_postgres::Client, name: &str) -> String {
+    c.query_one("select current_setting($1)", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
@@ -264,31 +271,13 @@ async fn session_settings_follow_the_client_and_never_leak() {
     a.batch_execute("begin; set application_name = 'beta'; rollback")
         .await
         .unwrap();
-    assert_eq!(
-        a.query_one("select current_setting('application_name')", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "alpha"
-    );
+    assert_eq!(setting(&a, "application_name").await, "alpha");
     a.batch_execute("set application_name = 'beta'")
         .await
         .unwrap();
-    assert_eq!(
-        a.query_one("select current_setting('application_name')", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "beta"
-    );
+    assert_eq!(setting(&a, "application_name").await, "beta");
     a.batch_execute("reset application_name").await.unwrap();
-    assert_eq!(
-        a.query_one("select current_setting('application_name')", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "alpha"
-    );
+    assert_eq!(setting(&a, "application_name").await, "alpha");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
