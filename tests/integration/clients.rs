@@ -240,8 +240,12 @@ impl Binary {
         let config = env.dir.path().join("shardgate.yaml");
         std::fs::write(
             &config,
-            env.config_yaml
-                .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+            // Only the client listener gets the fixed port; the admin API keeps port 0.
+            env.config_yaml.replacen(
+                "listen: 127.0.0.1:0\n",
+                &format!("listen: 127.0.0.1:{port}\n"),
+                1,
+            ),
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
