@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::Startup;
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
@@ -45,24 +45,27 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError
         return Ok(None);
     }
     let code = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let packet = match code {
-        SSL_REQUEST_CODE => StartupPacket::SslRequest,
-        GSSENC_REQUEST_CODE => StartupPacket::GssEncRequest,
-        CANCEL_REQUEST_CODE => return decode_cancel(buf),
-        _ => return decode_startup(buf, code),
-    };
-    buf.advance(len as usize);
-    Ok(Some(packet))
+    // pgwire's decoders do not stop at the packet's length (the StartupMessage reads parameters up
+    // to the first empty cstring anywhere in the buffer; a 3.0 cancel key is read as 4 bytes whatever
+    // its length): hand them the packet alone and require that they consume all of it.
+    let mut packet = buf.split_to(len as usize);
+    match code {
+        SSL_REQUEST_CODE => Ok(Some(StartupPacket::SslRequest)),
+        GSSENC_REQUEST_CODE => Ok(Some(StartupPacket::GssEncRequest)),
+        CANCEL_REQUEST_CODE => decode_cancel(&mut packet),
+        _ => decode_startup(&mut packet, code),
+    }
 }
 
-fn decode_cancel(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
+fn decode_cancel(packet: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
     let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    let req = CancelRequest::decode(buf, &ctx)
+    let req = CancelRequest::decode(packet, &ctx)
         .map_err(|e| ProtocolError::Startup(format!("invalid cancel request: {e}")))?
         .ok_or_else(|| ProtocolError::Startup("truncated cancel request".into()))?;
     let secret = req
         .secret_key
         .as_i32()
+        .filter(|_| packet.is_empty())
         .ok_or_else(|| ProtocolError::Startup("cancel key longer than 4 bytes".into()))?;
     Ok(Some(StartupPacket::Cancel(BackendKeyData {
         pid: req.pid,
@@ -70,7 +73,10 @@ fn decode_cancel(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolEr
     })))
 }
 
-fn decode_startup(buf: &mut BytesMut, code: i32) -> Result<Option<StartupPacket>, ProtocolError> {
+fn decode_startup(
+    packet: &mut BytesMut,
+    code: i32,
+) -> Result<Option<StartupPacket>, ProtocolError> {
     let major = (code >> 16) as u16;
     if major != 3 {
         return Err(ProtocolError::Startup(format!(
@@ -80,9 +86,15 @@ fn decode_startup(buf: &mut BytesMut, code: i32) -> Result<Option<StartupPacket>
         )));
     }
     let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    let startup = Startup::decode(buf, &ctx)
+    let startup = Startup::decode(packet, &ctx)
         .map_err(|e| ProtocolError::Startup(format!("invalid startup message: {e}")))?
         .ok_or_else(|| ProtocolError::Startup("truncated startup message".into()))?;
+    // As Postgres: the parameter list's terminator is the packet's last byte.
+    if !packet.is_empty() {
+        return Err(ProtocolError::Startup(
+            "invalid startup packet layout: expected terminator as last byte".into(),
+        ));
+    }
     Ok(Some(StartupPacket::Startup {
         minor: startup.protocol_number_minor,
         params: startup.parameters,
@@ -137,5 +149,49 @@ mod tests {
             decode(&mut v2).unwrap_err().to_string(),
             "startup packet: unsupported frontend protocol 2.0: server supports 3.0 to 3.0"
         );
+    }
+
+    /// Found by `cargo fuzz run startup_auth`: pgwire reads parameters until the first empty cstring
+    /// anywhere in the buffer, ignoring the packet's length word. A packet must be decoded from its
+    /// own bytes only and consumed exactly.
+    #[test]
+    fn parameters_are_read_from_the_packet_only() {
+        // Fuzzer reproducer: protocol 3.63487, 11 parameter bytes with no NUL at all. Was accepted
+        // with no parameters, consuming 8 of the 19 bytes and leaving the rest as the "next packet".
+        let mut b =
+            BytesMut::from(&b"\x00\x00\x00\x13\x00\x03\xf7\xffO\xffqO\xff\xff\xffqO\xff\xff"[..]);
+        assert!(decode(&mut b).is_err());
+        // The terminator comes before the end of the packet: the tail would be misframed.
+        let mut b = packet(196_608, b"user\0app\0\0junk");
+        assert!(decode(&mut b).is_err());
+        // No terminator inside the packet: the parameters must not run on into the next bytes.
+        let mut b = packet(196_608, b"user\0app");
+        b.put_slice(b"\0database\0other\0\0");
+        assert!(decode(&mut b).is_err());
+        // A well-formed packet followed by more data is consumed exactly.
+        let mut b = packet(196_608, b"user\0app\0\0");
+        b.put_slice(b"next");
+        assert!(matches!(
+            decode(&mut b),
+            Ok(Some(StartupPacket::Startup { .. }))
+        ));
+        assert_eq!(&b[..], b"next");
+    }
+
+    /// Found by the same fuzz target: with a 3.0 context pgwire reads a cancel key as one i32
+    /// whatever the packet's length, so a longer key was accepted by its first 4 bytes and the rest
+    /// left in the buffer.
+    #[test]
+    fn cancel_key_must_fill_the_packet() {
+        let mut b = packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 7, 0, 0, 0, 9, 1, 2, 3]);
+        assert_eq!(
+            decode(&mut b).unwrap_err().to_string(),
+            "startup packet: cancel key longer than 4 bytes"
+        );
+        let mut b = packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 7, 0, 0, 0, 9]);
+        b.put_slice(b"next");
+        let key = BackendKeyData { pid: 7, secret: 9 };
+        assert_eq!(decode(&mut b).unwrap(), Some(StartupPacket::Cancel(key)));
+        assert_eq!(&b[..], b"next");
     }
 }

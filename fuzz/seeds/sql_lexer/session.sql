@@ -1,0 +1,1 @@
+set session time zone 'UTC';discard all;LISTEN ch;PREPARE p AS SELECT $1;declare c cursor with hold for select 1; SET LOCAL x = 1; reset role
