@@ -11,6 +11,14 @@ use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::shutdown::{Signal, Signals};
 
+/// `println!` that ignores a closed stdout (`shardgate demo | head`), which would otherwise panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "demo";
 
@@ -92,7 +100,7 @@ pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16) -> String {
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    println!("Starting PostgreSQL clusters in {} …", opts.dir.display());
+    say!("Starting PostgreSQL clusters in {} …", opts.dir.display());
     let dir = opts.dir.clone();
     let servers = tokio::task::spawn_blocking(move || start_servers(&dir)).await??;
     let config_path = opts.dir.join("shardgate.yaml");
@@ -102,44 +110,44 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     )?;
     let proxy = Proxy::start(Config::load(&config_path)?).await?;
     let addr = proxy.addr();
-    println!();
-    println!("shardgate is running. Connect with:");
-    println!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app\"");
-    println!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app_s1\"");
-    println!();
-    println!(
+    say!();
+    say!("shardgate is running. Connect with:");
+    say!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app\"");
+    say!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app_s1\"");
+    say!();
+    say!(
         "  pg-s0:          127.0.0.1:{} (primary of shard s0)",
         servers.s0.port()
     );
-    println!(
+    say!(
         "  pg-s0-replica:  127.0.0.1:{} (streaming replica)",
         servers.s0_replica.port()
     );
-    println!(
+    say!(
         "  pg-s1:          127.0.0.1:{} (primary of shard s1)",
         servers.s1.port()
     );
-    println!(
+    say!(
         "  admin API:      http://{}  (GET /health, GET /ready)",
         proxy.admin_addr()
     );
-    println!(
+    say!(
         "  config:         {}  (edit it and send SIGHUP to reload)",
         config_path.display()
     );
-    println!();
-    println!("Press Ctrl-C to stop everything.");
+    say!();
+    say!("Press Ctrl-C to stop everything.");
     let mut signals = Signals::install()?;
     loop {
         match signals.next().await {
             Signal::Stop => break,
             Signal::Reload => match proxy.reload_from(&config_path) {
-                Ok(epoch) => println!("config reloaded (epoch {epoch})"),
-                Err(e) => println!("config reload refused, the old config stays: {e}"),
+                Ok(epoch) => say!("config reloaded (epoch {epoch})"),
+                Err(e) => say!("config reload refused, the old config stays: {e}"),
             },
         }
     }
-    println!("Stopping …");
+    say!("Stopping …");
     proxy.shutdown().await;
     tokio::task::spawn_blocking(move || drop(servers)).await?;
     Ok(())

@@ -348,3 +348,83 @@ async fn sighup_reloads_the_config_and_keeps_the_old_one_when_invalid() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_everything_serves_queries_and_ctrl_c_stops_it() {
+    use std::io::BufRead;
+    let dir = shardgate::cluster::TempDir::new("sg-demo").unwrap();
+    let state = dir.path().join("demo");
+    let (port, admin_port) = (
+        shardgate::cluster::free_port(),
+        shardgate::cluster::free_port(),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
+            "--dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(60), printed)
+        .await
+        .expect("demo ready within 60 s")
+        .unwrap();
+    assert!(
+        printed.contains(&format!(
+            "psql \"postgres://app:demo@127.0.0.1:{port}/app\""
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("admin API:      http://127.0.0.1:{admin_port}")),
+        "{printed}"
+    );
+    let c = connect(&format!("postgres://app:demo@127.0.0.1:{port}/app")).await;
+    let n: i64 = c
+        .query_one("select count(*) from users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+    let c1 = connect(&format!("postgres://app:demo@127.0.0.1:{port}/app_s1")).await;
+    let (lo, hi): (i64, i64) = {
+        let r = c1
+            .query_one("select min(id), max(id) from users", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((lo, hi), (1001, 2000));
+    let (status, _) =
+        crate::admin::http_get(format!("127.0.0.1:{admin_port}").parse().unwrap(), "/ready").await;
+    assert_eq!(status, 200);
+    drop((c, c1));
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    for cluster in ["pg-s0", "pg-s1", "pg-s0-replica"] {
+        assert!(!state.join(cluster).exists(), "{cluster} was not removed");
+    }
+}
