@@ -255,6 +255,45 @@ mod tests {
         );
     }
 
+    fn cstr() -> impl proptest::strategy::Strategy<Value = String> {
+        "[^\0]{0,40}"
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_decoded_server_message_round_trips(
+            name in cstr(), value in cstr(), pid in proptest::prelude::any::<i32>(),
+            secret in proptest::prelude::any::<i32>(), tag in cstr(),
+            code in "[0-9A-Z]{5}", message in cstr(), hint in proptest::option::of(cstr()),
+        ) {
+            let mut out = BytesMut::new();
+            ParameterStatus { name: &name, value: &value }.encode(&mut out);
+            proptest::prop_assert_eq!(ParameterStatus::decode(body_of(&out)).unwrap(), ParameterStatus { name: &name, value: &value });
+            let mut out = BytesMut::new();
+            BackendKeyData { pid, secret }.encode(&mut out);
+            proptest::prop_assert_eq!(BackendKeyData::decode(body_of(&out)).unwrap(), BackendKeyData { pid, secret });
+            let mut out = BytesMut::new();
+            command_complete(&mut out, &tag);
+            proptest::prop_assert_eq!(command_complete_tag(body_of(&out)).unwrap(), tag.as_str());
+            let mut out = BytesMut::new();
+            let code = crate::protocol::SqlState::ConnectionFailure;
+            let mut err = crate::protocol::PgError::error(code, message.clone());
+            err.hint = hint.clone();
+            err.encode(&mut out);
+            let fields = ErrorFields::parse(body_of(&out)).unwrap();
+            proptest::prop_assert_eq!((fields.code.as_str(), fields.message, fields.hint), (code.code(), message, hint));
+        }
+
+        #[test]
+        fn server_decoders_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = ParameterStatus::decode(&body);
+            let _ = BackendKeyData::decode(&body);
+            let _ = command_complete_tag(&body);
+            let _ = ErrorFields::parse(&body);
+            let _ = TxStatus::decode(&body);
+        }
+    }
+
     #[test]
     fn sasl_request_lists_mechanisms() {
         let mut out = BytesMut::new();

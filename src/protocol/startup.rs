@@ -194,4 +194,29 @@ mod tests {
         assert_eq!(decode(&mut b).unwrap(), Some(StartupPacket::Cancel(key)));
         assert_eq!(&b[..], b"next");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn startup_messages_round_trip(params in proptest::collection::btree_map("[a-z_]{1,12}", "[^\0]{0,24}", 0..6)) {
+            let mut b = BytesMut::new();
+            let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            postgres_protocol::message::frontend::startup_message(pairs.into_iter(), &mut b).unwrap();
+            let decoded = decode(&mut b).unwrap();
+            proptest::prop_assert_eq!(decoded, Some(StartupPacket::Startup { minor: 0, params }));
+            proptest::prop_assert!(b.is_empty());
+        }
+
+        #[test]
+        fn cancel_requests_round_trip(pid in proptest::prelude::any::<i32>(), secret in proptest::prelude::any::<i32>()) {
+            let mut b = BytesMut::new();
+            postgres_protocol::message::frontend::cancel_request(pid, secret, &mut b);
+            proptest::prop_assert_eq!(decode(&mut b).unwrap(), Some(StartupPacket::Cancel(BackendKeyData { pid, secret })));
+        }
+
+        #[test]
+        fn startup_decoder_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let mut b = BytesMut::from(&bytes[..]);
+            let _ = decode(&mut b);
+        }
+    }
 }
