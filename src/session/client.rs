@@ -1,6 +1,8 @@
 //! What the session does with each client message: forward it raw, rewrite a statement name,
 //! answer it locally, or refuse it.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -142,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         self.statements.insert(p.name, stmt.clone());
-        let pending = Pending::Parse {
+        let pending = || Pending::Parse {
             registered: Some((p.name.to_owned(), stmt.clone())),
         };
         if !self.prepare_on_backend(&stmt, pending) {
@@ -164,12 +166,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .and_then(|s| s.command.clone())
         };
         match command {
-            Some(cmd) => self.portal_cmds.insert(b.portal.to_owned(), cmd),
-            None => self.portal_cmds.remove(b.portal),
-        };
+            Some(cmd) => {
+                self.portal_cmds.insert(b.portal.to_owned(), cmd);
+            }
+            // Rebinding a portal replaces what it ran before.
+            None if !self.portal_cmds.is_empty() => {
+                self.portal_cmds.remove(b.portal);
+            }
+            None => {}
+        }
         match self.server_statement(b.statement)? {
-            Some(server_name) => Bind {
-                statement: &server_name,
+            Some(stmt) => Bind {
+                statement: &stmt.server_name,
                 ..b
             }
             .encode(&mut self.bout),
@@ -190,8 +198,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Target::Portal => None,
         };
         match rewritten {
-            Some(server_name) => NamedTarget {
-                name: &server_name,
+            Some(stmt) => NamedTarget {
+                name: &stmt.server_name,
                 ..d
             }
             .encode(fmsg::DESCRIBE, &mut self.bout),
@@ -203,7 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The server-side name for a client statement, preparing it on this backend first if needed.
     /// `None` for the unnamed statement and for names the client never prepared.
-    fn server_statement(&mut self, name: &str) -> Result<Option<String>, SessionError> {
+    fn server_statement(&mut self, name: &str) -> Result<Option<Arc<Statement>>, SessionError> {
         if name.is_empty() {
             return Ok(None);
         }
@@ -217,13 +225,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(stmt) = self.statements.get(name).cloned() else {
             return Ok(None);
         };
-        self.prepare_on_backend(&stmt, Pending::InjectedParse { stmt: stmt.clone() });
-        Ok(Some(stmt.server_name.clone()))
+        self.prepare_on_backend(&stmt, || Pending::InjectedParse { stmt: stmt.clone() });
+        Ok(Some(stmt))
     }
 
     /// Queues a Parse of `stmt` under its server name, answered as `pending`, unless the held
     /// backend has it already. Returns whether it queued one.
-    fn prepare_on_backend(&mut self, stmt: &Statement, pending: Pending) -> bool {
+    fn prepare_on_backend(&mut self, stmt: &Statement, pending: impl FnOnce() -> Pending) -> bool {
         let conn = &mut self.backend.as_mut().expect("a backend is held").conn;
         if !conn.session.prepared.insert(stmt.id) {
             return false;
@@ -234,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             param_types: &stmt.param_types,
         }
         .encode(&mut self.bout);
-        self.replies.push(pending);
+        self.replies.push(pending());
         true
     }
 

@@ -143,6 +143,23 @@ pub enum SessionCommand {
 /// Classifies one statement. `None` for statements that leave session state alone (including
 /// `SET LOCAL` and `SET TRANSACTION`, which end with the transaction).
 pub fn classify(stmt: &str) -> Option<SessionCommand> {
+    // Most statements are none of these: decide on the first word without allocating.
+    let first = strip_comments_start(stmt)
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    const KEYWORDS: [&str; 7] = [
+        "set",
+        "reset",
+        "discard",
+        "deallocate",
+        "listen",
+        "prepare",
+        "declare",
+    ];
+    if !KEYWORDS.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+        return None;
+    }
     let words = leading_words(stmt, 4);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match w(0) {
