@@ -222,7 +222,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Relays until the client leaves or the proxy shuts down.
     pub async fn run(&mut self) -> Result<(), SessionError> {
         loop {
-            let idle = self.backend.is_none();
+            // Between transactions (in either pool mode) the client may be told to go at shutdown.
+            let idle = self.backend.is_none()
+                || (self.status == TxStatus::Idle && self.replies.is_empty() && !self.replies.copy_in);
             tokio::select! {
                 read = read_backend(&mut self.backend) => {
                     match read {
