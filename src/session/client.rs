@@ -61,7 +61,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let err = PgError::error(SqlState::FeatureNotSupported, format!("{what} is not supported in transaction pooling mode"))
                 .with_detail("The next transaction of this session may run on another server connection, which would not have this state.")
                 .with_hint("Use your driver's protocol-level prepared statements, or set pool.mode: session for this workload.");
-            return Ok(self.reply_locally(|out| query_error(out, &err, TxStatus::Idle)));
+            self.push_synthetic(|out| query_error(out, &err, TxStatus::Idle));
+            return Ok(());
         }
         if let [SessionCommand::Deallocate { name }] = cmds.as_slice() {
             if stmts.len() == 1 && self.deallocate_locally(name.as_deref()) {
@@ -71,10 +72,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "DEALLOCATE ALL"
                 };
                 let status = self.status;
-                return Ok(self.reply_locally(|out| {
+                self.push_synthetic(|out| {
                     bmsg::command_complete(out, tag);
                     bmsg::ready_for_query(out, status);
-                }));
+                });
+                return Ok(());
             }
         }
         if !self.ensure_backend_for_query().await {
@@ -324,10 +326,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.replies.push(Pending::Synthetic(out.freeze()));
         let cout = &mut self.cout;
         self.replies.drain_front(|b| cout.extend_from_slice(b));
-    }
-
-    fn reply_locally(&mut self, build: impl FnOnce(&mut BytesMut)) {
-        self.push_synthetic(build)
     }
 }
 

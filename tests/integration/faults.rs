@@ -223,51 +223,7 @@ async fn wrong_password_unknown_user_and_unknown_database() {
 
 /// Logs in with a raw socket (tokio-postgres would refuse to send garbage) and returns it ready.
 async fn raw_session(env: &Env) -> TcpStream {
-    let c = env.connect().await; // warm the pool and prove the login works
-    drop(c);
-    let mut s = TcpStream::connect(env.proxy.addr()).await.unwrap();
-    let mut startup = bytes::BytesMut::new();
-    postgres_protocol::message::frontend::startup_message(
-        [("user", USER), ("database", "app")].into_iter(),
-        &mut startup,
-    )
-    .unwrap();
-    s.write_all(&startup).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    let mut scram = None;
-    loop {
-        s.read_buf(&mut buf).await.unwrap();
-        while let Some(msg) = postgres_protocol::message::backend::Message::parse(&mut buf).unwrap()
-        {
-            use postgres_protocol::authentication::sasl;
-            use postgres_protocol::message::backend::Message;
-            let mut out = bytes::BytesMut::new();
-            match msg {
-                Message::AuthenticationSasl(_) => {
-                    let sc = sasl::ScramSha256::new(
-                        PASSWORD.as_bytes(),
-                        sasl::ChannelBinding::unsupported(),
-                    );
-                    postgres_protocol::message::frontend::sasl_initial_response(
-                        sasl::SCRAM_SHA_256,
-                        sc.message(),
-                        &mut out,
-                    )
-                    .unwrap();
-                    scram = Some(sc);
-                }
-                Message::AuthenticationSaslContinue(body) => {
-                    let sc = scram.as_mut().unwrap();
-                    sc.update(body.data()).unwrap();
-                    postgres_protocol::message::frontend::sasl_response(sc.message(), &mut out)
-                        .unwrap();
-                }
-                Message::ReadyForQuery(_) => return s,
-                _ => {}
-            }
-            s.write_all(&out).await.unwrap();
-        }
-    }
+    crate::wire::Raw::login(env.port()).await.into_stream()
 }
 
 /// Reads until the server closes; returns everything it sent.

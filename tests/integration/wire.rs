@@ -25,8 +25,7 @@ impl Raw {
         use postgres_protocol::message::backend::Message;
         let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", USER), ("database", "app")].into_iter(), &mut out)
-            .unwrap();
+        frontend::startup_message([("user", USER), ("database", "app")], &mut out).unwrap();
         s.write_all(&out).await.unwrap();
         let (mut buf, mut scram) = (BytesMut::new(), None);
         loop {
@@ -59,6 +58,10 @@ impl Raw {
                 s.write_all(&out).await.unwrap();
             }
         }
+    }
+
+    pub fn into_stream(self) -> TcpStream {
+        self.s
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

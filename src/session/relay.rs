@@ -1,0 +1,153 @@
+//! The backend→client direction: relaying the backend's replies, swallowing what answers
+//! injected messages, and ending transactions (their session commands take effect on commit).
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::replies::{Undo, Verdict};
+use super::sql::SessionCommand;
+use super::{Held, Session, SessionError, MAX_BACKEND_MESSAGE};
+use crate::protocol::backend::{self as bmsg, ErrorFields, ParameterStatus, TxStatus};
+use crate::protocol::peek_frame;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Handles every complete backend message in the read buffer.
+    pub(super) fn on_backend_data(&mut self) -> Result<(), SessionError> {
+        // Taken out of `self` while its buffer is read, so the handlers may borrow `self`.
+        let Some(mut held) = self.backend.take() else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut held.conn.buf);
+        let result = self.relay_backend_messages(&mut held, &buf);
+        match result {
+            Ok(consumed) => buf.advance(consumed),
+            Err(_) => held.conn.mark_broken(),
+        }
+        held.conn.buf = buf;
+        self.backend = Some(held);
+        match result {
+            Ok(_) => {
+                if let Some(fatal) = self.backend_fatal.take() {
+                    self.backend_lost(fatal);
+                } else {
+                    self.release_if_done();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Relays the complete messages at the front of `buf`; returns how many bytes it consumed.
+    fn relay_backend_messages(
+        &mut self,
+        held: &mut Held,
+        buf: &[u8],
+    ) -> Result<usize, SessionError> {
+        let mut undo = Undo::default();
+        let mut consumed = 0;
+        let desync = |why| SessionError::Desync {
+            shard: held.shard.to_string(),
+            why,
+        };
+        while let Some(h) = peek_frame(&buf[consumed..], MAX_BACKEND_MESSAGE)
+            .map_err(|_| desync("a message with a bad length"))?
+        {
+            let frame = &buf[consumed..consumed + h.total_len];
+            let body = h.body(frame);
+            consumed += h.total_len;
+            match h.tag {
+                bmsg::PARAMETER_STATUS => note_parameter(&mut held.conn.server_params, body),
+                bmsg::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.cycle_failed = true,
+                bmsg::ERROR_RESPONSE => {
+                    let fields = ErrorFields::parse(body).unwrap_or_default();
+                    if fields.is_fatal() {
+                        // Not relayed: the client's connection survives its backend.
+                        self.backend_fatal =
+                            Some(format!("{} (SQLSTATE {})", fields.message, fields.code));
+                        break;
+                    }
+                    self.cycle_failed = true;
+                }
+                _ => {}
+            }
+            match self.replies.on_message(h.tag, body, &mut undo) {
+                Verdict::Forward => self.cout.extend_from_slice(frame),
+                Verdict::Swallow => {}
+                // The injected settings query's ReadyForQuery ends nothing of the client's.
+                Verdict::Ready { forward: false, .. } => {}
+                Verdict::Ready {
+                    status,
+                    forward: true,
+                } => {
+                    self.cout.extend_from_slice(frame);
+                    self.status = status;
+                    if status == TxStatus::Idle {
+                        self.transaction_ended(&mut held.conn);
+                    }
+                }
+                Verdict::Desync(why) => return Err(desync(why)),
+            }
+            let cout = &mut self.cout;
+            self.replies.drain_front(|b| cout.extend_from_slice(b));
+        }
+        for (name, id) in undo.client_statements {
+            self.statements.remove_if(&name, id);
+        }
+        for id in undo.server_statements {
+            held.conn.session.prepared.remove(&id);
+        }
+        Ok(consumed)
+    }
+
+    /// A transaction (explicit or implicit) is over: its session commands take effect if it
+    /// committed.
+    fn transaction_ended(&mut self, conn: &mut crate::backend::Connection) {
+        if !self.cycle_failed {
+            for cmd in self.pending_cmds.drain(..) {
+                self.settings.apply(&cmd);
+                track_server_state(&mut conn.session, &cmd);
+                match &cmd {
+                    SessionCommand::DiscardAll | SessionCommand::Deallocate { name: None } => {
+                        self.statements.clear()
+                    }
+                    SessionCommand::Deallocate { name: Some(name) } => {
+                        self.statements.remove(name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.pending_cmds.clear();
+        self.cycle_failed = false;
+    }
+}
+
+/// What a committed session command left on the server connection. `RESET` brings back the
+/// *server's* session default (shardgate applied the client's startup values with `set_config`),
+/// so the next sync re-applies the client's value.
+fn track_server_state(server: &mut crate::backend::ServerSession, cmd: &SessionCommand) {
+    match cmd {
+        SessionCommand::Set { name, sql } => {
+            server.settings.insert(name.clone(), sql.clone());
+        }
+        SessionCommand::Reset { name } => {
+            server.settings.remove(name);
+        }
+        SessionCommand::ResetAll => server.settings.clear(),
+        SessionCommand::DiscardAll => {
+            server.settings.clear();
+            server.prepared.clear();
+        }
+        SessionCommand::Deallocate { .. } | SessionCommand::Unpoolable { .. } => {}
+    }
+}
+
+fn note_parameter(params: &mut Vec<(String, String)>, body: &[u8]) {
+    if let Ok(p) = ParameterStatus::decode(body) {
+        match params.iter_mut().find(|(k, _)| k == p.name) {
+            Some(entry) => entry.1 = p.value.to_owned(),
+            None => params.push((p.name.to_owned(), p.value.to_owned())),
+        }
+    }
+}
