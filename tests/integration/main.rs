@@ -1,6 +1,7 @@
 //! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
 
 mod clients;
+mod drivers;
 mod faults;
 mod harness;
 mod protocol;
