@@ -195,3 +195,62 @@ async fn drivers_psycopg3() {
         "200|6\n300"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_asyncpg() {
+    require_python_module("asyncpg", "asyncpg==0.32.0");
+    let env = Env::start_with(options()).await;
+    let script = drivers_dir().join("python/asyncpg_test.py");
+    run_driver(
+        &env,
+        "asyncpg",
+        &python(),
+        &[script.to_str().unwrap(), "{url}"],
+        drivers_dir(),
+        &[
+            "cached statements: 8 connections x 50 runs ok",
+            "explicit prepare: 8 connections x 20 transactions ok, 22003 then 25P02",
+            "introspection: enum, composite and arrays ok on 8 connections",
+            "copy_records_to_table and executemany: 800 rows",
+            "statement_cache_size=0: 8 connections ok",
+            "unnamed statement across a Flush: 8 connections ok",
+            "moved: True",
+            "OK",
+        ],
+    )
+    .await;
+    assert_eq!(
+        env.direct("select count(*) from ap_items; select count(*), count(distinct conn) from ap_copy"),
+        "80\n800|8"
+    );
+}
+
+/// Minimal reproduction of what asyncpg hit (`prepared statement "__sg_N" does not exist`): a
+/// Parse that Postgres refuses (here because the transaction is aborted) left shardgate believing
+/// the backend had the statement, so the next Parse of that text on that backend was answered
+/// with a synthetic ParseComplete and the Describe that followed failed with 26000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_repro_refused_parse_is_not_prepared_on_the_backend() {
+    let env = Env::start_with(Options {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let c = env.connect().await;
+    c.batch_execute("begin").await.unwrap();
+    let e = c.batch_execute("select 1/0").await.unwrap_err();
+    assert_eq!(crate::harness::db_error(&e).0, "22012");
+    let e = c.prepare("select 42").await.unwrap_err();
+    assert_eq!(
+        crate::harness::db_error(&e).0,
+        "25P02",
+        "Parse in an aborted transaction"
+    );
+    c.batch_execute("rollback").await.unwrap();
+    // Same (only) backend, transaction over: Postgres prepares the statement now.
+    let s = c
+        .prepare("select 42")
+        .await
+        .unwrap_or_else(|e| panic!("prepare after rollback: {e:?}"));
+    assert_eq!(c.query_one(&s, &[]).await.unwrap().get::<_, i32>(0), 42);
+}
