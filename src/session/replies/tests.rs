@@ -82,7 +82,11 @@ fn an_error_skips_to_sync_and_reports_what_to_undo() {
     let mut undo = Undo::default();
     assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
     assert_eq!(undo.client_statements, vec![("s1".to_string(), s3.id)]);
-    assert_eq!(undo.server_statements, vec![s4.id]);
+    assert_eq!(
+        undo.server_statements,
+        vec![s3.id, s4.id],
+        "a refused client Parse did not prepare its statement on the backend either"
+    );
     assert!(
         !s3.is_valid() && !s4.is_valid(),
         "a failed Parse does not make a statement valid"
