@@ -205,7 +205,15 @@ async fn drivers_asyncpg() {
         &env,
         "asyncpg",
         &python(),
-        &[script.to_str().unwrap(), "{url}"],
+        &[
+            script.to_str().unwrap(),
+            "{url}",
+            "cached",
+            "prepare",
+            "introspection",
+            "copy",
+            "nocache",
+        ],
         drivers_dir(),
         &[
             "cached statements: 8 connections x 50 runs ok",
@@ -213,7 +221,6 @@ async fn drivers_asyncpg() {
             "introspection: enum, composite and arrays ok on 8 connections",
             "copy_records_to_table and executemany: 800 rows",
             "statement_cache_size=0: 8 connections ok",
-            "unnamed statement across a Flush: 8 connections ok",
             "moved: True",
             "OK",
         ],
@@ -223,6 +230,31 @@ async fn drivers_asyncpg() {
         env.direct("select count(*) from ap_items; select count(*), count(distinct conn) from ap_copy"),
         "80\n800|8"
     );
+}
+
+/// KNOWN SHARDGATE BUG (fails today): asyncpg's unnamed statement across a Sync. For a query it
+/// does not cache (longer than 15 KiB) asyncpg sends Parse("")/Describe/Flush; when the statement
+/// has types the connection has not seen, it runs its introspection query (which ends with a
+/// Sync, so shardgate gives the backend back), then sends Bind("")/Execute/Sync. That Bind lands
+/// on whatever backend is free, whose unnamed statement is someone else's: asyncpg gets
+/// `incorrect binary data format in bind parameter 1` (08P01/22P03) or
+/// `unnamed prepared statement does not exist` (26000), or, when the parameter types happen to
+/// fit, silently runs another client's SQL. Directly against Postgres the program passes. Minimal
+/// reproduction: [`drivers_repro_unnamed_statement_is_the_clients_own`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_asyncpg_unnamed_statement_across_sync() {
+    require_python_module("asyncpg", "asyncpg==0.32.0");
+    let env = Env::start_with(options()).await;
+    let script = drivers_dir().join("python/asyncpg_test.py");
+    run_driver(
+        &env,
+        "asyncpg-unnamed",
+        &python(),
+        &[script.to_str().unwrap(), "{url}", "unnamed"],
+        drivers_dir(),
+        &["unnamed statement across a Flush: 8 connections ok", "OK"],
+    )
+    .await;
 }
 
 /// Minimal reproduction of what asyncpg hit (`prepared statement "__sg_N" does not exist`): a
@@ -253,4 +285,166 @@ async fn drivers_repro_refused_parse_is_not_prepared_on_the_backend() {
         .await
         .unwrap_or_else(|e| panic!("prepare after rollback: {e:?}"));
     assert_eq!(c.query_one(&s, &[]).await.unwrap().get::<_, i32>(0), 42);
+}
+
+/// Minimal reproduction of the asyncpg failure above, with the raw protocol. In Postgres the
+/// unnamed statement lives until the next Parse("") or simple Query *of that session*, across
+/// Syncs. Through shardgate (pool of 1), client A's Parse("")+Sync is followed by client B's
+/// Parse("")+Sync on the same backend, and A's later Bind("") runs B's statement.
+/// KNOWN SHARDGATE BUG: fails today (A gets `B-secret:x`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_repro_unnamed_statement_is_the_clients_own() {
+    use postgres_protocol::message::frontend;
+    let env = Env::start_with(Options {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut a = raw::session(&env).await;
+    let mut b = raw::session(&env).await;
+    let parse = |sql: &str| {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse("", sql, [25u32], &mut out).unwrap();
+        frontend::sync(&mut out);
+        out
+    };
+    assert_eq!(raw::exchange(&mut a, &parse("select 'A:' || $1")).await, "1 Z");
+    assert_eq!(raw::exchange(&mut b, &parse("select 'B-secret:' || $1")).await, "1 Z");
+    let mut out = bytes::BytesMut::new();
+    frontend::bind(
+        "",
+        "",
+        [0i16],
+        [Some("x")],
+        |v, buf| {
+            buf.extend_from_slice(v.unwrap().as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(
+        raw::exchange(&mut a, &out).await,
+        "2 D(A:x) C Z",
+        "client A's Bind(\"\") must run A's own unnamed statement, as it does in Postgres"
+    );
+}
+
+/// Just enough of a raw protocol client for the reproductions above.
+mod raw {
+    use bytes::BytesMut;
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::harness::{Env, PASSWORD, USER};
+
+    pub async fn session(env: &Env) -> TcpStream {
+        let mut s = TcpStream::connect(env.proxy.addr()).await.unwrap();
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::startup_message(
+            [("user", USER), ("database", "app")],
+            &mut out,
+        )
+        .unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut scram = None;
+        loop {
+            s.read_buf(&mut buf).await.unwrap();
+            while let Some(msg) = Message::parse(&mut buf).unwrap() {
+                use postgres_protocol::authentication::sasl;
+                let mut out = BytesMut::new();
+                match msg {
+                    Message::AuthenticationSasl(_) => {
+                        let sc = sasl::ScramSha256::new(
+                            PASSWORD.as_bytes(),
+                            sasl::ChannelBinding::unsupported(),
+                        );
+                        postgres_protocol::message::frontend::sasl_initial_response(
+                            sasl::SCRAM_SHA_256,
+                            sc.message(),
+                            &mut out,
+                        )
+                        .unwrap();
+                        scram = Some(sc);
+                    }
+                    Message::AuthenticationSaslContinue(body) => {
+                        let sc = scram.as_mut().unwrap();
+                        sc.update(body.data()).unwrap();
+                        postgres_protocol::message::frontend::sasl_response(sc.message(), &mut out)
+                            .unwrap();
+                    }
+                    Message::ReadyForQuery(_) => return s,
+                    _ => {}
+                }
+                s.write_all(&out).await.unwrap();
+            }
+        }
+    }
+
+    /// Sends `msgs` and reads up to ReadyForQuery; returns the replies in short form:
+    /// `1` ParseComplete, `2` BindComplete, `D(text)` DataRow, `C` CommandComplete,
+    /// `E(SQLSTATE message)` ErrorResponse, `Z` ReadyForQuery.
+    pub async fn exchange(s: &mut TcpStream, msgs: &[u8]) -> String {
+        use fallible_iterator::FallibleIterator;
+        s.write_all(msgs).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf))
+                .await
+                .expect("reply within 10s")
+                .unwrap();
+            assert!(n > 0, "connection closed; got so far: {got:?}");
+            while let Some(msg) = Message::parse(&mut buf).unwrap() {
+                got.push(match msg {
+                    Message::ParseComplete => "1".to_string(),
+                    Message::BindComplete => "2".to_string(),
+                    Message::DataRow(row) => {
+                        let buf = row.buffer();
+                        let cols: Vec<String> = row
+                            .ranges()
+                            .map(|r| Ok(r.map_or("NULL".into(), |r| String::from_utf8_lossy(&buf[r]).into_owned())))
+                            .collect()
+                            .unwrap();
+                        format!("D({})", cols.join(","))
+                    }
+                    Message::CommandComplete(_) => "C".to_string(),
+                    Message::ErrorResponse(e) => {
+                        let mut fields = e.fields();
+                        let (mut code, mut text) = (String::new(), String::new());
+                        while let Some(f) = fields.next().unwrap() {
+                            match f.type_() {
+                                b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                                b'M' => text = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                                _ => {}
+                            }
+                        }
+                        format!("E({code} {text})")
+                    }
+                    Message::ReadyForQuery(_) => {
+                        got.push("Z".to_string());
+                        return got.join(" ");
+                    }
+                    other => format!("?{}", msg_name(&other)),
+                });
+            }
+        }
+    }
+
+    fn msg_name(m: &Message) -> &'static str {
+        match m {
+            Message::NoData => "NoData",
+            Message::RowDescription(_) => "RowDescription",
+            Message::ParameterDescription(_) => "ParameterDescription",
+            Message::NoticeResponse(_) => "Notice",
+            Message::ParameterStatus(_) => "ParameterStatus",
+            _ => "other",
+        }
+    }
 }
