@@ -448,3 +448,41 @@ mod raw {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_node_pg() {
+    let node_dir = drivers_dir().join("node");
+    require(
+        "Node.js (`node`)",
+        Command::new("node").arg("--version"),
+        "`apt-get install -y nodejs npm`",
+    );
+    require(
+        "the npm package `pg` in tests/drivers/node/node_modules",
+        Command::new("node")
+            .args(["-e", "require('pg')"])
+            .current_dir(&node_dir),
+        "`npm ci` in tests/drivers/node",
+    );
+    let env = Env::start_with(options()).await;
+    run_driver(
+        &env,
+        "node-pg",
+        "node",
+        &["pg_test.js", "{url}"],
+        node_dir,
+        &[
+            "named statements: 8 clients x 50 runs ok",
+            "transactions: 8 clients commit and rollback ok",
+            "errors: 23505 node_items_pkey, 22012, 25P02, 42P01",
+            "pool.query: 200 concurrent ok, 400 rows",
+            "moved: true",
+            "OK",
+        ],
+    )
+    .await;
+    assert_eq!(
+        env.direct("select count(*), count(distinct client), count(*) filter (where name like 'tx%') from node_items"),
+        "400|8|40"
+    );
+}
