@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Options};
+use crate::harness::{Env, Options, PASSWORD, USER};
 
 const INSTALL: &str = "run `bash .ci/install-drivers.sh` (as root) to install the drivers";
 /// A driver program that takes longer than this has hung; it is killed and the test fails.
@@ -36,7 +36,10 @@ fn require(what: &str, cmd: &mut Command, how: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "{what} is required for this test but is missing: {how}; or {INSTALL}");
+    assert!(
+        ok,
+        "{what} is required for this test but is missing: {how}; or {INSTALL}"
+    );
 }
 
 fn require_python_module(module: &str, pip: &str) {
@@ -80,7 +83,9 @@ fn run_program(dir: &Path, tag: &str, program: &str, args: &[String], cwd: &Path
     };
     let mut stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     if status.is_none() {
-        stderr.push_str(&format!("\n[killed after {PROGRAM_TIMEOUT:?}: the program hung]"));
+        stderr.push_str(&format!(
+            "\n[killed after {PROGRAM_TIMEOUT:?}: the program hung]"
+        ));
     }
     Ran {
         ok: status.is_some_and(|s| s.success()),
@@ -90,8 +95,8 @@ fn run_program(dir: &Path, tag: &str, program: &str, args: &[String], cwd: &Path
     }
 }
 
-/// Runs a driver program against the proxy (its URL or port substituted for `{url}`/`{port}` in
-/// `args`), requires exit 0 and every line of `expected` in its output, in order. On failure it
+/// Runs a driver program against the proxy (its URL, port, user and password substituted for
+/// `{url}`, `{port}`, `{user}`, `{password}` in `args`), requires exit 0 and every line of `expected` in its output, in order. On failure it
 /// reruns the program directly against Postgres to tell which side is broken.
 async fn run_driver(
     env: &Env,
@@ -102,18 +107,29 @@ async fn run_driver(
     expected: &[&str],
 ) -> String {
     let dir = env.dir.path().to_owned();
-    let fill = |url: &str, port: u16| -> Vec<String> {
+    let fill = |url: &str, port: u16, user: &str, password: &str| -> Vec<String> {
         args.iter()
-            .map(|a| a.replace("{url}", url).replace("{port}", &port.to_string()))
+            .map(|a| {
+                a.replace("{url}", url)
+                    .replace("{port}", &port.to_string())
+                    .replace("{user}", user)
+                    .replace("{password}", password)
+            })
             .collect()
     };
-    let proxy_args = fill(&env.url(), env.port());
-    let direct_args = fill(&env.pg.url("app"), env.pg.port());
+    let proxy_args = fill(&env.url(), env.port(), USER, PASSWORD);
+    let direct_args = fill(
+        &env.pg.url("app"),
+        env.pg.port(),
+        env.pg.superuser(),
+        env.pg.password(),
+    );
     let (program, name_owned) = (program.to_owned(), name.to_owned());
     let (d, p, c) = (dir.clone(), program.clone(), cwd.clone());
-    let ran = tokio::task::spawn_blocking(move || run_program(&d, &name_owned, &p, &proxy_args, &c))
-        .await
-        .unwrap();
+    let ran =
+        tokio::task::spawn_blocking(move || run_program(&d, &name_owned, &p, &proxy_args, &c))
+            .await
+            .unwrap();
     eprintln!(
         "{name}: {:.1}s through shardgate\n--- stdout\n{}--- stderr\n{}",
         ran.elapsed.as_secs_f64(),
@@ -125,9 +141,10 @@ async fn run_driver(
         return ran.stdout;
     }
     let tag = format!("{name}-direct");
-    let direct = tokio::task::spawn_blocking(move || run_program(&dir, &tag, &program, &direct_args, &cwd))
-        .await
-        .unwrap();
+    let direct =
+        tokio::task::spawn_blocking(move || run_program(&dir, &tag, &program, &direct_args, &cwd))
+            .await
+            .unwrap();
     let verdict = if direct.ok {
         "It PASSES directly against Postgres (same program, superuser URL): a shardgate bug."
     } else {
@@ -191,7 +208,9 @@ async fn drivers_psycopg3() {
     .await;
     // What the program left behind, read directly on the server.
     assert_eq!(
-        env.direct("select count(*), count(distinct conn) from pg_items; select count(*) from pg_pipe"),
+        env.direct(
+            "select count(*), count(distinct conn) from pg_items; select count(*) from pg_pipe"
+        ),
         "200|6\n300"
     );
 }
@@ -227,7 +246,9 @@ async fn drivers_asyncpg() {
     )
     .await;
     assert_eq!(
-        env.direct("select count(*) from ap_items; select count(*), count(distinct conn) from ap_copy"),
+        env.direct(
+            "select count(*) from ap_items; select count(*), count(distinct conn) from ap_copy"
+        ),
         "80\n800|8"
     );
 }
@@ -308,8 +329,14 @@ async fn drivers_repro_unnamed_statement_is_the_clients_own() {
         frontend::sync(&mut out);
         out
     };
-    assert_eq!(raw::exchange(&mut a, &parse("select 'A:' || $1")).await, "1 Z");
-    assert_eq!(raw::exchange(&mut b, &parse("select 'B-secret:' || $1")).await, "1 Z");
+    assert_eq!(
+        raw::exchange(&mut a, &parse("select 'A:' || $1")).await,
+        "1 Z"
+    );
+    assert_eq!(
+        raw::exchange(&mut b, &parse("select 'B-secret:' || $1")).await,
+        "1 Z"
+    );
     let mut out = bytes::BytesMut::new();
     frontend::bind(
         "",
@@ -409,7 +436,11 @@ mod raw {
                         let buf = row.buffer();
                         let cols: Vec<String> = row
                             .ranges()
-                            .map(|r| Ok(r.map_or("NULL".into(), |r| String::from_utf8_lossy(&buf[r]).into_owned())))
+                            .map(|r| {
+                                Ok(r.map_or("NULL".into(), |r| {
+                                    String::from_utf8_lossy(&buf[r]).into_owned()
+                                }))
+                            })
                             .collect()
                             .unwrap();
                         format!("D({})", cols.join(","))
@@ -420,8 +451,12 @@ mod raw {
                         let (mut code, mut text) = (String::new(), String::new());
                         while let Some(f) = fields.next().unwrap() {
                             match f.type_() {
-                                b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
-                                b'M' => text = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                                b'C' => {
+                                    code = String::from_utf8_lossy(f.value_bytes()).into_owned()
+                                }
+                                b'M' => {
+                                    text = String::from_utf8_lossy(f.value_bytes()).into_owned()
+                                }
                                 _ => {}
                             }
                         }
@@ -484,5 +519,70 @@ async fn drivers_node_pg() {
     assert_eq!(
         env.direct("select count(*), count(distinct client), count(*) filter (where name like 'tx%') from node_items"),
         "400|8|40"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_jdbc() {
+    const JAR: &str = "/usr/share/java/postgresql.jar";
+    let how = "`apt-get install -y default-jdk-headless libpostgresql-jdbc-java`";
+    require(
+        "A JDK (`javac`)",
+        Command::new("javac").arg("-version"),
+        how,
+    );
+    require("Java (`java`)", Command::new("java").arg("-version"), how);
+    assert!(
+        Path::new(JAR).is_file(),
+        "the PostgreSQL JDBC driver ({JAR}) is required for this test but is missing: {how}; or {INSTALL}"
+    );
+    let env = Env::start_with(options()).await;
+    let classes = env.dir.path().join("jdbc-classes");
+    let source = drivers_dir().join("java/PgJdbcTest.java");
+    let (c2, s2) = (classes.clone(), source.clone());
+    let javac = tokio::task::spawn_blocking(move || {
+        Command::new("javac")
+            .args(["-cp", JAR, "-d"])
+            .arg(&c2)
+            .arg(&s2)
+            .output()
+            .expect("run javac")
+    })
+    .await
+    .unwrap();
+    assert!(
+        javac.status.success(),
+        "javac {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let cp = format!("{}:{JAR}", classes.display());
+    run_driver(
+        &env,
+        "jdbc",
+        "java",
+        &[
+            "-cp",
+            &cp,
+            "PgJdbcTest",
+            "127.0.0.1",
+            "{port}",
+            "{user}",
+            "{password}",
+        ],
+        drivers_dir(),
+        &[
+            "prepared: 8 connections x 50 runs, server-prepared",
+            "batch: 8 connections x 500 rows",
+            "transactions: commit, rollback, failed batch 23505 then 25P02, 22012",
+            "counts: 4000 rows, 80 updated",
+            "moved: true",
+            "OK",
+        ],
+    )
+    .await;
+    assert_eq!(
+        env.direct("select count(*), count(distinct thread) from jdbc_items"),
+        "4000|8"
     );
 }
