@@ -79,6 +79,9 @@ pub enum Verdict {
 pub struct Undo {
     pub client_statements: Vec<(String, u64)>,
     pub server_statements: Vec<u64>,
+    /// An error came before the client's Sync reached the backend: the backend skips everything
+    /// the client sends until that Sync, so the session must too (and keep the backend).
+    pub awaiting_sync: bool,
 }
 
 #[derive(Debug, Default)]
@@ -214,6 +217,9 @@ impl Replies {
                 _ => {}
             }
             self.queue.pop_front();
+        }
+        if self.queue.is_empty() {
+            undo.awaiting_sync = true;
         }
         Verdict::Forward
     }
