@@ -278,8 +278,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// In transaction mode, gives the backend back once it is idle with nothing outstanding.
     fn release_if_done(&mut self) {
-        let done =
-            self.status == TxStatus::Idle && self.replies.is_empty() && !self.replies.copy_in;
+        // While skipping to the client's Sync the backend is skipping too: it is not done.
+        let done = self.status == TxStatus::Idle
+            && self.replies.is_empty()
+            && !self.replies.copy_in
+            && !self.skip_until_sync;
         if done && self.mode == PoolMode::Transaction && !self.pinned && self.backend.is_some() {
             self.backend = None;
             self.publish_cancel(None);

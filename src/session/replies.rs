@@ -20,7 +20,7 @@ use crate::protocol::backend as msg;
 #[derive(Debug)]
 pub enum Pending {
     /// A client Parse, answered by ParseComplete. `registered` names the client statement to drop
-    /// again if the Parse fails.
+    /// again if the Parse fails (it is then also not prepared on the backend).
     Parse {
         registered: Option<(String, Arc<Statement>)>,
     },
@@ -79,6 +79,9 @@ pub enum Verdict {
 pub struct Undo {
     pub client_statements: Vec<(String, u64)>,
     pub server_statements: Vec<u64>,
+    /// An error came before the client's Sync reached the backend: the backend skips everything
+    /// the client sends until that Sync, so the session must too (and keep the backend).
+    pub awaiting_sync: bool,
 }
 
 #[derive(Debug, Default)]
@@ -201,13 +204,22 @@ impl Replies {
         while let Some(front) = self.queue.front() {
             match front {
                 Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings => break,
+                // A client Parse with a registration was sent to this backend under the server
+                // name (it had not got the statement): refused or skipped, the backend still has
+                // not, so the session must forget both the client's name and the server's copy.
                 Pending::Parse {
                     registered: Some((name, stmt)),
-                } => undo.client_statements.push((name.clone(), stmt.id)),
+                } => {
+                    undo.client_statements.push((name.clone(), stmt.id));
+                    undo.server_statements.push(stmt.id);
+                }
                 Pending::InjectedParse { stmt } => undo.server_statements.push(stmt.id),
                 _ => {}
             }
             self.queue.pop_front();
+        }
+        if self.queue.is_empty() {
+            undo.awaiting_sync = true;
         }
         Verdict::Forward
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod clients;
+mod drivers;
 mod faults;
 mod harness;
 mod protocol;

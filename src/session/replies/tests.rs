@@ -82,13 +82,30 @@ fn an_error_skips_to_sync_and_reports_what_to_undo() {
     let mut undo = Undo::default();
     assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
     assert_eq!(undo.client_statements, vec![("s1".to_string(), s3.id)]);
-    assert_eq!(undo.server_statements, vec![s4.id]);
+    assert_eq!(
+        undo.server_statements,
+        vec![s3.id, s4.id],
+        "a refused client Parse did not prepare its statement on the backend either"
+    );
     assert!(
         !s3.is_valid() && !s4.is_valid(),
         "a failed Parse does not make a statement valid"
     );
+    assert!(!undo.awaiting_sync, "the Sync was already sent");
     assert_eq!(r.owed_ready(), 1);
     assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(true)]);
+}
+
+#[test]
+fn an_error_before_the_sync_was_sent_says_the_backend_awaits_it() {
+    // A pipelining client (psycopg) whose Sync had not reached shardgate yet when the error came.
+    let mut r = Replies::default();
+    r.push(Pending::Bind);
+    r.push(Pending::Execute);
+    let mut undo = Undo::default();
+    assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
+    assert!(undo.awaiting_sync);
+    assert!(r.is_empty());
 }
 
 #[test]
