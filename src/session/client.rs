@@ -55,6 +55,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_query(&mut self, frame: &Bytes) -> Result<(), SessionError> {
         let q = Query::decode(&frame[crate::protocol::HEADER_LEN..])?;
+        // Any simple query drops the client's unnamed statement, in Postgres even when it fails.
+        self.unnamed = None;
+        self.unnamed_here = false;
         let stmts = sql::statements(q.sql);
         let cmds: Vec<SessionCommand> = stmts.iter().filter_map(|s| sql::classify(s)).collect();
         if let Some(what) = self.unpoolable(&cmds) {
@@ -83,6 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(());
         }
         self.pending_cmds.extend(cmds);
+        self.unnamed_here = true; // this backend drops its unnamed statement too
         self.forward(frame, Pending::Query);
         Ok(())
     }
@@ -115,9 +119,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.unnamed_cmd = sql::statements(p.sql)
                 .first()
                 .and_then(|s| sql::classify(s));
-            return self
-                .forward_new(frame, Pending::Parse { registered: None })
-                .await;
+            if !self.ensure_backend_for_extended().await {
+                return Ok(());
+            }
+            self.unnamed = Some(frame.clone());
+            self.unnamed_here = true;
+            self.forward(frame, Pending::UnnamedParse);
+            return Ok(());
         }
         if self.statements.get(p.name).is_some() || p.name.starts_with(SERVER_PREFIX) {
             let err = PgError::error(
@@ -150,7 +158,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             registered: Some((p.name.to_owned(), stmt.clone())),
         };
         if !self.prepare_on_backend(&stmt, pending) {
-            self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
+            self.replies.push(Pending::LocalParse {
+                name: p.name.to_owned(),
+                id: stmt.id,
+            });
+            self.drain_synthetic();
         }
         Ok(())
     }
@@ -158,6 +170,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
         let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
         if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        if b.statement.is_empty() && !self.ensure_unnamed() {
             return Ok(());
         }
         let command = if b.statement.is_empty() {
@@ -193,6 +208,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
         if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        if d.target == Target::Statement && d.name.is_empty() && !self.ensure_unnamed() {
             return Ok(());
         }
         let rewritten = match d.target {
@@ -255,7 +273,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.statements.remove(c.name);
             return self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
         }
+        let unnamed_statement = c.target == Target::Statement;
+        if unnamed_statement {
+            self.unnamed = None;
+        }
         if self.backend.is_some() {
+            if unnamed_statement {
+                self.unnamed_here = true; // the backend closes its own too
+            }
             self.forward(frame, Pending::Close);
         } else {
             self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
@@ -324,8 +349,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut out = BytesMut::new();
         build(&mut out);
         self.replies.push(Pending::Synthetic(out.freeze()));
+        self.drain_synthetic();
+    }
+
+    /// Sends the replies of our own now at the front of the queue.
+    fn drain_synthetic(&mut self) {
         let cout = &mut self.cout;
         self.replies.drain_front(|b| cout.extend_from_slice(b));
+    }
+
+    /// Before the unnamed statement is used: puts the client's own on the held backend (its reply
+    /// swallowed), or — if the client has none — answers as Postgres would, so a backend's leftover
+    /// unnamed statement from another client can never run. Returns false if it reported an error.
+    fn ensure_unnamed(&mut self) -> bool {
+        if self.unnamed_here {
+            return true;
+        }
+        let Some(parse) = self.unnamed.clone() else {
+            self.extended_error(PgError::error(
+                SqlState::UndefinedPreparedStatement,
+                "unnamed prepared statement does not exist",
+            ));
+            return false;
+        };
+        self.bout.extend_from_slice(&parse);
+        self.replies.push(Pending::InjectedUnnamedParse);
+        self.unnamed_here = true;
+        true
     }
 }
 

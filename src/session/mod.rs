@@ -124,6 +124,11 @@ pub struct Session<S> {
     cycle_failed: bool,
     portal_cmds: HashMap<String, SessionCommand>,
     unnamed_cmd: Option<SessionCommand>,
+    /// The client's unnamed statement (its Parse frame), which in Postgres lasts across Syncs
+    /// until the next unnamed Parse, a simple Query or a Close; `None` when it has none.
+    unnamed: Option<bytes::Bytes>,
+    /// Whether the held backend's unnamed statement is the client's (`unnamed`, or none).
+    unnamed_here: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -166,6 +171,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             cycle_failed: false,
             portal_cmds: HashMap::new(),
             unnamed_cmd: None,
+            unnamed: None,
+            unnamed_here: false,
         })
     }
 
@@ -314,6 +321,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shard = crate::router::default_shard(&db);
         let conn = shard.primary.checkout().await.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
+        // Another client's unnamed statement may be on this backend, never this client's.
+        self.unnamed_here = false;
         self.backend = Some(Held {
             conn,
             shard: shard.name.clone(),
@@ -334,6 +343,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             crate::protocol::frontend::Query { sql: &sql }.encode(&mut self.bout);
             held.conn.session.settings = self.settings.effective().clone();
             self.replies.push(Pending::Settings);
+            // A simple query drops the backend's unnamed statement.
+            self.unnamed_here = false;
         }
     }
 

@@ -97,6 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for id in undo.server_statements {
             held.conn.session.prepared.remove(&id);
         }
+        if undo.unnamed_lost {
+            // Postgres dropped the old unnamed statement before the failed Parse: none is left,
+            // on the backend as for the client.
+            self.unnamed = None;
+        }
         if undo.awaiting_sync {
             // Postgres ignores the client's messages up to its Sync: so do we, or their replies
             // would be expected and the Sync's ReadyForQuery would look like a desync.

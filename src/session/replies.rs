@@ -16,6 +16,9 @@ use super::prepared::Statement;
 
 use crate::protocol::backend as msg;
 
+/// ParseComplete: tag and length, no body.
+const PARSE_COMPLETE_MSG: [u8; 5] = [msg::PARSE_COMPLETE, 0, 0, 0, 4];
+
 /// One expected reply (or reply sequence), in the order the backend will send them.
 #[derive(Debug)]
 pub enum Pending {
@@ -45,6 +48,16 @@ pub enum Pending {
     CopyEnd,
     /// A reply shardgate makes itself, sent when it reaches the front of the queue.
     Synthetic(Bytes),
+    /// A ParseComplete shardgate answers itself for a statement it already knows. If an earlier
+    /// error makes it skipped, the client's name is undone, as Postgres never created it.
+    LocalParse {
+        name: String,
+        id: u64,
+    },
+    /// The client's unnamed Parse: its failure leaves the client with no unnamed statement.
+    UnnamedParse,
+    /// The client's unnamed statement re-sent to a backend that lacks it: its reply is swallowed.
+    InjectedUnnamedParse,
 }
 
 impl Pending {
@@ -56,7 +69,10 @@ impl Pending {
     }
 
     fn swallowed(&self) -> bool {
-        matches!(self, Pending::InjectedParse { .. } | Pending::Settings)
+        matches!(
+            self,
+            Pending::InjectedParse { .. } | Pending::InjectedUnnamedParse | Pending::Settings
+        )
     }
 }
 
@@ -79,6 +95,8 @@ pub enum Verdict {
 pub struct Undo {
     pub client_statements: Vec<(String, u64)>,
     pub server_statements: Vec<u64>,
+    /// The client's unnamed statement is gone (its Parse failed or was skipped).
+    pub unnamed_lost: bool,
     /// An error came before the client's Sync reached the backend: the backend skips everything
     /// the client sends until that Sync, so the session must too (and keep the backend).
     pub awaiting_sync: bool,
@@ -118,6 +136,7 @@ impl Replies {
         while let Some(front) = self.queue.front() {
             match front {
                 Pending::Synthetic(bytes) => emit(bytes),
+                Pending::LocalParse { .. } => emit(&PARSE_COMPLETE_MSG),
                 Pending::CopyEnd => {}
                 _ => return,
             }
@@ -147,6 +166,7 @@ impl Replies {
                 }
                 true
             }
+            (Pending::UnnamedParse | Pending::InjectedUnnamedParse, msg::PARSE_COMPLETE) => true,
             (Pending::InjectedParse { stmt }, msg::PARSE_COMPLETE) => {
                 stmt.mark_valid();
                 true
@@ -214,6 +234,10 @@ impl Replies {
                     undo.server_statements.push(stmt.id);
                 }
                 Pending::InjectedParse { stmt } => undo.server_statements.push(stmt.id),
+                Pending::LocalParse { name, id } => {
+                    undo.client_statements.push((name.clone(), *id))
+                }
+                Pending::UnnamedParse | Pending::InjectedUnnamedParse => undo.unnamed_lost = true,
                 _ => {}
             }
             self.queue.pop_front();

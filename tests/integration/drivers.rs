@@ -253,17 +253,17 @@ async fn drivers_asyncpg() {
     );
 }
 
-/// KNOWN SHARDGATE BUG (fails today, so `#[ignore]`d: run it with `--include-ignored`): asyncpg's unnamed statement across a Sync. For a query it
+/// asyncpg's unnamed statement across a Sync (a bug found here, now fixed). For a query it
 /// does not cache (longer than 15 KiB) asyncpg sends Parse("")/Describe/Flush; when the statement
 /// has types the connection has not seen, it runs its introspection query (which ends with a
 /// Sync, so shardgate gives the backend back), then sends Bind("")/Execute/Sync. That Bind lands
 /// on whatever backend is free, whose unnamed statement is someone else's: asyncpg gets
 /// `incorrect binary data format in bind parameter 1` (08P01/22P03) or
 /// `unnamed prepared statement does not exist` (26000), or, when the parameter types happen to
-/// fit, silently runs another client's SQL. Directly against Postgres the program passes. Minimal
-/// reproduction: [`drivers_repro_unnamed_statement_is_the_clients_own`].
+/// fit, silently runs another client's SQL. Directly against Postgres the program passes. Now
+/// shardgate carries each client's unnamed statement with it. Minimal reproduction:
+/// [`drivers_repro_unnamed_statement_is_the_clients_own`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN SHARDGATE BUG: a Bind of the unnamed statement after a Sync runs on whatever backend is free; run with --include-ignored"]
 async fn drivers_asyncpg_unnamed_statement_across_sync() {
     require_python_module("asyncpg", "asyncpg==0.32.0");
     let env = Env::start_with(options()).await;
@@ -313,10 +313,8 @@ async fn drivers_repro_refused_parse_is_not_prepared_on_the_backend() {
 /// unnamed statement lives until the next Parse("") or simple Query *of that session*, across
 /// Syncs. Through shardgate (pool of 1), client A's Parse("")+Sync is followed by client B's
 /// Parse("")+Sync on the same backend, and A's later Bind("") runs B's statement.
-/// KNOWN SHARDGATE BUG: fails today (A gets `B-secret:x`), so `#[ignore]`d: run it with
-/// `--include-ignored`; remove the `#[ignore]` with the fix.
+/// Before the fix A got `B-secret:x`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN SHARDGATE BUG: client A's Bind(\"\") runs client B's unnamed statement; run with --include-ignored"]
 async fn drivers_repro_unnamed_statement_is_the_clients_own() {
     use postgres_protocol::message::frontend;
     let env = Env::start_with(Options {

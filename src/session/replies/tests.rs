@@ -162,3 +162,28 @@ fn a_reply_that_fits_nothing_is_a_desync() {
         Verdict::Desync(_)
     ));
 }
+
+#[test]
+fn a_local_parse_complete_skipped_by_an_error_undoes_the_name() {
+    let mut r = Replies::default();
+    r.push(Pending::Bind);
+    r.push(Pending::LocalParse {
+        name: "s9".into(),
+        id: 9,
+    });
+    r.push(Pending::UnnamedParse);
+    r.push(Pending::Sync);
+    let mut out = Vec::new();
+    r.drain_front(|b| out.push(b.to_vec()));
+    assert!(
+        out.is_empty(),
+        "the local ParseComplete waits behind the BindComplete"
+    );
+    let mut undo = Undo::default();
+    assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
+    assert_eq!(undo.client_statements, vec![("s9".to_string(), 9)]);
+    assert!(
+        undo.unnamed_lost,
+        "the skipped unnamed Parse leaves the client without one"
+    );
+}
