@@ -1,7 +1,5 @@
 //! The client side of a Postgres login: StartupMessage, then cleartext, MD5 or SCRAM-SHA-256.
 
-use std::collections::HashSet;
-
 use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -70,10 +68,7 @@ pub(super) async fn connect(target: &Target) -> Result<Connection, BackendError>
         stream: login.stream,
         buf: login.buf,
         server_params: params,
-        session: ServerSession {
-            prepared: HashSet::new(),
-            settings: Default::default(),
-        },
+        session: ServerSession::default(),
         cancel: CancelTarget { addr, key },
         target: login.name,
         broken: false,

@@ -96,6 +96,9 @@ pub struct ServerSession {
     /// The session settings in force here, as setting name → the SQL that applied it.
     /// Empty means the server's defaults.
     pub settings: BTreeMap<String, String>,
+    /// A client changed settings in a way shardgate could not follow (`set_config`): the next
+    /// session resets everything before applying its own.
+    pub settings_unknown: bool,
 }
 
 pub struct Connection {

@@ -60,10 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.unnamed_here = false;
         let stmts = sql::statements(q.sql);
         let cmds: Vec<SessionCommand> = stmts.iter().filter_map(|s| sql::classify(s)).collect();
-        if let Some(what) = self.unpoolable(&cmds) {
-            let err = PgError::error(SqlState::FeatureNotSupported, format!("{what} is not supported in transaction pooling mode"))
-                .with_detail("The next transaction of this session may run on another server connection, which would not have this state.")
-                .with_hint("Use your driver's protocol-level prepared statements, or set pool.mode: session for this workload.");
+        if let Some(err) = self.unpoolable(&cmds) {
             self.push_synthetic(|out| query_error(out, &err, TxStatus::Idle));
             return Ok(());
         }
@@ -91,14 +88,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    fn unpoolable(&self, cmds: &[SessionCommand]) -> Option<&'static str> {
+    /// In transaction mode, the error for a statement whose session state could not follow the
+    /// client to its next server connection.
+    fn unpoolable(&self, cmds: &[SessionCommand]) -> Option<PgError> {
         if self.mode == PoolMode::Session {
             return None;
         }
-        cmds.iter().find_map(|c| match c {
+        let what = cmds.iter().find_map(|c| match c {
             SessionCommand::Unpoolable { what } => Some(*what),
             _ => None,
-        })
+        })?;
+        Some(
+            PgError::error(SqlState::FeatureNotSupported, format!("{what} is not supported in transaction pooling mode"))
+                .with_detail("The next transaction of this session may run on another server connection, which would not have this state.")
+                .with_hint("Use your driver's protocol-level prepared statements, or set pool.mode: session for this workload."),
+        )
     }
 
     /// `DEALLOCATE` of statements shardgate renamed is answered here: the server never saw the
@@ -115,10 +119,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn on_parse(&mut self, p: Parse<'_>, frame: &Bytes) -> Result<(), SessionError> {
+        let command = sql::statements(p.sql)
+            .first()
+            .and_then(|s| sql::classify(s));
+        if let Some(err) = self.unpoolable(command.as_slice()) {
+            self.extended_error(err);
+            return Ok(());
+        }
         if p.name.is_empty() {
-            self.unnamed_cmd = sql::statements(p.sql)
-                .first()
-                .and_then(|s| sql::classify(s));
+            self.unnamed_cmd = command;
             if !self.ensure_backend_for_extended().await {
                 return Ok(());
             }

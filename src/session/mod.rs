@@ -337,11 +337,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(held) = self.backend.as_mut() else {
             return;
         };
-        if let Some(sql) =
-            settings::sync_sql(&held.conn.session.settings, self.settings.effective())
-        {
+        let server = &mut held.conn.session;
+        if let Some(sql) = settings::sync_sql(
+            &server.settings,
+            server.settings_unknown,
+            self.settings.effective(),
+        ) {
             crate::protocol::frontend::Query { sql: &sql }.encode(&mut self.bout);
-            held.conn.session.settings = self.settings.effective().clone();
+            server.settings = self.settings.effective().clone();
+            server.settings_unknown = false;
             self.replies.push(Pending::Settings);
             // A simple query drops the backend's unnamed statement.
             self.unnamed_here = false;

@@ -113,6 +113,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A transaction (explicit or implicit) is over: its session commands take effect if it
     /// committed.
     fn transaction_ended(&mut self, conn: &mut crate::backend::Connection) {
+        // Committed or not: a `set_config` may have run outside the failed part.
+        if self.pending_cmds.contains(&SessionCommand::Untracked) {
+            conn.session.settings_unknown = true;
+        }
         if !self.cycle_failed {
             for cmd in self.pending_cmds.drain(..) {
                 self.settings.apply(&cmd);
@@ -149,7 +153,9 @@ fn track_server_state(server: &mut crate::backend::ServerSession, cmd: &SessionC
             server.settings.clear();
             server.prepared.clear();
         }
-        SessionCommand::Deallocate { .. } | SessionCommand::Unpoolable { .. } => {}
+        SessionCommand::Deallocate { .. }
+        | SessionCommand::Unpoolable { .. }
+        | SessionCommand::Untracked => {}
     }
 }
 

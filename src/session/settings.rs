@@ -55,7 +55,9 @@ impl Settings {
                 self.set.remove(name);
             }
             SessionCommand::ResetAll | SessionCommand::DiscardAll => self.set.clear(),
-            SessionCommand::Deallocate { .. } | SessionCommand::Unpoolable { .. } => return,
+            SessionCommand::Deallocate { .. }
+            | SessionCommand::Unpoolable { .. }
+            | SessionCommand::Untracked => return,
         }
         self.recompute();
     }
@@ -68,19 +70,26 @@ impl Settings {
 }
 
 /// The SQL that brings a backend from `current` settings to `wanted`, or `None` if they agree.
+/// `unknown` says a client changed the backend's settings in a way shardgate could not follow:
+/// then everything is reset first.
 pub fn sync_sql(
     current: &BTreeMap<String, String>,
+    unknown: bool,
     wanted: &BTreeMap<String, String>,
 ) -> Option<String> {
-    if current == wanted {
+    if !unknown && current == wanted {
         return None;
     }
     let mut sql = String::new();
-    for name in current.keys().filter(|k| !wanted.contains_key(*k)) {
-        sql.push_str(&format!("RESET {};", quote_ident(name)));
+    if unknown {
+        sql.push_str("RESET ALL;");
+    } else {
+        for name in current.keys().filter(|k| !wanted.contains_key(*k)) {
+            sql.push_str(&format!("RESET {};", quote_ident(name)));
+        }
     }
     for (name, apply) in wanted {
-        if current.get(name) != Some(apply) {
+        if unknown || current.get(name) != Some(apply) {
             sql.push_str(apply);
             sql.push(';');
         }
@@ -160,7 +169,7 @@ mod tests {
             ("DateStyle", "ISO, MDY"),
         ]))
         .unwrap();
-        let sql = sync_sql(&BTreeMap::new(), s.effective()).unwrap();
+        let sql = sync_sql(&BTreeMap::new(), false, s.effective()).unwrap();
         assert_eq!(
             sql,
             "SELECT pg_catalog.set_config('application_name', 'o''brien', false);\
@@ -224,7 +233,14 @@ mod tests {
         current.insert("search_path".to_string(), "SET search_path = a".to_string());
         let mut wanted = BTreeMap::new();
         wanted.insert("search_path".to_string(), "SET search_path = a".to_string());
-        assert_eq!(sync_sql(&current, &wanted).unwrap(), "RESET \"work_mem\";");
-        assert_eq!(sync_sql(&wanted, &wanted), None);
+        assert_eq!(
+            sync_sql(&current, false, &wanted).unwrap(),
+            "RESET \"work_mem\";"
+        );
+        assert_eq!(
+            sync_sql(&wanted, true, &wanted).unwrap(),
+            "RESET ALL;SET search_path = a;"
+        );
+        assert_eq!(sync_sql(&wanted, false, &wanted), None);
     }
 }

@@ -138,17 +138,23 @@ pub enum SessionCommand {
     Unpoolable {
         what: &'static str,
     },
+    /// Changes settings in a way shardgate cannot follow (`set_config(…, false)`): the backend's
+    /// settings become unknown and are reset before another client uses it.
+    Untracked,
 }
 
 /// Classifies one statement. `None` for statements that leave session state alone (including
 /// `SET LOCAL` and `SET TRANSACTION`, which end with the transaction).
 pub fn classify(stmt: &str) -> Option<SessionCommand> {
+    if let Some(cmd) = classify_calls(stmt) {
+        return Some(cmd);
+    }
     // Most statements are none of these: decide on the first word without allocating.
     let first = strip_comments_start(stmt)
         .split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or("");
-    const KEYWORDS: [&str; 7] = [
+    const KEYWORDS: [&str; 8] = [
         "set",
         "reset",
         "discard",
@@ -156,6 +162,7 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
         "listen",
         "prepare",
         "declare",
+        "create",
     ];
     if !KEYWORDS.iter().any(|k| first.eq_ignore_ascii_case(k)) {
         return None;
@@ -179,8 +186,44 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
         "declare" if words.iter().any(|x| x == "hold") => Some(SessionCommand::Unpoolable {
             what: "DECLARE … WITH HOLD",
         }),
+        "create" if is_lasting_temp_table(stmt, &words) => Some(SessionCommand::Unpoolable {
+            what: "a temporary table that outlives its transaction",
+        }),
         _ => None,
     }
+}
+
+/// Function calls that change session state wherever they appear in a statement. Matched on the
+/// text, so a mention inside a string literal is refused too: a clear refusal beats a leak.
+fn classify_calls(stmt: &str) -> Option<SessionCommand> {
+    // Session-level advisory locks outlive the transaction; the _xact_ variants do not.
+    for name in ["pg_advisory_lock", "pg_try_advisory_lock"] {
+        if find_ci(stmt, name).any(|at| !stmt[at + name.len()..].starts_with("_xact")) {
+            return Some(SessionCommand::Unpoolable {
+                what: "a session-level advisory lock",
+            });
+        }
+    }
+    find_ci(stmt, "set_config")
+        .next()
+        .map(|_| SessionCommand::Untracked)
+}
+
+/// Byte offsets where `needle` (lowercase ASCII) occurs in `hay`, ignoring ASCII case.
+fn find_ci<'a>(hay: &'a str, needle: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    (0..h.len().saturating_sub(n.len() - 1))
+        .filter(move |&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+/// `CREATE [GLOBAL|LOCAL] TEMP[ORARY] TABLE` without `ON COMMIT DROP`.
+fn is_lasting_temp_table(stmt: &str, words: &[String]) -> bool {
+    let rest = match words.get(1).map(String::as_str) {
+        Some("global" | "local") => &words[2..],
+        _ => &words[1..],
+    };
+    matches!(rest.first().map(String::as_str), Some("temp" | "temporary"))
+        && find_ci(stmt, "on commit drop").next().is_none()
 }
 
 fn classify_set(stmt: &str, words: &[String]) -> Option<SessionCommand> {

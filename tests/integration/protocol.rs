@@ -385,3 +385,41 @@ async fn cancel_request_reaches_the_running_query() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrackable_session_state_never_reaches_another_client() {
+    let env = Env::start_with(crate::harness::Options {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    // set_config is not followed, but it must not leak: the next client gets a reset backend.
+    a.query_one(
+        "select set_config('application_name', 'leaked', false)",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(setting(&b, "application_name").await, "shardgate");
+    // Session-level state that cannot follow a client is refused, in both protocols.
+    for sql in ["select pg_advisory_lock(1)", "create temp table t (id int)"] {
+        let e = a.simple_query(sql).await.unwrap_err();
+        assert_eq!(db_error(&e).0, "0A000", "{sql} (simple)");
+        let e = a.query(sql, &[]).await.unwrap_err();
+        assert_eq!(db_error(&e).0, "0A000", "{sql} (extended)");
+    }
+    let e = a
+        .query("select pg_advisory_lock(1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e).1,
+        "a session-level advisory lock is not supported in transaction pooling mode"
+    );
+    // What ends with the transaction is fine.
+    a.batch_execute("begin; select pg_advisory_xact_lock(1); create temp table t (id int) on commit drop; commit")
+        .await
+        .unwrap();
+}

@@ -78,3 +78,31 @@ fn classifies_session_state_changes() {
     assert_eq!(classify("PREPARE TRANSACTION 'x'"), None);
     assert_eq!(classify("select 1"), None);
 }
+
+#[test]
+fn untrackable_session_state_is_recognised() {
+    let unpoolable = |what| Some(SessionCommand::Unpoolable { what });
+    assert_eq!(
+        classify("SELECT pg_advisory_lock(42)"),
+        unpoolable("a session-level advisory lock")
+    );
+    assert_eq!(
+        classify("select PG_TRY_ADVISORY_LOCK_SHARED(1, 2)"),
+        unpoolable("a session-level advisory lock")
+    );
+    assert_eq!(classify("select pg_advisory_xact_lock(42)"), None);
+    assert_eq!(classify("select pg_try_advisory_xact_lock(42)"), None);
+    assert_eq!(classify("select pg_advisory_unlock(42)"), None);
+    assert_eq!(
+        classify("SELECT set_config('jit', 'off', false)"),
+        Some(SessionCommand::Untracked)
+    );
+    let temp = unpoolable("a temporary table that outlives its transaction");
+    assert_eq!(classify("CREATE TEMP TABLE t (id int)"), temp);
+    assert_eq!(classify("create local temporary table t as select 1"), temp);
+    assert_eq!(
+        classify("CREATE TEMP TABLE t (id int) ON COMMIT DROP"),
+        None
+    );
+    assert_eq!(classify("create table t (id int)"), None);
+}
