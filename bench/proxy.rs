@@ -124,6 +124,7 @@ fn run() -> anyhow::Result<()> {
     let header = header(&bins, &settings, &notes);
     eprint!("{header}");
     let cells = run_matrix(&pgbench, &targets, &settings)?;
+    report_proxy_logs(&targets);
     let text = format!("{header}\n{}", report::table(&cells));
     println!("\n{text}");
     let path = write_results(&text)?;
@@ -243,6 +244,24 @@ fn run_matrix(
         }
     }
     Ok(cells)
+}
+
+/// Warnings and errors the proxies logged during the run, on stderr.
+fn report_proxy_logs(targets: &[Target]) {
+    for t in targets {
+        let Some(p) = &t.process else { continue };
+        let lines = p.log_problems();
+        if !lines.is_empty() {
+            eprintln!(
+                "bench: {} logged {} warning/error lines; last ones:",
+                t.name,
+                lines.len()
+            );
+            for l in &lines[lines.len().saturating_sub(10)..] {
+                eprintln!("  {l}");
+            }
+        }
+    }
 }
 
 /// A short unmeasured run per target, so that caches, pools and JIT-free plans are warm.

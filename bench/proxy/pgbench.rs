@@ -66,6 +66,11 @@ pub struct Pgbench {
 impl Pgbench {
     /// `pgbench -S -n -T secs -c clients -j 2 -M mode`. A failed or unparsable run returns the
     /// error lines pgbench printed, verbatim.
+    ///
+    /// A run during which the server sent any error counts as failed even if pgbench exits 0: e.g.
+    /// through pgbouncer in transaction mode, `-M prepared` gets "prepared statement already
+    /// exists" on Parse and then runs only because an earlier client left the same statement on
+    /// every pooled server connection — numbers that measure luck, not the proxy.
     pub fn select_only(
         &self,
         login: &Login,
@@ -87,7 +92,7 @@ impl Pgbench {
         ];
         let (ok, stdout, stderr) = self.run(login, &args, secs + GRACE_SECS)?;
         match (ok, parse_summary(&stdout)) {
-            (true, Some(summary)) => Ok(summary),
+            (true, Some(summary)) if !stderr.contains("ERROR:") => Ok(summary),
             _ => Err(error_text(&stderr, &stdout)),
         }
     }

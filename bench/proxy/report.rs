@@ -43,11 +43,13 @@ impl Cell {
         })
     }
 
-    /// Each distinct error of this cell's failed runs, with how many runs it hit.
+    /// Each distinct error of this cell's failed runs, with how many runs it hit. Errors that
+    /// differ only in numbers ("client 7" vs "client 2") count as one.
     fn errors(&self) -> Vec<(usize, &str)> {
+        let shape = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "");
         let mut out: Vec<(usize, &str)> = Vec::new();
         for e in self.runs.iter().filter_map(|r| r.as_ref().err()) {
-            match out.iter_mut().find(|(_, text)| *text == e.as_str()) {
+            match out.iter_mut().find(|(_, text)| shape(text) == shape(e)) {
                 Some((n, _)) => *n += 1,
                 None => out.push((1, e)),
             }
@@ -85,7 +87,7 @@ pub fn table(cells: &[Cell]) -> String {
         for (n, err) in cell.errors() {
             let _ = writeln!(
                 notes,
-                "- {} / {} / {} clients, {n} of {} runs failed:\n\n```\n{err}\n```\n",
+                "- {} / {} / {} clients, {n} of {} runs failed, e.g.:\n\n```\n{err}\n```\n",
                 cell.target,
                 cell.mode.as_str(),
                 cell.clients,

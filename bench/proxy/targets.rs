@@ -38,6 +38,15 @@ impl Proxy {
         self.child.id()
     }
 
+    /// Every line of the proxy's log that reports a warning or an error.
+    pub fn log_problems(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("FATAL"))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The last lines of the proxy's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
