@@ -1,0 +1,396 @@
+//! `cargo bench --bench proxy`: pgbench `-S` directly against Postgres, through pgbouncer
+//! (Debian's package, transaction mode, when installed) and through shardgate, in one run, with
+//! the same pool size, printed side by side with ratios to direct. See bench/README.md.
+//!
+//! Layout: `pgbench.rs` runs pgbench and reads its report, `targets.rs` starts the proxies and
+//! reads their CPU time, `report.rs` takes medians and writes the table. This file sets up,
+//! interleaves the runs and writes `bench/results/latest.md`.
+
+#[path = "proxy/pgbench.rs"]
+mod pgbench;
+#[path = "proxy/report.rs"]
+mod report;
+#[path = "proxy/targets.rs"]
+mod targets;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use shardgate::cluster::{Cluster, ClusterOptions, PgBinaries, TempDir};
+
+use pgbench::{Login, Mode, Pgbench};
+use report::{Cell, Sample};
+use targets::Target;
+
+const USER: &str = "bench";
+const PASSWORD: &str = "bench";
+const DB: &str = "bench";
+
+/// The knobs, from `BENCH_*` environment variables.
+#[derive(Debug, Clone)]
+struct Settings {
+    secs: u64,
+    reps: usize,
+    warmup_secs: u64,
+    scale: u32,
+    pool_size: u32,
+    clients: Vec<u32>,
+    modes: Vec<Mode>,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let modes = env_list("BENCH_MODES", "simple,extended,prepared")?
+            .iter()
+            .map(|m| Mode::parse(m).with_context(|| format!("BENCH_MODES: unknown mode {m:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        let clients = env_list("BENCH_CLIENTS", "8,32")?
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .with_context(|| format!("BENCH_CLIENTS: bad count {c:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Settings {
+            secs: env_num("BENCH_SECS", 10)?,
+            reps: env_num("BENCH_REPS", 3)?,
+            warmup_secs: env_num("BENCH_WARMUP_SECS", 3)?,
+            scale: env_num("BENCH_SCALE", 10)?,
+            pool_size: env_num("BENCH_POOL", 10)?,
+            clients,
+            modes,
+        })
+    }
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
+        _ => Ok(default),
+    }
+}
+
+fn env_list(name: &str, default: &str) -> anyhow::Result<Vec<String>> {
+    let v = std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let items: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        bail!("{name} is empty");
+    }
+    Ok(items)
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; a plain main has no harness flags to honour.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let bins = PgBinaries::find()?;
+    // Drop order is the reverse of declaration: proxies, then Postgres, then the directory.
+    let tmp = TempDir::new("shardgate-bench")?;
+    let pg = start_postgres(&bins, tmp.path())?;
+    let direct = Login {
+        port: pg.port(),
+        user: USER.into(),
+        password: PASSWORD.into(),
+        db: DB.into(),
+    };
+    let pgbench = Pgbench {
+        program: tool_or_path(&bins, "pgbench"),
+        scratch: tmp.path().to_path_buf(),
+    };
+    eprintln!("bench: pgbench -i -s {} …", settings.scale);
+    pgbench
+        .initialize(&direct, settings.scale)
+        .map_err(anyhow::Error::msg)?;
+    let mut notes = Vec::new();
+    let targets = start_targets(&bins, tmp.path(), &direct, &settings, &mut notes)?;
+    let header = header(&bins, &settings, &notes);
+    eprint!("{header}");
+    let cells = run_matrix(&pgbench, &targets, &settings)?;
+    report_proxy_logs(&targets);
+    let text = format!("{header}\n{}", report::table(&cells));
+    println!("\n{text}");
+    let path = write_results(&text)?;
+    eprintln!("bench: written to {}", path.display());
+    Ok(())
+}
+
+/// One cluster with the bench user and database. fsync is off (`fast`): harmless for a read-only
+/// benchmark, and said so in the output.
+fn start_postgres(bins: &PgBinaries, base: &Path) -> anyhow::Result<Cluster> {
+    let opts = ClusterOptions {
+        name: "pg".into(),
+        fast: true,
+        max_connections: 200,
+        // Scale 10 is about 160 MB; keep it all in shared buffers.
+        extra_conf: vec![("shared_buffers".into(), "256MB".into())],
+        ..ClusterOptions::default()
+    };
+    let pg = Cluster::start(bins, base, opts)?;
+    pg.create_user(USER, PASSWORD)?;
+    pg.create_database(DB)?;
+    pg.grant_all(DB, USER)?;
+    Ok(pg)
+}
+
+/// direct, then pgbouncer (if installed), then shardgate.
+fn start_targets(
+    bins: &PgBinaries,
+    base: &Path,
+    direct: &Login,
+    settings: &Settings,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Target>> {
+    let psql = bins.psql();
+    let mut targets = vec![Target {
+        name: "direct",
+        login: direct.clone(),
+        process: None,
+    }];
+    match targets::find_pgbouncer() {
+        Some(program) => {
+            notes.push(format!("pgbouncer: {}", version(&program, "--version")));
+            let dir = base.join("pgbouncer");
+            targets.push(targets::start_pgbouncer(
+                &program,
+                &dir,
+                direct,
+                settings.pool_size,
+                &psql,
+            )?);
+        }
+        None => {
+            let msg = "pgbouncer: not installed (apt-get install pgbouncer)";
+            eprintln!("bench: {msg}");
+            notes.push(msg.to_string());
+        }
+    }
+    let dir = base.join("shardgate");
+    targets.push(targets::start_shardgate(
+        &dir,
+        direct,
+        settings.pool_size,
+        &psql,
+    )?);
+    Ok(targets)
+}
+
+/// Runs every combination `reps` times. Within a repetition the targets take turns on each
+/// (clients, mode), starting with a different one each time, so that drift on a shared machine
+/// hits them all alike.
+fn run_matrix(
+    pgbench: &Pgbench,
+    targets: &[Target],
+    settings: &Settings,
+) -> anyhow::Result<Vec<Cell>> {
+    let tick = targets::clock_ticks_per_sec()?;
+    warm_up(pgbench, targets, settings);
+    let mut cells = Vec::new();
+    for &clients in &settings.clients {
+        for &mode in &settings.modes {
+            for t in targets {
+                cells.push(Cell {
+                    target: t.name,
+                    mode,
+                    clients,
+                    runs: Vec::new(),
+                });
+            }
+        }
+    }
+    for rep in 0..settings.reps {
+        for group in cells.chunks_mut(targets.len()) {
+            for i in 0..targets.len() {
+                let k = (i + rep) % targets.len();
+                let (cell, target) = (&mut group[k], &targets[k]);
+                eprintln!(
+                    "bench: rep {}/{} {} {} -c {}",
+                    rep + 1,
+                    settings.reps,
+                    target.name,
+                    cell.mode.as_str(),
+                    cell.clients
+                );
+                let sample = measure(
+                    pgbench,
+                    target,
+                    cell.mode,
+                    cell.clients,
+                    settings.secs,
+                    tick,
+                );
+                if let Err(e) = &sample {
+                    eprintln!("bench:   failed: {e}");
+                }
+                cell.runs.push(sample);
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// Warnings and errors the proxies logged during the run, on stderr.
+fn report_proxy_logs(targets: &[Target]) {
+    for t in targets {
+        let Some(p) = &t.process else { continue };
+        let lines = p.log_problems();
+        if !lines.is_empty() {
+            eprintln!(
+                "bench: {} logged {} warning/error lines; last ones:",
+                t.name,
+                lines.len()
+            );
+            for l in &lines[lines.len().saturating_sub(10)..] {
+                eprintln!("  {l}");
+            }
+        }
+    }
+}
+
+/// A short unmeasured run per target, so that caches, pools and JIT-free plans are warm.
+fn warm_up(pgbench: &Pgbench, targets: &[Target], settings: &Settings) {
+    if settings.warmup_secs == 0 {
+        return;
+    }
+    for t in targets {
+        eprintln!("bench: warm-up {} ({}s)", t.name, settings.warmup_secs);
+        let clients = settings.clients.iter().copied().max().unwrap_or(8);
+        let _ = pgbench.select_only(&t.login, Mode::Simple, clients, settings.warmup_secs);
+    }
+}
+
+/// One pgbench run, with the proxy's CPU time over it divided by the queries it relayed.
+fn measure(
+    pgbench: &Pgbench,
+    target: &Target,
+    mode: Mode,
+    clients: u32,
+    secs: u64,
+    ticks_per_sec: u64,
+) -> Result<Sample, String> {
+    let cpu = || -> Result<Option<u64>, String> {
+        target
+            .process
+            .as_ref()
+            .map(|p| targets::cpu_ticks(p.pid()).map_err(|e| format!("{e:#}")))
+            .transpose()
+    };
+    let before = cpu()?;
+    let summary = pgbench.select_only(&target.login, mode, clients, secs)?;
+    let after = cpu()?;
+    let cpu_us_per_query = before.zip(after).map(|(b, a)| {
+        let us = (a - b) as f64 * 1e6 / ticks_per_sec as f64;
+        us / summary.transactions.max(1) as f64
+    });
+    Ok(Sample {
+        tps: summary.tps,
+        latency_ms: summary.latency_ms,
+        cpu_us_per_query,
+    })
+}
+
+/// What was measured, on what, with which caveats.
+fn header(bins: &PgBinaries, s: &Settings, notes: &[String]) -> String {
+    let mut h = String::from("# shardgate proxy benchmark\n\n");
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(h, "- {k}: {v}");
+    };
+    line("date", shell("date -u '+%Y-%m-%d %H:%M UTC'"));
+    line(
+        "shardgate",
+        shell("git rev-parse --short HEAD 2>/dev/null || echo unknown"),
+    );
+    line(
+        "machine",
+        format!(
+            "{} cores ({}), load average at start {}",
+            shell("nproc"),
+            shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+            shell("cut -d' ' -f1-3 /proc/loadavg")
+        ),
+    );
+    line("postgres", version(&bins.tool("postgres"), "--version"));
+    for n in notes {
+        let (k, v) = n.split_once(": ").unwrap_or(("note", n));
+        line(k, v.to_string());
+    }
+    line(
+        "workload",
+        format!(
+            "pgbench -S -n -T {} -j 2 -M <mode>, scale {}, median of {} runs, targets interleaved",
+            s.secs, s.scale, s.reps
+        ),
+    );
+    line(
+        "pools",
+        format!(
+            "pgbouncer and shardgate in transaction mode, {} server connections each",
+            s.pool_size
+        ),
+    );
+    line(
+        "caveats",
+        "one Postgres (fsync off: harmless for read-only -S), pgbench and the proxy all share \
+         this machine's cores, so a proxy competes with its own load generator; CPU µs/query is \
+         the proxy process's utime+stime from /proc over the run, divided by transactions \
+         (one query each), counted in clock ticks (1/CLK_TCK s, usually 10 ms)"
+            .to_string(),
+    );
+    h
+}
+
+fn write_results(text: &str) -> anyhow::Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("latest.md");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// `bindir/name` if the server's bindir has it, else `name` from PATH.
+fn tool_or_path(bins: &PgBinaries, name: &str) -> PathBuf {
+    let own = bins.tool(name);
+    if own.is_file() {
+        own
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+fn version(program: &Path, flag: &str) -> String {
+    Command::new(program)
+        .arg(flag)
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// First line of a shell one-liner's output, for the header only.
+fn shell(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
