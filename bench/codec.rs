@@ -85,9 +85,9 @@ fn bind_rewrite(c: &mut Criterion) {
 fn registry(c: &mut Criterion) {
     let reg = Registry::default();
     let types = 0i16.to_be_bytes();
-    reg.intern(SQL, &types);
+    reg.intern(SQL, &types, "");
     c.bench_function("Registry::intern (hit)", |b| {
-        b.iter(|| reg.intern(black_box(SQL), black_box(&types)).id)
+        b.iter(|| reg.intern(black_box(SQL), black_box(&types), "").id)
     });
 }
 

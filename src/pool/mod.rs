@@ -147,6 +147,30 @@ impl Pool {
     }
 
     pub async fn checkout(&self) -> Result<PooledConnection, CheckoutError> {
+        if let Some(conn) = self.checkout_now() {
+            return Ok(conn);
+        }
+        self.checkout_waiting().await
+    }
+
+    /// The common case, with no timer, clock read or waiter registration: a place in the queue is
+    /// free and bb8 has an idle connection that the server has not closed.
+    fn checkout_now(&self) -> Option<PooledConnection> {
+        use futures_util::FutureExt;
+        let place = self.queue.clone().try_acquire_owned().ok()?;
+        let mut conn = self.inner.get_owned().now_or_never()?.ok()?;
+        if conn.is_stale() {
+            tracing::info!(shard = %self.shard, "dropping a server connection the server has closed");
+            conn.mark_broken();
+            return None;
+        }
+        Some(PooledConnection {
+            conn,
+            _place: place,
+        })
+    }
+
+    async fn checkout_waiting(&self) -> Result<PooledConnection, CheckoutError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + self.settings.checkout_timeout);
         let place =
@@ -157,7 +181,14 @@ impl Pool {
         // A few stale idle connections (a restarted server) are replaced; more would mean the
         // server is down, which the connect error below reports.
         for _ in 0..=self.settings.size {
-            let mut conn = self.get_or_fail_fast(started, deadline).await?;
+            // Holding a place means bb8 has a connection idle (the usual case: answered at once)
+            // or may open one (then wait for it, woken early if connecting fails).
+            let ready =
+                futures_util::FutureExt::now_or_never(self.inner.get_owned()).and_then(Result::ok);
+            let mut conn = match ready {
+                Some(conn) => conn,
+                None => self.get_or_fail_fast(started, deadline).await?,
+            };
             if !conn.is_stale() {
                 return Ok(PooledConnection {
                     conn,

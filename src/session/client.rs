@@ -58,14 +58,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Any simple query drops the client's unnamed statement, in Postgres even when it fails.
         self.unnamed = None;
         self.unnamed_here = false;
-        let stmts = sql::statements(q.sql);
-        let cmds: Vec<SessionCommand> = stmts.iter().filter_map(|s| sql::classify(s)).collect();
+        let mut statements = 0;
+        let mut cmds: Vec<SessionCommand> = Vec::new(); // allocates only if a command is found
+        for stmt in sql::statements(q.sql) {
+            statements += 1;
+            cmds.extend(sql::classify(stmt));
+        }
         if let Some(err) = self.unpoolable(&cmds) {
             self.push_synthetic(|out| query_error(out, &err, TxStatus::Idle));
             return Ok(());
         }
         if let [SessionCommand::Deallocate { name }] = cmds.as_slice() {
-            if stmts.len() == 1 && self.deallocate_locally(name.as_deref()) {
+            if statements == 1 && self.deallocate_locally(name.as_deref()) {
                 let tag = if name.is_some() {
                     "DEALLOCATE"
                 } else {
@@ -119,9 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn on_parse(&mut self, p: Parse<'_>, frame: &Bytes) -> Result<(), SessionError> {
-        let command = sql::statements(p.sql)
-            .first()
-            .and_then(|s| sql::classify(s));
+        let command = sql::statements(p.sql).next().and_then(sql::classify);
         if let Some(err) = self.unpoolable(command.as_slice()) {
             self.extended_error(err);
             return Ok(());

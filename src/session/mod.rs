@@ -236,6 +236,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     && self.replies.is_empty()
                     && !self.replies.copy_in);
             tokio::select! {
+                // Fixed order: the backend first, so replies flow before new requests are read.
+                biased;
                 read = read_backend(&mut self.backend) => {
                     match read {
                         Ok(n) if n > 0 => self.on_backend_data()?,

@@ -67,8 +67,8 @@ impl Registry {
         inner.next_id += 1;
         let id = inner.next_id;
         let command = super::sql::statements(sql)
-            .first()
-            .and_then(|s| super::sql::classify(s));
+            .next()
+            .and_then(super::sql::classify);
         let stmt = Arc::new(Statement {
             id,
             sql: key.0.clone(),

@@ -3,10 +3,38 @@
 //! PREPARE). It only splits statements and reads leading keywords; routing is the router's job.
 
 /// Splits a simple-query string into statements at top-level semicolons, skipping quoted strings,
-/// quoted identifiers, dollar-quoted bodies and comments. Empty statements are dropped.
-pub fn statements(sql: &str) -> Vec<&str> {
-    let b = sql.as_bytes();
-    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+/// quoted identifiers, dollar-quoted bodies and comments. Empty statements are skipped. Lazy: the
+/// common single statement costs one scan and no allocation.
+pub fn statements(sql: &str) -> Statements<'_> {
+    Statements { sql, pos: 0 }
+}
+
+pub struct Statements<'a> {
+    sql: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.sql.as_bytes();
+        while self.pos <= b.len() {
+            let start = self.pos;
+            let end = statement_end(b, start);
+            self.pos = end + 1;
+            let stmt = &self.sql[start..end];
+            if !strip_comments_start(stmt).is_empty() {
+                return Some(stmt.trim());
+            }
+        }
+        None
+    }
+}
+
+/// The index of the top-level `;` that ends the statement starting at `start`, or the end.
+fn statement_end(b: &[u8], start: usize) -> usize {
+    let mut i = start;
     while i < b.len() {
         i = match b[i] {
             b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e')),
@@ -17,22 +45,11 @@ pub fn statements(sql: &str) -> Vec<&str> {
                 .map_or(b.len(), |p| i + p + 1),
             b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
             b'$' => skip_dollar_quoted(b, i),
-            b';' => {
-                push_trimmed(&mut out, &sql[start..i]);
-                start = i + 1;
-                i + 1
-            }
+            b';' => return i,
             _ => i + 1,
         };
     }
-    push_trimmed(&mut out, &sql[start.min(sql.len())..]);
-    out
-}
-
-fn push_trimmed<'a>(out: &mut Vec<&'a str>, s: &'a str) {
-    if !strip_comments_start(s).is_empty() {
-        out.push(s.trim());
-    }
+    b.len()
 }
 
 fn skip_quoted(b: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
@@ -193,20 +210,46 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
     }
 }
 
-/// Function calls that change session state wherever they appear in a statement. Matched on the
-/// text, so a mention inside a string literal is refused too: a clear refusal beats a leak.
+/// Function calls that change session state wherever they appear in a statement. Only the
+/// identifier right before each `(` is looked at, so a statement without calls costs one scan.
+/// A mention inside a string literal is refused too: a clear refusal beats a leak.
 fn classify_calls(stmt: &str) -> Option<SessionCommand> {
-    // Session-level advisory locks outlive the transaction; the _xact_ variants do not.
-    for name in ["pg_advisory_lock", "pg_try_advisory_lock"] {
-        if find_ci(stmt, name).any(|at| !stmt[at + name.len()..].starts_with("_xact")) {
+    let b = stmt.as_bytes();
+    let mut found = None;
+    for open in b
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c == b'(')
+        .map(|(i, _)| i)
+    {
+        let end = b[..open]
+            .iter()
+            .rposition(|c| !c.is_ascii_whitespace())
+            .map_or(0, |p| p + 1);
+        let start = b[..end]
+            .iter()
+            .rposition(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+            .map_or(0, |p| p + 1);
+        let name = &b[start..end];
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if [
+            "pg_advisory_lock",
+            "pg_advisory_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_lock_shared",
+        ]
+        .iter()
+        .any(|n| is(n))
+        {
             return Some(SessionCommand::Unpoolable {
                 what: "a session-level advisory lock",
             });
         }
+        if is("set_config") {
+            found = Some(SessionCommand::Untracked);
+        }
     }
-    find_ci(stmt, "set_config")
-        .next()
-        .map(|_| SessionCommand::Untracked)
+    found
 }
 
 /// Byte offsets where `needle` (lowercase ASCII) occurs in `hay`, ignoring ASCII case.

@@ -4,7 +4,7 @@ use super::*;
 fn splits_at_top_level_semicolons_only() {
     let sql = "SET a = 'x;y'; select \"we;ird\" from t -- c;\n; DO $$BEGIN PERFORM 1; END$$; ;/* a;b */ select E'\\';'";
     assert_eq!(
-        statements(sql),
+        statements(sql).collect::<Vec<_>>(),
         vec![
             "SET a = 'x;y'",
             "select \"we;ird\" from t -- c;",
@@ -12,9 +12,9 @@ fn splits_at_top_level_semicolons_only() {
             "/* a;b */ select E'\\';'"
         ]
     );
-    assert_eq!(statements(";;  ;"), Vec::<&str>::new());
+    assert_eq!(statements(";;  ;").count(), 0);
     assert_eq!(
-        statements("select $1; select $tag$;$tag$"),
+        statements("select $1; select $tag$;$tag$").collect::<Vec<_>>(),
         vec!["select $1", "select $tag$;$tag$"]
     );
 }
@@ -105,4 +105,20 @@ fn untrackable_session_state_is_recognised() {
         None
     );
     assert_eq!(classify("create table t (id int)"), None);
+}
+
+#[test]
+fn calls_are_recognised_by_the_name_before_the_parenthesis() {
+    assert_eq!(
+        classify("select pg_catalog.set_config ('a', 'b', false)"),
+        Some(SessionCommand::Untracked)
+    );
+    assert_eq!(classify("select my_set_config('a')"), None);
+    assert_eq!(classify("select 'pg_advisory_lock' as name"), None);
+    assert_eq!(
+        classify("select f(g(pg_advisory_lock_shared(7)))"),
+        Some(SessionCommand::Unpoolable {
+            what: "a session-level advisory lock"
+        })
+    );
 }
