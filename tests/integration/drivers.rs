@@ -426,55 +426,13 @@ mod raw {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    use crate::harness::{Env, PASSWORD, USER};
+    use crate::harness::Env;
 
+    /// A logged-in raw connection through the proxy (the same login as the wire oracle's).
     pub async fn session(env: &Env) -> TcpStream {
-        let mut s = TcpStream::connect(env.proxy.addr()).await.unwrap();
-        let mut out = BytesMut::new();
-        postgres_protocol::message::frontend::startup_message(
-            [("user", USER), ("database", "app")],
-            &mut out,
-        )
-        .unwrap();
-        s.write_all(&out).await.unwrap();
-        let mut buf = BytesMut::new();
-        let mut scram = None;
-        loop {
-            s.read_buf(&mut buf).await.unwrap();
-            while let Some(msg) = Message::parse(&mut buf).unwrap() {
-                use postgres_protocol::authentication::sasl;
-                let mut out = BytesMut::new();
-                match msg {
-                    Message::AuthenticationSasl(_) => {
-                        let sc = sasl::ScramSha256::new(
-                            PASSWORD.as_bytes(),
-                            sasl::ChannelBinding::unsupported(),
-                        );
-                        postgres_protocol::message::frontend::sasl_initial_response(
-                            sasl::SCRAM_SHA_256,
-                            sc.message(),
-                            &mut out,
-                        )
-                        .unwrap();
-                        scram = Some(sc);
-                    }
-                    Message::AuthenticationSaslContinue(body) => {
-                        let sc = scram.as_mut().unwrap();
-                        sc.update(body.data()).unwrap();
-                        postgres_protocol::message::frontend::sasl_response(sc.message(), &mut out)
-                            .unwrap();
-                    }
-                    Message::ReadyForQuery(_) => return s,
-                    _ => {}
-                }
-                s.write_all(&out).await.unwrap();
-            }
-        }
+        crate::wire::Raw::login(env.port()).await.into_stream()
     }
 
-    /// Sends `msgs` and reads up to ReadyForQuery; returns the replies in short form:
-    /// `1` ParseComplete, `2` BindComplete, `D(text)` DataRow, `C` CommandComplete,
-    /// `E(SQLSTATE message)` ErrorResponse, `Z` ReadyForQuery.
     pub async fn exchange(s: &mut TcpStream, msgs: &[u8]) -> String {
         exchange_until(s, msgs, false).await
     }
