@@ -212,19 +212,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "invalid startup parameter: {} (SQLSTATE {})",
                 fields.message, fields.code
             );
+            // Reported once, as the login's FATAL, not also as the relayed ERROR.
+            self.cout.clear();
             return Err(SessionError::Startup(PgError::fatal(
                 SqlState::ProtocolViolation,
                 msg,
             )));
         }
         let conn = &self.backend.as_ref().expect("held during startup").conn;
-        let params = conn
-            .server_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.release_if_done();
-        Ok(params)
+        Ok(conn.server_params.clone())
     }
 
     /// Relays until the client leaves or the proxy shuts down.

@@ -97,6 +97,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         for id in undo.server_statements {
             held.conn.session.prepared.remove(&id);
         }
+        if undo.settings_failed {
+            // Reset everything before this backend's next use, whoever it serves.
+            held.conn.session.settings_unknown = true;
+        }
         if undo.unnamed_lost {
             // Postgres dropped the old unnamed statement before the failed Parse: none is left,
             // on the backend as for the client.

@@ -95,6 +95,8 @@ pub enum Verdict {
 pub struct Undo {
     pub client_statements: Vec<(String, u64)>,
     pub server_statements: Vec<u64>,
+    /// The injected settings query failed (and was rolled back).
+    pub settings_failed: bool,
     /// The client's unnamed statement is gone (its Parse failed or was skipped).
     pub unnamed_lost: bool,
     /// An error came before the client's Sync reached the backend: the backend skips everything
@@ -218,6 +220,11 @@ impl Replies {
             // ReadyForQuery still comes): pass it on. An error in the injected settings query is
             // passed on too: the client must learn that its settings could not be restored.
             None => return Verdict::Forward,
+            Some(Pending::Settings) => {
+                // Postgres rolled the whole settings query back: what this backend has is unknown.
+                undo.settings_failed = true;
+                return Verdict::Forward;
+            }
             Some(p) if p.ends_with_ready() => return Verdict::Forward,
             _ => {}
         }

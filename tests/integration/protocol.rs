@@ -423,3 +423,32 @@ async fn untrackable_session_state_never_reaches_another_client() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_startup_setting_fails_the_login_and_leaves_no_trace() {
+    let env = Env::start_with(crate::harness::Options {
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await;
+    let bad = format!("{}?options=-c%20TimeZone%3DNowhere%2FNope", env.url());
+    let e = tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "08P01");
+    assert!(
+        message.starts_with("invalid startup parameter: invalid value for parameter \"TimeZone\""),
+        "{message}"
+    );
+    // The same (only) server connection then serves a good client with exactly its settings.
+    let good = crate::harness::connect(&format!(
+        "{}?options=-c%20TimeZone%3DAsia%2FTokyo",
+        env.url()
+    ))
+    .await;
+    assert_eq!(setting(&good, "TimeZone").await, "Asia/Tokyo");
+    let plain = env.connect().await;
+    assert_eq!(setting(&plain, "TimeZone").await, "Etc/UTC");
+}

@@ -187,3 +187,14 @@ fn a_local_parse_complete_skipped_by_an_error_undoes_the_name() {
         "the skipped unnamed Parse leaves the client without one"
     );
 }
+
+#[test]
+fn a_failed_settings_query_makes_the_backend_settings_unknown() {
+    let mut r = Replies::default();
+    r.push(Pending::Settings);
+    r.push(Pending::Query);
+    let mut undo = Undo::default();
+    assert_eq!(r.on_message(E, b"", &mut undo), Verdict::Forward);
+    assert!(undo.settings_failed);
+    assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(false)]);
+}
