@@ -99,20 +99,11 @@ impl Proxy {
         self.admin_addr
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     /// Re-reads the config file and swaps in the new snapshot; on any error the old one stays.
     pub fn reload_from(&self, path: &Path) -> Result<u64, ProxyError> {
         let config = Config::load(path)?;
         config.check_files()?;
         Ok(self.store.reload(config)?)
-    }
-
-    /// Starts the drain without waiting for it.
-    pub fn begin_shutdown(&self) {
-        self.shutdown.cancel();
     }
 
     /// Stops accepting, lets open transactions finish (up to `pool.shutdown_timeout_ms`), returns.

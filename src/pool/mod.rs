@@ -307,10 +307,6 @@ impl Pool {
         }
     }
 
-    pub fn shard(&self) -> &Arc<str> {
-        &self.shard
-    }
-
     pub fn target(&self) -> &Target {
         &self.target
     }
@@ -322,11 +318,5 @@ impl Pool {
     /// Whether two handles share one pool (a reload kept it).
     pub fn same_pool(&self, other: &Pool) -> bool {
         Arc::ptr_eq(&self.queue, &other.queue)
-    }
-
-    /// (open connections, idle connections)
-    pub fn usage(&self) -> (u32, u32) {
-        let s = self.inner.state();
-        (s.connections, s.idle_connections)
     }
 }

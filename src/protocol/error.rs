@@ -32,7 +32,6 @@ pub enum SqlState {
     AdminShutdown,
     DuplicatePreparedStatement,
     UndefinedPreparedStatement,
-    ProgramLimitExceeded,
     InternalError,
 }
 
@@ -49,7 +48,6 @@ impl SqlState {
             SqlState::AdminShutdown => "57P01",
             SqlState::DuplicatePreparedStatement => "42P05",
             SqlState::UndefinedPreparedStatement => "26000",
-            SqlState::ProgramLimitExceeded => "54000",
             SqlState::InternalError => "XX000",
         }
     }

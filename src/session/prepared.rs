@@ -20,6 +20,8 @@ pub struct Statement {
     pub sql: String,
     /// Raw parameter-type block of the client's Parse (count + OIDs).
     pub param_types: Vec<u8>,
+    /// How the client's `search_path` was applied when this statement was parsed.
+    pub search_path: String,
     pub server_name: String,
     /// Set when executing this statement changes session state (e.g. a prepared `SET`).
     pub command: Option<super::sql::SessionCommand>,
@@ -46,13 +48,13 @@ pub struct Registry {
     inner: Mutex<RegistryInner>,
 }
 
-/// What makes two prepared statements the same on a server: the text, the parameter types, and
-/// the `search_path` they were parsed under (a statement binds its tables at parse time).
-type Key = (String, Vec<u8>, String);
-
+/// Interned statements by text. What makes two prepared statements the same on a server is the
+/// text, the parameter types and the `search_path` they were parsed under (a statement binds its
+/// tables at parse time); the few variants of one text are told apart by a scan. Keyed by text alone
+/// so a lookup borrows the client's `&str` and allocates nothing.
 #[derive(Default)]
 struct RegistryInner {
-    by_text: HashMap<Key, Arc<Statement>>,
+    by_text: HashMap<String, Vec<Arc<Statement>>>,
     next_id: u64,
 }
 
@@ -60,24 +62,29 @@ impl Registry {
     /// `search_path` is how the client's setting is applied (empty for the server default).
     pub fn intern(&self, sql: &str, param_types: &[u8], search_path: &str) -> Arc<Statement> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (sql.to_owned(), param_types.to_vec(), search_path.to_owned());
-        if let Some(stmt) = inner.by_text.get(&key) {
+        let same =
+            |s: &&Arc<Statement>| s.param_types == param_types && s.search_path == search_path;
+        if let Some(stmt) = inner.by_text.get(sql).and_then(|v| v.iter().find(same)) {
             return stmt.clone();
         }
         inner.next_id += 1;
         let id = inner.next_id;
-        let command = super::sql::statements(sql)
-            .next()
-            .and_then(super::sql::classify);
         let stmt = Arc::new(Statement {
             id,
-            sql: key.0.clone(),
-            param_types: key.1.clone(),
+            sql: sql.to_owned(),
+            param_types: param_types.to_vec(),
+            search_path: search_path.to_owned(),
             server_name: format!("{SERVER_PREFIX}{id}"),
-            command,
+            command: super::sql::statements(sql)
+                .next()
+                .and_then(super::sql::classify),
             validated: AtomicBool::new(false),
         });
-        inner.by_text.insert(key, stmt.clone());
+        inner
+            .by_text
+            .entry(sql.to_owned())
+            .or_default()
+            .push(stmt.clone());
         stmt
     }
 }
