@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::harness::one;
 use crate::harness::{binaries, connect, db_error, Env, Options, PASSWORD, USER};
 
 fn run(cmd: &mut Command) -> Output {
@@ -207,13 +208,7 @@ async fn md5_users_log_in_with_md5() {
         )
     };
     let c = connect(&url("old secret")).await;
-    assert_eq!(
-        c.query_one("select current_user::text", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        USER
-    );
+    assert_eq!(one::<String>(&c, "select current_user::text").await, USER);
     let e = tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls)
         .await
         .err()
@@ -338,10 +333,7 @@ async fn sighup_reloads_the_config_and_keeps_the_old_one_when_invalid() {
     std::fs::write(&bin.config, "listen: [this is not a config").unwrap();
     bin.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&c, "select 1").await, 1);
     assert!(
         tokio_postgres::connect(&bin.url("app2"), tokio_postgres::NoTls)
             .await

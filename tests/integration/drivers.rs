@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::one;
 use crate::harness::{Env, Options, PASSWORD, USER};
 
 const INSTALL: &str = "run `bash .ci/install-drivers.sh` (as root) to install the drivers";
@@ -412,10 +413,7 @@ async fn drivers_repro_error_before_the_sync_was_sent() {
         frontend::sync(&mut out);
         assert_eq!(raw::exchange(&mut a, &out).await, "1 2 D(3) C Z");
         let b = env.connect().await;
-        assert_eq!(
-            b.query_one("select 4", &[]).await.unwrap().get::<_, i32>(0),
-            4
-        );
+        assert_eq!(one::<i32>(&b, "select 4").await, 4);
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::harness::one;
 use crate::harness::{connect, db_error, Env, Options, PASSWORD, USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,13 +66,7 @@ async fn backend_killed_inside_a_transaction_refuses_the_rest_of_it() {
         .await
         .unwrap_err();
     assert_eq!(db_error(&e).0, "08006");
-    assert_eq!(
-        c.query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0
-    );
+    assert_eq!(one::<i64>(&c, "select count(*) from t").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,14 +126,7 @@ async fn exhausted_pool_gives_53300_after_the_checkout_timeout() {
         "shardgate: no connection to shard \"s0\" became free within 300ms (pool size 1)"
     );
     holder.batch_execute("commit").await.unwrap();
-    assert_eq!(
-        waiter
-            .query_one("select 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&waiter, "select 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,15 +198,7 @@ async fn wrong_password_unknown_user_and_unknown_database() {
         )
     );
     // The proxy is unharmed.
-    assert_eq!(
-        env.connect()
-            .await
-            .query_one("select 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&env.connect().await, "select 1").await, 1);
 }
 
 /// Logs in with a raw socket (tokio-postgres would refuse to send garbage) and returns it ready.
@@ -264,15 +244,7 @@ async fn garbage_and_oversized_messages_close_only_that_connection() {
     let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
     assert!(reply.contains("08P01"), "{reply}");
     // The process lives on and serves everyone else.
-    assert_eq!(
-        env.connect()
-            .await
-            .query_one("select 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&env.connect().await, "select 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,10 +268,7 @@ async fn a_server_restart_is_invisible_between_transactions() {
     .await;
     tokio::task::block_in_place(|| env.pg.restart().unwrap());
     for c in &clients {
-        assert_eq!(
-            c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
-            1
-        );
+        assert_eq!(one::<i32>(c, "select 1").await, 1);
     }
 }
 

@@ -128,6 +128,17 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// Runs a query that returns one row and gives its first column.
+pub async fn one<T>(c: &Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// The SQLSTATE and message of a failed statement.
 pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     let db = e

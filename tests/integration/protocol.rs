@@ -4,6 +4,7 @@
 use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::harness::one;
 use crate::harness::{db_error, Env};
 
 async fn setting(c: &tokio_postgres::Client, name: &str) -> String {
@@ -181,14 +182,7 @@ async fn explicit_transaction_holds_one_backend_until_commit() {
         .get(0);
     assert_eq!(pid1, pid2);
     tx.commit().await.unwrap();
-    assert_eq!(
-        other
-            .query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        1
-    );
+    assert_eq!(one::<i64>(&other, "select count(*) from t").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,13 +217,7 @@ async fn copy_in_and_out() {
         .unwrap();
     let e = sink.as_mut().finish().await.unwrap_err();
     assert_eq!(db_error(&e).0, "22P02");
-    assert_eq!(
-        c.query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        3
-    );
+    assert_eq!(one::<i64>(&c, "select count(*) from t").await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,10 +285,7 @@ async fn listen_and_sql_prepare_are_refused_in_transaction_mode() {
             "PREPARE is not supported in transaction pooling mode".to_owned()
         )
     );
-    assert_eq!(
-        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&c, "select 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,10 +362,7 @@ async fn cancel_request_reaches_the_running_query() {
         .cancel_query(tokio_postgres::NoTls)
         .await
         .unwrap();
-    assert_eq!(
-        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(one::<i32>(&c, "select 1").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
