@@ -23,6 +23,7 @@ mod tests;
 
 pub use env::Env;
 pub use target::{parse_backend_url, BackendTarget};
+pub(crate) use shardmap::parse_bucket_range;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -112,6 +112,45 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// A Bind's parameter values, decoded only when routing needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindParams<'a> {
+    /// One format code for all, one per parameter, or none (all text), as the protocol allows.
+    formats: Vec<i16>,
+    pub values: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> BindParams<'a> {
+    /// Decodes the part of a Bind after the statement name.
+    pub fn decode(rest: &'a [u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(BIND, rest);
+        let nformats = r.i16("parameter format count")?;
+        let formats = (0..nformats.max(0))
+            .map(|_| r.i16("parameter format"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let nvalues = r.i16("parameter count")?;
+        let mut values = Vec::with_capacity(nvalues.max(0) as usize);
+        for _ in 0..nvalues.max(0) {
+            let len = r.i32("parameter length")?;
+            values.push(match usize::try_from(len) {
+                Ok(n) => Some(r.take(n, "parameter value")?),
+                Err(_) => None, // -1: NULL
+            });
+        }
+        Ok(BindParams { formats, values })
+    }
+
+    /// Whether parameter `i` is in binary format.
+    pub fn is_binary(&self, i: usize) -> bool {
+        let code = match self.formats.as_slice() {
+            [] => 0,
+            [one] => *one,
+            many => many.get(i).copied().unwrap_or(0),
+        };
+        code == 1
+    }
+}
+
 /// Whether a Describe or Close names a prepared statement or a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

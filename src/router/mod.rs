@@ -1,13 +1,236 @@
-//! Decides which shard(s) a statement goes to. Pure: no I/O.
+//! Decides which shard(s) a statement goes to. Pure: no I/O. sqlparser types never leave here.
 //!
-//! Until the sharding router lands, every database is served by its default shard: the one named
-//! by `default_shard`, else the first. Databases with one shard (the pass-through case) need nothing
-//! more.
+//! Two steps, so that repeated statements cost a hash lookup:
+//! - [`Router::plan`]: from the statement text alone (cached per text, and kept with each prepared
+//!   statement) — which sharded tables it touches and where their keys come from;
+//! - [`Router::resolve`]: with the bind parameters (and the shard the transaction is pinned to) —
+//!   the shard or shards it goes to, or the error the client gets.
 
-use crate::topology::{Database, Shard};
+mod analyze;
+mod catalog;
+mod dml;
+pub mod hash;
+mod hint;
+pub mod key;
+pub mod lex;
+mod literal;
+mod map;
+mod params;
+mod plan;
+mod statement;
+#[cfg(test)]
+mod tests;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use key::KeyValue;
+pub use params::Params;
+pub use plan::{Broadcast, KeySource, Keyed, Plan, RouteError, Scatter, Target};
+
+use crate::config::DatabaseConfig;
+use crate::topology::{Database, Shard, Snapshot};
+use catalog::Catalog;
+use map::ShardMap;
+
+/// Plans kept per router; past this the cache starts over (statements with inlined literals
+/// would otherwise grow it without bound).
+const PLAN_CACHE_ENTRIES: usize = 8192;
+
+/// The router of one database under one snapshot epoch.
+pub struct Router {
+    pub epoch: u64,
+    shard_names: Vec<Arc<str>>,
+    default_shard: Option<usize>,
+    catalog: Catalog,
+    routing: crate::config::RoutingConfig,
+    map: ShardMap,
+    /// Whether statements need routing at all (more than one shard).
+    sharded: bool,
+    anywhere: Arc<Plan>,
+    cache: Mutex<HashMap<Box<str>, Arc<Plan>>>,
+}
+
+impl Router {
+    pub fn new(config: &DatabaseConfig, db: &Database, epoch: u64) -> Router {
+        let shard_names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
+        let index = |name: &str| shard_names.iter().position(|s| &**s == name);
+        Router {
+            epoch,
+            map: ShardMap::new(config, index),
+            default_shard: db.default_shard,
+            catalog: Catalog::new(config),
+            routing: config.routing.clone(),
+            sharded: db.shards.len() > 1,
+            shard_names,
+            anywhere: Arc::new(Plan::Anywhere),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this database has more than one shard (else everything goes to the only one).
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    pub fn shard_name(&self, index: usize) -> &str {
+        self.shard_names.get(index).map_or("?", |s| s)
+    }
+
+    /// The plan for a statement text, cached.
+    pub fn plan(&self, sql: &str) -> Arc<Plan> {
+        if !self.sharded {
+            return self.anywhere.clone();
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = cache.get(sql) {
+            return plan.clone();
+        }
+        drop(cache);
+        let plan = Arc::new(self.plan_uncached(sql));
+        cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PLAN_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.into(), plan.clone());
+        plan
+    }
+
+    fn plan_uncached(&self, sql: &str) -> Plan {
+        if let Some(hinted) = hint::plan(sql, &self.shard_names, self.catalog.key_type) {
+            return hinted;
+        }
+        let cx = statement::Context {
+            catalog: &self.catalog,
+            routing: &self.routing,
+        };
+        statement::plan_text(sql, &cx)
+    }
+
+    /// Where a planned statement goes, given its parameters (none for a simple query) and the
+    /// shard the current transaction is pinned to.
+    pub fn resolve(
+        &self,
+        plan: &Plan,
+        params: Option<&Params>,
+        pinned: Option<usize>,
+    ) -> Result<Target, RouteError> {
+        if !self.sharded {
+            return Ok(Target::Any);
+        }
+        match plan {
+            Plan::Anywhere | Plan::Begin | Plan::End | Plan::Reference => Ok(Target::Any),
+            Plan::Home { table } => self
+                .default_shard
+                .map(Target::Shard)
+                .ok_or_else(|| RouteError::NoHome {
+                    table: table.clone(),
+                }),
+            Plan::Shard(i) => Ok(Target::Shard(*i)),
+            Plan::Unparsed { what } => pinned
+                .or(self.default_shard)
+                .map(Target::Shard)
+                .ok_or_else(|| RouteError::Unparsed {
+                    reason: what.clone(),
+                }),
+            Plan::Keyed(k) => self.keyed(k, params),
+            Plan::Scatter(_) | Plan::Broadcast(_) => {
+                Ok(shards(self.map.owners(self.shard_names.len())))
+            }
+            Plan::Multi(plans) => self.resolve_all(plans, pinned),
+            Plan::Reject(e) => Err(e.clone()),
+        }
+    }
+
+    /// The statements of one simple query run as one implicit transaction: one shard for all.
+    fn resolve_all(&self, plans: &[Plan], pinned: Option<usize>) -> Result<Target, RouteError> {
+        let mut target = Target::Any;
+        for plan in plans {
+            let next = self.resolve(plan, None, pinned)?;
+            target = match (target, next) {
+                (Target::Any, t) | (t, Target::Any) => t,
+                (Target::Shard(a), Target::Shard(b)) if a == b => Target::Shard(a),
+                _ => {
+                    return Err(RouteError::Unsupported {
+                        what: "the statements of this query go to different shards".into(),
+                        hint: "Send them as separate queries, each with its own sharding key.".into(),
+                    })
+                }
+            };
+        }
+        Ok(target)
+    }
+
+    fn keyed(&self, k: &Keyed, params: Option<&Params>) -> Result<Target, RouteError> {
+        let mut found: Vec<usize> = Vec::new();
+        for source in &k.keys {
+            for key in params::keys(source, params, self.catalog.key_type)? {
+                let Some(key) = key else {
+                    if k.write {
+                        return Err(RouteError::BadKey(format!(
+                            "the sharding key of \"{}\" must not be NULL",
+                            k.table
+                        )));
+                    }
+                    continue; // `key = NULL` matches no row anywhere
+                };
+                let shard = self.map.shard_of(&key).ok_or_else(|| {
+                    RouteError::BadKey(format!("no shard owns key {key} of \"{}\"", k.table))
+                })?;
+                if !found.contains(&shard) {
+                    found.push(shard);
+                }
+            }
+        }
+        if found.len() > 1 && !k.colocated {
+            return Err(RouteError::Unsupported {
+                what: format!("the keys of this statement on \"{}\" and the tables joined with it live on different shards", k.table),
+                hint: "Join sharded tables on their sharding keys, or query each shard's rows separately.".into(),
+            });
+        }
+        Ok(shards(found))
+    }
+}
+
+fn shards(mut found: Vec<usize>) -> Target {
+    found.sort_unstable();
+    match found.as_slice() {
+        [] => Target::Any,
+        [one] => Target::Shard(*one),
+        _ => Target::Shards(found),
+    }
+}
+
+/// The routers of every database, rebuilt when the snapshot epoch changes.
+#[derive(Default)]
+pub struct Routers {
+    by_db: Mutex<HashMap<String, Arc<Router>>>,
+}
+
+impl Routers {
+    /// The router of `database` under `snapshot`; `None` if the database is not configured.
+    pub fn get(&self, snapshot: &Snapshot, database: &str) -> Option<Arc<Router>> {
+        let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = by_db.get(database).filter(|r| r.epoch == snapshot.epoch) {
+            return Some(r.clone());
+        }
+        let config = snapshot.config.databases.get(database)?;
+        let db = snapshot.databases.get(database)?;
+        let router = Arc::new(Router::new(config, db, snapshot.epoch));
+        by_db.insert(database.to_string(), router.clone());
+        Some(router)
+    }
+}
+
+/// The shard a statement with no particular target uses: pinned, else default, else the first.
+pub fn fallback_shard(db: &Database, pinned: Option<usize>) -> usize {
+    pinned
+        .or(db.default_shard)
+        .filter(|&i| i < db.shards.len())
+        .unwrap_or(0)
+}
+
+/// The default shard (the single shard of an unsharded database).
 pub fn default_shard(db: &Database) -> &Shard {
-    db.default_shard
-        .and_then(|i| db.shards.get(i))
-        .unwrap_or(&db.shards[0])
+    &db.shards[fallback_shard(db, None)]
 }

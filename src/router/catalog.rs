@@ -1,0 +1,81 @@
+//! What the router knows about a database's tables: which are sharded (and by which column),
+//! which are reference tables, and the key type.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlparser::ast::{Ident, ObjectName};
+
+use crate::config::{DatabaseConfig, KeyType};
+
+pub(crate) enum TableKind {
+    Sharded { table: Arc<str>, key: Arc<str> },
+    Reference(String),
+    /// Neither: it lives on the default shard.
+    Other(String),
+    /// `pg_catalog`, `information_schema`: present on every server.
+    System,
+}
+
+pub(crate) struct Catalog {
+    /// Table name (as configured) → (name, key column).
+    sharded: HashMap<String, (Arc<str>, Arc<str>)>,
+    reference: HashSet<String>,
+    pub key_type: KeyType,
+}
+
+impl Catalog {
+    pub fn new(db: &DatabaseConfig) -> Catalog {
+        Catalog {
+            sharded: db
+                .tables
+                .iter()
+                .map(|(t, k)| (t.clone(), (Arc::from(t.as_str()), Arc::from(k.as_str()))))
+                .collect(),
+            reference: db.reference_tables.iter().cloned().collect(),
+            key_type: db.sharding.as_ref().map_or(KeyType::Bigint, |s| s.key_type),
+        }
+    }
+
+    /// Classifies a table name as written in SQL. Unqualified and `public.` names match a
+    /// configured `name`; other schemas match only a configured `schema.name`.
+    pub fn kind(&self, name: &ObjectName) -> TableKind {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.as_ident().map(ident).unwrap_or_default())
+            .collect();
+        let (schema, table) = match parts.as_slice() {
+            [.., schema, table] => (Some(schema.as_str()), table.as_str()),
+            [table] => (None, table.as_str()),
+            [] => return TableKind::System,
+        };
+        if matches!(schema, Some("pg_catalog" | "information_schema"))
+            || (schema.is_none() && table.starts_with("pg_"))
+        {
+            return TableKind::System;
+        }
+        let configured = match schema {
+            None | Some("public") => table.to_string(),
+            Some(s) => format!("{s}.{table}"),
+        };
+        if let Some((t, k)) = self.sharded.get(&configured) {
+            return TableKind::Sharded {
+                table: t.clone(),
+                key: k.clone(),
+            };
+        }
+        if self.reference.contains(&configured) {
+            return TableKind::Reference(configured);
+        }
+        TableKind::Other(configured)
+    }
+}
+
+/// An identifier as Postgres stores it: unquoted names fold to lower case.
+pub(crate) fn ident(id: &Ident) -> String {
+    match id.quote_style {
+        Some(_) => id.value.clone(),
+        None => id.value.to_lowercase(),
+    }
+}

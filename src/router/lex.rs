@@ -1,0 +1,134 @@
+//! A small SQL lexer: splits a simple query into statements and reads leading keywords, without
+//! parsing. Shared by the router (for statements sqlparser cannot read) and the session.
+
+/// Splits a simple-query string into statements at top-level semicolons, skipping quoted strings,
+/// quoted identifiers, dollar-quoted bodies and comments. Empty statements are skipped. Lazy: the
+/// common single statement costs one scan and no allocation.
+pub fn statements(sql: &str) -> Statements<'_> {
+    Statements { sql, pos: 0 }
+}
+
+pub struct Statements<'a> {
+    sql: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.sql.as_bytes();
+        while self.pos <= b.len() {
+            let start = self.pos;
+            let end = statement_end(b, start);
+            self.pos = end + 1;
+            let stmt = &self.sql[start..end];
+            if !strip_comments_start(stmt).is_empty() {
+                return Some(stmt.trim());
+            }
+        }
+        None
+    }
+}
+
+/// The index of the top-level `;` that ends the statement starting at `start`, or the end.
+fn statement_end(b: &[u8], start: usize) -> usize {
+    let mut i = start;
+    while i < b.len() {
+        i = match b[i] {
+            b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e')),
+            b'"' => skip_quoted(b, i, b'"', false),
+            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p + 1),
+            b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
+            b'$' => skip_dollar_quoted(b, i),
+            b';' => return i,
+            _ => i + 1,
+        };
+    }
+    b.len()
+}
+
+fn skip_quoted(b: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = open + 1;
+    while i < b.len() {
+        if backslash_escapes && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn skip_block_comment(b: &[u8], open: usize) -> usize {
+    let (mut depth, mut i) = (0usize, open);
+    while i + 1 < b.len() {
+        if b[i] == b'/' && b[i + 1] == b'*' {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b[i + 1] == b'/' {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// `$tag$ … $tag$`; a `$` that does not open a valid tag (e.g. `$1`) is an ordinary character.
+fn skip_dollar_quoted(b: &[u8], open: usize) -> usize {
+    let tag_end = match b[open + 1..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+    {
+        Some(p) if b[open + 1 + p] == b'$' => open + 1 + p,
+        _ => return open + 1,
+    };
+    if tag_end > open + 1 && b[open + 1].is_ascii_digit() {
+        return open + 1;
+    }
+    let tag = &b[open..=tag_end];
+    let body = tag_end + 1;
+    match b[body..].windows(tag.len()).position(|w| w == tag) {
+        Some(p) => body + p + tag.len(),
+        None => b.len(),
+    }
+}
+
+/// Drops leading whitespace and comments (`/* shardgate: … */` hints included).
+pub fn strip_comments_start(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if s.starts_with("--") {
+            s = s.find('\n').map_or("", |p| &s[p + 1..]);
+        } else if s.starts_with("/*") {
+            s = &s[skip_block_comment(s.as_bytes(), 0).min(s.len())..];
+        } else {
+            return s;
+        }
+    }
+}
+
+/// The leading words of a statement, lowercased, up to `n` of them.
+pub(crate) fn leading_words(stmt: &str, n: usize) -> Vec<String> {
+    strip_comments_start(stmt)
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';' || c == '=')
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(|w| w.to_ascii_lowercase())
+        .collect()
+}

@@ -1,0 +1,113 @@
+//! A database's shard map at run time: key → shard index.
+
+use std::collections::HashMap;
+
+use super::hash::bucket_of;
+use super::key::KeyValue;
+use crate::config::serde_yaml_value::Scalar;
+use crate::config::{DatabaseConfig, ShardingFunction};
+
+pub(super) enum ShardMap {
+    /// One shard, no sharding section: everything goes to shard 0.
+    Single,
+    /// `owner[bucket]` is the shard index.
+    Hash { owner: Vec<usize> },
+    /// `[from, to)` ranges in ascending order; `None` is unbounded.
+    Range(Vec<(Option<KeyValue>, Option<KeyValue>, usize)>),
+    List {
+        owner: HashMap<KeyValue, usize>,
+        default: Option<usize>,
+    },
+}
+
+impl ShardMap {
+    /// Builds the map of a validated config; `index` maps a shard name to its index.
+    pub fn new(db: &DatabaseConfig, index: impl Fn(&str) -> Option<usize>) -> ShardMap {
+        let Some(s) = &db.sharding else {
+            return ShardMap::Single;
+        };
+        let typed = |v: &Scalar| {
+            let text = match v {
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Text(t) => t.clone(),
+            };
+            KeyValue::from_text(s.key_type, &text).ok()
+        };
+        let shard = |name: &str| index(name).unwrap_or(0);
+        match s.function {
+            ShardingFunction::Hash => {
+                let count = s.buckets.unwrap_or(1) as usize;
+                let mut owner = vec![0; count];
+                for e in &s.map {
+                    let range = e.buckets.as_deref().and_then(|b| {
+                        crate::config::parse_bucket_range(b, count as u32).ok()
+                    });
+                    if let Some((a, b)) = range {
+                        owner[a as usize..=b as usize].fill(shard(&e.shard));
+                    }
+                }
+                ShardMap::Hash { owner }
+            }
+            ShardingFunction::Range => ShardMap::Range(
+                s.map
+                    .iter()
+                    .map(|e| {
+                        let bound = |b: &Option<Scalar>| b.as_ref().and_then(typed);
+                        (bound(&e.from), bound(&e.to), shard(&e.shard))
+                    })
+                    .collect(),
+            ),
+            ShardingFunction::List => ShardMap::List {
+                owner: s
+                    .map
+                    .iter()
+                    .flat_map(|e| {
+                        let i = shard(&e.shard);
+                        e.values.iter().flatten().filter_map(typed).map(move |v| (v, i))
+                    })
+                    .collect(),
+                default: db.default_shard.as_deref().and_then(&index),
+            },
+        }
+    }
+
+    /// The shard owning `key`, or `None` when no range or list entry covers it.
+    pub fn shard_of(&self, key: &KeyValue) -> Option<usize> {
+        match self {
+            ShardMap::Single => Some(0),
+            ShardMap::Hash { owner } => {
+                let bucket = bucket_of(key.hash(), owner.len() as u32);
+                owner.get(bucket as usize).copied()
+            }
+            ShardMap::Range(ranges) => ranges
+                .iter()
+                .find(|(from, to, _)| {
+                    from.as_ref().is_none_or(|f| key >= f) && to.as_ref().is_none_or(|t| key < t)
+                })
+                .map(|r| r.2),
+            ShardMap::List { owner, default } => owner.get(key).copied().or(*default),
+        }
+    }
+
+    /// The bucket of a key under a hash map (for messages and hotspot tracking).
+    pub fn bucket(&self, key: &KeyValue) -> Option<u32> {
+        match self {
+            ShardMap::Hash { owner } => Some(bucket_of(key.hash(), owner.len() as u32)),
+            _ => None,
+        }
+    }
+
+    /// Shards that own some key: where a read without a key must go.
+    pub fn owners(&self, shard_count: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = match self {
+            ShardMap::Single => vec![0],
+            ShardMap::Hash { owner } => owner.clone(),
+            ShardMap::Range(ranges) => ranges.iter().map(|r| r.2).collect(),
+            ShardMap::List { owner, default } => owner.values().copied().chain(*default).collect(),
+        };
+        all.sort_unstable();
+        all.dedup();
+        all.retain(|&i| i < shard_count);
+        all
+    }
+}
