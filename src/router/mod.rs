@@ -4,6 +4,8 @@
 //! by `default_shard`, else the first. Databases with one shard (the pass-through case) need nothing
 //! more.
 
+pub mod hash;
+
 use crate::topology::{Database, Shard};
 
 pub fn default_shard(db: &Database) -> &Shard {
