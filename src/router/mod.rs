@@ -5,6 +5,7 @@
 //! more.
 
 pub mod hash;
+pub mod key;
 
 use crate::topology::{Database, Shard};
 
