@@ -55,7 +55,7 @@ pub enum KeyError {
 const SHOWN_CHARS: usize = 64;
 
 impl KeyValue {
-    /// The partition hash PostgreSQL computes for this value (see [`hash`]).
+    /// The partition hash PostgreSQL computes for this value (see [`super::hash`]).
     pub fn hash(&self) -> u64 {
         match self {
             KeyValue::Int(v) => hash::hash_int(*v),
