@@ -1,13 +1,185 @@
-//! TEMPORARY stub until the real implementation lands from the router-hash branch.
+//! PostgreSQL's hash partitioning, bit for bit (DESIGN.md §2.3).
+//!
+//! A key's bucket is the partition PostgreSQL 15 would choose for it in a table
+//! `PARTITION BY HASH (key)` with `MODULUS buckets`. `compute_partition_hash_value` in
+//! src/backend/partitioning/partbounds.c computes, for a one-column key,
+//!
+//! ```text
+//! rowHash = hash_combine64(0, type_extended_hash(key, HASH_PARTITION_SEED))
+//! partition = rowHash % modulus
+//! ```
+//!
+//! and `hash_combine64(0, x)` is `x + 0x49a0f4dd15e5a8e3` (its shifts of `a` vanish when `a` is 0).
+//! The type's extended hash functions all end in Bob Jenkins' lookup3 as ported in
+//! src/common/hashfn.c, which is what this file re-implements:
+//!
+//! - bigint / integer / smallint: `hashint8extended` folds the value to 32 bits so that equal values
+//!   of every integer width hash alike, then `hash_bytes_uint32_extended`.
+//! - text with a deterministic collation (every database default collation is one):
+//!   `hashtextextended` is `hash_bytes_extended` over the stored bytes.
+//! - uuid: `uuid_hash_extended` is `hash_bytes_extended` over the 16 bytes.
+//!
+//! Byte order: hashfn.c has four code paths (aligned or not, little- or big-endian). On the
+//! little-endian machines PostgreSQL runs on in practice (x86_64, aarch64) its aligned path reads
+//! whole native words, which are the same little-endian numbers its unaligned path assembles byte by
+//! byte, so both paths give one result, and that is the one computed here. A big-endian server
+//! (s390x, big-endian POWER) hashes text and uuid keys differently; shardgate does not match it.
+//!
+//! Everything here is pure and allocation-free: it runs once per routed key.
+
+/// `HASH_PARTITION_SEED` (src/include/catalog/partition.h): the seed every partition hash uses.
+const HASH_PARTITION_SEED: u64 = 0x7A5B_2236_7996_DCFD;
+
+/// The constant `hash_combine64` (src/include/common/hashfn.h) adds; called "64bit random data".
+const COMBINE64: u64 = 0x49a0_f4dd_15e5_a8e3;
+
+/// The partition hash of an integer key of any width (bigint, integer, smallint).
 pub fn hash_int(v: i64) -> u64 {
-    v as u64
+    combine_first(hash_bytes_uint32_extended(
+        fold_int8(v),
+        HASH_PARTITION_SEED,
+    ))
 }
+
+/// The partition hash of a text key, given the bytes as the server stores them (UTF-8 in a UTF8
+/// database).
 pub fn hash_text(bytes: &[u8]) -> u64 {
-    bytes.iter().map(|b| *b as u64).sum()
+    combine_first(hash_bytes_extended(bytes, HASH_PARTITION_SEED))
 }
+
+/// The partition hash of a uuid key (its 16 bytes in network order, as uuid_in stores them).
 pub fn hash_uuid(u: &[u8; 16]) -> u64 {
-    hash_text(u)
+    combine_first(hash_bytes_extended(u, HASH_PARTITION_SEED))
 }
+
+/// The bucket (hash partition remainder) of `hash` among `buckets`: PostgreSQL's
+/// `rowHash % modulus`, on unsigned 64-bit values.
+///
+/// # Panics
+/// If `buckets` is 0; config validation rejects that, so a routed key never sees it.
 pub fn bucket_of(hash: u64, buckets: u32) -> u32 {
+    // The remainder is below `buckets`, so it fits in a u32.
     (hash % u64::from(buckets)) as u32
 }
+
+/// `hash_combine64(0, colhash)`: the row hash of a key with one column.
+fn combine_first(colhash: u64) -> u64 {
+    colhash.wrapping_add(COMBINE64)
+}
+
+/// `hashint8extended`'s fold of a 64-bit value into 32 bits (src/backend/access/hash/hashfunc.c).
+///
+/// XOR-ing the high half (or its complement for negatives) into the low half leaves every value
+/// that fits an int4 unchanged as `v as u32`, which is what `hashint4extended` and
+/// `hashint2extended` hash; that is why all integer widths land in the same partition. The price:
+/// only 2^32 distinct hashes, e.g. 2^31 and -2^31 collide.
+fn fold_int8(v: i64) -> u32 {
+    let lo = v as u32;
+    let hi = (v >> 32) as u32;
+    lo ^ if v >= 0 { hi } else { !hi }
+}
+
+/// lookup3's three-word state. All arithmetic is on uint32 in C, so it wraps.
+struct Lookup3 {
+    a: u32,
+    b: u32,
+    c: u32,
+}
+
+impl Lookup3 {
+    /// `a = b = c = 0x9e3779b9 + len + 3923095`, then the seed folded in as if it were a 12-byte
+    /// chunk of data (its high half in `a`, its low half in `b`, four zero bytes in `c`). A zero
+    /// seed means "no seed" and skips that mix, as in C.
+    fn new(len: u32, seed: u64) -> Lookup3 {
+        let init = 0x9e37_79b9_u32.wrapping_add(len).wrapping_add(3_923_095);
+        let mut s = Lookup3 {
+            a: init,
+            b: init,
+            c: init,
+        };
+        if seed != 0 {
+            s.a = s.a.wrapping_add((seed >> 32) as u32);
+            s.b = s.b.wrapping_add(seed as u32);
+            s.mix();
+        }
+        s
+    }
+
+    /// Adds three words of key (or of padding) to the state.
+    fn add(&mut self, a: u32, b: u32, c: u32) {
+        self.a = self.a.wrapping_add(a);
+        self.b = self.b.wrapping_add(b);
+        self.c = self.c.wrapping_add(c);
+    }
+
+    /// `mix(a,b,c)` from hashfn.c: mixes three words reversibly between 12-byte chunks.
+    fn mix(&mut self) {
+        let Lookup3 { a, b, c } = self;
+        *a = a.wrapping_sub(*c) ^ c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a) ^ a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b) ^ b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c) ^ c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a) ^ a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b) ^ b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+
+    /// `final(a,b,c)` from hashfn.c, then the 64-bit result the `_extended` variants report:
+    /// `((uint64) b << 32) | c`.
+    fn finish(mut self) -> u64 {
+        let Lookup3 { a, b, c } = &mut self;
+        *c = (*c ^ *b).wrapping_sub(b.rotate_left(14));
+        *a = (*a ^ *c).wrapping_sub(c.rotate_left(11));
+        *b = (*b ^ *a).wrapping_sub(a.rotate_left(25));
+        *c = (*c ^ *b).wrapping_sub(b.rotate_left(16));
+        *a = (*a ^ *c).wrapping_sub(c.rotate_left(4));
+        *b = (*b ^ *a).wrapping_sub(a.rotate_left(14));
+        *c = (*c ^ *b).wrapping_sub(b.rotate_left(24));
+        (u64::from(*b) << 32) | u64::from(*c)
+    }
+}
+
+/// `hash_bytes_extended(k, len, seed)` from src/common/hashfn.c, little-endian.
+///
+/// Full 12-byte chunks are read as three little-endian words and mixed. The last 0 to 11 bytes are
+/// added without a mix: bytes 0-3 to `a` and 4-7 to `b` as little-endian words, bytes 8-10 to `c`
+/// shifted up one byte ("the lowest byte of c is reserved for the length"). C spells the tail as a
+/// fall-through `switch (len)` over single bytes, or whole words `ka[0]`, `ka[1]` when aligned; since
+/// missing bytes contribute zero, zero-padding the tail to 12 bytes and reading three words is the
+/// same sum for every length 0..=11, on both paths.
+fn hash_bytes_extended(k: &[u8], seed: u64) -> u64 {
+    // C takes `int keylen` and stores it in a uint32; a datum is at most 1 GB, so this is exact.
+    let mut s = Lookup3::new(k.len() as u32, seed);
+    let mut chunks = k.chunks_exact(12);
+    for chunk in &mut chunks {
+        s.add(le32(chunk, 0), le32(chunk, 4), le32(chunk, 8));
+        s.mix();
+    }
+    let mut tail = [0u8; 12];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    // tail[11] is always 0 (at most 11 bytes remain), so the shift loses nothing.
+    s.add(le32(&tail, 0), le32(&tail, 4), le32(&tail, 8) << 8);
+    s.finish()
+}
+
+/// `hash_bytes_uint32_extended(k, seed)` from src/common/hashfn.c: the hash of one 32-bit word,
+/// equal to `hash_bytes_extended` over its four native (little-endian) bytes.
+fn hash_bytes_uint32_extended(k: u32, seed: u64) -> u64 {
+    let mut s = Lookup3::new(4, seed);
+    s.add(k, 0, 0);
+    s.finish()
+}
+
+/// The little-endian word at `bytes[at..at + 4]`.
+fn le32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,5 +5,6 @@ mod clients;
 mod drivers;
 mod faults;
 mod harness;
+mod hash;
 mod protocol;
 mod wire;
