@@ -70,6 +70,7 @@ impl Proxy {
         let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
+            routers: Default::default(),
             store: store.clone(),
             statements: Registry::default(),
             shutdown: shutdown.clone(),

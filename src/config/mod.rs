@@ -22,8 +22,8 @@ mod validate;
 mod tests;
 
 pub use env::Env;
-pub use target::{parse_backend_url, BackendTarget};
 pub(crate) use shardmap::parse_bucket_range;
+pub use target::{parse_backend_url, BackendTarget};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

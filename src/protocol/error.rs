@@ -33,6 +33,8 @@ pub enum SqlState {
     DuplicatePreparedStatement,
     UndefinedPreparedStatement,
     InternalError,
+    InvalidParameterValue,
+    InFailedSqlTransaction,
 }
 
 impl SqlState {
@@ -49,6 +51,8 @@ impl SqlState {
             SqlState::DuplicatePreparedStatement => "42P05",
             SqlState::UndefinedPreparedStatement => "26000",
             SqlState::InternalError => "XX000",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::InFailedSqlTransaction => "25P02",
         }
     }
 }

@@ -39,9 +39,10 @@ impl ShardMap {
                 let count = s.buckets.unwrap_or(1) as usize;
                 let mut owner = vec![0; count];
                 for e in &s.map {
-                    let range = e.buckets.as_deref().and_then(|b| {
-                        crate::config::parse_bucket_range(b, count as u32).ok()
-                    });
+                    let range = e
+                        .buckets
+                        .as_deref()
+                        .and_then(|b| crate::config::parse_bucket_range(b, count as u32).ok());
                     if let Some((a, b)) = range {
                         owner[a as usize..=b as usize].fill(shard(&e.shard));
                     }
@@ -63,7 +64,11 @@ impl ShardMap {
                     .iter()
                     .flat_map(|e| {
                         let i = shard(&e.shard);
-                        e.values.iter().flatten().filter_map(typed).map(move |v| (v, i))
+                        e.values
+                            .iter()
+                            .flatten()
+                            .filter_map(typed)
+                            .map(move |v| (v, i))
                     })
                     .collect(),
                 default: db.default_shard.as_deref().and_then(&index),
@@ -86,14 +91,6 @@ impl ShardMap {
                 })
                 .map(|r| r.2),
             ShardMap::List { owner, default } => owner.get(key).copied().or(*default),
-        }
-    }
-
-    /// The bucket of a key under a hash map (for messages and hotspot tracking).
-    pub fn bucket(&self, key: &KeyValue) -> Option<u32> {
-        match self {
-            ShardMap::Hash { owner } => Some(bucket_of(key.hash(), owner.len() as u32)),
-            _ => None,
         }
     }
 

@@ -25,6 +25,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.skip_until_sync && tag != fmsg::SYNC {
             return Ok(Flow::Continue);
         }
+        if !self.owed.is_empty()
+            && !matches!(
+                tag,
+                fmsg::PARSE | fmsg::BIND | fmsg::DESCRIBE | fmsg::EXECUTE
+            )
+        {
+            // Whatever this message's reply is, the owed ParseCompletes come first.
+            if !self.ensure_backend_for_extended().await {
+                return Ok(Flow::Continue);
+            }
+        }
         let body = &frame[crate::protocol::HEADER_LEN..];
         match tag {
             fmsg::QUERY => self.on_query(&frame).await?,
@@ -83,7 +94,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
         }
-        if !self.ensure_backend_for_query().await {
+        let want = match self.route_query(q.sql) {
+            super::route::Routed::Done => return Ok(()),
+            super::route::Routed::To(want) => want,
+        };
+        if !self.ensure_backend_for_query_on(want).await {
             return Ok(());
         }
         self.pending_cmds.extend(cmds);
@@ -128,8 +143,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.extended_error(err);
             return Ok(());
         }
+        let defer = self.backend.is_none() && self.router().is_some();
         if p.name.is_empty() {
             self.unnamed_cmd = command;
+            if defer {
+                // The shard is picked by the Bind (its parameters carry the key).
+                self.unnamed = Some(frame.clone());
+                self.unnamed_here = false;
+                self.owed.push(super::route::Owed::Unnamed(frame.clone()));
+                return Ok(());
+            }
             if !self.ensure_backend_for_extended().await {
                 return Ok(());
             }
@@ -155,6 +178,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .shared
             .statements
             .intern(p.sql, p.param_types, search_path);
+        if defer && (!stmt.is_valid() || !self.owed.is_empty()) {
+            self.statements.insert(p.name, stmt.clone());
+            self.owed.push(super::route::Owed::Named {
+                name: p.name.to_owned(),
+                stmt,
+            });
+            return Ok(());
+        }
         if self.backend.is_none() && stmt.is_valid() {
             // Postgres accepted this exact statement before: no backend needed until it is used.
             self.statements.insert(p.name, stmt);
@@ -180,7 +211,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
         let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
-        if !self.ensure_backend_for_extended().await {
+        let want = match self.route_bind(&b) {
+            super::route::Routed::Done => return Ok(()),
+            super::route::Routed::To(want) => want,
+        };
+        if !self.ensure_backend_for_extended_on(want, true).await {
             return Ok(());
         }
         if b.statement.is_empty() && !self.ensure_unnamed() {
@@ -218,6 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
+        if d.target == Target::Portal && self.is_local_portal(d.name) {
+            return Ok(self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA)));
+        }
         if !self.ensure_backend_for_extended().await {
             return Ok(());
         }
@@ -262,7 +300,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues a Parse of `stmt` under its server name, answered as `pending`, unless the held
     /// backend has it already. Returns whether it queued one.
-    fn prepare_on_backend(&mut self, stmt: &Statement, pending: impl FnOnce() -> Pending) -> bool {
+    pub(super) fn prepare_on_backend(
+        &mut self,
+        stmt: &Statement,
+        pending: impl FnOnce() -> Pending,
+    ) -> bool {
         let conn = &mut self.backend.as_mut().expect("a backend is held").conn;
         if !conn.session.prepared.insert(stmt.id) {
             return false;
@@ -299,6 +341,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn on_execute(&mut self, e: Execute<'_>, frame: &Bytes) -> Result<(), SessionError> {
+        if self.is_local_portal(e.portal) {
+            if let Some((_, tx)) = self.local_portal.take() {
+                self.run_local_tx(tx);
+            }
+            return Ok(());
+        }
         if let Some(cmd) = self.portal_cmds.get(e.portal) {
             self.pending_cmds.push(cmd.clone());
         }
@@ -307,6 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn on_sync(&mut self, frame: &Bytes) {
         self.skip_until_sync = false;
+        self.local_portal = None;
         if self.backend.is_none() {
             let status = self.status;
             return self.push_synthetic(|out| bmsg::ready_for_query(out, status));
@@ -335,7 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn forward_new(&mut self, frame: &Bytes, pending: Pending) -> Result<(), SessionError> {
         let ok = match pending {
             Pending::FunctionCall => self.ensure_backend_for_query().await,
-            _ => self.ensure_backend_for_extended().await,
+            _ => self.ensure_backend_for_extended_on(None, true).await,
         };
         if ok {
             self.forward(frame, pending);
@@ -364,7 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sends the replies of our own now at the front of the queue.
-    fn drain_synthetic(&mut self) {
+    pub(super) fn drain_synthetic(&mut self) {
         let cout = &mut self.cout;
         self.replies.drain_front(|b| cout.extend_from_slice(b));
     }

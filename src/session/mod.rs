@@ -10,6 +10,7 @@ mod client;
 pub(crate) mod prepared;
 mod relay;
 mod replies;
+mod route;
 mod settings;
 pub mod sql;
 
@@ -42,6 +43,7 @@ pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
 /// Process-wide handles every session needs.
 pub struct Shared {
     pub store: Arc<Store>,
+    pub routers: crate::router::Routers,
     pub statements: Registry,
     pub shutdown: CancellationToken,
 }
@@ -91,6 +93,8 @@ pub(crate) enum Flow {
 struct Held {
     conn: PooledConnection,
     shard: Arc<str>,
+    /// The shard's index in its database: the transaction's pinned shard.
+    index: usize,
     _snapshot: Arc<Snapshot>,
 }
 
@@ -129,6 +133,15 @@ pub struct Session<S> {
     unnamed: Option<bytes::Bytes>,
     /// Whether the held backend's unnamed statement is the client's (`unnamed`, or none).
     unnamed_here: bool,
+    /// The router of the client's database, refreshed between transactions.
+    router: Option<Arc<crate::router::Router>>,
+    /// A BEGIN answered by shardgate, to be sent before the transaction's first statement once
+    /// that statement has picked the shard.
+    deferred_begin: Option<String>,
+    /// Parses (sharded databases only) whose replies wait for a statement to pick the shard.
+    owed: Vec<route::Owed>,
+    /// A portal bound to a BEGIN/COMMIT/ROLLBACK that shardgate answers itself.
+    local_portal: Option<(String, route::LocalTx)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -173,6 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             unnamed_cmd: None,
             unnamed: None,
             unnamed_here: false,
+            router: None,
+            deferred_begin: None,
+            owed: Vec::new(),
+            local_portal: None,
         })
     }
 
@@ -187,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn startup_pinned(&mut self) -> Result<Vec<(String, String)>, SessionError> {
-        if let Err(e) = self.checkout().await {
+        if let Err(e) = self.checkout(None).await {
             return Err(SessionError::Startup(PgError { fatal: true, ..e }));
         }
         self.flush_backend().await;
@@ -284,10 +301,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// In transaction mode, gives the backend back once it is idle with nothing outstanding.
     fn release_if_done(&mut self) {
         // While skipping to the client's Sync the backend is skipping too: it is not done.
-        let done = self.status == TxStatus::Idle
-            && self.replies.is_empty()
-            && !self.replies.copy_in
-            && !self.skip_until_sync;
+        // With a deferred BEGIN the client is in a transaction no server has seen yet.
+        let idle = self.status == TxStatus::Idle || self.deferred_begin.is_some();
+        let done =
+            idle && self.replies.is_empty() && !self.replies.copy_in && !self.skip_until_sync;
         if done && self.mode == PoolMode::Transaction && !self.pinned && self.backend.is_some() {
             self.backend = None;
             self.publish_cancel(None);
@@ -301,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Checks out a backend for a new transaction and queues what brings it to this client's
     /// settings. The settings query is pipelined ahead of the client's first message: no extra
     /// round trip.
-    async fn checkout(&mut self) -> Result<(), PgError> {
+    async fn checkout(&mut self, want: Option<usize>) -> Result<(), PgError> {
         let snapshot = self.shared.store.load();
         let db = snapshot
             .databases
@@ -316,7 +333,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     ),
                 )
             })?;
-        let shard = crate::router::default_shard(&db);
+        let index = crate::router::fallback_shard(&db, want);
+        let shard = &db.shards[index];
         let conn = shard.primary.checkout().await.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.
@@ -324,6 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.backend = Some(Held {
             conn,
             shard: shard.name.clone(),
+            index,
             _snapshot: snapshot.clone(),
         });
         self.sync_settings();
@@ -352,7 +371,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Makes sure a backend is held; on failure answers a simple query with the error.
     pub(super) async fn ensure_backend_for_query(&mut self) -> bool {
-        match self.ensure_backend().await {
+        self.ensure_backend_for_query_on(None).await
+    }
+
+    pub(super) async fn ensure_backend_for_query_on(&mut self, want: Option<usize>) -> bool {
+        match self.ensure_backend_on(want, true).await {
             Ok(()) => true,
             Err(err) => {
                 self.push_synthetic(|out| client::query_error(out, &err, TxStatus::Idle));
@@ -363,7 +386,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Makes sure a backend is held; on failure reports the error and skips to Sync.
     pub(super) async fn ensure_backend_for_extended(&mut self) -> bool {
-        match self.ensure_backend().await {
+        self.ensure_backend_for_extended_on(None, false).await
+    }
+
+    /// `runs`: the message executes something (Bind, Execute), so a deferred BEGIN goes first.
+    pub(super) async fn ensure_backend_for_extended_on(
+        &mut self,
+        want: Option<usize>,
+        runs: bool,
+    ) -> bool {
+        match self.ensure_backend_on(want, runs).await {
             Ok(()) => true,
             Err(err) => {
                 self.extended_error(err);
@@ -372,9 +404,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn ensure_backend(&mut self) -> Result<(), PgError> {
+    /// Makes sure a backend on shard `want` (any, if `None`) is held. A held backend on another
+    /// shard is the caller's business (see `route::cross_shard`).
+    async fn ensure_backend_on(&mut self, want: Option<usize>, runs: bool) -> Result<(), PgError> {
+        let result = self.held_backend_on(want).await;
+        if result.is_ok() {
+            if runs {
+                self.start_deferred();
+            }
+            self.place_owed();
+        }
+        result
+    }
+
+    async fn held_backend_on(&mut self, want: Option<usize>) -> Result<(), PgError> {
         if self.backend.is_none() {
-            return self.checkout().await;
+            return self.checkout(want).await;
         }
         if self.status == TxStatus::Idle && self.replies.is_empty() {
             // A held backend between transactions (session mode): settings may have changed.

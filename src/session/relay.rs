@@ -76,6 +76,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Verdict::Swallow => {}
                 // The injected settings query's ReadyForQuery ends nothing of the client's.
                 Verdict::Ready { forward: false, .. } => {}
+                Verdict::Ready { forward: true, .. } if self.deferred_begin.is_some() => {
+                    // The backend only described or parsed: the client's transaction, which no
+                    // server has seen yet, goes on.
+                    bmsg::ready_for_query(&mut self.cout, self.status);
+                }
                 Verdict::Ready {
                     status,
                     forward: true,

@@ -44,6 +44,9 @@ pub enum Pending {
     FunctionCall,
     /// The settings query injected at checkout: everything up to its ReadyForQuery is swallowed.
     Settings,
+    /// A simple query shardgate injected (a deferred BEGIN): its replies are swallowed, but an
+    /// error is passed on (the client must learn its transaction did not start as asked).
+    Injected,
     /// Where the client ended a COPY (CopyDone/CopyFail); answers nothing.
     CopyEnd,
     /// A reply shardgate makes itself, sent when it reaches the front of the queue.
@@ -64,14 +67,21 @@ impl Pending {
     fn ends_with_ready(&self) -> bool {
         matches!(
             self,
-            Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings
+            Pending::Sync
+                | Pending::Query
+                | Pending::FunctionCall
+                | Pending::Settings
+                | Pending::Injected
         )
     }
 
     fn swallowed(&self) -> bool {
         matches!(
             self,
-            Pending::InjectedParse { .. } | Pending::InjectedUnnamedParse | Pending::Settings
+            Pending::InjectedParse { .. }
+                | Pending::InjectedUnnamedParse
+                | Pending::Settings
+                | Pending::Injected
         )
     }
 }
@@ -197,7 +207,9 @@ impl Replies {
                 self.queue.pop_front();
                 return Verdict::Ready { status, forward };
             }
-            (Pending::Query | Pending::Settings | Pending::FunctionCall, _) => false,
+            (Pending::Query | Pending::Settings | Pending::FunctionCall | Pending::Injected, _) => {
+                false
+            }
             _ => return Verdict::Desync("a reply that does not match the request it answers"),
         };
         let swallow = front.swallowed();
@@ -230,7 +242,11 @@ impl Replies {
         }
         while let Some(front) = self.queue.front() {
             match front {
-                Pending::Sync | Pending::Query | Pending::FunctionCall | Pending::Settings => break,
+                Pending::Sync
+                | Pending::Query
+                | Pending::FunctionCall
+                | Pending::Settings
+                | Pending::Injected => break,
                 // A client Parse with a registration was sent to this backend under the server
                 // name (it had not got the statement): refused or skipped, the backend still has
                 // not, so the session must forget both the client's name and the server's copy.

@@ -2,8 +2,8 @@
 //! RESET, DISCARD, DEALLOCATE) or cannot work on a shared backend (LISTEN, PREPARE). It reads
 //! leading keywords only; routing is the router's job.
 
-pub use crate::router::lex::{statements, strip_comments_start};
 use crate::router::lex::leading_words;
+pub use crate::router::lex::{statements, strip_comments_start};
 
 /// What a statement does to session state that must follow the client from backend to backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,11 +23,10 @@ pub enum TopologyError {
         problem: String,
     },
     #[error(
-        "databases.{database}: {shards} shards configured, but this build of shardgate has no \
-         sharding router yet and would send every statement to one shard; configure one shard per \
-         database until the router lands"
+        "databases.{database}: pool.mode: session is not supported for a database with several \
+         shards yet; use pool.mode: transaction"
     )]
-    ShardingUnsupported { database: String, shards: usize },
+    SessionModeSharded { database: String },
 }
 
 pub struct Shard {
@@ -79,11 +78,10 @@ impl Snapshot {
         };
         let mut databases = HashMap::new();
         for (db_name, db) in &config.databases {
-            if db.shards.len() > 1 {
-                // Refuse rather than guess: routing every key to one shard would give wrong answers.
-                return Err(TopologyError::ShardingUnsupported {
+            if db.shards.len() > 1 && config.pool.mode == PoolMode::Session {
+                // A session would need a server connection per shard for its whole life.
+                return Err(TopologyError::SessionModeSharded {
                     database: db_name.clone(),
-                    shards: db.shards.len(),
                 });
             }
             let mut shards = Vec::new();
@@ -177,15 +175,6 @@ mod tests {
             "listen: 127.0.0.1:0\nusers: [{{ name: a, password: b }}]\ndatabases:\n  app:\n    shards:\n{shards}"
         );
         Arc::new(Config::parse_with_env(&yaml, &|_| None).expect("valid config"))
-    }
-
-    #[tokio::test]
-    async fn a_multi_shard_database_is_refused_until_the_router_exists() {
-        let two = "      s0: { primary: \"postgres://u:p@127.0.0.1:1/app\" }\n      s1: { primary: \"postgres://u:p@127.0.0.1:2/app\" }\n    sharding: { key_type: bigint, function: hash, buckets: 2, map: [{ buckets: 0-1, shard: s0 }] }\n    tables: { t: id }\n";
-        let err = Snapshot::build(config(two), None, 1)
-            .err()
-            .expect("refused");
-        assert!(err.to_string().starts_with("databases.app: 2 shards configured, but this build of shardgate has no sharding router"), "{err}");
     }
 
     #[tokio::test]

@@ -7,4 +7,5 @@ mod faults;
 mod harness;
 mod hash;
 mod protocol;
+mod sharding;
 mod wire;

@@ -1,0 +1,377 @@
+//! Routing inside the session: which shard a statement needs, deferring `BEGIN` until a statement
+//! picks the shard, and refusing a second shard in one transaction.
+//!
+//! Only databases with more than one shard take these paths; a one-shard database is served
+//! exactly as the pass-through proxy it was.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::prepared::Statement;
+use super::replies::Pending;
+use super::Session;
+use crate::protocol::backend::{self as bmsg, TxStatus};
+use crate::protocol::frontend::{Bind, BindParams, Parse, Query};
+use crate::protocol::{PgError, SqlState};
+use crate::router::{Plan, RouteError, Router, Target};
+
+/// A Parse whose reply is owed until a statement picks the shard it is sent to.
+pub(super) enum Owed {
+    Unnamed(Bytes),
+    Named { name: String, stmt: Arc<Statement> },
+}
+
+/// What a BEGIN/COMMIT/ROLLBACK answered by shardgate itself does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LocalTx {
+    /// Starts the deferred transaction; the text is sent before its first statement.
+    Begin(String),
+    /// Ends a transaction that never reached a server.
+    End(&'static str),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The router for the next statement: refreshed between transactions, so a transaction plans
+    /// against the snapshot it runs on.
+    pub(super) fn router(&mut self) -> Option<Arc<Router>> {
+        if self.backend.is_none() {
+            let snapshot = self.shared.store.load();
+            if self.router.as_ref().map(|r| r.epoch) != Some(snapshot.epoch) {
+                self.router = self.shared.routers.get(&snapshot, &self.info.database);
+            }
+        }
+        self.router.clone().filter(|r| r.is_sharded())
+    }
+
+    /// The shard index of the held backend: the transaction's pinned shard.
+    pub(super) fn pinned(&self) -> Option<usize> {
+        self.backend.as_ref().map(|h| h.index)
+    }
+
+    /// The shard a planned statement needs (`None`: any), or the error the client gets.
+    pub(super) fn target(
+        &self,
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams>,
+    ) -> Result<Option<usize>, PgError> {
+        match router.resolve(plan, params, self.pinned()) {
+            Ok(Target::Any) => Ok(None),
+            Ok(Target::Shard(s)) => Ok(Some(s)),
+            Ok(Target::Shards(shards)) => Err(multi_shard_error(router, plan, &shards)),
+            Err(e) => Err(route_error(&e)),
+        }
+    }
+
+    /// A BEGIN or COMMIT/ROLLBACK that shardgate answers itself: BEGIN when no backend is held
+    /// (the transaction starts on the shard its first statement picks), and the end of a
+    /// transaction that never reached a server.
+    pub(super) fn local_tx(&self, plan: &Plan, sql: &str) -> Option<LocalTx> {
+        if self.backend.is_some() || self.mode != crate::config::PoolMode::Transaction {
+            return None;
+        }
+        let local = self.deferred_begin.is_some() || self.status == TxStatus::Failed;
+        match plan {
+            Plan::Begin if self.deferred_begin.is_none() && self.status == TxStatus::Idle => {
+                Some(LocalTx::Begin(sql.to_string()))
+            }
+            // A failed local transaction ends in ROLLBACK whatever the client says, as in Postgres.
+            Plan::End if self.status == TxStatus::Failed => Some(LocalTx::End("ROLLBACK")),
+            Plan::End if local => Some(LocalTx::End(end_tag(sql))),
+            _ => None,
+        }
+    }
+
+    /// Runs a local BEGIN/COMMIT/ROLLBACK: its CommandComplete, and the new transaction status.
+    pub(super) fn run_local_tx(&mut self, tx: LocalTx) {
+        let tag = match tx {
+            LocalTx::Begin(sql) => {
+                self.deferred_begin = Some(sql);
+                self.status = TxStatus::InTransaction;
+                "BEGIN"
+            }
+            LocalTx::End(tag) => {
+                self.deferred_begin = None;
+                self.status = TxStatus::Idle;
+                tag
+            }
+        };
+        self.push_synthetic(|out| bmsg::command_complete(out, tag));
+    }
+
+    /// Routes a simple query: answers it locally, refuses it, or says which shard it needs.
+    pub(super) fn route_query(&mut self, sql: &str) -> Routed {
+        let Some(router) = self.router() else {
+            return Routed::To(None);
+        };
+        let plan = router.plan(sql);
+        if let Some(tx) = self.local_tx(&plan, sql) {
+            self.run_local_tx(tx);
+            let status = self.status;
+            self.push_synthetic(|out| bmsg::ready_for_query(out, status));
+            return Routed::Done;
+        }
+        if self.backend.is_none() && self.status == TxStatus::Failed {
+            self.refuse_query(aborted_error());
+            return Routed::Done;
+        }
+        match self.target(&router, &plan, None) {
+            Ok(Some(want)) if self.pinned().is_some_and(|p| p != want) => {
+                let err = self.cross_shard(&router, want);
+                self.fail_on_backend(&err, Pending::Query);
+                Routed::Done
+            }
+            Ok(want) => Routed::To(want),
+            Err(err) => {
+                self.refuse_query(err);
+                Routed::Done
+            }
+        }
+    }
+
+    /// Routes a Bind: answers it locally (a deferred BEGIN or its end), refuses it, or says which
+    /// shard it needs. The key is in its parameters.
+    pub(super) fn route_bind(&mut self, b: &Bind) -> Routed {
+        let Some(router) = self.router() else {
+            return Routed::To(None);
+        };
+        let Some(sql) = self.statement_sql(b.statement) else {
+            return Routed::To(None); // unknown statement: the server reports it
+        };
+        let plan = router.plan(&sql);
+        if let Some(tx) = self.local_tx(&plan, &sql) {
+            if self.owed_are_local(&router) {
+                self.answer_owed_locally();
+                self.push_synthetic(|out| bmsg::empty(out, bmsg::BIND_COMPLETE));
+                self.local_portal = Some((b.portal.to_owned(), tx));
+                return Routed::Done;
+            }
+        }
+        if self.backend.is_none() && self.status == TxStatus::Failed {
+            self.refuse_extended(aborted_error());
+            return Routed::Done;
+        }
+        let Ok(params) = BindParams::decode(b.rest) else {
+            return Routed::To(self.pinned()); // malformed: the server reports it
+        };
+        match self.target(&router, &plan, Some(&params)) {
+            Ok(Some(want)) if self.pinned().is_some_and(|p| p != want) => {
+                let err = self.cross_shard(&router, want);
+                self.refuse_extended(err);
+                Routed::Done
+            }
+            Ok(want) => Routed::To(want),
+            Err(err) => {
+                self.refuse_extended(err);
+                Routed::Done
+            }
+        }
+    }
+
+    /// Reports `err` for an extended-protocol message and skips to Sync; a held backend's
+    /// transaction (explicit, or the implicit one of this batch) fails with it.
+    fn refuse_extended(&mut self, err: PgError) {
+        if self.backend.is_some() {
+            self.fail_on_backend(&err, Pending::Injected);
+            self.skip_until_sync = true;
+            return;
+        }
+        if self.status != TxStatus::Idle {
+            self.status = TxStatus::Failed;
+        }
+        self.extended_error(err);
+    }
+
+    fn statement_sql(&self, name: &str) -> Option<String> {
+        if name.is_empty() {
+            let frame = self.unnamed.as_ref()?;
+            let parse = Parse::decode(&frame[crate::protocol::HEADER_LEN..]).ok()?;
+            return Some(parse.sql.to_string());
+        }
+        self.statements.get(name).map(|s| s.sql.clone())
+    }
+
+    /// Whether every owed Parse is a BEGIN/COMMIT/ROLLBACK, whose ParseComplete is certain.
+    fn owed_are_local(&self, router: &Router) -> bool {
+        self.owed.iter().all(|o| {
+            let sql = match o {
+                Owed::Unnamed(frame) => Parse::decode(&frame[crate::protocol::HEADER_LEN..])
+                    .map(|p| p.sql.to_string())
+                    .unwrap_or_default(),
+                Owed::Named { stmt, .. } => stmt.sql.clone(),
+            };
+            matches!(*router.plan(&sql), Plan::Begin | Plan::End)
+        })
+    }
+
+    /// Answers the owed Parses here; the statements are sent to a backend when next used.
+    fn answer_owed_locally(&mut self) {
+        for owed in std::mem::take(&mut self.owed) {
+            match owed {
+                Owed::Unnamed(_) => {
+                    self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE))
+                }
+                Owed::Named { name, stmt } => {
+                    self.replies.push(Pending::LocalParse { name, id: stmt.id });
+                    self.drain_synthetic();
+                }
+            }
+        }
+    }
+
+    pub(super) fn is_local_portal(&self, portal: &str) -> bool {
+        self.local_portal.as_ref().is_some_and(|(p, _)| p == portal)
+    }
+
+    /// Answers a simple query with `err`, failing the transaction as Postgres would.
+    fn refuse_query(&mut self, err: PgError) {
+        if self.backend.is_some() {
+            return self.fail_on_backend(&err, Pending::Query);
+        }
+        if self.status != TxStatus::Idle {
+            // A deferred transaction that never reached a server fails here, locally.
+            self.status = TxStatus::Failed;
+        }
+        let status = self.status;
+        self.push_synthetic(|out| super::client::query_error(out, &err, status));
+    }
+
+    /// Before a statement runs on the held backend: the deferred BEGIN, so the transaction starts
+    /// on the shard this statement picked. (Describing a statement does not start it.)
+    pub(super) fn start_deferred(&mut self) {
+        if let Some(begin) = self.deferred_begin.take() {
+            Query { sql: &begin }.encode(&mut self.bout);
+            self.replies.push(Pending::Injected);
+            // A simple query drops the backend's unnamed statement.
+            self.unnamed_here = false;
+        }
+    }
+
+    /// Sends the owed Parses to the held backend; their replies go to the client.
+    pub(super) fn place_owed(&mut self) {
+        for owed in std::mem::take(&mut self.owed) {
+            match owed {
+                Owed::Unnamed(frame) => {
+                    self.bout.extend_from_slice(&frame);
+                    self.replies.push(Pending::UnnamedParse);
+                    self.unnamed_here = true;
+                }
+                Owed::Named { name, stmt } => {
+                    let id = stmt.id;
+                    let registered = (name.clone(), stmt.clone());
+                    let pending = || Pending::Parse {
+                        registered: Some(registered),
+                    };
+                    if !self.prepare_on_backend(&stmt, pending) {
+                        self.replies.push(Pending::LocalParse { name, id });
+                        self.drain_synthetic();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The error for a statement that needs `wanted` while the transaction runs on the held
+    /// backend's shard. Inside a transaction (or a batch) the server's transaction must fail too,
+    /// as Postgres would fail it, so the client cannot commit the rest by mistake: the error is
+    /// raised *on the backend* by a DO block. Returns the SQL to send, if any.
+    pub(super) fn cross_shard(&self, router: &Router, wanted: usize) -> PgError {
+        let pinned = self
+            .pinned()
+            .map_or("?", |i| router.shard_name(i))
+            .to_string();
+        PgError::error(
+            SqlState::FeatureNotSupported,
+            format!(
+                "this transaction runs on shard \"{pinned}\", but the statement needs shard \"{}\"",
+                router.shard_name(wanted)
+            ),
+        )
+        .with_hint("A transaction can use one shard: start it with a statement on the right key, or split it into one transaction per shard.")
+    }
+
+    /// Fails the held backend's transaction with `err`: the client sees `err` where its
+    /// statement's reply would be, and the transaction is aborted as in Postgres.
+    pub(super) fn fail_on_backend(&mut self, err: &PgError, pending: Pending) {
+        Query {
+            sql: &raise_sql(err),
+        }
+        .encode(&mut self.bout);
+        self.replies.push(pending);
+        self.unnamed_here = false;
+    }
+}
+
+pub(super) enum Routed {
+    /// Answered or refused already.
+    Done,
+    /// Needs a backend on this shard (`None`: any).
+    To(Option<usize>),
+}
+
+fn aborted_error() -> PgError {
+    PgError::error(
+        SqlState::InFailedSqlTransaction,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+/// A DO block that raises `err` as the backend's own error.
+fn raise_sql(err: &PgError) -> String {
+    // Dollar signs are dropped so no text can end the quoting early.
+    let clean = |s: &str| s.replace('$', "");
+    format!(
+        "DO $sg$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = $m${}$m$, HINT = $h${}$h$; END$sg$",
+        err.code.code(),
+        clean(&err.message),
+        clean(err.hint.as_deref().unwrap_or("")),
+    )
+}
+
+fn end_tag(sql: &str) -> &'static str {
+    let word = crate::router::lex::strip_comments_start(sql)
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match word.as_str() {
+        "rollback" | "abort" => "ROLLBACK",
+        _ => "COMMIT",
+    }
+}
+
+pub(super) fn route_error(e: &RouteError) -> PgError {
+    let code = match e {
+        RouteError::BadKey(_) => SqlState::InvalidParameterValue,
+        _ => SqlState::FeatureNotSupported,
+    };
+    PgError::error(code, e.to_string()).with_hint(e.hint())
+}
+
+/// Statements that need several shards, until multi-shard execution exists: refused.
+fn multi_shard_error(router: &Router, plan: &Plan, shards: &[usize]) -> PgError {
+    let names: Vec<String> = shards
+        .iter()
+        .map(|&s| format!("\"{}\"", router.shard_name(s)))
+        .collect();
+    let what = match plan {
+        Plan::Scatter(s) => format!(
+            "the query on sharded table \"{}\" does not filter on its sharding key \"{}\", so it needs every shard",
+            s.table, s.key_column
+        ),
+        Plan::Broadcast(_) => "the statement must run on every shard".to_string(),
+        Plan::Keyed(k) => format!(
+            "the keys of this statement on \"{}\" live on shards {}",
+            k.table,
+            names.join(", ")
+        ),
+        _ => format!("the statement needs shards {}", names.join(", ")),
+    };
+    PgError::error(
+        SqlState::FeatureNotSupported,
+        format!("{what}; statements spanning several shards are not supported by this version of shardgate"),
+    )
+    .with_hint("Filter on the sharding key so the statement needs one shard, or prefix it with /* shardgate: shard=NAME */.")
+}
