@@ -42,6 +42,24 @@ enum Command {
     },
     /// Validate a config file and print its shard map.
     CheckConfig { file: PathBuf },
+    /// Print the routing decision for one statement.
+    Route {
+        #[arg(long)]
+        config: PathBuf,
+        /// The database (default: the config's only one).
+        #[arg(long)]
+        database: Option<String>,
+        sql: String,
+    },
+    /// Classify every statement in a file (e.g. a pg_stat_statements export) as single-shard,
+    /// multi-shard or rejected, with reasons.
+    CheckQueries {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        database: Option<String>,
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +89,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             shardgate::demo::run(shardgate::demo::DemoOptions { dir, port, admin_port }).await
         }
         (Some(Command::CheckConfig { file }), _) => check_config(&file),
+        (Some(Command::Route { config, database, sql }), _) => {
+            let router = router_for(&config, database.as_deref())?;
+            println!("{}", shardgate::router::report::decide(&router, &sql));
+            Ok(())
+        }
+        (Some(Command::CheckQueries { config, database, file }), _) => {
+            check_queries(&config, database.as_deref(), &file)
+        }
         (None, Some(config)) => run(config).await,
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run the proxy, or try `shardgate demo` (see --help)"),
     }
@@ -88,6 +114,48 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{} cannot be served: {e}", file.display()))?;
     println!("{} is valid.\n", file.display());
     print!("{summary}");
+    Ok(())
+}
+
+/// The router of one database of a config file (no connections are opened).
+fn router_for(
+    file: &std::path::Path,
+    database: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<shardgate::router::Router>> {
+    let config =
+        Config::load(file).map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", file.display()))?;
+    let names: Vec<String> = config.databases.keys().cloned().collect();
+    let name = match (database, names.as_slice()) {
+        (Some(d), _) => d.to_string(),
+        (None, [only]) => only.clone(),
+        (None, _) => {
+            anyhow::bail!("the config has databases {names:?}: choose one with --database")
+        }
+    };
+    let snapshot = shardgate::topology::Snapshot::build(std::sync::Arc::new(config), None, 1)
+        .map_err(|e| anyhow::anyhow!("{} cannot be served: {e}", file.display()))?;
+    shardgate::router::Routers::default()
+        .get(&snapshot, &name)
+        .with_context(|| format!("no database \"{name}\" in {}", file.display()))
+}
+
+fn check_queries(
+    config: &std::path::Path,
+    database: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use shardgate::router::report::{decide, statements_of};
+    let router = router_for(config, database)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for sql in statements_of(&text) {
+        let decision = decide(&router, &sql);
+        *counts.entry(decision.kind()).or_default() += 1;
+        println!("{}\n  -> {decision}\n", sql.replace('\n', " "));
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!("{}", summary.join(", "));
     Ok(())
 }
 

@@ -17,6 +17,7 @@ mod literal;
 mod map;
 mod params;
 mod plan;
+pub mod report;
 mod statement;
 #[cfg(test)]
 mod tests;

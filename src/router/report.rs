@@ -1,0 +1,100 @@
+//! Routing decisions in words, for `shardgate route` and `shardgate check-queries`.
+
+use super::plan::{KeySource, Plan, Target};
+use super::Router;
+
+/// How a statement would be routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    SingleShard(String),
+    MultiShard(String),
+    Rejected(String),
+}
+
+impl Decision {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::SingleShard(_) => "single-shard",
+            Decision::MultiShard(_) => "multi-shard",
+            Decision::Rejected(_) => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::SingleShard(why) | Decision::MultiShard(why) | Decision::Rejected(why) => {
+                write!(f, "{}: {why}", self.kind())
+            }
+        }
+    }
+}
+
+/// How `sql` would be routed with no bind parameters known (a `$n` key is reported as such).
+pub fn decide(router: &Router, sql: &str) -> Decision {
+    let plan = router.plan(sql);
+    if let Plan::Keyed(k) = &*plan {
+        let from_params = k
+            .keys
+            .iter()
+            .any(|s| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_)));
+        if from_params {
+            let arrays = k.keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)));
+            let how = if k.keys.len() == 1 && !arrays {
+                "one shard, chosen by the key in a bind parameter"
+            } else {
+                "the shards owning the keys in its bind parameters (one if they agree)"
+            };
+            return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
+        }
+    }
+    match router.resolve(&plan, None, None) {
+        Ok(Target::Shard(s)) => {
+            Decision::SingleShard(format!("shard \"{}\"", router.shard_name(s)))
+        }
+        Ok(Target::Any) => Decision::SingleShard(match &*plan {
+            Plan::Reference => "any one shard (reference tables only)".into(),
+            _ => {
+                "any shard: the transaction's, else the default, else the first (no sharded table)"
+                    .into()
+            }
+        }),
+        Ok(Target::Shards(shards)) => {
+            let names: Vec<String> = shards
+                .iter()
+                .map(|&s| format!("\"{}\"", router.shard_name(s)))
+                .collect();
+            Decision::MultiShard(format!("shards {}", names.join(", ")))
+        }
+        Err(e) => Decision::Rejected(format!("{e} (hint: {})", e.hint())),
+    }
+}
+
+/// The statements of a file: separated by `-- @@` lines when it has them (the corpus format),
+/// else by top-level semicolons.
+pub fn statements_of(text: &str) -> Vec<String> {
+    if text.lines().any(|l| l.starts_with("-- @@")) {
+        let mut out = Vec::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if line.starts_with("-- @@") {
+                push_nonempty(&mut out, &mut current);
+            } else {
+                current.push_str(line);
+                current.push('\n');
+            }
+        }
+        push_nonempty(&mut out, &mut current);
+        return out;
+    }
+    super::lex::statements(text).map(str::to_string).collect()
+}
+
+fn push_nonempty(out: &mut Vec<String>, current: &mut String) {
+    let s = current.trim();
+    if !s.is_empty() {
+        out.push(s.to_string());
+    }
+    current.clear();
+}
