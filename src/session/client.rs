@@ -254,7 +254,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
         if d.target == Target::Portal && self.is_local_portal(d.name) {
-            return Ok(self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA)));
+            self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA));
+            return Ok(());
         }
         if !self.ensure_backend_for_extended().await {
             return Ok(());
