@@ -91,7 +91,8 @@ impl Visitor for Walker<'_> {
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         let names = q.with.iter().flat_map(|w| &w.cte_tables);
-        self.ctes.push(names.map(|c| ident(&c.alias.name)).collect());
+        self.ctes
+            .push(names.map(|c| ident(&c.alias.name)).collect());
         if !q.locks.is_empty() {
             self.f.write = true;
         }
@@ -139,7 +140,9 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
-        if let (false, TableKind::Sharded { table, .. }) = (self.is_cte(name), self.catalog.kind(name)) {
+        if let (false, TableKind::Sharded { table, .. }) =
+            (self.is_cte(name), self.catalog.kind(name))
+        {
             self.seen.push(table);
         }
         ControlFlow::Continue(())
@@ -225,7 +228,12 @@ impl Walker<'_> {
         }
     }
 
-    fn register_table(&mut self, block: usize, name: &ObjectName, visible: String) -> Option<usize> {
+    fn register_table(
+        &mut self,
+        block: usize,
+        name: &ObjectName,
+        visible: String,
+    ) -> Option<usize> {
         if self.is_cte(name) {
             self.blocks[block].others.push(visible);
             return None;
@@ -251,7 +259,13 @@ impl Walker<'_> {
     }
 
     /// `JOIN … USING (col)`: equal keys when `col` is the key of a table on each side.
-    fn using(&mut self, left: &[usize], right: &[usize], cols: &[ObjectName], nullable: Option<&[usize]>) {
+    fn using(
+        &mut self,
+        left: &[usize],
+        right: &[usize],
+        cols: &[ObjectName],
+        nullable: Option<&[usize]>,
+    ) {
         for col in cols {
             let col = last_name(col);
             let find = |side: &[usize], refs: &[TableRef]| {
@@ -343,7 +357,10 @@ impl Walker<'_> {
                 compare_op: BinaryOperator::Eq,
                 right,
                 ..
-            } => Some((self.key_ref(left)?, super::literal::any_keys(right, self.catalog.key_type)?)),
+            } => Some((
+                self.key_ref(left)?,
+                super::literal::any_keys(right, self.catalog.key_type)?,
+            )),
             _ => None,
         }
     }
@@ -367,7 +384,11 @@ impl Walker<'_> {
                 let qualifier = ident(&parts[parts.len() - 2]);
                 for &b in open {
                     let block = &self.blocks[b];
-                    if let Some(&r) = block.refs.iter().find(|&&r| self.f.refs[r].visible == qualifier) {
+                    if let Some(&r) = block
+                        .refs
+                        .iter()
+                        .find(|&&r| self.f.refs[r].visible == qualifier)
+                    {
                         return (*self.f.refs[r].key == *col).then_some(r);
                     }
                     if block.others.contains(&qualifier) {
@@ -407,7 +428,11 @@ impl Walker<'_> {
                 self.f.insert_rows = keys.len() > 1;
                 self.f.refs[r].pin = Some(keys);
             }
-            Err(why) => self.problem(RouteError::InsertKey { table, column: key, why }),
+            Err(why) => self.problem(RouteError::InsertKey {
+                table,
+                column: key,
+                why,
+            }),
         }
     }
 
@@ -415,7 +440,9 @@ impl Walker<'_> {
         self.f.write = true;
         let block = self.open_block();
         let targets = self.register_join_tree(block, &u.table);
-        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) = &u.from {
+        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
+            &u.from
+        {
             for item in from {
                 self.register_join_tree(block, item);
             }
@@ -461,7 +488,12 @@ impl Walker<'_> {
         }
     }
 
-    fn check_assignments(&mut self, assignments: &[sqlparser::ast::Assignment], table: &Arc<str>, key: &Arc<str>) {
+    fn check_assignments(
+        &mut self,
+        assignments: &[sqlparser::ast::Assignment],
+        table: &Arc<str>,
+        key: &Arc<str>,
+    ) {
         let touches_key = assignments.iter().any(|a| match &a.target {
             AssignmentTarget::ColumnName(n) => last_name(n) == **key,
             AssignmentTarget::Tuple(names) => names.iter().any(|n| last_name(n) == **key),
@@ -504,7 +536,11 @@ fn insert_keys(i: &Insert, key: &str, catalog: &Catalog) -> Result<Vec<KeySource
         _ => return Err("in a VALUES list: INSERT … SELECT and DEFAULT VALUES cannot be routed"),
     };
     rows.iter()
-        .map(|row| row.content.get(index).and_then(|e| key_source(e, catalog.key_type)))
+        .map(|row| {
+            row.content
+                .get(index)
+                .and_then(|e| key_source(e, catalog.key_type))
+        })
         .collect::<Option<Vec<_>>>()
         .ok_or("as a literal or a bind parameter in every row")
 }

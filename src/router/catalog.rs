@@ -9,7 +9,10 @@ use sqlparser::ast::{Ident, ObjectName};
 use crate::config::{DatabaseConfig, KeyType};
 
 pub(crate) enum TableKind {
-    Sharded { table: Arc<str>, key: Arc<str> },
+    Sharded {
+        table: Arc<str>,
+        key: Arc<str>,
+    },
     Reference(String),
     /// Neither: it lives on the default shard.
     Other(String),

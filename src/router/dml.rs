@@ -28,7 +28,9 @@ pub(super) fn plan(f: Findings, routing: &RoutingConfig) -> Plan {
     }
     if f.writes_reference {
         return Plan::Reject(RouteError::Unsupported {
-            what: format!("the statement writes a reference table and also uses sharded table \"{first}\""),
+            what: format!(
+                "the statement writes a reference table and also uses sharded table \"{first}\""
+            ),
             hint: "Write reference tables in statements of their own.".into(),
         });
     }
@@ -69,7 +71,12 @@ fn unsharded(f: &Findings) -> Plan {
 
 /// Some sharded reference has no key: every shard for a read, refused (or all shards when
 /// allowed) for a write.
-fn without_key(f: &Findings, classes: &Classes, unpinned: Arc<str>, routing: &RoutingConfig) -> Plan {
+fn without_key(
+    f: &Findings,
+    classes: &Classes,
+    unpinned: Arc<str>,
+    routing: &RoutingConfig,
+) -> Plan {
     let key_of = |t: &Arc<str>| {
         f.refs
             .iter()
@@ -107,7 +114,10 @@ fn without_key(f: &Findings, classes: &Classes, unpinned: Arc<str>, routing: &Ro
             .chain(f.unaccounted.iter().cloned())
             .find(|t| *t != unpinned)
             .unwrap_or_else(|| unpinned.clone());
-        return Plan::Reject(RouteError::NotColocated { a: other, b: unpinned });
+        return Plan::Reject(RouteError::NotColocated {
+            a: other,
+            b: unpinned,
+        });
     }
     let column = key_of(&unpinned);
     if routing.cross_shard_reads == CrossShard::Reject {

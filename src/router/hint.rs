@@ -14,7 +14,9 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
     let directive = body.trim().strip_prefix("shardgate:")?.trim();
     let bad = |what: String| Some(Plan::Reject(RouteError::BadHint(what)));
     let Some((name, value)) = directive.split_once('=') else {
-        return bad(format!("expected shard=NAME or key=VALUE, got \"{directive}\""));
+        return bad(format!(
+            "expected shard=NAME or key=VALUE, got \"{directive}\""
+        ));
     };
     let value = value.trim().trim_matches('\'');
     match name.trim() {
@@ -22,7 +24,11 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
             Some(i) => Some(Plan::Shard(i)),
             None => bad(format!(
                 "no shard named \"{value}\" (this database has {})",
-                shards.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+                shards
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         },
         "key" => match KeyValue::from_text(key_type, value) {
@@ -35,6 +41,8 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
             })),
             Err(e) => bad(format!("key={value}: {e}")),
         },
-        other => bad(format!("unknown directive \"{other}\" (use shard= or key=)")),
+        other => bad(format!(
+            "unknown directive \"{other}\" (use shard= or key=)"
+        )),
     }
 }

@@ -39,9 +39,10 @@ impl ShardMap {
                 let count = s.buckets.unwrap_or(1) as usize;
                 let mut owner = vec![0; count];
                 for e in &s.map {
-                    let range = e.buckets.as_deref().and_then(|b| {
-                        crate::config::parse_bucket_range(b, count as u32).ok()
-                    });
+                    let range = e
+                        .buckets
+                        .as_deref()
+                        .and_then(|b| crate::config::parse_bucket_range(b, count as u32).ok());
                     if let Some((a, b)) = range {
                         owner[a as usize..=b as usize].fill(shard(&e.shard));
                     }
@@ -63,7 +64,11 @@ impl ShardMap {
                     .iter()
                     .flat_map(|e| {
                         let i = shard(&e.shard);
-                        e.values.iter().flatten().filter_map(typed).map(move |v| (v, i))
+                        e.values
+                            .iter()
+                            .flatten()
+                            .filter_map(typed)
+                            .map(move |v| (v, i))
                     })
                     .collect(),
                 default: db.default_shard.as_deref().and_then(&index),

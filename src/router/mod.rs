@@ -120,19 +120,22 @@ impl Router {
         }
         match plan {
             Plan::Anywhere | Plan::Begin | Plan::End | Plan::Reference => Ok(Target::Any),
-            Plan::Home { table } => self
-                .default_shard
-                .map(Target::Shard)
-                .ok_or_else(|| RouteError::NoHome {
-                    table: table.clone(),
-                }),
+            Plan::Home { table } => {
+                self.default_shard
+                    .map(Target::Shard)
+                    .ok_or_else(|| RouteError::NoHome {
+                        table: table.clone(),
+                    })
+            }
             Plan::Shard(i) => Ok(Target::Shard(*i)),
-            Plan::Unparsed { what } => pinned
-                .or(self.default_shard)
-                .map(Target::Shard)
-                .ok_or_else(|| RouteError::Unparsed {
-                    reason: what.clone(),
-                }),
+            Plan::Unparsed { what } => {
+                pinned
+                    .or(self.default_shard)
+                    .map(Target::Shard)
+                    .ok_or_else(|| RouteError::Unparsed {
+                        reason: what.clone(),
+                    })
+            }
             Plan::Keyed(k) => self.keyed(k, params),
             Plan::Scatter(_) | Plan::Broadcast(_) => {
                 Ok(shards(self.map.owners(self.shard_names.len())))
@@ -153,7 +156,8 @@ impl Router {
                 _ => {
                     return Err(RouteError::Unsupported {
                         what: "the statements of this query go to different shards".into(),
-                        hint: "Send them as separate queries, each with its own sharding key.".into(),
+                        hint: "Send them as separate queries, each with its own sharding key."
+                            .into(),
                     })
                 }
             };

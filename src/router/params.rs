@@ -53,8 +53,17 @@ fn bad(e: super::key::KeyError, i: usize) -> RouteError {
 }
 
 /// A one-dimensional array in text format: `{1,2,NULL}` or `{"a","b\"c"}`.
-fn text_array(bytes: &[u8], key_type: KeyType, i: usize) -> Result<Vec<Option<KeyValue>>, RouteError> {
-    let not_array = || RouteError::BadKey(format!("parameter ${} is not a one-dimensional array", i + 1));
+fn text_array(
+    bytes: &[u8],
+    key_type: KeyType,
+    i: usize,
+) -> Result<Vec<Option<KeyValue>>, RouteError> {
+    let not_array = || {
+        RouteError::BadKey(format!(
+            "parameter ${} is not a one-dimensional array",
+            i + 1
+        ))
+    };
     let text = std::str::from_utf8(bytes).map_err(|_| not_array())?.trim();
     let inner = text
         .strip_prefix('{')
@@ -70,7 +79,9 @@ fn text_array(bytes: &[u8], key_type: KeyType, i: usize) -> Result<Vec<Option<Ke
         } else if !quoted && item.starts_with('{') {
             return Err(not_array());
         } else {
-            out.push(Some(KeyValue::from_text(key_type, &item).map_err(|e| bad(e, i))?));
+            out.push(Some(
+                KeyValue::from_text(key_type, &item).map_err(|e| bad(e, i))?,
+            ));
         }
     }
     Ok(out)
@@ -119,8 +130,13 @@ fn split_elements(inner: &str) -> Option<Vec<(String, bool)>> {
 
 /// A one-dimensional array in binary format: ndim, flags, element type, (length, lower bound),
 /// then each element as length + bytes.
-fn binary_array(b: &[u8], key_type: KeyType, i: usize) -> Result<Vec<Option<KeyValue>>, RouteError> {
-    let bad_array = || RouteError::BadKey(format!("parameter ${} is not a valid binary array", i + 1));
+fn binary_array(
+    b: &[u8],
+    key_type: KeyType,
+    i: usize,
+) -> Result<Vec<Option<KeyValue>>, RouteError> {
+    let bad_array =
+        || RouteError::BadKey(format!("parameter ${} is not a valid binary array", i + 1));
     let int = |at: usize| -> Result<i32, RouteError> {
         b.get(at..at + 4)
             .map(|s| i32::from_be_bytes(s.try_into().expect("4 bytes")))
@@ -142,7 +158,9 @@ fn binary_array(b: &[u8], key_type: KeyType, i: usize) -> Result<Vec<Option<KeyV
             Ok(n) => {
                 let bytes = b.get(at..at + n).ok_or_else(bad_array)?;
                 at += n;
-                out.push(Some(KeyValue::from_binary(key_type, bytes).map_err(|e| bad(e, i))?));
+                out.push(Some(
+                    KeyValue::from_binary(key_type, bytes).map_err(|e| bad(e, i))?,
+                ));
             }
         }
     }

@@ -28,7 +28,9 @@ pub enum Plan {
     /// `COMMIT`, `ROLLBACK` and friends: the pinned shard.
     End,
     /// Only tables that are neither sharded nor reference tables: their home, `default_shard`.
-    Home { table: String },
+    Home {
+        table: String,
+    },
     /// Reads of reference tables only: any one shard.
     Reference,
     /// Rows of sharded tables, every reference pinned by these keys.
@@ -40,7 +42,9 @@ pub enum Plan {
     /// A hint named the shard.
     Shard(usize),
     /// The parser cannot read it: the pinned shard, else the default shard, else refused.
-    Unparsed { what: String },
+    Unparsed {
+        what: String,
+    },
     /// A simple query with several statements: all must land on one shard.
     Multi(Vec<Plan>),
     Reject(RouteError),

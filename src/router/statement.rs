@@ -32,10 +32,12 @@ fn plan_one(sql: &str, cx: &Context) -> Plan {
             [one] => plan_statement(one, cx),
             _ => unparsed(sql, "it is not one statement"),
         },
-        Err(e) => match relaxed(sql).and_then(|t| Parser::parse_sql(&PostgreSqlDialect {}, &t).ok()) {
-            Some(parsed) if parsed.len() == 1 => plan_statement(&parsed[0], cx),
-            _ => by_keywords(sql, &e.to_string()),
-        },
+        Err(e) => {
+            match relaxed(sql).and_then(|t| Parser::parse_sql(&PostgreSqlDialect {}, &t).ok()) {
+                Some(parsed) if parsed.len() == 1 => plan_statement(&parsed[0], cx),
+                _ => by_keywords(sql, &e.to_string()),
+            }
+        }
     }
 }
 
@@ -46,7 +48,10 @@ fn plan_statement(s: &Statement, cx: &Context) -> Plan {
             dml::plan(analyze::walk(s, cx.catalog), cx.routing)
         }
         S::StartTransaction { .. } => Plan::Begin,
-        S::Commit { .. } | S::Rollback { savepoint: None, .. } => Plan::End,
+        S::Commit { .. }
+        | S::Rollback {
+            savepoint: None, ..
+        } => Plan::End,
         S::Rollback { .. }
         | S::Savepoint { .. }
         | S::ReleaseSavepoint { .. }
@@ -81,7 +86,10 @@ fn plan_statement(s: &Statement, cx: &Context) -> Plan {
         | S::Comment { .. }
         | S::Grant(_)
         | S::Revoke(_) => Plan::Broadcast(Broadcast::Ddl),
-        other => unparsed(&other.to_string(), "shardgate does not route this kind of statement"),
+        other => unparsed(
+            &other.to_string(),
+            "shardgate does not route this kind of statement",
+        ),
     }
 }
 
@@ -113,7 +121,9 @@ fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
         }),
         (TableKind::Sharded { table, key }, false) => Plan::Reject(RouteError::Unsupported {
             what: format!("COPY FROM into sharded table \"{table}\" is not supported yet"),
-            hint: format!("Use INSERT statements that give \"{key}\", or COPY into each shard directly."),
+            hint: format!(
+                "Use INSERT statements that give \"{key}\", or COPY into each shard directly."
+            ),
         }),
         (TableKind::Reference(_), true) => Plan::Reference,
         (TableKind::Reference(_), false) => Plan::Broadcast(Broadcast::ReferenceWrite),
@@ -136,11 +146,16 @@ fn by_keywords(sql: &str, error: &str) -> Plan {
     let w = |i: usize| words.get(i).map_or("", String::as_str);
     match (w(0), w(1)) {
         ("begin" | "start", _) => Plan::Begin,
-        ("commit" | "rollback", "prepared") => unparsed(sql, "a prepared transaction lives on one shard"),
+        ("commit" | "rollback", "prepared") => {
+            unparsed(sql, "a prepared transaction lives on one shard")
+        }
         ("rollback", "to") => Plan::Anywhere,
         ("commit" | "end" | "abort" | "rollback", _) => Plan::End,
-        ("set" | "show" | "reset" | "discard" | "savepoint" | "release" | "listen"
-        | "unlisten" | "notify" | "deallocate", _) => Plan::Anywhere,
+        (
+            "set" | "show" | "reset" | "discard" | "savepoint" | "release" | "listen" | "unlisten"
+            | "notify" | "deallocate",
+            _,
+        ) => Plan::Anywhere,
         _ => unparsed(sql, &format!("not understood by the SQL parser: {error}")),
     }
 }
