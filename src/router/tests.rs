@@ -3,4 +3,6 @@
 
 mod support;
 
+mod joins;
 mod keys;
+mod scope;
