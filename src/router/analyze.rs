@@ -1,23 +1,29 @@
 //! Finds every sharded table a DML statement touches and what pins each one's key.
 //!
 //! A sqlparser visitor sees every table reference anywhere in the statement (subqueries, CTEs,
-//! joins). References in the places we understand (FROM lists, join trees, UPDATE/DELETE/INSERT
-//! targets) are registered with the conditions of their query block; the conditions pin keys
-//! (`key = v`, `IN`, `= ANY`, `OR` of those) and join keys together. Any sharded reference the
-//! visitor saw but we did not register counts as unpinned: fail closed.
+//! joins). References in the places we understand (FROM lists, join trees, UPDATE/DELETE/INSERT/
+//! MERGE targets) are registered with the query block they belong to; the conditions of a block
+//! pin the keys of *its own* references (`key = v`, `IN`, `= ANY`, `OR` of those) and join keys
+//! together. A key equality with a reference of an enclosing block (a correlated subquery, a
+//! LATERAL subquery) is directed, like an outer join's: the outer row's key bounds the inner
+//! rows, never the other way round, since the subquery may sit under an OR, a NOT or in the
+//! select list. Any sharded reference the visitor saw but we did not register counts as
+//! unpinned: fail closed.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Delete, Expr, FromTable, Insert, JoinConstraint,
-    JoinOperator, ObjectName, OnConflictAction, OnInsert, Query, Select, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor,
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, ObjectName, Query, Select, Statement,
+    TableAlias, TableFactor, TableWithJoins, Visit, Visitor,
 };
 
 use super::catalog::{ident, Catalog, TableKind};
 use super::literal::key_source;
 use super::plan::{KeySource, RouteError};
+
+mod writes;
 
 /// One registered reference to a sharded table.
 pub(super) struct TableRef {
@@ -25,11 +31,13 @@ pub(super) struct TableRef {
     pub key: Arc<str>,
     /// The name the query uses for it: its alias, else its table name.
     visible: String,
+    /// The query block whose FROM (or target) it is in.
+    block: usize,
     /// The keys pinned on it directly.
     pub pin: Option<Vec<KeySource>>,
 }
 
-/// A query block (SELECT, UPDATE, DELETE, INSERT): the names its FROM makes visible.
+/// A query block (SELECT, UPDATE, DELETE, INSERT, MERGE): the names its FROM makes visible.
 #[derive(Default)]
 struct Block {
     /// Sharded references, by index into `Findings::refs`.
@@ -42,19 +50,20 @@ struct Block {
 #[derive(Default)]
 pub(super) struct Findings {
     pub refs: Vec<TableRef>,
-    /// Key equalities between references (inner joins, WHERE).
+    /// Key equalities between references of one block (inner joins, WHERE).
     pub joins: Vec<(usize, usize)>,
-    /// `.0`'s keys constrain `.1` (outer joins: preserved side → nullable side).
+    /// `.0`'s keys bound `.1`'s rows (outer joins: preserved side → nullable side; correlated
+    /// subqueries: outer reference → inner reference). Both live on one shard, row by row.
     pub flows: Vec<(usize, usize)>,
     /// Sharded tables referenced in places the walk does not understand.
     pub unaccounted: Vec<Arc<str>>,
     pub reference_tables: Vec<String>,
     /// Tables that are neither sharded nor reference tables.
     pub other_tables: Vec<String>,
-    /// INSERT/UPDATE/DELETE/MERGE anywhere, or a locking clause.
+    /// INSERT/UPDATE/DELETE/MERGE anywhere, SELECT INTO, or a locking clause.
     pub write: bool,
-    /// The sharded table written, its key column and the verb.
-    pub writes_sharded: Option<(Arc<str>, Arc<str>, &'static str)>,
+    /// The sharded reference written (an index into `refs`) and the verb.
+    pub writes_sharded: Option<(usize, &'static str)>,
     pub writes_reference: bool,
     /// An INSERT of several rows.
     pub insert_rows: bool,
@@ -67,32 +76,71 @@ pub(super) fn walk(statement: &Statement, catalog: &Catalog) -> Findings {
         ctes: Vec::new(),
         blocks: Vec::new(),
         stack: Vec::new(),
-        seen: Vec::new(),
+        registered: HashSet::new(),
+        factor_names: HashSet::new(),
         f: Findings::default(),
     };
     let _ = statement.visit(&mut w);
-    w.finish()
+    w.f
 }
 
-struct Walker<'c> {
+/// The CTE names one query defines, and how many of them are in scope right now.
+struct CteScope {
+    names: Vec<String>,
+    recursive: bool,
+    /// How many CTE bodies the visitor has entered.
+    started: usize,
+    /// The CTE whose body is being visited: only the ones before it are visible there (and
+    /// itself, when RECURSIVE). `None` in the query's own body, where all are visible.
+    current: Option<usize>,
+}
+
+impl CteScope {
+    fn visible(&self) -> &[String] {
+        match self.current {
+            Some(i) => &self.names[..(i + usize::from(self.recursive)).min(self.names.len())],
+            None => &self.names,
+        }
+    }
+}
+
+pub(super) struct Walker<'c> {
     catalog: &'c Catalog,
-    /// CTE names in scope, one entry per query.
-    ctes: Vec<Vec<String>>,
+    /// CTE scopes, one per open query, innermost last.
+    ctes: Vec<CteScope>,
     blocks: Vec<Block>,
     /// Open blocks, innermost last; `None` for statements that open no block.
     stack: Vec<Option<usize>>,
-    /// Every sharded table reference the visitor saw.
-    seen: Vec<Arc<str>>,
+    /// Addresses of the table factors and INSERT target names registered: their sighting by the
+    /// visitor is accounted for.
+    registered: HashSet<usize>,
+    /// Addresses of table factors' names, which the visitor also reports as relations.
+    factor_names: HashSet<usize>,
     f: Findings,
+}
+
+fn addr<T>(node: &T) -> usize {
+    std::ptr::from_ref(node) as usize
 }
 
 impl Visitor for Walker<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        // The first queries visited under a query with CTEs are the CTE bodies, in order.
+        if let Some(parent) = self.ctes.last_mut() {
+            if parent.started < parent.names.len() {
+                parent.current = Some(parent.started);
+                parent.started += 1;
+            }
+        }
         let names = q.with.iter().flat_map(|w| &w.cte_tables);
-        self.ctes
-            .push(names.map(|c| ident(&c.alias.name)).collect());
+        self.ctes.push(CteScope {
+            names: names.map(|c| ident(&c.alias.name)).collect(),
+            recursive: q.with.as_ref().is_some_and(|w| w.recursive),
+            started: 0,
+            current: None,
+        });
         if !q.locks.is_empty() {
             self.f.write = true;
         }
@@ -101,10 +149,17 @@ impl Visitor for Walker<'_> {
 
     fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
         self.ctes.pop();
+        if let Some(parent) = self.ctes.last_mut() {
+            parent.current = None;
+        }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        if s.into.is_some() {
+            // SELECT INTO creates a table: it is not a read to merge.
+            self.f.write = true;
+        }
         let block = self.open_block();
         for item in &s.from {
             self.register_join_tree(block, item);
@@ -125,10 +180,7 @@ impl Visitor for Walker<'_> {
             Statement::Insert(i) => self.insert(i),
             Statement::Update(u) => self.update(u),
             Statement::Delete(d) => self.delete(d),
-            Statement::Merge(_) => {
-                self.f.write = true;
-                self.stack.push(None);
-            }
+            Statement::Merge(m) => self.merge(m),
             _ => self.stack.push(None),
         }
         ControlFlow::Continue(())
@@ -139,11 +191,25 @@ impl Visitor for Walker<'_> {
         ControlFlow::Continue(())
     }
 
+    /// Every table in a FROM, join, target or anywhere else a table factor can appear.
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args, .. } = factor {
+            self.factor_names.insert(addr(name));
+            if args.is_none() && !self.registered.contains(&addr(factor)) {
+                let (name, _) = table_name(factor).expect("a table");
+                if !self.is_cte(&name) {
+                    self.sighted(&name);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Table names outside table factors (an INSERT target): never CTE names.
     fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
-        if let (false, TableKind::Sharded { table, .. }) =
-            (self.is_cte(name), self.catalog.kind(name))
-        {
-            self.seen.push(table);
+        let a = addr(name);
+        if !self.factor_names.contains(&a) && !self.registered.contains(&a) {
+            self.sighted(name);
         }
         ControlFlow::Continue(())
     }
@@ -157,6 +223,18 @@ impl Walker<'_> {
         id
     }
 
+    /// The innermost open block.
+    fn current(&self) -> Option<usize> {
+        self.stack.iter().rev().flatten().next().copied()
+    }
+
+    /// A table reference the walk did not register: a sharded one is unpinned.
+    fn sighted(&mut self, name: &ObjectName) {
+        if let TableKind::Sharded { table, .. } = self.catalog.kind(name) {
+            self.f.unaccounted.push(table);
+        }
+    }
+
     fn is_cte(&self, name: &ObjectName) -> bool {
         let [part] = name.0.as_slice() else {
             return false;
@@ -164,14 +242,14 @@ impl Walker<'_> {
         let Some(id) = part.as_ident().map(ident) else {
             return false;
         };
-        self.ctes.iter().any(|scope| scope.contains(&id))
+        self.ctes.iter().any(|scope| scope.visible().contains(&id))
     }
 
     /// Registers a FROM item and its joins, applying join conditions; returns its sharded refs.
     fn register_join_tree(&mut self, block: usize, twj: &TableWithJoins) -> Vec<usize> {
-        let mut left = self.register_factor(block, &twj.relation);
+        let mut left = self.register_factor(block, &twj.relation, false);
         for join in &twj.joins {
-            let right = self.register_factor(block, &join.relation);
+            let right = self.register_factor(block, &join.relation, false);
             use JoinOperator as J;
             let (constraint, nullable) = match &join.join_operator {
                 J::Join(c) | J::Inner(c) | J::CrossJoin(c) => (Some(c), None),
@@ -192,21 +270,26 @@ impl Walker<'_> {
         left
     }
 
-    fn register_factor(&mut self, block: usize, factor: &TableFactor) -> Vec<usize> {
+    /// Registers one FROM item. A `target` (of UPDATE, DELETE, MERGE) is always a real table,
+    /// never a CTE of the same name.
+    fn register_factor(&mut self, block: usize, factor: &TableFactor, target: bool) -> Vec<usize> {
         match factor {
-            TableFactor::Table {
-                name, alias, args, ..
-            } => {
+            TableFactor::Table { args, .. } => {
+                let (name, alias) = table_name(factor).expect("a table");
                 let visible = alias
-                    .as_ref()
                     .map(|a| ident(&a.name))
-                    .unwrap_or_else(|| last_name(name));
+                    .unwrap_or_else(|| last_name(&name));
                 if args.is_some() {
                     // A function in FROM, not a table.
                     self.blocks[block].others.push(visible);
                     return Vec::new();
                 }
-                self.register_table(block, name, visible)
+                if !target && self.is_cte(&name) {
+                    self.blocks[block].others.push(visible);
+                    return Vec::new();
+                }
+                self.registered.insert(addr(factor));
+                self.register_table(block, &name, visible)
                     .into_iter()
                     .collect()
             }
@@ -228,22 +311,20 @@ impl Walker<'_> {
         }
     }
 
+    /// Registers a real table (not a CTE) in `block`; returns the sharded reference.
     fn register_table(
         &mut self,
         block: usize,
         name: &ObjectName,
         visible: String,
     ) -> Option<usize> {
-        if self.is_cte(name) {
-            self.blocks[block].others.push(visible);
-            return None;
-        }
         match self.catalog.kind(name) {
             TableKind::Sharded { table, key } => {
                 self.f.refs.push(TableRef {
                     table,
                     key,
                     visible,
+                    block,
                     pin: None,
                 });
                 let id = self.f.refs.len() - 1;
@@ -277,14 +358,18 @@ impl Walker<'_> {
         }
     }
 
-    /// Applies the conjuncts of a WHERE or ON condition. In an outer join's ON, `nullable` is the
-    /// null-extended side: only its rows are constrained there.
+    /// Applies the conjuncts of a WHERE or ON condition of the innermost block. In an outer
+    /// join's ON, `nullable` is the null-extended side: only its rows are constrained there.
     fn facts(&mut self, e: &Expr, nullable: Option<&[usize]>) {
+        let Some(block) = self.current() else { return };
         for c in conjuncts(e) {
             if let Some((a, b)) = self.key_equality(c) {
                 self.relate(a, b, nullable);
             } else if let Some((r, keys)) = self.pin(c) {
-                if nullable.is_none_or(|n| n.contains(&r)) {
+                // A condition bounds the rows of its own block's references only: an outer
+                // reference's rows are not filtered by a subquery's WHERE.
+                let own = self.f.refs[r].block == block;
+                if own && nullable.is_none_or(|n| n.contains(&r)) {
                     let slot = &mut self.f.refs[r].pin;
                     // Both conditions hold: either set bounds the rows; keep the smaller.
                     if slot.as_ref().is_none_or(|old| keys.len() < old.len()) {
@@ -295,14 +380,24 @@ impl Walker<'_> {
         }
     }
 
+    /// Records `a.key = b.key` found in a condition of the innermost block.
     fn relate(&mut self, a: usize, b: usize, nullable: Option<&[usize]>) {
-        match nullable {
-            None => self.f.joins.push((a, b)),
-            Some(n) => match (n.contains(&a), n.contains(&b)) {
-                (false, true) => self.f.flows.push((a, b)),
-                (true, false) => self.f.flows.push((b, a)),
-                _ => {}
+        let Some(block) = self.current() else { return };
+        let constrained = |r: usize| nullable.is_none_or(|n| n.contains(&r));
+        match (self.f.refs[a].block == block, self.f.refs[b].block == block) {
+            (true, true) => match nullable {
+                None => self.f.joins.push((a, b)),
+                Some(n) => match (n.contains(&a), n.contains(&b)) {
+                    (false, true) => self.f.flows.push((a, b)),
+                    (true, false) => self.f.flows.push((b, a)),
+                    _ => {}
+                },
             },
+            // Correlated: the outer row's key bounds the inner rows the subquery reads.
+            (true, false) if constrained(a) => self.f.flows.push((b, a)),
+            (false, true) if constrained(b) => self.f.flows.push((a, b)),
+            // Two outer references compared inside a subquery: it may be under OR or NOT.
+            _ => {}
         }
     }
 
@@ -369,11 +464,10 @@ impl Walker<'_> {
     /// qualified name from the innermost block outwards, an unqualified one only in the
     /// innermost block (an inner table we know nothing about could have a column of that name).
     fn key_ref(&self, e: &Expr) -> Option<usize> {
-        let open = self.stack.iter().rev().flatten();
         match e {
             Expr::Nested(inner) => self.key_ref(inner),
             Expr::Identifier(col) => {
-                let block = &self.blocks[*self.stack.iter().rev().flatten().next()?];
+                let block = &self.blocks[self.current()?];
                 let col = ident(col);
                 let mut hits = block.refs.iter().filter(|&&r| *self.f.refs[r].key == *col);
                 let hit = hits.next()?;
@@ -382,7 +476,7 @@ impl Walker<'_> {
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let col = ident(&parts[parts.len() - 1]);
                 let qualifier = ident(&parts[parts.len() - 2]);
-                for &b in open {
+                for &b in self.stack.iter().rev().flatten() {
                     let block = &self.blocks[b];
                     if let Some(&r) = block
                         .refs
@@ -401,148 +495,30 @@ impl Walker<'_> {
         }
     }
 
-    fn insert(&mut self, i: &Insert) {
-        self.f.write = true;
-        let block = self.open_block();
-        let TableObject::TableName(name) = &i.table else {
-            return;
-        };
-        let visible = i
-            .table_alias
-            .as_ref()
-            .map(|a| ident(&a.alias))
-            .unwrap_or_else(|| last_name(name));
-        let Some(r) = self.register_table(block, name, visible) else {
-            self.f.writes_reference |= matches!(self.catalog.kind(name), TableKind::Reference(_));
-            return;
-        };
-        let (table, key) = (self.f.refs[r].table.clone(), self.f.refs[r].key.clone());
-        self.f.writes_sharded = Some((table.clone(), key.clone(), "INSERT"));
-        if let Some(OnInsert::OnConflict(c)) = &i.on {
-            if let OnConflictAction::DoUpdate(u) = &c.action {
-                self.check_assignments(&u.assignments, &table, &key);
-            }
-        }
-        match insert_keys(i, &key, self.catalog) {
-            Ok(keys) => {
-                self.f.insert_rows = keys.len() > 1;
-                self.f.refs[r].pin = Some(keys);
-            }
-            Err(why) => self.problem(RouteError::InsertKey {
-                table,
-                column: key,
-                why,
-            }),
-        }
-    }
-
-    fn update(&mut self, u: &Update) {
-        self.f.write = true;
-        let block = self.open_block();
-        let targets = self.register_join_tree(block, &u.table);
-        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
-            &u.from
-        {
-            for item in from {
-                self.register_join_tree(block, item);
-            }
-        }
-        self.written(&targets, &u.table.relation, "UPDATE");
-        if let Some(&r) = targets.first() {
-            let (table, key) = (self.f.refs[r].table.clone(), self.f.refs[r].key.clone());
-            self.check_assignments(&u.assignments, &table, &key);
-        }
-        if let Some(e) = &u.selection {
-            self.facts(e, None);
-        }
-    }
-
-    fn delete(&mut self, d: &Delete) {
-        self.f.write = true;
-        let block = self.open_block();
-        let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
-        let mut targets = Vec::new();
-        for (i, item) in from.iter().enumerate() {
-            let refs = self.register_join_tree(block, item);
-            if i == 0 {
-                self.written(&refs, &item.relation, "DELETE");
-                targets = refs;
-            }
-        }
-        let _ = targets;
-        for item in d.using.iter().flatten() {
-            self.register_join_tree(block, item);
-        }
-        if let Some(e) = &d.selection {
-            self.facts(e, None);
-        }
-    }
-
-    /// Records what an UPDATE or DELETE writes.
-    fn written(&mut self, sharded: &[usize], factor: &TableFactor, verb: &'static str) {
-        if let Some(&r) = sharded.first() {
-            let (table, key) = (self.f.refs[r].table.clone(), self.f.refs[r].key.clone());
-            self.f.writes_sharded = Some((table, key, verb));
-        } else if let TableFactor::Table { name, .. } = factor {
-            self.f.writes_reference |= matches!(self.catalog.kind(name), TableKind::Reference(_));
-        }
-    }
-
-    fn check_assignments(
-        &mut self,
-        assignments: &[sqlparser::ast::Assignment],
-        table: &Arc<str>,
-        key: &Arc<str>,
-    ) {
-        let touches_key = assignments.iter().any(|a| match &a.target {
-            AssignmentTarget::ColumnName(n) => last_name(n) == **key,
-            AssignmentTarget::Tuple(names) => names.iter().any(|n| last_name(n) == **key),
-        });
-        if touches_key {
-            self.problem(RouteError::KeyUpdate {
-                table: table.clone(),
-                column: key.clone(),
-            });
-        }
-    }
-
     fn problem(&mut self, e: RouteError) {
         self.f.problem.get_or_insert(e);
     }
-
-    fn finish(mut self) -> Findings {
-        // Each registered reference accounts for one sighting; what is left was not understood.
-        for r in &self.f.refs {
-            if let Some(i) = self.seen.iter().position(|t| *t == r.table) {
-                self.seen.swap_remove(i);
-            }
-        }
-        self.f.unaccounted = self.seen;
-        self.f
-    }
 }
 
-/// The keys of each row of an INSERT … VALUES, or why there are none.
-fn insert_keys(i: &Insert, key: &str, catalog: &Catalog) -> Result<Vec<KeySource>, &'static str> {
-    let Some(index) = i.columns.iter().position(|c| last_name(c) == key) else {
-        return Err(if i.columns.is_empty() {
-            "in an explicit column list (shardgate does not know the table's column order)"
-        } else {
-            "a value: the column list does not include it"
-        });
+/// A table factor's table name and alias. sqlparser reads `FROM ONLY users` as a table named
+/// `ONLY` with the alias `users`; an unquoted ONLY is a reserved word in Postgres, never a table
+/// name, so it is the table `users` without descendants.
+fn table_name(factor: &TableFactor) -> Option<(ObjectName, Option<&TableAlias>)> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return None;
     };
-    let rows = match i.source.as_deref().map(|q| q.body.as_ref()) {
-        Some(SetExpr::Values(v)) => &v.rows,
-        _ => return Err("in a VALUES list: INSERT … SELECT and DEFAULT VALUES cannot be routed"),
+    let only = match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .is_some_and(|i| i.quote_style.is_none() && i.value.eq_ignore_ascii_case("only")),
+        _ => false,
     };
-    rows.iter()
-        .map(|row| {
-            row.content
-                .get(index)
-                .and_then(|e| key_source(e, catalog.key_type))
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or("as a literal or a bind parameter in every row")
+    match alias {
+        Some(a) if only && a.columns.is_empty() => {
+            Some((ObjectName::from(vec![a.name.clone()]), None))
+        }
+        _ => Some((name.clone(), alias.as_ref())),
+    }
 }
 
 /// The top-level AND-ed conditions of `e`.

@@ -41,7 +41,7 @@ pub(super) fn plan(f: Findings, routing: &RoutingConfig) -> Plan {
             keys: classes.keys,
             write: f.write,
             rows: f.insert_rows,
-            colocated: classes.count == 1,
+            colocated: classes.groups == 1,
         }),
         Some(unpinned) => without_key(&f, &classes, unpinned.clone(), routing),
     }
@@ -84,20 +84,17 @@ fn without_key(
             .map_or_else(|| Arc::from("?"), |r| r.key.clone())
     };
     if f.write {
-        return match &f.writes_sharded {
-            Some((table, column, verb)) if classes.pinned_table(table).is_none() => {
-                if routing.cross_shard_writes == CrossShard::Allow && classes.count == 1 && *verb != "INSERT" {
+        return match f.writes_sharded {
+            Some((r, verb)) if !classes.is_pinned(r) => {
+                let (table, column) = (f.refs[r].table.clone(), f.refs[r].key.clone());
+                if routing.cross_shard_writes == CrossShard::Allow && classes.groups == 1 && verb != "INSERT" {
                     Plan::Broadcast(Broadcast::CrossShardWrite)
                 } else {
-                    Plan::Reject(RouteError::WriteWithoutKey {
-                        verb,
-                        table: table.clone(),
-                        column: column.clone(),
-                    })
+                    Plan::Reject(RouteError::WriteWithoutKey { verb, table, column })
                 }
             }
-            Some((table, ..)) => Plan::Reject(RouteError::NotColocated {
-                a: table.clone(),
+            Some((r, _)) => Plan::Reject(RouteError::NotColocated {
+                a: f.refs[r].table.clone(),
                 b: unpinned,
             }),
             None => Plan::Reject(RouteError::Unsupported {
@@ -106,7 +103,7 @@ fn without_key(
             }),
         };
     }
-    if classes.count > 1 {
+    if classes.groups > 1 {
         let other = f
             .refs
             .iter()
@@ -132,81 +129,88 @@ fn without_key(
     })
 }
 
-/// References grouped by key equality (union-find), with each group's keys.
+/// References grouped twice. Key *classes*: references whose keys are equal in every row (inner
+/// joins and WHERE equalities of one block, union-find); each class's keys are the smallest
+/// set pinned on a member, or flow from a class that bounds it (outer joins, correlated
+/// subqueries). Co-location *groups*: classes joined on their keys in any of those ways, so that
+/// each row of the result comes from one shard.
 struct Classes {
-    count: usize,
-    /// Tables of groups without keys (and references the walk did not understand).
+    /// Co-location groups, counting each reference the walk did not understand as its own.
+    groups: usize,
+    /// Tables of classes without keys (and references the walk did not understand).
     unpinned: Vec<Arc<str>>,
-    /// The union of the pinned groups' keys.
+    /// The union of the classes' keys.
     keys: Vec<KeySource>,
-    pinned: Vec<Arc<str>>,
+    /// Whether each reference's class has keys.
+    pinned: Vec<bool>,
+}
+
+fn root(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
 }
 
 impl Classes {
     fn of(f: &Findings) -> Classes {
         let n = f.refs.len();
-        let mut parent: Vec<usize> = (0..n).collect();
-        fn root(p: &mut [usize], mut i: usize) -> usize {
-            while p[i] != i {
-                p[i] = p[p[i]];
-                i = p[i];
-            }
-            i
-        }
+        let mut class: Vec<usize> = (0..n).collect();
         for &(a, b) in &f.joins {
-            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-            parent[ra] = rb;
+            let (ra, rb) = (root(&mut class, a), root(&mut class, b));
+            class[ra] = rb;
         }
         let mut pins: Vec<Option<Vec<KeySource>>> = vec![None; n];
         for (i, r) in f.refs.iter().enumerate() {
-            let slot = &mut pins[root(&mut parent, i)];
+            let slot = &mut pins[root(&mut class, i)];
             if let Some(keys) = &r.pin {
                 if slot.as_ref().is_none_or(|old| keys.len() < old.len()) {
                     *slot = Some(keys.clone());
                 }
             }
         }
-        // Outer joins: the preserved side's keys bound the nullable side's, until nothing changes.
+        // The bounding side's keys bound the bounded side's, until nothing changes.
         let mut changed = true;
         while changed {
             changed = false;
             for &(from, to) in &f.flows {
-                let (rf, rt) = (root(&mut parent, from), root(&mut parent, to));
+                let (rf, rt) = (root(&mut class, from), root(&mut class, to));
                 if pins[rt].is_none() && pins[rf].is_some() {
                     pins[rt] = pins[rf].clone();
                     changed = true;
                 }
             }
         }
+        let mut group = class.clone();
+        for &(a, b) in &f.flows {
+            let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+            group[ra] = rb;
+        }
         let mut c = Classes {
-            count: f.unaccounted.len(),
+            groups: f.unaccounted.len(),
             unpinned: f.unaccounted.clone(),
             keys: Vec::new(),
-            pinned: Vec::new(),
+            pinned: Vec::with_capacity(n),
         };
         for i in 0..n {
-            if root(&mut parent, i) != i {
+            if root(&mut group, i) == i {
+                c.groups += 1;
+            }
+            let rc = root(&mut class, i);
+            c.pinned.push(pins[rc].is_some());
+            if rc != i {
                 continue;
             }
-            c.count += 1;
             match &pins[i] {
-                Some(keys) => {
-                    c.keys.extend(keys.iter().cloned());
-                    c.pinned.push(f.refs[i].table.clone());
-                }
+                Some(keys) => c.keys.extend(keys.iter().cloned()),
                 None => c.unpinned.push(f.refs[i].table.clone()),
-            }
-        }
-        // A group's members are pinned with it.
-        for i in 0..n {
-            if pins[root(&mut parent, i)].is_some() {
-                c.pinned.push(f.refs[i].table.clone());
             }
         }
         c
     }
 
-    fn pinned_table(&self, table: &Arc<str>) -> Option<&Arc<str>> {
-        self.pinned.iter().find(|t| *t == table)
+    fn is_pinned(&self, r: usize) -> bool {
+        self.pinned[r]
     }
 }

@@ -19,11 +19,18 @@ pub(super) fn key_source(e: &Expr, key_type: KeyType) -> Option<KeySource> {
             op: UnaryOperator::Minus,
             expr,
         } => match expr.as_ref() {
+            // `-9223372036854775808` is one literal (its digits alone are out of range).
             Expr::Value(v) => match &v.value {
                 Value::Number(n, _) => parse(&format!("-{n}"), key_type),
                 _ => None,
             },
-            _ => None,
+            // `-5::bigint` is `-(5::bigint)`: `::` binds tighter than the minus.
+            inner => match key_source(inner, key_type)? {
+                KeySource::Value(KeyValue::Int(v)) => {
+                    Some(KeySource::Value(KeyValue::Int(v.checked_neg()?)))
+                }
+                _ => None,
+            },
         },
         _ => None,
     }
