@@ -75,6 +75,25 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// A sharded table whose name appears as a word anywhere in `sql` (strings and comments
+    /// included, any case): for statements the router cannot read, a sign that the default shard
+    /// is not where their rows are.
+    pub fn mentioned(&self, sql: &str) -> Option<Arc<str>> {
+        let words: HashSet<String> = sql
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let mut tables: Vec<&(Arc<str>, Arc<str>)> = self.sharded.values().collect();
+        tables.sort();
+        tables
+            .into_iter()
+            .find(|(t, _)| words.contains(&t.rsplit('.').next().unwrap_or(t).to_lowercase()))
+            .map(|(t, _)| t.clone())
+    }
+}
+
 /// An identifier as Postgres stores it: unquoted names fold to lower case.
 pub(crate) fn ident(id: &Ident) -> String {
     match id.quote_style {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod fallback;
 mod joins;
 mod keys;
 mod scope;
