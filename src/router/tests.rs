@@ -7,3 +7,4 @@ mod fallback;
 mod joins;
 mod keys;
 mod scope;
+mod writes;
