@@ -6,5 +6,6 @@ mod support;
 mod fallback;
 mod joins;
 mod keys;
+mod placement;
 mod scope;
 mod writes;
