@@ -3,6 +3,7 @@
 
 mod support;
 
+mod corpus;
 mod fallback;
 mod joins;
 mod keys;
