@@ -73,6 +73,12 @@ impl Router {
         self.sharded
     }
 
+    /// The bucket of a key under a hash map, `None` for range and list maps (for messages and
+    /// hotspot tracking, DESIGN §2.6).
+    pub fn bucket(&self, key: &KeyValue) -> Option<u32> {
+        self.map.bucket(key)
+    }
+
     pub fn shard_name(&self, index: usize) -> &str {
         self.shard_names.get(index).map_or("?", |s| s)
     }

@@ -12,7 +12,9 @@ pub(super) fn keys(
     params: Option<&Params>,
     key_type: KeyType,
 ) -> Result<Vec<Option<KeyValue>>, RouteError> {
-    let param = |i: usize| -> Result<Option<(Option<&[u8]>, bool)>, RouteError> {
+    // `None` without a Bind; else the value (`None` for NULL) and whether it is binary.
+    type Param<'a> = Option<(Option<&'a [u8]>, bool)>;
+    let param = |i: usize| -> Result<Param<'_>, RouteError> {
         let Some(p) = params else { return Ok(None) };
         match p.values.get(i) {
             Some(v) => Ok(Some((*v, p.is_binary(i)))),

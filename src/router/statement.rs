@@ -158,7 +158,12 @@ fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
 /// (even in a string or a DO body), only the shard a transaction is pinned to may take it: the
 /// default shard holds only some of that table's rows.
 fn unparsed(sql: &str, why: &str, cx: &Context) -> Plan {
-    let what = leading_words(sql, 2).join(" ").to_uppercase();
+    let words = leading_words(sql, 2);
+    let words: Vec<&str> = words
+        .iter()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'))
+        .collect();
+    let what = words.join(" ").to_uppercase();
     Plan::Unparsed {
         what: format!("{what} ({why})"),
         sharded: cx.catalog.mentioned(sql),

@@ -426,6 +426,7 @@ fn unreadable_statements_naming_sharded_tables_need_a_pinned_shard() {
         "SELECT * FROM users*",
         "SELECT * FROM ONLY public.users",
         "DO $$ BEGIN UPDATE users SET x = 1; END $$",
+        "DO $$BEGIN DELETE FROM users$$",
         "VACUUM (ANALYZE, VERBOSE) users",
         "VACUUM users",
         "ANALYZE orders",

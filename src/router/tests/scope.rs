@@ -146,3 +146,56 @@ fn a_subquery_does_not_pin_the_rows_of_the_query_around_it() {
         RouteError::NotColocated { .. }
     ));
 }
+
+/// System names were checked before the configured ones: a sharded table named `pg_…` was a
+/// catalog table, sent anywhere.
+#[test]
+fn configured_names_win_over_the_pg_prefix() {
+    let r = hash_with("tables: { users: id,", "tables: { pg_users: id, users: id,");
+    assert!(matches!(
+        plan(&r, "SELECT * FROM pg_users"),
+        Plan::Scatter(_)
+    ));
+    assert_eq!(plan(&r, "SELECT * FROM pg_class"), Plan::Anywhere);
+    assert_eq!(
+        plan(&r, "SELECT * FROM pg_catalog.pg_users"),
+        Plan::Anywhere
+    );
+}
+
+/// `key='it''s'` hinted the key `it''s`.
+#[test]
+fn hint_values_are_read_as_sql_literals() {
+    let text = hash_with("key_type: bigint", "key_type: text");
+    let owner_of = |s: &str| match crate::router::hash::bucket_of(
+        crate::router::hash::hash_text(s.as_bytes()),
+        1024,
+    ) {
+        0..=340 => 0,
+        341..=681 => 1,
+        _ => 2,
+    };
+    let key = (0..)
+        .map(|n| format!("o'k{n}"))
+        .find(|k| owner_of(k) != owner_of(&k.replace('\'', "''")))
+        .unwrap();
+    let quoted = key.replace('\'', "''");
+    assert_eq!(
+        simple(&text, &format!("/* shardgate: key='{quoted}' */ SELECT 1")),
+        one(owner_of(&key))
+    );
+    assert_eq!(
+        simple(&text, "/* shardgate: key=plain */ SELECT 1"),
+        one(owner_of("plain"))
+    );
+}
+
+#[test]
+fn buckets_are_reported_for_hash_maps() {
+    let r = hash();
+    let key = crate::router::KeyValue::Int(42);
+    let bucket = crate::router::hash::bucket_of(crate::router::hash::hash_int(42), 1024);
+    assert_eq!(r.bucket(&key), Some(bucket));
+    assert_eq!(r.shard_name(owner(42)), ["s0", "s1", "s2"][owner(42)]);
+    assert_eq!(r.shard_name(7), "?");
+}
