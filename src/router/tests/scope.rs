@@ -199,3 +199,22 @@ fn buckets_are_reported_for_hash_maps() {
     assert_eq!(r.shard_name(owner(42)), ["s0", "s1", "s2"][owner(42)]);
     assert_eq!(r.shard_name(7), "?");
 }
+
+/// `users u(x, id)` renames the first two columns: `u.id` is then the second column, not the
+/// key, and the router pinned it as the key.
+#[test]
+fn an_alias_that_renames_columns_hides_the_key() {
+    let r = hash();
+    let k = key_on(1);
+    for sql in [
+        format!("SELECT * FROM users u(x, id) WHERE u.id = {k}"),
+        format!("SELECT * FROM users u(x, id) WHERE id = {k}"),
+        format!("SELECT * FROM users AS u(id) WHERE u.id = {k}"),
+    ] {
+        assert_eq!(simple(&r, &sql), all3(), "{sql}");
+    }
+    let sql = "SELECT * FROM orders o(x, user_id) JOIN order_items i ON i.user_id = o.user_id";
+    assert!(matches!(rejected(&r, sql), RouteError::NotColocated { .. }));
+    let sql = "SELECT * FROM orders o(x, user_id) JOIN order_items i USING (user_id)";
+    assert!(matches!(rejected(&r, sql), RouteError::NotColocated { .. }));
+}
