@@ -93,10 +93,11 @@ impl Catalog {
     }
 }
 
-/// An identifier as Postgres stores it: unquoted names fold to lower case.
+/// An identifier as Postgres stores it: unquoted names fold to lower case, ASCII letters only
+/// (`downcase_identifier` in a UTF8 database: `ÜSERS` is `Üsers`).
 pub(crate) fn ident(id: &Ident) -> String {
     match id.quote_style {
         Some(_) => id.value.clone(),
-        None => id.value.to_lowercase(),
+        None => id.value.to_ascii_lowercase(),
     }
 }

@@ -218,3 +218,15 @@ fn an_alias_that_renames_columns_hides_the_key() {
     let sql = "SELECT * FROM orders o(x, user_id) JOIN order_items i USING (user_id)";
     assert!(matches!(rejected(&r, sql), RouteError::NotColocated { .. }));
 }
+
+/// Unquoted names fold ASCII letters only, as Postgres does in a UTF8 database.
+#[test]
+fn unquoted_names_fold_ascii_letters_only() {
+    let r = hash_with(
+        "tables: { users: id,",
+        "tables: { \"üsers\": id, users: id,",
+    );
+    assert!(matches!(plan(&r, "SELECT * FROM üsers"), Plan::Scatter(_)));
+    assert!(matches!(plan(&r, "SELECT * FROM ÜSERS"), Plan::Home { .. }));
+    assert!(matches!(plan(&r, "SELECT * FROM USERS"), Plan::Scatter(_)));
+}
