@@ -100,16 +100,17 @@ struct CteScope {
     recursive: bool,
     /// How many CTE bodies the visitor has entered.
     started: usize,
-    /// The CTE whose body is being visited: only the ones before it are visible there (and
-    /// itself, when RECURSIVE). `None` in the query's own body, where all are visible.
+    /// The CTE whose body is being visited: only the ones before it are visible there (all of
+    /// them with RECURSIVE, which lifts the order). `None` in the query's own body, where all
+    /// are visible.
     current: Option<usize>,
 }
 
 impl CteScope {
     fn visible(&self) -> &[String] {
         match self.current {
-            Some(i) => &self.names[..(i + usize::from(self.recursive)).min(self.names.len())],
-            None => &self.names,
+            Some(i) if !self.recursive => &self.names[..i],
+            _ => &self.names,
         }
     }
 }

@@ -80,6 +80,21 @@ fn a_cte_shadowing_a_sharded_table_does_not_hide_the_table_in_its_own_body() {
         plan(&r, "WITH RECURSIVE users(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM users WHERE id < 3) SELECT * FROM users"),
         Plan::Anywhere
     );
+    // RECURSIVE lifts the order: a CTE may name a later one.
+    assert_eq!(
+        plan(
+            &r,
+            "WITH RECURSIVE a AS (SELECT * FROM users), users AS (SELECT 1 AS id) SELECT * FROM a"
+        ),
+        Plan::Anywhere
+    );
+    assert!(matches!(
+        plan(
+            &r,
+            "WITH a AS (SELECT * FROM users), users AS (SELECT 1 AS id) SELECT * FROM a"
+        ),
+        Plan::Scatter(_)
+    ));
     // In a subquery of the main query too.
     assert_eq!(
         plan(
