@@ -31,10 +31,20 @@ pub(super) struct TableRef {
     pub key: Arc<str>,
     /// The name the query uses for it: its alias, else its table name.
     visible: String,
+    /// Whether its alias renames columns (`users u(a, id)`): then no column name is known to be
+    /// its key (`u.id` may be another column).
+    renamed: bool,
     /// The query block whose FROM (or target) it is in.
     block: usize,
     /// The keys pinned on it directly.
     pub pin: Option<Vec<KeySource>>,
+}
+
+impl TableRef {
+    /// Whether `column` (as the query spells it for this reference) is the sharding key.
+    fn is_key(&self, column: &str) -> bool {
+        !self.renamed && *self.key == *column
+    }
 }
 
 /// A query block (SELECT, UPDATE, DELETE, INSERT, MERGE): the names its FROM makes visible.
@@ -90,16 +100,17 @@ struct CteScope {
     recursive: bool,
     /// How many CTE bodies the visitor has entered.
     started: usize,
-    /// The CTE whose body is being visited: only the ones before it are visible there (and
-    /// itself, when RECURSIVE). `None` in the query's own body, where all are visible.
+    /// The CTE whose body is being visited: only the ones before it are visible there (all of
+    /// them with RECURSIVE, which lifts the order). `None` in the query's own body, where all
+    /// are visible.
     current: Option<usize>,
 }
 
 impl CteScope {
     fn visible(&self) -> &[String] {
         match self.current {
-            Some(i) => &self.names[..(i + usize::from(self.recursive)).min(self.names.len())],
-            None => &self.names,
+            Some(i) if !self.recursive => &self.names[..i],
+            _ => &self.names,
         }
     }
 }
@@ -289,7 +300,8 @@ impl Walker<'_> {
                     return Vec::new();
                 }
                 self.registered.insert(addr(factor));
-                self.register_table(block, &name, visible)
+                let renamed = alias.is_some_and(|a| !a.columns.is_empty());
+                self.register_table(block, &name, visible, renamed)
                     .into_iter()
                     .collect()
             }
@@ -317,6 +329,7 @@ impl Walker<'_> {
         block: usize,
         name: &ObjectName,
         visible: String,
+        renamed: bool,
     ) -> Option<usize> {
         match self.catalog.kind(name) {
             TableKind::Sharded { table, key } => {
@@ -324,6 +337,7 @@ impl Walker<'_> {
                     table,
                     key,
                     visible,
+                    renamed,
                     block,
                     pin: None,
                 });
@@ -350,7 +364,7 @@ impl Walker<'_> {
         for col in cols {
             let col = last_name(col);
             let find = |side: &[usize], refs: &[TableRef]| {
-                side.iter().copied().find(|&r| *refs[r].key == *col)
+                side.iter().copied().find(|&r| refs[r].is_key(&col))
             };
             if let (Some(a), Some(b)) = (find(left, &self.f.refs), find(right, &self.f.refs)) {
                 self.relate(a, b, nullable);
@@ -469,7 +483,7 @@ impl Walker<'_> {
             Expr::Identifier(col) => {
                 let block = &self.blocks[self.current()?];
                 let col = ident(col);
-                let mut hits = block.refs.iter().filter(|&&r| *self.f.refs[r].key == *col);
+                let mut hits = block.refs.iter().filter(|&&r| self.f.refs[r].is_key(&col));
                 let hit = hits.next()?;
                 hits.next().is_none().then_some(*hit)
             }
@@ -483,7 +497,7 @@ impl Walker<'_> {
                         .iter()
                         .find(|&&r| self.f.refs[r].visible == qualifier)
                     {
-                        return (*self.f.refs[r].key == *col).then_some(r);
+                        return self.f.refs[r].is_key(&col).then_some(r);
                     }
                     if block.others.contains(&qualifier) {
                         return None;

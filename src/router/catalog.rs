@@ -53,11 +53,6 @@ impl Catalog {
             [table] => (None, table.as_str()),
             [] => return TableKind::System,
         };
-        if matches!(schema, Some("pg_catalog" | "information_schema"))
-            || (schema.is_none() && table.starts_with("pg_"))
-        {
-            return TableKind::System;
-        }
         let configured = match schema {
             None | Some("public") => table.to_string(),
             Some(s) => format!("{s}.{table}"),
@@ -71,14 +66,38 @@ impl Catalog {
         if self.reference.contains(&configured) {
             return TableKind::Reference(configured);
         }
+        // After the configured names: a table the operator named `pg_…` is theirs.
+        if matches!(schema, Some("pg_catalog" | "information_schema"))
+            || (schema.is_none() && table.starts_with("pg_"))
+        {
+            return TableKind::System;
+        }
         TableKind::Other(configured)
+    }
+
+    /// A sharded table whose name appears as a word anywhere in `sql` (strings and comments
+    /// included, any case): for statements the router cannot read, a sign that the default shard
+    /// is not where their rows are.
+    pub fn mentioned(&self, sql: &str) -> Option<Arc<str>> {
+        let words: HashSet<String> = sql
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let mut tables: Vec<&(Arc<str>, Arc<str>)> = self.sharded.values().collect();
+        tables.sort();
+        tables
+            .into_iter()
+            .find(|(t, _)| words.contains(&t.rsplit('.').next().unwrap_or(t).to_lowercase()))
+            .map(|(t, _)| t.clone())
     }
 }
 
-/// An identifier as Postgres stores it: unquoted names fold to lower case.
+/// An identifier as Postgres stores it: unquoted names fold to lower case, ASCII letters only
+/// (`downcase_identifier` in a UTF8 database: `ÜSERS` is `Üsers`).
 pub(crate) fn ident(id: &Ident) -> String {
     match id.quote_style {
         Some(_) => id.value.clone(),
-        None => id.value.to_lowercase(),
+        None => id.value.to_ascii_lowercase(),
     }
 }

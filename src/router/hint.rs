@@ -18,7 +18,8 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
             "expected shard=NAME or key=VALUE, got \"{directive}\""
         ));
     };
-    let value = value.trim().trim_matches('\'');
+    let value = unquote(value.trim());
+    let value = value.as_str();
     match name.trim() {
         "shard" => match shards.iter().position(|s| &**s == value) {
             Some(i) => Some(Plan::Shard(i)),
@@ -44,5 +45,13 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
         other => bad(format!(
             "unknown directive \"{other}\" (use shard= or key=)"
         )),
+    }
+}
+
+/// `'it''s'` → `it's`, as a SQL string literal; anything else as written.
+fn unquote(value: &str) -> String {
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(inner) => inner.replace("''", "'"),
+        None => value.to_string(),
     }
 }

@@ -43,12 +43,50 @@ fn statement_end(b: &[u8], start: usize) -> usize {
                 .position(|&c| c == b'\n')
                 .map_or(b.len(), |p| i + p + 1),
             b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
+            // `$` inside an identifier (`a$b$`) is part of it, not a dollar quote.
+            b'$' if i > 0 && is_ident_byte(b[i - 1]) => i + 1,
             b'$' => skip_dollar_quoted(b, i),
             b';' => return i,
             _ => i + 1,
         };
     }
     b.len()
+}
+
+/// Letters, digits, `_` and non-ASCII bytes: what unquoted identifiers and keywords are made of
+/// (plus `$` after the first character).
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// The unquoted words (keywords, identifiers, numbers) of a statement with their byte offsets,
+/// skipping quoted strings, quoted identifiers, dollar-quoted bodies and comments.
+pub(crate) fn bare_words(stmt: &str) -> Vec<(usize, &str)> {
+    let b = stmt.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        i = match b[i] {
+            b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e')),
+            b'"' => skip_quoted(b, i, b'"', false),
+            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p + 1),
+            b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
+            b'$' => skip_dollar_quoted(b, i),
+            c if is_ident_byte(c) => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| !(is_ident_byte(c) || c == b'$'))
+                    .map_or(b.len(), |p| i + p);
+                words.push((i, &stmt[i..end]));
+                end
+            }
+            _ => i + 1,
+        };
+    }
+    words
 }
 
 fn skip_quoted(b: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {

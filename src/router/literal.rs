@@ -1,8 +1,9 @@
 //! Sharding-key values written in SQL: literals, bind parameters, and casts that keep the value.
 
-use sqlparser::ast::{DataType, Expr, UnaryOperator, Value};
+use sqlparser::ast::{ArrayElemTypeDef, DataType, Expr, UnaryOperator, Value};
 
 use super::key::KeyValue;
+use super::params::text_array;
 use super::plan::KeySource;
 use crate::config::KeyType;
 
@@ -36,13 +37,33 @@ pub(super) fn key_source(e: &Expr, key_type: KeyType) -> Option<KeySource> {
     }
 }
 
-/// The keys of `= ANY(…)`: an array parameter or an `ARRAY[…]` of keys.
+/// The keys of `= ANY(…)`: an array parameter, an array literal or an `ARRAY[…]` of keys, cast
+/// (if at all) to an array of the key's own type family.
 pub(super) fn any_keys(e: &Expr, key_type: KeyType) -> Option<Vec<KeySource>> {
     match e {
         Expr::Nested(inner) => any_keys(inner, key_type),
-        Expr::Cast { expr, .. } => any_keys(expr, key_type),
+        // `$1::varchar(3)[]` cuts each element short: not the keys the client sent.
+        Expr::Cast {
+            expr, data_type, ..
+        } => match data_type {
+            DataType::Array(
+                ArrayElemTypeDef::SquareBracket(elem, _)
+                | ArrayElemTypeDef::AngleBracket(elem)
+                | ArrayElemTypeDef::Parenthesis(elem)
+                | ArrayElemTypeDef::Qualified(elem, _),
+            ) if cast_keeps_value(elem, key_type) => any_keys(expr, key_type),
+            _ => None,
+        },
         Expr::Value(v) => match &v.value {
             Value::Placeholder(p) => Some(vec![KeySource::ParamArray(param_index(p)?)]),
+            // `'{1,2,3}'`: read as Postgres reads an array literal.
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(
+                text_array(s.as_bytes(), key_type, 0)
+                    .ok()?
+                    .into_iter()
+                    .map(|k| k.map_or(KeySource::Null, KeySource::Value))
+                    .collect(),
+            ),
             _ => None,
         },
         Expr::Array(a) => a.elem.iter().map(|e| key_source(e, key_type)).collect(),

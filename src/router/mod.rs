@@ -74,6 +74,12 @@ impl Router {
         self.sharded
     }
 
+    /// The bucket of a key under a hash map, `None` for range and list maps (for messages and
+    /// hotspot tracking, DESIGN §2.6).
+    pub fn bucket(&self, key: &KeyValue) -> Option<u32> {
+        self.map.bucket(key)
+    }
+
     pub fn shard_name(&self, index: usize) -> &str {
         self.shard_names.get(index).map_or("?", |s| s)
     }
@@ -129,18 +135,29 @@ impl Router {
                     })
             }
             Plan::Shard(i) => Ok(Target::Shard(*i)),
-            Plan::Unparsed { what } => {
-                pinned
-                    .or(self.default_shard)
-                    .map(Target::Shard)
-                    .ok_or_else(|| RouteError::Unparsed {
-                        reason: what.clone(),
-                    })
-            }
+            Plan::Unparsed {
+                what,
+                sharded: None,
+            } => pinned
+                .or(self.default_shard)
+                .map(Target::Shard)
+                .ok_or_else(|| RouteError::Unparsed {
+                    reason: what.clone(),
+                }),
+            Plan::Unparsed {
+                what,
+                sharded: Some(table),
+            } => pinned
+                .map(Target::Shard)
+                .ok_or_else(|| RouteError::UnparsedSharded {
+                    reason: what.clone(),
+                    table: table.clone(),
+                }),
             Plan::Keyed(k) => self.keyed(k, params),
-            Plan::Scatter(_) | Plan::Broadcast(_) => {
-                Ok(shards(self.map.owners(self.shard_names.len())))
-            }
+            // Rows live only on shards that own keys.
+            Plan::Scatter(_) => Ok(shards(self.map.owners(self.shard_names.len()))),
+            // Schema and reference tables live on every shard, owner of keys or not.
+            Plan::Broadcast(_) => Ok(shards((0..self.shard_names.len()).collect())),
             Plan::Multi(plans) => self.resolve_all(plans, pinned),
             Plan::Reject(e) => Err(e.clone()),
         }
@@ -153,7 +170,8 @@ impl Router {
             let next = self.resolve(plan, None, pinned)?;
             target = match (target, next) {
                 (Target::Any, t) | (t, Target::Any) => t,
-                (Target::Shard(a), Target::Shard(b)) if a == b => Target::Shard(a),
+                // The same shard, or the same shards for statements that all broadcast.
+                (a, b) if a == b => a,
                 _ => {
                     return Err(RouteError::Unsupported {
                         what: "the statements of this query go to different shards".into(),

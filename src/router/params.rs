@@ -12,7 +12,9 @@ pub(super) fn keys(
     params: Option<&Params>,
     key_type: KeyType,
 ) -> Result<Vec<Option<KeyValue>>, RouteError> {
-    let param = |i: usize| -> Result<Option<(Option<&[u8]>, bool)>, RouteError> {
+    // `None` without a Bind; else the value (`None` for NULL) and whether it is binary.
+    type Param<'a> = Option<(Option<&'a [u8]>, bool)>;
+    let param = |i: usize| -> Result<Param<'_>, RouteError> {
         let Some(p) = params else { return Ok(None) };
         match p.values.get(i) {
             Some(v) => Ok(Some((*v, p.is_binary(i)))),
@@ -53,7 +55,7 @@ fn bad(e: super::key::KeyError, i: usize) -> RouteError {
 }
 
 /// A one-dimensional array in text format: `{1,2,NULL}` or `{"a","b\"c"}`.
-fn text_array(
+pub(super) fn text_array(
     bytes: &[u8],
     key_type: KeyType,
     i: usize,
@@ -76,8 +78,6 @@ fn text_array(
     for (item, quoted) in split_elements(inner).ok_or_else(not_array)? {
         if !quoted && item.eq_ignore_ascii_case("null") {
             out.push(None);
-        } else if !quoted && item.starts_with('{') {
-            return Err(not_array());
         } else {
             out.push(Some(
                 KeyValue::from_text(key_type, &item).map_err(|e| bad(e, i))?,
@@ -96,6 +96,7 @@ fn split_elements(inner: &str) -> Option<Vec<(String, bool)>> {
             chars.next();
         }
         let mut item = String::new();
+        let mut escaped = false;
         let quoted = chars.peek() == Some(&'"');
         if quoted {
             chars.next();
@@ -110,16 +111,31 @@ fn split_elements(inner: &str) -> Option<Vec<(String, bool)>> {
                 chars.next();
             }
         } else {
+            // Unquoted: a backslash escapes the next character (`{a\,b}` is one element,
+            // "a,b"); unescaped whitespace around the element is dropped.
+            let mut kept = 0;
             while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
+                match c {
+                    ',' => break,
+                    '"' | '{' | '}' => return None,
+                    '\\' => {
+                        chars.next();
+                        item.push(chars.next()?);
+                        kept = item.len();
+                        escaped = true;
+                    }
+                    c => {
+                        item.push(c);
+                        chars.next();
+                        if !c.is_whitespace() {
+                            kept = item.len();
+                        }
+                    }
                 }
-                item.push(c);
-                chars.next();
             }
-            item = item.trim().to_string();
+            item.truncate(kept);
         }
-        out.push((item, quoted));
+        out.push((item, quoted || escaped));
         match chars.next() {
             None => return Some(out),
             Some(',') => continue,

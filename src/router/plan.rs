@@ -41,9 +41,12 @@ pub enum Plan {
     Broadcast(Broadcast),
     /// A hint named the shard.
     Shard(usize),
-    /// The parser cannot read it: the pinned shard, else the default shard, else refused.
+    /// The parser cannot read it (or shardgate does not route its kind): the pinned shard, else
+    /// the default shard, else refused. When its text names a sharded table, only the pinned
+    /// shard: the default shard holds only some of that table's rows.
     Unparsed {
         what: String,
+        sharded: Option<Arc<str>>,
     },
     /// A simple query with several statements: all must land on one shard.
     Multi(Vec<Plan>),
@@ -101,6 +104,8 @@ pub enum RouteError {
     ReadWithoutKey { table: Arc<str>, column: Arc<str> },
     #[error("the statement cannot be parsed by shardgate's router ({reason}), and there is no pinned or default shard to send it to")]
     Unparsed { reason: String },
+    #[error("the statement cannot be parsed by shardgate's router ({reason}) and names sharded table \"{table}\", whose rows are on every shard; outside a transaction pinned to one shard there is nowhere to send it")]
+    UnparsedSharded { reason: String, table: Arc<str> },
     #[error("table \"{table}\" is neither sharded nor a reference table, and this database has no default_shard")]
     NoHome { table: String },
     #[error("{0}")]
@@ -129,7 +134,7 @@ impl RouteError {
             RouteError::ReadWithoutKey { column, .. } => {
                 format!("Add \"{column} = …\" to the WHERE clause, or set routing.cross_shard_reads: allow.")
             }
-            RouteError::Unparsed { .. } => {
+            RouteError::Unparsed { .. } | RouteError::UnparsedSharded { .. } => {
                 "Start the statement with /* shardgate: shard=NAME */ or /* shardgate: key=VALUE */, or run it inside a transaction that already picked its shard.".into()
             }
             RouteError::NoHome { .. } => {

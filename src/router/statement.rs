@@ -1,12 +1,12 @@
 //! The plan for a statement's text: parsed by sqlparser when it can, classified by its leading
 //! keywords when it cannot (fail closed: DESIGN §2.4).
 
-use sqlparser::ast::{CopySource, Statement};
+use sqlparser::ast::{CopySource, Declare, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::catalog::{Catalog, TableKind};
-use super::lex::{leading_words, statements};
+use super::lex::{bare_words, leading_words, statements};
 use super::plan::{Broadcast, Plan, RouteError, Scatter};
 use super::{analyze, dml};
 use crate::config::RoutingConfig;
@@ -29,19 +29,20 @@ pub(super) fn plan_text(sql: &str, cx: &Context) -> Plan {
 fn plan_one(sql: &str, cx: &Context) -> Plan {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(parsed) => match parsed.as_slice() {
-            [one] => plan_statement(one, cx),
-            _ => unparsed(sql, "it is not one statement"),
+            [one] => plan_statement(one, sql, cx),
+            _ => unparsed(sql, "it is not one statement", cx),
         },
         Err(e) => {
             match relaxed(sql).and_then(|t| Parser::parse_sql(&PostgreSqlDialect {}, &t).ok()) {
-                Some(parsed) if parsed.len() == 1 => plan_statement(&parsed[0], cx),
-                _ => by_keywords(sql, &e.to_string()),
+                Some(parsed) if parsed.len() == 1 => plan_statement(&parsed[0], sql, cx),
+                _ => by_keywords(sql, &e.to_string(), cx),
             }
         }
     }
 }
 
-fn plan_statement(s: &Statement, cx: &Context) -> Plan {
+/// The plan of a parsed statement; `sql` is its text (for statements not routed by their AST).
+fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
     use Statement as S;
     match s {
         S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
@@ -61,8 +62,21 @@ fn plan_statement(s: &Statement, cx: &Context) -> Plan {
         | S::Discard { .. }
         | S::Deallocate { .. }
         | S::Fetch { .. }
-        | S::Close { .. } => Plan::Anywhere,
-        S::Explain { statement, .. } => explain(plan_statement(statement, cx)),
+        | S::Close { .. }
+        | S::Reset(_)
+        | S::LISTEN { .. }
+        | S::UNLISTEN { .. }
+        | S::NOTIFY { .. } => Plan::Anywhere,
+        S::Explain { statement, .. } => explain(plan_statement(statement, sql, cx)),
+        S::Declare { stmts } => match stmts.as_slice() {
+            [Declare {
+                for_query: Some(q), ..
+            }] => cursor(dml::plan(
+                analyze::walk(&S::Query(q.clone()), cx.catalog),
+                cx.routing,
+            )),
+            _ => unparsed(sql, "shardgate does not route this kind of statement", cx),
+        },
         S::Copy { source, to, .. } => copy(source, *to, cx),
         S::CreateTable(_)
         | S::AlterTable(_)
@@ -86,10 +100,18 @@ fn plan_statement(s: &Statement, cx: &Context) -> Plan {
         | S::Comment { .. }
         | S::Grant(_)
         | S::Revoke(_) => Plan::Broadcast(Broadcast::Ddl),
-        other => unparsed(
-            &other.to_string(),
-            "shardgate does not route this kind of statement",
-        ),
+        _ => unparsed(sql, "shardgate does not route this kind of statement", cx),
+    }
+}
+
+/// A cursor is read row by row from one server: only for queries that run on one shard.
+fn cursor(inner: Plan) -> Plan {
+    match inner {
+        Plan::Scatter(s) => Plan::Reject(RouteError::Unsupported {
+            what: format!("a cursor over sharded table \"{}\" without its sharding key \"{}\" would read every shard", s.table, s.key_column),
+            hint: format!("Add \"{} = …\" to the cursor's query, or run the query without a cursor.", s.key_column),
+        }),
+        other => other,
     }
 }
 
@@ -132,22 +154,31 @@ fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
     }
 }
 
-fn unparsed(sql: &str, why: &str) -> Plan {
-    let what = leading_words(sql, 2).join(" ").to_uppercase();
+/// A statement shardgate cannot route by its AST. If its text names a sharded table anywhere
+/// (even in a string or a DO body), only the shard a transaction is pinned to may take it: the
+/// default shard holds only some of that table's rows.
+fn unparsed(sql: &str, why: &str, cx: &Context) -> Plan {
+    let words = leading_words(sql, 2);
+    let words: Vec<&str> = words
+        .iter()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'))
+        .collect();
+    let what = words.join(" ").to_uppercase();
     Plan::Unparsed {
         what: format!("{what} ({why})"),
+        sharded: cx.catalog.mentioned(sql),
     }
 }
 
 /// Statements sqlparser rejects but Postgres accepts, classified by their leading keywords.
 /// Only what cannot touch a shard's rows is given a place; everything else is `Unparsed`.
-fn by_keywords(sql: &str, error: &str) -> Plan {
+fn by_keywords(sql: &str, error: &str, cx: &Context) -> Plan {
     let words = leading_words(sql, 2);
     let w = |i: usize| words.get(i).map_or("", String::as_str);
     match (w(0), w(1)) {
         ("begin" | "start", _) => Plan::Begin,
         ("commit" | "rollback", "prepared") => {
-            unparsed(sql, "a prepared transaction lives on one shard")
+            unparsed(sql, "a prepared transaction lives on one shard", cx)
         }
         ("rollback", "to") => Plan::Anywhere,
         ("commit" | "end" | "abort" | "rollback", _) => Plan::End,
@@ -156,26 +187,40 @@ fn by_keywords(sql: &str, error: &str) -> Plan {
             | "notify" | "deallocate",
             _,
         ) => Plan::Anywhere,
-        _ => unparsed(sql, &format!("not understood by the SQL parser: {error}")),
+        _ => unparsed(
+            sql,
+            &format!("not understood by the SQL parser: {error}"),
+            cx,
+        ),
     }
 }
 
-/// The statement with locking clauses the parser lacks replaced by ones it knows, same length
-/// (so source positions stay valid). Only for routing: the original text is what is sent.
+/// The statement with locking clauses the parser lacks (`FOR NO KEY UPDATE`, `FOR KEY SHARE`)
+/// turned into ones it knows by blanking the words `NO KEY` / `KEY`: same length, so source
+/// positions stay valid. Only words outside strings, quoted identifiers and comments count: a key
+/// literal is never changed. Only for routing: the original text is what is sent.
 fn relaxed(sql: &str) -> Option<String> {
-    let upper = sql.to_ascii_uppercase();
-    let mut out = sql.to_string();
-    let mut changed = false;
-    for (from, to) in [
-        ("FOR NO KEY UPDATE", "FOR UPDATE       "),
-        ("FOR KEY SHARE", "FOR SHARE    "),
-    ] {
-        for (at, _) in upper.match_indices(from) {
-            out.replace_range(at..at + from.len(), to);
-            changed = true;
+    let words = bare_words(sql);
+    let is = |i: usize, w: &str| {
+        words
+            .get(i)
+            .is_some_and(|(_, word)| word.eq_ignore_ascii_case(w))
+    };
+    let mut blank = Vec::new();
+    for i in 0..words.len() {
+        if is(i, "for") && is(i + 1, "no") && is(i + 2, "key") && is(i + 3, "update") {
+            blank.extend([i + 1, i + 2]);
+        } else if is(i, "for") && is(i + 1, "key") && is(i + 2, "share") {
+            blank.push(i + 1);
         }
     }
-    // A replacement inside a string literal would change a key: only accept the relaxed text
-    // when the phrase appears outside quotes.
-    (changed && !upper.contains('\'')).then_some(out)
+    if blank.is_empty() {
+        return None;
+    }
+    let mut out = sql.to_string();
+    for i in blank {
+        let (at, word) = words[i];
+        out.replace_range(at..at + word.len(), &" ".repeat(word.len()));
+    }
+    Some(out)
 }

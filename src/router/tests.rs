@@ -3,6 +3,10 @@
 
 mod support;
 
+mod corpus;
+mod fallback;
 mod joins;
 mod keys;
+mod placement;
 mod scope;
+mod writes;

@@ -27,7 +27,7 @@ impl Walker<'_> {
             .as_ref()
             .map(|a| ident(&a.alias))
             .unwrap_or_else(|| last_name(name));
-        let Some(r) = self.register_table(block, name, visible) else {
+        let Some(r) = self.register_table(block, name, visible, false) else {
             self.f.writes_reference |= matches!(self.catalog.kind(name), TableKind::Reference(_));
             return;
         };

@@ -427,3 +427,119 @@ fn text_uuid_and_integer_key_types() {
         one(expected)
     );
 }
+
+/// `= ANY($1::varchar(3)[])` truncates each key: the router routed the untruncated value.
+#[test]
+fn any_takes_the_keys_only_through_casts_that_keep_them() {
+    let text = hash_with("key_type: bigint", "key_type: text");
+    for sql in [
+        "SELECT * FROM users WHERE id = ANY($1::varchar(3)[])",
+        "SELECT * FROM users WHERE id = ANY($1::char(3)[])",
+        "SELECT * FROM users WHERE id = ANY($1::bigint[])",
+        "SELECT * FROM users WHERE id = ANY(CAST($1 AS name[]))",
+    ] {
+        assert!(
+            matches!(plan(&text, sql), Plan::Scatter(_)),
+            "{sql}: {:?}",
+            plan(&text, sql)
+        );
+    }
+    assert!(matches!(
+        plan(&text, "SELECT * FROM users WHERE id = ANY($1::text[])"),
+        Plan::Keyed(_)
+    ));
+    let r = hash();
+    assert!(matches!(
+        plan(&r, "SELECT * FROM users WHERE id = ANY($1::numeric[])"),
+        Plan::Scatter(_)
+    ));
+    for sql in [
+        "SELECT * FROM users WHERE id = ANY($1::bigint[])",
+        "SELECT * FROM users WHERE id = ANY($1::int[])",
+        "SELECT * FROM users WHERE id = ANY(CAST($1 AS int8[]))",
+    ] {
+        assert_eq!(ext(&r, sql, &[t("{7}")]), one(owner(7)), "{sql}");
+    }
+}
+
+#[test]
+fn array_literals_are_keys() {
+    let r = hash();
+    let (a, b) = (key_on(0), key_on(2));
+    assert_eq!(
+        simple(
+            &r,
+            &format!("SELECT * FROM users WHERE id = ANY('{{{a},{b}}}')")
+        ),
+        Ok(owners(&[a, b]))
+    );
+    assert_eq!(
+        simple(
+            &r,
+            &format!("SELECT * FROM users WHERE id = ANY('{{{b}}}'::bigint[])")
+        ),
+        one(2)
+    );
+    assert_eq!(
+        simple(&r, "SELECT * FROM users WHERE id = ANY('{NULL}'::bigint[])"),
+        Ok(Target::Any)
+    );
+    assert!(matches!(
+        plan(&r, "SELECT * FROM users WHERE id = ANY('{1,x}')"),
+        Plan::Scatter(_)
+    ));
+    assert!(matches!(
+        plan(
+            &r,
+            "SELECT * FROM users WHERE id = ANY('{{1},{2}}'::bigint[])"
+        ),
+        Plan::Scatter(_)
+    ));
+}
+
+/// In an unquoted array element a backslash escapes the next character: `{a\,b}` is the one key
+/// "a,b", which the router read as the two keys "a\" and "b".
+#[test]
+fn text_array_parameters_are_read_as_array_in_reads_them() {
+    let text = hash_with("key_type: bigint", "key_type: text");
+    let owner_of = |s: &str| match crate::router::hash::bucket_of(
+        crate::router::hash::hash_text(s.as_bytes()),
+        1024,
+    ) {
+        0..=340 => 0,
+        341..=681 => 1,
+        _ => 2,
+    };
+    let sql = "SELECT * FROM users WHERE id = ANY($1)";
+    // A key with a comma whose halves live elsewhere.
+    let key = (0..)
+        .map(|n| format!("k{n},x"))
+        .find(|k| {
+            let (a, b) = k.split_once(',').unwrap();
+            owner_of(k) != owner_of(&format!("{a}\\")) && owner_of(k) != owner_of(b)
+        })
+        .unwrap();
+    let escaped = key.replace(',', "\\,");
+    assert_eq!(
+        ext(&text, sql, &[t(format!("{{{escaped}}}"))]),
+        one(owner_of(&key))
+    );
+    assert_eq!(
+        ext(&text, sql, &[t(format!("{{\"{key}\"}}"))]),
+        one(owner_of(&key))
+    );
+    // Whitespace around an unquoted element is dropped, inside it kept; an escaped NULL is text.
+    assert_eq!(ext(&text, sql, &[t("{  a b  }")]), one(owner_of("a b")));
+    assert_eq!(ext(&text, sql, &[t("{a\\ }")]), one(owner_of("a ")));
+    assert_eq!(ext(&text, sql, &[t("{N\\ULL}")]), one(owner_of("NULL")));
+    assert_eq!(ext(&text, sql, &[t("{\"NULL\"}")]), one(owner_of("NULL")));
+    assert_eq!(ext(&text, sql, &[t("{NULL}")]), Ok(Target::Any));
+    for bad in ["{a\"b\"}", "{{a}}", "{a}b", "[1:1]={a}", "a"] {
+        let err = ext(&text, sql, &[t(bad)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parameter $1 is not a one-dimensional array",
+            "{bad}"
+        );
+    }
+}

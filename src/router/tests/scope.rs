@@ -80,6 +80,21 @@ fn a_cte_shadowing_a_sharded_table_does_not_hide_the_table_in_its_own_body() {
         plan(&r, "WITH RECURSIVE users(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM users WHERE id < 3) SELECT * FROM users"),
         Plan::Anywhere
     );
+    // RECURSIVE lifts the order: a CTE may name a later one.
+    assert_eq!(
+        plan(
+            &r,
+            "WITH RECURSIVE a AS (SELECT * FROM users), users AS (SELECT 1 AS id) SELECT * FROM a"
+        ),
+        Plan::Anywhere
+    );
+    assert!(matches!(
+        plan(
+            &r,
+            "WITH a AS (SELECT * FROM users), users AS (SELECT 1 AS id) SELECT * FROM a"
+        ),
+        Plan::Scatter(_)
+    ));
     // In a subquery of the main query too.
     assert_eq!(
         plan(
@@ -145,4 +160,88 @@ fn a_subquery_does_not_pin_the_rows_of_the_query_around_it() {
         rejected(&r, &sql),
         RouteError::NotColocated { .. }
     ));
+}
+
+/// System names were checked before the configured ones: a sharded table named `pg_…` was a
+/// catalog table, sent anywhere.
+#[test]
+fn configured_names_win_over_the_pg_prefix() {
+    let r = hash_with("tables: { users: id,", "tables: { pg_users: id, users: id,");
+    assert!(matches!(
+        plan(&r, "SELECT * FROM pg_users"),
+        Plan::Scatter(_)
+    ));
+    assert_eq!(plan(&r, "SELECT * FROM pg_class"), Plan::Anywhere);
+    assert_eq!(
+        plan(&r, "SELECT * FROM pg_catalog.pg_users"),
+        Plan::Anywhere
+    );
+}
+
+/// `key='it''s'` hinted the key `it''s`.
+#[test]
+fn hint_values_are_read_as_sql_literals() {
+    let text = hash_with("key_type: bigint", "key_type: text");
+    let owner_of = |s: &str| match crate::router::hash::bucket_of(
+        crate::router::hash::hash_text(s.as_bytes()),
+        1024,
+    ) {
+        0..=340 => 0,
+        341..=681 => 1,
+        _ => 2,
+    };
+    let key = (0..)
+        .map(|n| format!("o'k{n}"))
+        .find(|k| owner_of(k) != owner_of(&k.replace('\'', "''")))
+        .unwrap();
+    let quoted = key.replace('\'', "''");
+    assert_eq!(
+        simple(&text, &format!("/* shardgate: key='{quoted}' */ SELECT 1")),
+        one(owner_of(&key))
+    );
+    assert_eq!(
+        simple(&text, "/* shardgate: key=plain */ SELECT 1"),
+        one(owner_of("plain"))
+    );
+}
+
+#[test]
+fn buckets_are_reported_for_hash_maps() {
+    let r = hash();
+    let key = crate::router::KeyValue::Int(42);
+    let bucket = crate::router::hash::bucket_of(crate::router::hash::hash_int(42), 1024);
+    assert_eq!(r.bucket(&key), Some(bucket));
+    assert_eq!(r.shard_name(owner(42)), ["s0", "s1", "s2"][owner(42)]);
+    assert_eq!(r.shard_name(7), "?");
+}
+
+/// `users u(x, id)` renames the first two columns: `u.id` is then the second column, not the
+/// key, and the router pinned it as the key.
+#[test]
+fn an_alias_that_renames_columns_hides_the_key() {
+    let r = hash();
+    let k = key_on(1);
+    for sql in [
+        format!("SELECT * FROM users u(x, id) WHERE u.id = {k}"),
+        format!("SELECT * FROM users u(x, id) WHERE id = {k}"),
+        format!("SELECT * FROM users AS u(id) WHERE u.id = {k}"),
+    ] {
+        assert_eq!(simple(&r, &sql), all3(), "{sql}");
+    }
+    let sql = "SELECT * FROM orders o(x, user_id) JOIN order_items i ON i.user_id = o.user_id";
+    assert!(matches!(rejected(&r, sql), RouteError::NotColocated { .. }));
+    let sql = "SELECT * FROM orders o(x, user_id) JOIN order_items i USING (user_id)";
+    assert!(matches!(rejected(&r, sql), RouteError::NotColocated { .. }));
+}
+
+/// Unquoted names fold ASCII letters only, as Postgres does in a UTF8 database.
+#[test]
+fn unquoted_names_fold_ascii_letters_only() {
+    let r = hash_with(
+        "tables: { users: id,",
+        "tables: { \"üsers\": id, users: id,",
+    );
+    assert!(matches!(plan(&r, "SELECT * FROM üsers"), Plan::Scatter(_)));
+    assert!(matches!(plan(&r, "SELECT * FROM ÜSERS"), Plan::Home { .. }));
+    assert!(matches!(plan(&r, "SELECT * FROM USERS"), Plan::Scatter(_)));
 }
