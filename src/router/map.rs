@@ -94,6 +94,14 @@ impl ShardMap {
         }
     }
 
+    /// The bucket of a key under a hash map.
+    pub fn bucket(&self, key: &KeyValue) -> Option<u32> {
+        match self {
+            ShardMap::Hash { owner } => Some(bucket_of(key.hash(), owner.len() as u32)),
+            _ => None,
+        }
+    }
+
     /// Shards that own some key: where a read without a key must go.
     pub fn owners(&self, shard_count: usize) -> Vec<usize> {
         let mut all: Vec<usize> = match self {
