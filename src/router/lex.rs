@@ -35,22 +35,32 @@ impl<'a> Iterator for Statements<'a> {
 fn statement_end(b: &[u8], start: usize) -> usize {
     let mut i = start;
     while i < b.len() {
-        i = match b[i] {
-            b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e')),
-            b'"' => skip_quoted(b, i, b'"', false),
-            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
+        if b[i] == b';' {
+            return i;
+        }
+        i = skip_non_code(b, i).unwrap_or(i + 1);
+    }
+    b.len()
+}
+
+/// Where the quoted string, quoted identifier, comment or dollar-quoted body that starts at `i`
+/// ends; `None` when none starts there.
+fn skip_non_code(b: &[u8], i: usize) -> Option<usize> {
+    match b[i] {
+        b'\'' => Some(skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e'))),
+        b'"' => Some(skip_quoted(b, i, b'"', false)),
+        b'-' if b.get(i + 1) == Some(&b'-') => Some(
+            b[i..]
                 .iter()
                 .position(|&c| c == b'\n')
                 .map_or(b.len(), |p| i + p + 1),
-            b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
-            // `$` inside an identifier (`a$b$`) is part of it, not a dollar quote.
-            b'$' if i > 0 && is_ident_byte(b[i - 1]) => i + 1,
-            b'$' => skip_dollar_quoted(b, i),
-            b';' => return i,
-            _ => i + 1,
-        };
+        ),
+        b'/' if b.get(i + 1) == Some(&b'*') => Some(skip_block_comment(b, i)),
+        // `$` inside an identifier (`a$b$`) is part of it, not a dollar quote.
+        b'$' if i > 0 && is_ident_byte(b[i - 1]) => None,
+        b'$' => Some(skip_dollar_quoted(b, i)).filter(|&end| end > i + 1),
+        _ => None,
     }
-    b.len()
 }
 
 /// Letters, digits, `_` and non-ASCII bytes: what unquoted identifiers and keywords are made of
@@ -66,15 +76,11 @@ pub(crate) fn bare_words(stmt: &str) -> Vec<(usize, &str)> {
     let mut words = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        if let Some(end) = skip_non_code(b, i) {
+            i = end;
+            continue;
+        }
         i = match b[i] {
-            b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e')),
-            b'"' => skip_quoted(b, i, b'"', false),
-            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(b.len(), |p| i + p + 1),
-            b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
-            b'$' => skip_dollar_quoted(b, i),
             c if is_ident_byte(c) => {
                 let end = b[i..]
                     .iter()
