@@ -36,11 +36,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The router for the next statement: refreshed between transactions, so a transaction plans
     /// against the snapshot it runs on.
     pub(super) fn router(&mut self) -> Option<Arc<Router>> {
-        if self.backend.is_none() {
+        // Checked between transactions only; the snapshot itself is loaded only when it changed.
+        if self.backend.is_none()
+            && self.router.as_ref().map(|r| r.epoch) != Some(self.shared.store.epoch())
+        {
             let snapshot = self.shared.store.load();
-            if self.router.as_ref().map(|r| r.epoch) != Some(snapshot.epoch) {
-                self.router = self.shared.routers.get(&snapshot, &self.info.database);
-            }
+            self.router = self.shared.routers.get(&snapshot, &self.info.database);
         }
         self.router.clone().filter(|r| r.is_sharded())
     }
@@ -113,22 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.push_synthetic(|out| bmsg::ready_for_query(out, status));
             return Routed::Done;
         }
-        if self.backend.is_none() && self.status == TxStatus::Failed {
-            self.refuse_query(aborted_error());
-            return Routed::Done;
-        }
-        match self.target(&router, &plan, None) {
-            Ok(Some(want)) if self.pinned().is_some_and(|p| p != want) => {
-                let err = self.cross_shard(&router, want);
-                self.fail_on_backend(&err, Pending::Query);
-                Routed::Done
-            }
-            Ok(want) => Routed::To(want),
-            Err(err) => {
-                self.refuse_query(err);
-                Routed::Done
-            }
-        }
+        self.decide(&router, &plan, None, Self::refuse_query)
     }
 
     /// Routes a Bind: answers it locally (a deferred BEGIN or its end), refuses it, or says which
@@ -140,31 +126,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sql) = self.statement_sql(b.statement) else {
             return Routed::To(None); // unknown statement: the server reports it
         };
-        let plan = router.plan(&sql);
-        if let Some(tx) = self.local_tx(&plan, &sql) {
-            if self.owed_are_local(&router) {
-                self.answer_owed_locally();
-                self.push_synthetic(|out| bmsg::empty(out, bmsg::BIND_COMPLETE));
-                self.local_portal = Some((b.portal.to_owned(), tx));
-                return Routed::Done;
-            }
-        }
-        if self.backend.is_none() && self.status == TxStatus::Failed {
-            self.refuse_extended(aborted_error());
+        let plan = router.plan(sql);
+        let local = self.local_tx(&plan, sql);
+        if let Some(tx) = local.filter(|_| self.owed_are_local(&router)) {
+            self.answer_owed_locally();
+            self.push_synthetic(|out| bmsg::empty(out, bmsg::BIND_COMPLETE));
+            self.local_portal = Some((b.portal.to_owned(), tx));
             return Routed::Done;
         }
-        let Ok(params) = BindParams::decode(b.rest) else {
-            return Routed::To(self.pinned()); // malformed: the server reports it
+        // A malformed Bind is routed without its keys; the server reports it.
+        let params = BindParams::decode(b.rest).ok();
+        self.decide(&router, &plan, params.as_ref(), Self::refuse_extended)
+    }
+
+    /// The shard a statement needs, or its refusal (reported by `refuse`): a failed local
+    /// transaction takes nothing, and a pinned transaction takes no second shard.
+    fn decide(
+        &mut self,
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams>,
+        refuse: fn(&mut Self, PgError),
+    ) -> Routed {
+        let target = if self.backend.is_none() && self.status == TxStatus::Failed {
+            Err(aborted_error())
+        } else {
+            self.target(router, plan, params)
         };
-        match self.target(&router, &plan, Some(&params)) {
+        match target {
             Ok(Some(want)) if self.pinned().is_some_and(|p| p != want) => {
-                let err = self.cross_shard(&router, want);
-                self.refuse_extended(err);
+                refuse(self, self.cross_shard(router, want));
                 Routed::Done
             }
             Ok(want) => Routed::To(want),
             Err(err) => {
-                self.refuse_extended(err);
+                refuse(self, err);
                 Routed::Done
             }
         }
@@ -184,25 +180,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.extended_error(err);
     }
 
-    fn statement_sql(&self, name: &str) -> Option<String> {
+    /// The text of a client statement, borrowed (no allocation per Bind).
+    fn statement_sql(&self, name: &str) -> Option<&str> {
         if name.is_empty() {
-            let frame = self.unnamed.as_ref()?;
-            let parse = Parse::decode(&frame[crate::protocol::HEADER_LEN..]).ok()?;
-            return Some(parse.sql.to_string());
+            return parse_sql(self.unnamed.as_ref()?);
         }
-        self.statements.get(name).map(|s| s.sql.clone())
+        self.statements.get(name).map(|s| s.sql.as_str())
     }
 
     /// Whether every owed Parse is a BEGIN/COMMIT/ROLLBACK, whose ParseComplete is certain.
     fn owed_are_local(&self, router: &Router) -> bool {
         self.owed.iter().all(|o| {
             let sql = match o {
-                Owed::Unnamed(frame) => Parse::decode(&frame[crate::protocol::HEADER_LEN..])
-                    .map(|p| p.sql.to_string())
-                    .unwrap_or_default(),
-                Owed::Named { stmt, .. } => stmt.sql.clone(),
+                Owed::Unnamed(frame) => parse_sql(frame).unwrap_or(""),
+                Owed::Named { stmt, .. } => &stmt.sql,
             };
-            matches!(*router.plan(&sql), Plan::Begin | Plan::End)
+            matches!(*router.plan(sql), Plan::Begin | Plan::End)
         })
     }
 
@@ -274,9 +267,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The error for a statement that needs `wanted` while the transaction runs on the held
-    /// backend's shard. Inside a transaction (or a batch) the server's transaction must fail too,
-    /// as Postgres would fail it, so the client cannot commit the rest by mistake: the error is
-    /// raised *on the backend* by a DO block. Returns the SQL to send, if any.
+    /// backend's shard. It is reported through `fail_on_backend`, so the server's transaction
+    /// (or the batch's implicit one) fails too and the client cannot commit the rest by mistake.
     pub(super) fn cross_shard(&self, router: &Router, wanted: usize) -> PgError {
         let pinned = self
             .pinned()
@@ -302,6 +294,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.replies.push(pending);
         self.unnamed_here = false;
     }
+}
+
+/// The SQL of a client's Parse frame.
+fn parse_sql(frame: &Bytes) -> Option<&str> {
+    Parse::decode(&frame[crate::protocol::HEADER_LEN..])
+        .ok()
+        .map(|p| p.sql)
 }
 
 pub(super) enum Routed {

@@ -156,6 +156,11 @@ impl Store {
         self.current.load_full()
     }
 
+    /// The current epoch, without taking a reference to the snapshot.
+    pub fn epoch(&self) -> u64 {
+        self.current.load().epoch
+    }
+
     /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
         let previous = self.load();
