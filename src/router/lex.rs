@@ -47,7 +47,12 @@ fn statement_end(b: &[u8], start: usize) -> usize {
 /// ends; `None` when none starts there.
 fn skip_non_code(b: &[u8], i: usize) -> Option<usize> {
     match b[i] {
-        b'\'' => Some(skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'E' | b'e'))),
+        b'\'' => Some(skip_quoted(
+            b,
+            i,
+            b'\'',
+            i > 0 && matches!(b[i - 1], b'E' | b'e'),
+        )),
         b'"' => Some(skip_quoted(b, i, b'"', false)),
         b'-' if b.get(i + 1) == Some(&b'-') => Some(
             b[i..]

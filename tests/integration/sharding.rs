@@ -144,7 +144,9 @@ async fn rows_land_on_the_shard_that_owns_their_bucket_and_nowhere_else() {
 async fn a_transaction_is_pinned_to_the_shard_of_its_first_keyed_statement() {
     let env = Sharded::start().await;
     let c = env.connect().await;
-    let (a, b) = (first_key_on(0), first_key_on(1));
+    // Both on s1, not the default shard: a BEGIN sent ahead to the default shard would pin the
+    // transaction there and the INSERT would be refused.
+    let (b, b2) = keys_on(1);
     // BEGIN by the simple protocol, deferred until the INSERT picks shard s1.
     c.batch_execute("BEGIN").await.unwrap();
     c.execute("INSERT INTO users (id, name) VALUES ($1, 'in tx')", &[&b])
@@ -156,13 +158,16 @@ async fn a_transaction_is_pinned_to_the_shard_of_its_first_keyed_statement() {
     c.execute("BEGIN", &[]).await.unwrap();
     c.execute(
         "INSERT INTO users (id, name) VALUES ($1, 'extended')",
-        &[&a],
+        &[&b2],
     )
     .await
     .unwrap();
     c.execute("COMMIT", &[]).await.unwrap();
-    assert_eq!(env.ids_on(0), vec![a]);
-    // An empty transaction never needs a server.
+    let mut both = vec![b, b2];
+    both.sort();
+    assert_eq!(env.ids_on(1), both);
+    assert!(env.ids_on(0).is_empty());
+    // Transactions with no statement in them still work.
     c.batch_execute("BEGIN; COMMIT").await.unwrap();
     c.batch_execute("BEGIN").await.unwrap();
     c.batch_execute("ROLLBACK").await.unwrap();
@@ -271,6 +276,15 @@ async fn hints_and_keyless_statements_reach_the_right_shard() {
             "shardgate hint: no shard named \"s9\" (this database has \"s0\", \"s1\")".to_string()
         )
     );
+}
+
+/// The two smallest positive keys owned by `shard`.
+fn keys_on(shard: usize) -> (i64, i64) {
+    let mut keys = (1..).filter(|&k| owner(k) == shard);
+    (
+        keys.next().expect("a key"),
+        keys.next().expect("a second key"),
+    )
 }
 
 /// The smallest positive key owned by `shard`.
