@@ -42,6 +42,7 @@ pub(super) fn plan(f: Findings, routing: &RoutingConfig) -> Plan {
             write: f.write,
             rows: f.insert_rows,
             colocated: classes.groups == 1,
+            merge: None,
         }),
         Some(unpinned) => without_key(&f, &classes, unpinned.clone(), routing),
     }
@@ -126,6 +127,7 @@ fn without_key(
     Plan::Scatter(Scatter {
         table: unpinned,
         key_column: column,
+        merge: None,
     })
 }
 

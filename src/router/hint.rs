@@ -39,6 +39,7 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
                 write: true,
                 rows: false,
                 colocated: true,
+                merge: None,
             })),
             Err(e) => bad(format!("key={value}: {e}")),
         },

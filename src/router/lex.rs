@@ -181,3 +181,88 @@ pub(crate) fn leading_words(stmt: &str, n: usize) -> Vec<String> {
         .map(|w| w.to_ascii_lowercase())
         .collect()
 }
+
+/// Skips whitespace and comments from `i`.
+fn skip_blank(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() {
+        if b[i].is_ascii_whitespace() {
+            i += 1;
+        } else if b[i] == b'-' || b[i] == b'/' {
+            match skip_non_code(b, i) {
+                Some(end) => i = end,
+                None => return i,
+            }
+        } else {
+            return i;
+        }
+    }
+    i
+}
+
+/// The end (just past the `)`) of the parenthesised group that follows `i` after blanks.
+pub(crate) fn group_end(sql: &str, i: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = skip_blank(b, i);
+    if b.get(i) != Some(&b'(') {
+        return None;
+    }
+    let mut depth = 0usize;
+    while i < b.len() {
+        if let Some(end) = skip_non_code(b, i) {
+            i = end;
+            continue;
+        }
+        match b[i] {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Just past `word` (any case) when it is the next thing after `i`, blanks skipped.
+pub(crate) fn after_word(sql: &str, i: usize, word: &str) -> Option<usize> {
+    let i = skip_blank(sql.as_bytes(), i);
+    let end = i + word.len();
+    let found = sql.get(i..end)?.eq_ignore_ascii_case(word);
+    let whole = !sql.as_bytes().get(end).copied().is_some_and(is_ident_byte);
+    (found && whole).then_some(end)
+}
+
+/// The offset of the first `word` (any case) at parenthesis depth 0 from `start`, outside strings
+/// and comments.
+pub(crate) fn top_level_word(sql: &str, start: usize, word: &str) -> Option<usize> {
+    let b = sql.as_bytes();
+    let (mut i, mut depth) = (start, 0usize);
+    while i < b.len() {
+        if let Some(end) = skip_non_code(b, i) {
+            i = end;
+            continue;
+        }
+        match b[i] {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            c if is_ident_byte(c) => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| !(is_ident_byte(c) || c == b'$'))
+                    .map_or(b.len(), |p| i + p);
+                if depth == 0 && sql[i..end].eq_ignore_ascii_case(word) {
+                    return Some(i);
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}

@@ -15,6 +15,7 @@ pub mod key;
 pub mod lex;
 mod literal;
 mod map;
+pub mod merge;
 mod params;
 mod plan;
 pub mod report;
@@ -27,7 +28,8 @@ use std::sync::{Arc, Mutex};
 
 pub use key::KeyValue;
 pub use params::Params;
-pub use plan::{Broadcast, KeySource, Keyed, Plan, RouteError, Scatter, Target};
+pub use merge::MergeSpec;
+pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
 
 use crate::config::DatabaseConfig;
 use crate::topology::{Database, Shard, Snapshot};
@@ -153,9 +155,9 @@ impl Router {
                     reason: what.clone(),
                     table: table.clone(),
                 }),
-            Plan::Keyed(k) => self.keyed(k, params),
+            Plan::Keyed(k) => mergeable(self.keyed(k, params)?, &k.merge),
             // Rows live only on shards that own keys.
-            Plan::Scatter(_) => Ok(shards(self.map.owners(self.shard_names.len()))),
+            Plan::Scatter(s) => mergeable(shards(self.map.owners(self.shard_names.len())), &s.merge),
             // Schema and reference tables live on every shard, owner of keys or not.
             Plan::Broadcast(_) => Ok(shards((0..self.shard_names.len()).collect())),
             Plan::Multi(plans) => self.resolve_all(plans, pinned),
@@ -212,6 +214,14 @@ impl Router {
             });
         }
         Ok(shards(found))
+    }
+}
+
+/// A read that needs several shards is refused when its rows cannot be merged.
+fn mergeable(target: Target, merge: &Merge) -> Result<Target, RouteError> {
+    match (&target, merge.as_deref()) {
+        (Target::Shards(_), Some(Err(e))) => Err(e.clone()),
+        _ => Ok(target),
     }
 }
 

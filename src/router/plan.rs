@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::key::KeyValue;
+use super::merge::MergeSpec;
 
 /// Where a key comes from: the statement text, or a bind parameter (0-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +64,19 @@ pub struct Keyed {
     pub rows: bool,
     /// All references are joined on their keys; otherwise the keys must all land on one shard.
     pub colocated: bool,
+    /// For a read whose keys may live on several shards: how to merge the shards' rows.
+    pub merge: Merge,
 }
+
+/// How the rows of several shards are merged, or why they cannot be; `None` for statements
+/// that are not mergeable reads.
+pub type Merge = Option<Arc<Result<MergeSpec, RouteError>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scatter {
     pub table: Arc<str>,
     pub key_column: Arc<str>,
+    pub merge: Merge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

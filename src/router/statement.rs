@@ -1,14 +1,16 @@
 //! The plan for a statement's text: parsed by sqlparser when it can, classified by its leading
 //! keywords when it cannot (fail closed: DESIGN §2.4).
 
-use sqlparser::ast::{CopySource, Declare, Statement};
+use std::sync::Arc;
+
+use sqlparser::ast::{CopySource, Declare, Query, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::catalog::{Catalog, TableKind};
 use super::lex::{bare_words, leading_words, statements};
-use super::plan::{Broadcast, Plan, RouteError, Scatter};
-use super::{analyze, dml};
+use super::plan::{Broadcast, KeySource, Keyed, Plan, RouteError, Scatter};
+use super::{analyze, dml, merge};
 use crate::config::RoutingConfig;
 
 pub(super) struct Context<'a> {
@@ -45,7 +47,8 @@ fn plan_one(sql: &str, cx: &Context) -> Plan {
 fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
     use Statement as S;
     match s {
-        S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
+        S::Query(q) => with_merge(dml::plan(analyze::walk(s, cx.catalog), cx.routing), q, sql, cx),
+        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
             dml::plan(analyze::walk(s, cx.catalog), cx.routing)
         }
         S::StartTransaction { .. } => Plan::Begin,
@@ -104,6 +107,23 @@ fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
     }
 }
 
+/// A read that may run on several shards learns how their rows are merged.
+fn with_merge(plan: Plan, q: &Query, sql: &str, cx: &Context) -> Plan {
+    let spec = || Some(Arc::new(merge::spec(q, sql, cx.catalog)));
+    match plan {
+        Plan::Scatter(s) => Plan::Scatter(Scatter { merge: spec(), ..s }),
+        Plan::Keyed(k) if !k.write && may_span(&k.keys) => {
+            Plan::Keyed(Keyed { merge: spec(), ..k })
+        }
+        other => other,
+    }
+}
+
+/// Whether keys may live on several shards.
+fn may_span(keys: &[KeySource]) -> bool {
+    keys.len() > 1 || keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)))
+}
+
 /// A cursor is read row by row from one server: only for queries that run on one shard.
 fn cursor(inner: Plan) -> Plan {
     match inner {
@@ -140,6 +160,7 @@ fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
         (TableKind::Sharded { table, key }, true) => Plan::Scatter(Scatter {
             table,
             key_column: key,
+            merge: None,
         }),
         (TableKind::Sharded { table, key }, false) => Plan::Reject(RouteError::Unsupported {
             what: format!("COPY FROM into sharded table \"{table}\" is not supported yet"),

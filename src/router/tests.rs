@@ -9,4 +9,5 @@ mod joins;
 mod keys;
 mod placement;
 mod scope;
+mod merge;
 mod writes;

@@ -25,6 +25,7 @@ fn a_point_select_with_a_literal_goes_to_the_owner_of_the_key() {
             write: false,
             rows: false,
             colocated: true,
+            merge: None,
         })
     );
 }
@@ -137,6 +138,7 @@ fn bind_parameters_in_text_and_binary_format() {
             write: false,
             rows: false,
             colocated: true,
+            merge: None,
         })
     );
 }
