@@ -25,6 +25,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod merge;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;

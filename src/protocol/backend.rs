@@ -202,6 +202,82 @@ impl ErrorFields {
     }
 }
 
+/// One column of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub table: u32,
+    pub column: i16,
+    pub type_oid: u32,
+    pub type_len: i16,
+    pub type_mod: i32,
+    pub format: i16,
+}
+
+/// `T`: the columns of the rows that follow (decoded only to merge the rows of several shards).
+pub fn decode_row_description(body: &[u8]) -> Result<Vec<Field>, ProtocolError> {
+    let mut r = Reader::new(ROW_DESCRIPTION, body);
+    let n = r.i16("field count")?;
+    (0..n.max(0))
+        .map(|_| {
+            Ok(Field {
+                name: r.cstr("field name")?.to_string(),
+                table: r.i32("table oid")? as u32,
+                column: r.i16("column number")?,
+                type_oid: r.i32("type oid")? as u32,
+                type_len: r.i16("type length")?,
+                type_mod: r.i32("type modifier")?,
+                format: r.i16("format code")?,
+            })
+        })
+        .collect()
+}
+
+pub fn row_description(out: &mut BytesMut, fields: &[Field]) {
+    write_message(out, ROW_DESCRIPTION, |out| {
+        out.put_i16(fields.len() as i16);
+        for f in fields {
+            put_cstr(out, f.name.as_bytes());
+            out.put_u32(f.table);
+            out.put_i16(f.column);
+            out.put_u32(f.type_oid);
+            out.put_i16(f.type_len);
+            out.put_i32(f.type_mod);
+            out.put_i16(f.format);
+        }
+    });
+}
+
+/// `D`: one row's values (`None`: NULL), borrowed from the frame's body.
+pub fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(DATA_ROW, body);
+    let n = r.i16("column count")?;
+    (0..n.max(0))
+        .map(|_| {
+            let len = r.i32("value length")?;
+            match usize::try_from(len) {
+                Ok(len) => r.take(len, "column value").map(Some),
+                Err(_) => Ok(None),
+            }
+        })
+        .collect()
+}
+
+pub fn data_row<'v>(out: &mut BytesMut, values: impl ExactSizeIterator<Item = Option<&'v [u8]>>) {
+    write_message(out, DATA_ROW, |out| {
+        out.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    out.put_i32(v.len() as i32);
+                    out.put_slice(v);
+                }
+                None => out.put_i32(-1),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,11 @@ pub enum SqlState {
     InternalError,
     InvalidParameterValue,
     InFailedSqlTransaction,
+    InvalidRowCountInLimit,
+    InvalidRowCountInOffset,
+    NumericValueOutOfRange,
+    DataException,
+    TransactionResolutionUnknown,
 }
 
 impl SqlState {
@@ -53,6 +58,11 @@ impl SqlState {
             SqlState::InternalError => "XX000",
             SqlState::InvalidParameterValue => "22023",
             SqlState::InFailedSqlTransaction => "25P02",
+            SqlState::InvalidRowCountInLimit => "2201W",
+            SqlState::InvalidRowCountInOffset => "2201X",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::DataException => "22000",
+            SqlState::TransactionResolutionUnknown => "08007",
         }
     }
 }

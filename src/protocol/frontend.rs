@@ -151,6 +151,27 @@ impl<'a> BindParams<'a> {
     }
 }
 
+/// The part of a Bind after the statement name, split into its parameters (kept raw) and its
+/// result-column format codes.
+pub fn split_bind_results(rest: &[u8]) -> Result<(&[u8], Vec<i16>), ProtocolError> {
+    let mut r = Reader::new(BIND, rest);
+    let nformats = r.i16("parameter format count")?;
+    r.take(2 * nformats.max(0) as usize, "parameter formats")?;
+    let nvalues = r.i16("parameter count")?;
+    for _ in 0..nvalues.max(0) {
+        let len = r.i32("parameter length")?;
+        if let Ok(n) = usize::try_from(len) {
+            r.take(n, "parameter value")?;
+        }
+    }
+    let params = rest.len() - r.rest_len();
+    let nresults = r.i16("result format count")?;
+    let results = (0..nresults.max(0))
+        .map(|_| r.i16("result format"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((&rest[..params], results))
+}
+
 /// Whether a Describe or Close names a prepared statement or a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

@@ -118,6 +118,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// How many bytes are left unread.
+    pub fn rest_len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }

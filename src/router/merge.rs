@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Distinct, DuplicateTreatment, Expr, Function, FunctionArguments, GroupByExpr, LimitClause,
-    ObjectName, OrderByExpr, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
-    Spanned, TableFactor, Value, Visit, Visitor,
+    ObjectName, OrderByExpr, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Spanned,
+    TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::tokenizer::Location;
 
@@ -42,7 +42,9 @@ pub enum Output {
     Plain,
     Agg(Aggregate),
     /// `avg(x)`, run as `sum(x), count(x)`: takes two shard columns. `name` is the column's name.
-    Avg { name: String },
+    Avg {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,13 +98,52 @@ const SUPPORTED: [(&str, Aggregate); 4] = [
 
 /// Postgres' built-in aggregates: inside expressions, or unsupported, they cannot be merged.
 const AGGREGATES: &[&str] = &[
-    "array_agg", "avg", "bit_and", "bit_or", "bit_xor", "bool_and", "bool_or", "count", "every",
-    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "max", "min", "range_agg",
-    "range_intersect_agg", "string_agg", "sum", "xmlagg", "corr", "covar_pop", "covar_samp",
-    "regr_avgx", "regr_avgy", "regr_count", "regr_intercept", "regr_r2", "regr_slope", "regr_sxx",
-    "regr_sxy", "regr_syy", "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop",
-    "var_samp", "mode", "percentile_cont", "percentile_disc", "rank", "dense_rank",
-    "percent_rank", "cume_dist", "any_value",
+    "array_agg",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "count",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "max",
+    "min",
+    "range_agg",
+    "range_intersect_agg",
+    "string_agg",
+    "sum",
+    "xmlagg",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "mode",
+    "percentile_cont",
+    "percentile_disc",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "any_value",
 ];
 
 fn refuse(what: impl Into<String>, hint: impl Into<String>) -> RouteError {
@@ -202,15 +243,14 @@ impl<'a> Builder<'a> {
 
     /// Classifies the select list and GROUP BY. `keys`: how the query may name sharding keys.
     fn items(&mut self, keys: &[(Option<String>, String)]) -> Result<(), RouteError> {
-        let groups = match &self.select.group_by {
-            GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.as_slice(),
-            _ => {
-                return Err(refuse(
+        let groups =
+            match &self.select.group_by {
+                GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.as_slice(),
+                _ => return Err(refuse(
                     "GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS across shards cannot be merged",
                     ONE_SHARD_HINT,
-                ))
-            }
-        };
+                )),
+            };
         // Groups that include a sharding key never span shards: every shard's rows are final.
         if groups.iter().any(|g| is_key(g, keys)) {
             self.outputs = vec![Output::Plain; self.items.len()];
@@ -324,7 +364,11 @@ impl<'a> Builder<'a> {
         }
         if let Expr::Identifier(id) = e {
             let name = ident(id);
-            if let Some(i) = self.items.iter().position(|it| it.alias.as_deref() == Some(name.as_str())) {
+            if let Some(i) = self
+                .items
+                .iter()
+                .position(|it| it.alias.as_deref() == Some(name.as_str()))
+            {
                 return Some(i);
             }
         }
@@ -423,7 +467,11 @@ impl<'a> Builder<'a> {
         let pushed = match (self.limit, self.offset) {
             _ if matches!(self.grouping, Grouping::Aggregate | Grouping::Groups(_)) => {
                 // FETCH FIRST takes no ALL.
-                if q.fetch.is_some() { i64::MAX.to_string() } else { "ALL".into() }
+                if q.fetch.is_some() {
+                    i64::MAX.to_string()
+                } else {
+                    "ALL".into()
+                }
             }
             // Without an OFFSET the client's LIMIT is already what each shard needs.
             (None, _) | (Some(_), None) => return Ok(()),
@@ -431,7 +479,11 @@ impl<'a> Builder<'a> {
             (Some(_), Some(_)) => {
                 let o = offset.expect("an offset");
                 let (os, oe) = self.span_of(o)?;
-                format!("({}::int8 + {}::int8)", &self.sql[start..end], &self.sql[os..oe])
+                format!(
+                    "({}::int8 + {}::int8)",
+                    &self.sql[start..end],
+                    &self.sql[os..oe]
+                )
             }
         };
         self.edits.push((start, end, pushed));

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use key::KeyValue;
-pub use params::Params;
 pub use merge::MergeSpec;
+pub use params::Params;
 pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
 
 use crate::config::DatabaseConfig;
@@ -157,7 +157,9 @@ impl Router {
                 }),
             Plan::Keyed(k) => mergeable(self.keyed(k, params)?, &k.merge),
             // Rows live only on shards that own keys.
-            Plan::Scatter(s) => mergeable(shards(self.map.owners(self.shard_names.len())), &s.merge),
+            Plan::Scatter(s) => {
+                mergeable(shards(self.map.owners(self.shard_names.len())), &s.merge)
+            }
             // Schema and reference tables live on every shard, owner of keys or not.
             Plan::Broadcast(_) => Ok(shards((0..self.shard_names.len()).collect())),
             Plan::Multi(plans) => self.resolve_all(plans, pinned),

@@ -47,7 +47,12 @@ fn plan_one(sql: &str, cx: &Context) -> Plan {
 fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
     use Statement as S;
     match s {
-        S::Query(q) => with_merge(dml::plan(analyze::walk(s, cx.catalog), cx.routing), q, sql, cx),
+        S::Query(q) => with_merge(
+            dml::plan(analyze::walk(s, cx.catalog), cx.routing),
+            q,
+            sql,
+            cx,
+        ),
         S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
             dml::plan(analyze::walk(s, cx.catalog), cx.routing)
         }

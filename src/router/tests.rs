@@ -7,7 +7,7 @@ mod corpus;
 mod fallback;
 mod joins;
 mod keys;
+mod merge;
 mod placement;
 mod scope;
-mod merge;
 mod writes;

@@ -97,6 +97,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = match self.route_query(q.sql) {
             super::route::Routed::Done => return Ok(()),
             super::route::Routed::To(want) => want,
+            super::route::Routed::Fan(fan) => {
+                self.fan_query(q.sql, fan).await;
+                return Ok(());
+            }
         };
         if !self.ensure_backend_for_query_on(want).await {
             return Ok(());
@@ -214,6 +218,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = match self.route_bind(&b) {
             super::route::Routed::Done => return Ok(()),
             super::route::Routed::To(want) => want,
+            super::route::Routed::Fan(fan) => {
+                self.fan_bind(&b, fan);
+                return Ok(());
+            }
         };
         if !self.ensure_backend_for_extended_on(want, true).await {
             return Ok(());
@@ -255,6 +263,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
         if d.target == Target::Portal && self.is_local_portal(d.name) {
             self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA));
+            return Ok(());
+        }
+        if d.target == Target::Portal && self.is_fan_portal(d.name) {
+            self.fan_describe().await;
             return Ok(());
         }
         if !self.ensure_backend_for_extended().await {
@@ -327,6 +339,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.statements.remove(c.name);
             return self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
         }
+        if c.target == Target::Portal && self.is_fan_portal(c.name) {
+            self.fan_portal = None;
+            return self.push_synthetic(|out| bmsg::empty(out, bmsg::CLOSE_COMPLETE));
+        }
         let unnamed_statement = c.target == Target::Statement;
         if unnamed_statement {
             self.unnamed = None;
@@ -348,6 +364,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Ok(());
         }
+        if self.is_fan_portal(e.portal) {
+            self.fan_execute(e).await;
+            return Ok(());
+        }
         if let Some(cmd) = self.portal_cmds.get(e.portal) {
             self.pending_cmds.push(cmd.clone());
         }
@@ -357,6 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn on_sync(&mut self, frame: &Bytes) {
         self.skip_until_sync = false;
         self.local_portal = None;
+        self.fan_portal = None;
         if self.backend.is_none() {
             let status = self.status;
             return self.push_synthetic(|out| bmsg::ready_for_query(out, status));

@@ -7,6 +7,7 @@
 //! reply queue ([`replies`]) says which of them to swallow and where synthesized replies belong.
 
 mod client;
+mod fanout;
 pub(crate) mod prepared;
 mod relay;
 mod replies;
@@ -142,6 +143,8 @@ pub struct Session<S> {
     owed: Vec<route::Owed>,
     /// A portal bound to a BEGIN/COMMIT/ROLLBACK that shardgate answers itself.
     local_portal: Option<(String, route::LocalTx)>,
+    /// A portal bound to a statement that runs on several shards (until Sync).
+    fan_portal: Option<fanout::FanPortal>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -190,6 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             deferred_begin: None,
             owed: Vec::new(),
             local_portal: None,
+            fan_portal: None,
         })
     }
 
@@ -520,7 +524,7 @@ impl<S> Drop for Session<S> {
     }
 }
 
-fn checkout_error(e: CheckoutError) -> PgError {
+pub(super) fn checkout_error(e: CheckoutError) -> PgError {
     match &e {
         CheckoutError::Exhausted { .. } => PgError::error(SqlState::TooManyConnections, format!("shardgate: {e}"))
             .with_hint("Raise pool.size or pool.checkout_timeout_ms, or look for long transactions holding server connections."),

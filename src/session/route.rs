@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::fanout::{FanOut, Job};
 use super::prepared::Statement;
 use super::replies::Pending;
 use super::Session;
@@ -51,19 +52,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.backend.as_ref().map(|h| h.index)
     }
 
-    /// The shard a planned statement needs (`None`: any), or the error the client gets.
+    /// Where a planned statement goes, or the error the client gets.
     pub(super) fn target(
         &self,
         router: &Router,
         plan: &Plan,
         params: Option<&BindParams>,
-    ) -> Result<Option<usize>, PgError> {
+    ) -> Result<Routed, PgError> {
         match router.resolve(plan, params, self.pinned()) {
-            Ok(Target::Any) => Ok(None),
-            Ok(Target::Shard(s)) => Ok(Some(s)),
-            Ok(Target::Shards(shards)) => Err(multi_shard_error(router, plan, &shards)),
+            Ok(Target::Any) => Ok(Routed::To(None)),
+            Ok(Target::Shard(s)) => Ok(Routed::To(Some(s))),
+            Ok(Target::Shards(shards)) => match Job::of(plan) {
+                Some(job) => Ok(Routed::Fan(FanOut { shards, job })),
+                None => Err(multi_shard_error(router, plan, &shards)),
+            },
             Err(e) => Err(route_error(&e)),
         }
+    }
+
+    /// Whether a multi-shard statement may run now: only outside transactions (a transaction
+    /// lives on one shard).
+    fn may_fan_out(&self) -> bool {
+        self.backend.is_none() && self.status == TxStatus::Idle && self.deferred_begin.is_none()
     }
 
     /// A BEGIN or COMMIT/ROLLBACK that shardgate answers itself: BEGIN when no backend is held
@@ -154,11 +164,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.target(router, plan, params)
         };
         match target {
-            Ok(Some(want)) if self.pinned().is_some_and(|p| p != want) => {
+            Ok(Routed::To(Some(want))) if self.pinned().is_some_and(|p| p != want) => {
                 refuse(self, self.cross_shard(router, want));
                 Routed::Done
             }
-            Ok(want) => Routed::To(want),
+            Ok(Routed::Fan(fan)) if !self.may_fan_out() => {
+                refuse(self, in_transaction_error(router, &fan));
+                Routed::Done
+            }
+            Ok(routed) => routed,
             Err(err) => {
                 refuse(self, err);
                 Routed::Done
@@ -200,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Answers the owed Parses here; the statements are sent to a backend when next used.
-    fn answer_owed_locally(&mut self) {
+    pub(super) fn answer_owed_locally(&mut self) {
         for owed in std::mem::take(&mut self.owed) {
             match owed {
                 Owed::Unnamed(_) => {
@@ -308,6 +322,22 @@ pub(super) enum Routed {
     Done,
     /// Needs a backend on this shard (`None`: any).
     To(Option<usize>),
+    /// Runs on several shards, outside any transaction.
+    Fan(FanOut),
+}
+
+/// A multi-shard statement inside a transaction, which runs on one shard.
+fn in_transaction_error(router: &Router, fan: &FanOut) -> PgError {
+    let names: Vec<String> = fan
+        .shards
+        .iter()
+        .map(|&s| format!("\"{}\"", router.shard_name(s)))
+        .collect();
+    PgError::error(
+        SqlState::FeatureNotSupported,
+        format!("the statement needs shards {}, and statements on several shards run only outside transaction blocks", names.join(", ")),
+    )
+    .with_hint("Run it outside BEGIN … COMMIT, or filter on the sharding key so it needs one shard.")
 }
 
 fn aborted_error() -> PgError {

@@ -52,13 +52,19 @@ fn limit_and_offset_are_pushed_down_as_their_sum() {
         s.shard_sql.as_deref(),
         Some("SELECT id FROM users ORDER BY id LIMIT 30 OFFSET 0")
     );
-    assert_eq!((s.limit, s.offset), (Some(Bound::Value(10)), Some(Bound::Value(20))));
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(Bound::Value(10)), Some(Bound::Value(20)))
+    );
     let s = ok("SELECT id FROM users ORDER BY id LIMIT $1 OFFSET $2");
     assert_eq!(
         s.shard_sql.as_deref(),
         Some("SELECT id FROM users ORDER BY id LIMIT ($1::int8 + $2::int8) OFFSET 0")
     );
-    assert_eq!((s.limit, s.offset), (Some(Bound::Param(0)), Some(Bound::Param(1))));
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(Bound::Param(0)), Some(Bound::Param(1)))
+    );
     let s = ok("SELECT id FROM users LIMIT 5");
     assert_eq!((s.shard_sql, s.limit), (None, Some(Bound::Value(5))));
     let s = ok("SELECT id FROM users ORDER BY id OFFSET 3 ROWS FETCH FIRST 2 ROWS ONLY");
@@ -70,7 +76,8 @@ fn limit_and_offset_are_pushed_down_as_their_sum() {
 
 #[test]
 fn aggregates_merge_and_avg_runs_as_sum_and_count() {
-    let s = ok("SELECT count(*), sum(total), min(total), MAX(total), avg(total) AS mean FROM orders");
+    let s =
+        ok("SELECT count(*), sum(total), min(total), MAX(total), avg(total) AS mean FROM orders");
     assert_eq!(
         s.shard_sql.as_deref(),
         Some("SELECT count(*), sum(total), min(total), MAX(total), sum(total), count(total) AS mean FROM orders")
@@ -82,7 +89,9 @@ fn aggregates_merge_and_avg_runs_as_sum_and_count() {
             Output::Agg(Aggregate::Sum),
             Output::Agg(Aggregate::Min),
             Output::Agg(Aggregate::Max),
-            Output::Avg { name: "mean".into() },
+            Output::Avg {
+                name: "mean".into()
+            },
         ])
     );
     assert_eq!(s.grouping, Grouping::Aggregate);
@@ -95,15 +104,20 @@ fn aggregates_merge_and_avg_runs_as_sum_and_count() {
 
 #[test]
 fn groups_spanning_shards_merge_on_the_select_list() {
-    let s = ok("SELECT status, count(*) FROM orders GROUP BY status ORDER BY 2 DESC LIMIT 3 OFFSET 1");
+    let s =
+        ok("SELECT status, count(*) FROM orders GROUP BY status ORDER BY 2 DESC LIMIT 3 OFFSET 1");
     assert_eq!(s.grouping, Grouping::Groups(vec![0]));
     assert_eq!(
         s.shard_sql.as_deref(),
         Some("SELECT status, count(*) FROM orders GROUP BY status ORDER BY 2 DESC LIMIT ALL OFFSET 0")
     );
     assert_eq!(s.order, vec![key(1, true, true)]);
-    assert!(refused("SELECT count(*) FROM orders GROUP BY status").contains("GROUP BY status is not in the select list"));
-    assert!(refused("SELECT status, count(*) FROM orders GROUP BY status HAVING count(*) > 1").contains("HAVING"));
+    assert!(refused("SELECT count(*) FROM orders GROUP BY status")
+        .contains("GROUP BY status is not in the select list"));
+    assert!(
+        refused("SELECT status, count(*) FROM orders GROUP BY status HAVING count(*) > 1")
+            .contains("HAVING")
+    );
 }
 
 #[test]
@@ -111,14 +125,19 @@ fn groups_on_the_sharding_key_stay_on_one_shard() {
     let s = ok("SELECT user_id, string_agg(sku, ',') FROM order_items GROUP BY user_id HAVING count(*) > 1 ORDER BY 1 LIMIT 2 OFFSET 1");
     assert_eq!(s.grouping, Grouping::Rows);
     assert_eq!(s.outputs, Some(vec![Output::Plain, Output::Plain]));
-    assert!(s.shard_sql.as_deref().unwrap().ends_with("LIMIT 3 OFFSET 0"));
+    assert!(s
+        .shard_sql
+        .as_deref()
+        .unwrap()
+        .ends_with("LIMIT 3 OFFSET 0"));
     let s = ok("SELECT count(*) FROM orders o GROUP BY o.user_id");
     assert_eq!(s.grouping, Grouping::Rows);
 }
 
 #[test]
 fn order_by_a_column_not_selected_is_fetched_hidden() {
-    let s = ok("SELECT name FROM users u /* from */ WHERE name <> 'FROM' ORDER BY u.id DESC LIMIT 2");
+    let s =
+        ok("SELECT name FROM users u /* from */ WHERE name <> 'FROM' ORDER BY u.id DESC LIMIT 2");
     assert_eq!(s.hidden, 1);
     assert_eq!(s.order, vec![key(1, true, true)]);
     assert_eq!(
@@ -148,19 +167,37 @@ fn reads_of_keys_on_several_shards_merge_too() {
 #[test]
 fn shapes_whose_merge_could_differ_are_refused() {
     for (sql, why) in [
-        ("SELECT id, row_number() OVER () FROM users", "window functions"),
+        (
+            "SELECT id, row_number() OVER () FROM users",
+            "window functions",
+        ),
         ("SELECT count(DISTINCT name) FROM users", "count(DISTINCT"),
         ("SELECT sum(total) * 2 FROM orders", "inside an expression"),
         ("SELECT string_agg(name, ',') FROM users", "string_agg()"),
         ("SELECT DISTINCT ON (name) name FROM users", "DISTINCT ON"),
         ("SELECT id FROM users UNION SELECT 1", "UNION"),
-        ("SELECT count(*) FROM (SELECT DISTINCT name FROM users) s", "subquery or CTE"),
-        ("WITH x AS (SELECT DISTINCT name FROM users) SELECT count(*) FROM x", "subquery or CTE"),
-        ("SELECT s.n FROM (SELECT count(*) AS n FROM users) s", "subquery or CTE"),
-        ("SELECT name FROM users ORDER BY lower(name)", "ORDER BY lower(name)"),
+        (
+            "SELECT count(*) FROM (SELECT DISTINCT name FROM users) s",
+            "subquery or CTE",
+        ),
+        (
+            "WITH x AS (SELECT DISTINCT name FROM users) SELECT count(*) FROM x",
+            "subquery or CTE",
+        ),
+        (
+            "SELECT s.n FROM (SELECT count(*) AS n FROM users) s",
+            "subquery or CTE",
+        ),
+        (
+            "SELECT name FROM users ORDER BY lower(name)",
+            "ORDER BY lower(name)",
+        ),
         ("SELECT * FROM users LIMIT 2 + 2", "constant or a parameter"),
         ("SELECT *, count(*) FROM users", "with *"),
-        ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders", "percentile_cont"),
+        (
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders",
+            "percentile_cont",
+        ),
     ] {
         let err = refused(sql);
         assert!(err.contains(why), "{sql}: {err}");

@@ -1,0 +1,116 @@
+//! One statement's round trip with one shard of a multi-shard statement: a backend checked out
+//! for it alone, the client's settings applied, its replies collected whole.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::pool::PooledConnection;
+use crate::protocol::backend::{self as bmsg, decode_row_description, ErrorFields, Field};
+use crate::protocol::frontend::Query;
+use crate::protocol::{peek_frame, PgError, SqlState};
+
+/// Largest message a backend may send us: Postgres' own limit.
+const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+
+/// A backend of one shard, held for one multi-shard statement.
+pub(super) struct ShardConn {
+    pub name: String,
+    pub conn: PooledConnection,
+}
+
+/// What a shard answered to the messages of one exchange.
+#[derive(Default)]
+pub(super) struct Reply {
+    pub fields: Option<Vec<Field>>,
+    pub rows: Vec<Bytes>,
+    pub tags: Vec<String>,
+    pub notices: Vec<Bytes>,
+    /// The first ErrorResponse, raw and decoded.
+    pub error: Option<(Bytes, ErrorFields)>,
+}
+
+impl ShardConn {
+    /// Queues the settings query that brings this backend to the client's settings; returns
+    /// how many ReadyForQuery it adds.
+    pub fn sync_settings(
+        &mut self,
+        wanted: &std::collections::BTreeMap<String, String>,
+        out: &mut BytesMut,
+    ) -> usize {
+        let server = &mut self.conn.session;
+        let Some(sql) =
+            super::super::settings::sync_sql(&server.settings, server.settings_unknown, wanted)
+        else {
+            return 0;
+        };
+        Query { sql: &sql }.encode(out);
+        server.settings = wanted.clone();
+        server.settings_unknown = false;
+        1
+    }
+
+    /// Sends `out` and reads replies until `ready` ReadyForQuery messages have come. The replies
+    /// of the first `skip` of them (the settings query) are dropped unless they are errors.
+    pub async fn exchange(
+        &mut self,
+        out: &[u8],
+        ready: usize,
+        skip: usize,
+    ) -> Result<Reply, PgError> {
+        if let Err(e) = self.conn.write_all(out).await {
+            return Err(self.lost(&e.to_string()));
+        }
+        let mut reply = Reply::default();
+        let mut seen = 0;
+        while seen < ready {
+            let Some(h) = peek_frame(&self.conn.buf, MAX_BACKEND_MESSAGE)
+                .map_err(|e| self.lost(&e.to_string()))?
+            else {
+                match self.conn.read_more().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => return Err(self.lost("the server closed the connection")),
+                    Err(e) => return Err(self.lost(&e.to_string())),
+                }
+            };
+            let frame = self.conn.buf.split_to(h.total_len).freeze();
+            let body = frame.slice(crate::protocol::HEADER_LEN..);
+            let skipping = seen < skip;
+            match h.tag {
+                bmsg::READY_FOR_QUERY => seen += 1,
+                bmsg::ERROR_RESPONSE if reply.error.is_none() => {
+                    let fields = ErrorFields::parse(&body).unwrap_or_default();
+                    reply.error = Some((frame, fields));
+                }
+                _ if skipping => {}
+                bmsg::ROW_DESCRIPTION => {
+                    reply.fields =
+                        Some(decode_row_description(&body).map_err(|e| self.lost(&e.to_string()))?)
+                }
+                bmsg::DATA_ROW => reply.rows.push(body),
+                bmsg::COMMAND_COMPLETE => reply
+                    .tags
+                    .push(bmsg::command_complete_tag(&body).unwrap_or("").to_string()),
+                bmsg::NOTICE_RESPONSE => reply.notices.push(frame),
+                bmsg::COPY_IN_RESPONSE | bmsg::COPY_OUT_RESPONSE | bmsg::COPY_BOTH_RESPONSE => {
+                    self.conn.mark_broken();
+                    return Err(PgError::error(
+                        SqlState::FeatureNotSupported,
+                        "COPY in a statement that runs on several shards is not supported",
+                    )
+                    .with_hint("COPY each shard's rows with a /* shardgate: shard=NAME */ hint."));
+                }
+                _ => {} // ParseComplete, BindComplete, NoData, ParameterStatus, …
+            }
+        }
+        Ok(reply)
+    }
+
+    fn lost(&mut self, reason: &str) -> PgError {
+        self.conn.mark_broken();
+        tracing::warn!(shard = %self.name, backend = self.conn.name(), %reason, "backend connection lost during a multi-shard statement");
+        PgError::error(
+            SqlState::ConnectionFailure,
+            format!("connection to shard \"{}\" was lost: {reason}", self.name),
+        )
+        .with_hint("Retry the statement.")
+    }
+}
