@@ -2,10 +2,13 @@
 
 mod admin;
 mod clients;
+mod differential;
 mod drivers;
+mod everywhere;
 mod faults;
 mod harness;
 mod hash;
 mod protocol;
 mod sharding;
+mod shards;
 mod wire;

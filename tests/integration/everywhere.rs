@@ -1,0 +1,132 @@
+//! Statements every shard runs: DDL and writes to reference tables reach all shards, in one
+//! transaction per shard that commits only when every shard succeeded; a failure names the shard
+//! and says that no shard applied the statement.
+
+use crate::harness::db_error;
+use crate::shards::{Shards, ShardsOptions};
+
+async fn three_shards() -> Shards {
+    Shards::start(
+        ShardsOptions::new(3)
+            .buckets(12)
+            .schema("CREATE TABLE users (id bigint PRIMARY KEY, name text); CREATE TABLE plans (code text PRIMARY KEY, price int);")
+            .table("users", "id")
+            .table("events", "user_id")
+            .reference_table("plans"),
+    )
+    .await
+}
+
+fn tables_on(shop: &Shards, shard: usize) -> String {
+    shop.direct(shard, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
+}
+
+#[tokio::test]
+async fn ddl_and_reference_writes_reach_every_shard() {
+    let shop = three_shards().await;
+    let c = shop.connect().await;
+    c.batch_execute(
+        "CREATE TABLE events (user_id bigint, at timestamptz DEFAULT now(), what text)",
+    )
+    .await
+    .unwrap();
+    c.execute("CREATE INDEX events_user ON events (user_id)", &[])
+        .await
+        .unwrap();
+    for s in 0..3 {
+        assert_eq!(tables_on(&shop, s), "events,plans,users", "shard {s}");
+        assert_eq!(
+            shop.direct(
+                s,
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'events_user'"
+            ),
+            "1"
+        );
+    }
+    // A reference-table write: every shard gets the row; the client sees one shard's answer.
+    let n = c
+        .execute("INSERT INTO plans VALUES ($1, $2)", &[&"pro", &10i32])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let rows = c
+        .simple_query("UPDATE plans SET price = price + 1 RETURNING price")
+        .await
+        .unwrap();
+    let tag = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    });
+    assert_eq!(tag, Some(1));
+    for s in 0..3 {
+        assert_eq!(
+            shop.direct(s, "SELECT code || '=' || price FROM plans"),
+            "pro=11",
+            "shard {s}"
+        );
+    }
+    // Reads of the reference table go to one shard and see the row.
+    let price: i32 = c
+        .query_one("SELECT price FROM plans WHERE code = 'pro'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(price, 11);
+    // Statements Postgres refuses in a transaction block run on each shard as they are.
+    c.batch_execute("CREATE INDEX CONCURRENTLY events_at ON events (at)")
+        .await
+        .unwrap();
+    for s in 0..3 {
+        assert_eq!(
+            shop.direct(
+                s,
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'events_at'"
+            ),
+            "1"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_statement_that_fails_on_one_shard_is_applied_on_none() {
+    let shop = three_shards().await;
+    let c = shop.connect().await;
+    // Only shard s1 has the table already: creating it fails there, and must not stay anywhere.
+    shop.direct(1, "CREATE TABLE events (user_id bigint)");
+    let err = c
+        .batch_execute("CREATE TABLE events (user_id bigint, what text)")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42P07");
+    assert_eq!(
+        db.message(),
+        "shard \"s1\": relation \"events\" already exists"
+    );
+    assert_eq!(
+        db.detail(),
+        Some("No shard applied the statement: it was rolled back on \"s0\", \"s1\", \"s2\".")
+    );
+    assert_eq!(tables_on(&shop, 0), "plans,users");
+    assert_eq!(tables_on(&shop, 2), "plans,users");
+    // A reference write that violates a constraint on one shard changes no shard.
+    shop.direct(2, "INSERT INTO plans VALUES ('team', 1)");
+    let err = c
+        .execute("INSERT INTO plans VALUES ('team', 2)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&err).0, "23505");
+    for s in [0, 1] {
+        assert_eq!(
+            shop.direct(s, "SELECT count(*) FROM plans"),
+            "0",
+            "shard {s}"
+        );
+    }
+    // The connection is fine afterwards, and DDL inside a transaction block is refused clearly.
+    c.batch_execute("BEGIN").await.unwrap();
+    let err = c.batch_execute("DROP TABLE plans").await.unwrap_err();
+    assert_eq!(db_error(&err).0, "0A000");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(tables_on(&shop, 0), "plans,users");
+}
