@@ -43,6 +43,7 @@ pub(super) fn plan(f: Findings, routing: &RoutingConfig) -> Plan {
             rows: f.insert_rows,
             colocated: classes.groups == 1,
             merge: None,
+            split: None,
         }),
         Some(unpinned) => without_key(&f, &classes, unpinned.clone(), routing),
     }

@@ -40,6 +40,7 @@ pub(super) fn plan(sql: &str, shards: &[Arc<str>], key_type: KeyType) -> Option<
                 rows: false,
                 colocated: true,
                 merge: None,
+                split: None,
             })),
             Err(e) => bad(format!("key={value}: {e}")),
         },

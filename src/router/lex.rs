@@ -266,3 +266,30 @@ pub(crate) fn top_level_word(sql: &str, start: usize, word: &str) -> Option<usiz
     }
     None
 }
+
+/// The bind parameters (`$1`, …) of a text outside strings and comments: byte range and 0-based
+/// index.
+pub(crate) fn parameters(sql: &str) -> Vec<(usize, usize, usize)> {
+    let b = sql.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(end) = skip_non_code(b, i) {
+            i = end;
+            continue;
+        }
+        if b[i] == b'$' && !(i > 0 && is_ident_byte(b[i - 1])) {
+            let end = b[i + 1..]
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .map_or(b.len(), |p| i + 1 + p);
+            if let Some(n) = sql[i + 1..end].parse::<usize>().ok().filter(|&n| n >= 1) {
+                found.push((i, end, n - 1));
+            }
+            i = end.max(i + 1);
+            continue;
+        }
+        i += 1;
+    }
+    found
+}

@@ -19,6 +19,7 @@ pub mod merge;
 mod params;
 mod plan;
 pub mod report;
+mod split;
 mod statement;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ pub use key::KeyValue;
 pub use merge::MergeSpec;
 pub use params::Params;
 pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
+pub use split::InsertSplit;
 
 use crate::config::DatabaseConfig;
 use crate::topology::{Database, Shard, Snapshot};
@@ -155,7 +157,13 @@ impl Router {
                     reason: what.clone(),
                     table: table.clone(),
                 }),
-            Plan::Keyed(k) => mergeable(self.keyed(k, params)?, &k.merge),
+            Plan::Keyed(k) => {
+                let target = mergeable(self.keyed(k, params)?, &k.merge)?;
+                match (&target, k.split.as_deref()) {
+                    (Target::Shards(_), Some(Err(e))) => Err(e.clone()),
+                    _ => Ok(target),
+                }
+            }
             // Rows live only on shards that own keys.
             Plan::Scatter(s) => {
                 mergeable(shards(self.map.owners(self.shard_names.len())), &s.merge)
@@ -186,6 +194,27 @@ impl Router {
             };
         }
         Ok(target)
+    }
+
+    /// The shard of each row of a multi-row INSERT.
+    pub fn row_shards(&self, k: &Keyed, params: Option<&Params>) -> Result<Vec<usize>, RouteError> {
+        k.keys
+            .iter()
+            .map(|source| {
+                let key = params::keys(source, params, self.catalog.key_type)?
+                    .pop()
+                    .flatten()
+                    .ok_or_else(|| {
+                        RouteError::BadKey(format!(
+                            "the sharding key of \"{}\" must not be NULL",
+                            k.table
+                        ))
+                    })?;
+                self.map.shard_of(&key).ok_or_else(|| {
+                    RouteError::BadKey(format!("no shard owns key {key} of \"{}\"", k.table))
+                })
+            })
+            .collect()
     }
 
     fn keyed(&self, k: &Keyed, params: Option<&Params>) -> Result<Target, RouteError> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::key::KeyValue;
 use super::merge::MergeSpec;
+use super::split::InsertSplit;
 
 /// Where a key comes from: the statement text, or a bind parameter (0-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Keyed {
     pub colocated: bool,
     /// For a read whose keys may live on several shards: how to merge the shards' rows.
     pub merge: Merge,
+    /// For an INSERT of several rows: how to split it per shard, or why it cannot be.
+    pub split: Option<Arc<Result<InsertSplit, RouteError>>>,
 }
 
 /// How the rows of several shards are merged, or why they cannot be; `None` for statements

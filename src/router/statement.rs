@@ -10,6 +10,7 @@ use sqlparser::parser::Parser;
 use super::catalog::{Catalog, TableKind};
 use super::lex::{bare_words, leading_words, statements};
 use super::plan::{Broadcast, KeySource, Keyed, Plan, RouteError, Scatter};
+use super::split::InsertSplit;
 use super::{analyze, dml, merge};
 use crate::config::RoutingConfig;
 
@@ -53,7 +54,8 @@ fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
             sql,
             cx,
         ),
-        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => {
+        S::Insert(_) => with_split(dml::plan(analyze::walk(s, cx.catalog), cx.routing), sql),
+        S::Update(_) | S::Delete(_) | S::Merge(_) => {
             dml::plan(analyze::walk(s, cx.catalog), cx.routing)
         }
         S::StartTransaction { .. } => Plan::Begin,
@@ -119,6 +121,17 @@ fn with_merge(plan: Plan, q: &Query, sql: &str, cx: &Context) -> Plan {
         Plan::Scatter(s) => Plan::Scatter(Scatter { merge: spec(), ..s }),
         Plan::Keyed(k) if !k.write && may_span(&k.keys) => {
             Plan::Keyed(Keyed { merge: spec(), ..k })
+        }
+        other => other,
+    }
+}
+
+/// An INSERT of several rows learns how to split them per shard.
+fn with_split(plan: Plan, sql: &str) -> Plan {
+    match plan {
+        Plan::Keyed(k) if k.rows => {
+            let split = Some(Arc::new(InsertSplit::new(sql, k.keys.len())));
+            Plan::Keyed(Keyed { split, ..k })
         }
         other => other,
     }

@@ -8,6 +8,7 @@
 //! statement is done.
 
 mod exchange;
+mod insert;
 mod write;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::protocol::backend::{self as bmsg, Field};
 use crate::protocol::frontend::{self as fmsg, Bind, BindParams, Execute, Parse, Query};
 use crate::protocol::{PgError, SqlState};
 use crate::router::merge::{Bound, MergeSpec, Output};
-use crate::router::{Broadcast, Plan, RouteError};
+use crate::router::{Broadcast, InsertSplit, Plan, RouteError, Router};
 
 /// A statement that needs several shards, and what to do with their answers.
 #[derive(Debug, Clone)]
@@ -38,21 +39,37 @@ pub(super) enum Job {
     /// A read merged as the spec says (always `Ok`: unmergeable reads are refused when routed).
     Read(Arc<Result<MergeSpec, RouteError>>),
     Write(Broadcast),
+    /// A multi-row INSERT split per shard; `rows[i]` is the shard of row `i`.
+    Insert {
+        split: Arc<Result<InsertSplit, RouteError>>,
+        rows: Vec<usize>,
+    },
 }
 
 impl Job {
     /// What a statement routed to several shards does there, if shardgate can run it.
-    pub fn of(plan: &Plan) -> Option<Job> {
+    pub fn of(
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams>,
+    ) -> Result<Option<Job>, RouteError> {
         let read = |merge: &crate::router::Merge| match merge {
             Some(m) if m.is_ok() => Some(Job::Read(m.clone())),
             _ => None,
         };
-        match plan {
+        Ok(match plan {
             Plan::Scatter(s) => read(&s.merge),
             Plan::Keyed(k) if !k.write => read(&k.merge),
+            Plan::Keyed(k) => match &k.split {
+                Some(split) if split.is_ok() => Some(Job::Insert {
+                    split: split.clone(),
+                    rows: router.row_shards(k, params)?,
+                }),
+                _ => None,
+            },
             Plan::Broadcast(b) => Some(Job::Write(*b)),
             _ => None,
-        }
+        })
     }
 }
 
@@ -270,7 +287,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(spec) => self.fan_read(&mut conns, spec, request, params).await,
                 Err(e) => Err(super::route::route_error(e).into()),
             },
-            Job::Write(kind) => self.fan_write(&mut conns, *kind, request).await,
+            Job::Write(kind) => {
+                let mut body = BytesMut::new();
+                encode_request(request, None, None, &mut body);
+                let bodies = vec![body; conns.len()];
+                self.fan_write(&mut conns, *kind, request.sql(), &bodies)
+                    .await
+            }
+            Job::Insert { split, rows } => match &**split {
+                Ok(split) => {
+                    let bodies = insert::bodies(split, rows, &fan.shards, request);
+                    self.fan_write(
+                        &mut conns,
+                        Broadcast::CrossShardWrite,
+                        request.sql(),
+                        &bodies,
+                    )
+                    .await
+                }
+                Err(e) => Err(super::route::route_error(e).into()),
+            },
         };
         drop(conns);
         result
@@ -348,7 +384,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         body: &[u8],
     ) -> Result<Vec<Reply>, Failure> {
         let mut replies = Vec::new();
-        for r in self.exchange_each(conns, body, false).await {
+        let bodies = vec![BytesMut::from(body); conns.len()];
+        for r in self.exchange_each(conns, &bodies, false).await {
             let r = r?;
             if let Some((frame, _)) = &r.error {
                 return Err(Failure::Shard(frame.clone()));

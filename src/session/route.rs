@@ -62,9 +62,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match router.resolve(plan, params, self.pinned()) {
             Ok(Target::Any) => Ok(Routed::To(None)),
             Ok(Target::Shard(s)) => Ok(Routed::To(Some(s))),
-            Ok(Target::Shards(shards)) => match Job::of(plan) {
-                Some(job) => Ok(Routed::Fan(FanOut { shards, job })),
-                None => Err(multi_shard_error(router, plan, &shards)),
+            Ok(Target::Shards(shards)) => match Job::of(router, plan, params) {
+                Ok(Some(job)) => Ok(Routed::Fan(FanOut { shards, job })),
+                Ok(None) => Err(multi_shard_error(router, plan, &shards)),
+                Err(e) => Err(route_error(&e)),
             },
             Err(e) => Err(route_error(&e)),
         }

@@ -130,3 +130,67 @@ async fn a_statement_that_fails_on_one_shard_is_applied_on_none() {
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(tables_on(&shop, 0), "plans,users");
 }
+
+#[tokio::test]
+async fn a_multi_row_insert_is_split_per_shard() {
+    let shop = three_shards().await;
+    let c = shop.connect().await;
+    let keys: Vec<i64> = (0..3).map(|s| shop.keys_on(s).next().unwrap()).collect();
+    // Simple protocol, literal rows on three shards, RETURNING from all of them as one result.
+    let sql = format!(
+        "INSERT INTO users (id, name) VALUES ({}, 'a'), ({}, 'b'), ({}, 'c') RETURNING id",
+        keys[0], keys[1], keys[2]
+    );
+    let msgs = c.simple_query(&sql).await.unwrap();
+    let mut returned: Vec<i64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+            _ => None,
+        })
+        .collect();
+    returned.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(returned, want);
+    assert!(msgs
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(3))));
+    // Extended protocol with parameters (renumbered per shard), and an upsert.
+    let more: Vec<i64> = (0..3).map(|s| shop.keys_on(s).nth(1).unwrap()).collect();
+    let n = c
+        .execute(
+            "INSERT INTO users (id, name) VALUES ($1, $4), ($2, $4), ($3, $4), ($5, 'again') ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[&more[0], &more[1], &more[2], &"p", &keys[1]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+    for s in 0..3 {
+        let ids = shop.ids_on(s, "SELECT id FROM users ORDER BY id");
+        let mut want = vec![keys[s], more[s]];
+        want.sort();
+        assert_eq!(ids, want, "shard {s}");
+    }
+    assert_eq!(
+        shop.direct(
+            shop.owner(keys[1]),
+            &format!("SELECT name FROM users WHERE id = {}", keys[1])
+        ),
+        "again"
+    );
+    // A row that fails on one shard leaves every shard unchanged.
+    let fresh: Vec<i64> = (0..3).map(|s| shop.keys_on(s).nth(2).unwrap()).collect();
+    let err = c
+        .execute(
+            "INSERT INTO users (id, name) VALUES ($1, 'x'), ($2, 'x'), ($3, 'x')",
+            &[&fresh[0], &fresh[1], &keys[2]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&err).0, "23505");
+    let total: i64 = (0..3)
+        .map(|s| shop.ids_on(s, "SELECT count(*) FROM users")[0])
+        .sum();
+    assert_eq!(total, 6);
+}

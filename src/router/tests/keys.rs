@@ -26,6 +26,7 @@ fn a_point_select_with_a_literal_goes_to_the_owner_of_the_key() {
             rows: false,
             colocated: true,
             merge: None,
+            split: None,
         })
     );
 }
@@ -139,6 +140,7 @@ fn bind_parameters_in_text_and_binary_format() {
             rows: false,
             colocated: true,
             merge: None,
+            split: None,
         })
     );
 }

@@ -209,3 +209,25 @@ fn shapes_whose_merge_could_differ_are_refused() {
     ok("SELECT u.id FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)");
     ok("SELECT u.id, t.n FROM users u, LATERAL (SELECT count(*) AS n FROM orders o WHERE o.user_id = u.id) t");
 }
+
+#[test]
+fn a_multi_row_insert_splits_into_one_insert_per_shard_with_parameters_renumbered() {
+    let sql = "INSERT INTO users (id, name) VALUES ($1, $2), ($3, 'it''s (3)'),\n ($5, $4) ON CONFLICT (id) DO UPDATE SET name = $6 RETURNING id";
+    let Plan::Keyed(k) = plan(&hash(), sql) else {
+        panic!("keyed")
+    };
+    let split = (*k.split.expect("a split")).clone().expect("splittable");
+    assert_eq!(split.rows(), 3);
+    let (text, used) = split.text_for(&[1, 2]);
+    assert_eq!(
+        text,
+        "INSERT INTO users (id, name) VALUES ($1, 'it''s (3)'), ($2, $3) ON CONFLICT (id) DO UPDATE SET name = $4 RETURNING id"
+    );
+    assert_eq!(used, vec![2, 4, 3, 5]);
+    let (text, used) = split.text_for(&[0]);
+    assert_eq!(
+        text,
+        "INSERT INTO users (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = $3 RETURNING id"
+    );
+    assert_eq!(used, vec![0, 1, 5]);
+}

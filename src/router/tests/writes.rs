@@ -65,6 +65,7 @@ fn inserts_go_to_the_owner_of_each_row() {
             rows: true,
             colocated: true,
             merge: None,
+            split: None,
         })
     );
     assert_eq!(ext(&r, sql, &[t(b), t(b), t(b)]), one(1));
@@ -86,6 +87,7 @@ fn inserts_go_to_the_owner_of_each_row() {
             rows: true,
             colocated: true,
             merge: None,
+            split: None,
         })
     );
 }

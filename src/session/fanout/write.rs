@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{Reply, ShardConn};
-use super::{encode_request, Failure, Outcome, Request};
+use super::{Failure, Outcome};
 use crate::protocol::backend as bmsg;
 use crate::protocol::frontend::Query;
 use crate::protocol::{PgError, SqlState};
@@ -21,12 +21,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         conns: &mut [ShardConn],
         kind: Broadcast,
-        request: &Request,
+        sql: &str,
+        bodies: &[BytesMut],
     ) -> Result<Outcome, Failure> {
-        let tx = !outside_transactions(request.sql());
-        let mut body = BytesMut::new();
-        encode_request(request, None, None, &mut body);
-        let results = self.exchange_each(conns, &body, tx).await;
+        let tx = !outside_transactions(sql);
+        let results = self.exchange_each(conns, bodies, tx).await;
         let names: Vec<String> = conns.iter().map(|c| c.name.clone()).collect();
         let failed = results
             .iter()
@@ -81,17 +80,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(outcome(kind, results))
     }
 
-    /// Sends `body` to every shard (with its settings query, and BEGIN when `begin`); every
+    /// Sends each shard its body (with its settings query, and BEGIN when `begin`); every
     /// shard's reply, or why it has none.
     pub(super) async fn exchange_each(
         &self,
         conns: &mut [ShardConn],
-        body: &[u8],
+        bodies: &[BytesMut],
         begin: bool,
     ) -> Vec<Result<Reply, PgError>> {
         let wanted = self.settings.effective();
-        let ready_for_body = super::request_readies(body);
-        join_all(conns.iter_mut().map(|c| {
+        join_all(conns.iter_mut().zip(bodies).map(|(c, body)| {
+            let ready_for_body = super::request_readies(body);
             let mut out = BytesMut::new();
             let skip = c.sync_settings(wanted, &mut out);
             if begin {
