@@ -37,6 +37,8 @@ pub enum MergeError {
     Columns(String),
     #[error("ORDER BY {0}: {1}")]
     Sort(String, &'static str),
+    #[error("column \"{0}\" is text, and the shards' collation ({1}) orders text in ways shardgate does not reproduce")]
+    Collation(String, String),
 }
 
 /// LIMIT and OFFSET with their parameters filled in (`None`: no limit).
@@ -46,13 +48,17 @@ pub struct Window {
     pub offset: u64,
 }
 
+/// `collation`: the shards' database collation; text is compared only under C/POSIX, whose
+/// order is the bytes' order.
 pub fn merge(
     spec: &MergeSpec,
     style: &Style,
     window: Window,
+    collation: &str,
     shards: Vec<ShardRows>,
 ) -> Result<Merged, MergeError> {
     let fields = same_columns(&shards)?;
+    check_collation(spec, &fields, collation)?;
     let mut rows = Vec::new();
     for shard in shards {
         for body in shard.rows {
@@ -81,6 +87,52 @@ pub fn merge(
         row.truncate(keep);
     }
     Ok(Merged { fields, rows })
+}
+
+/// Collations whose text order is byte order.
+fn bytewise(collation: &str) -> bool {
+    matches!(
+        collation,
+        "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic"
+    )
+}
+
+/// Refuses to compare text columns unless the collation orders them bytewise.
+fn check_collation(spec: &MergeSpec, fields: &[Field], collation: &str) -> Result<(), MergeError> {
+    if bytewise(collation) {
+        return Ok(());
+    }
+    let mut compared: Vec<usize> = Vec::new();
+    for k in &spec.order {
+        match &k.column {
+            SortColumn::Index(i) => compared.push(*i),
+            SortColumn::Named(n) => compared.extend(fields.iter().position(|f| f.name == *n)),
+        }
+    }
+    let outputs = spec.outputs.as_deref().unwrap_or_default();
+    let starts = shard_columns(outputs);
+    match &spec.grouping {
+        Grouping::Distinct => compared.extend(0..fields.len()),
+        Grouping::Groups(keys) => compared.extend(keys.iter().map(|&k| starts[k])),
+        Grouping::Rows | Grouping::Aggregate => {}
+    }
+    if spec.grouping != Grouping::Rows {
+        for (o, &at) in outputs.iter().zip(&starts) {
+            if matches!(o, Output::Agg(Aggregate::Min | Aggregate::Max)) {
+                compared.push(at);
+            }
+        }
+    }
+    // text, varchar, bpchar and citext-like domains over them.
+    let text = |f: &Field| matches!(f.type_oid, 25 | 1042 | 1043);
+    match compared
+        .into_iter()
+        .filter_map(|i| fields.get(i))
+        .find(|f| text(f))
+    {
+        Some(f) => Err(MergeError::Collation(f.name.clone(), collation.to_string())),
+        None => Ok(()),
+    }
 }
 
 fn same_columns(shards: &[ShardRows]) -> Result<Vec<Field>, MergeError> {
@@ -346,3 +398,6 @@ impl<'a> Comparator<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -353,6 +353,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let replies = self.exchange_all(conns, &body).await?;
         let mut notices = Vec::new();
         let mut shards = Vec::with_capacity(replies.len());
+        // Shards of one database share its collation; shards that differ count as not C.
+        let collation = replies
+            .iter()
+            .map(|r| r.probe.clone().unwrap_or_default())
+            .reduce(|a, b| if a == b { a } else { String::new() })
+            .unwrap_or_default();
         for r in replies {
             notices.extend(r.notices);
             shards.push(ShardRows {
@@ -361,12 +367,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
         }
         let style = self.merge_style();
-        let merged = rows::merge(spec, &style, window, shards).map_err(|e| {
+        let merged = rows::merge(spec, &style, window, &collation, shards).map_err(|e| {
             PgError::error(
                 SqlState::FeatureNotSupported,
                 format!("shardgate cannot merge the rows of several shards: {e}"),
             )
-            .with_hint("Filter on the sharding key so the query runs on one shard.")
+            .with_hint(match e {
+                rows::MergeError::Collation(..) => "Sort or group in the application, use COLLATE \"C\" in the query, or filter on the sharding key so the query runs on one shard.",
+                _ => "Filter on the sharding key so the query runs on one shard.",
+            })
         })?;
         Ok(Outcome {
             tag: format!("SELECT {}", merged.rows.len()),
@@ -376,8 +385,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         })
     }
 
-    /// Sends `body` to every shard and collects the replies; the first error any shard reports
-    /// fails the statement.
+    /// Sends `body` to every shard, after a query for their collation, and collects the
+    /// replies; the first error any shard reports fails the statement.
     async fn exchange_all(
         &self,
         conns: &mut [ShardConn],
@@ -385,7 +394,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<Vec<Reply>, Failure> {
         let mut replies = Vec::new();
         let bodies = vec![BytesMut::from(body); conns.len()];
-        for r in self.exchange_each(conns, &bodies, false).await {
+        let probe = Some("SHOW lc_collate");
+        for r in self.exchange_probed(conns, &bodies, false, probe).await {
             let r = r?;
             if let Some((frame, _)) = &r.error {
                 return Err(Failure::Shard(frame.clone()));

@@ -26,6 +26,8 @@ pub(super) struct Reply {
     pub notices: Vec<Bytes>,
     /// The first ErrorResponse, raw and decoded.
     pub error: Option<(Bytes, ErrorFields)>,
+    /// The first value the probe query returned (see [`ShardConn::exchange`]).
+    pub probe: Option<String>,
 }
 
 impl ShardConn {
@@ -49,12 +51,14 @@ impl ShardConn {
     }
 
     /// Sends `out` and reads replies until `ready` ReadyForQuery messages have come. The replies
-    /// of the first `skip` of them (the settings query) are dropped unless they are errors.
+    /// of the first `skip` of them (the settings query) are dropped unless they are errors; with
+    /// `probe`, the next query's first value is kept apart (a `SHOW` sent ahead of the statement).
     pub async fn exchange(
         &mut self,
         out: &[u8],
         ready: usize,
         skip: usize,
+        probe: bool,
     ) -> Result<Reply, PgError> {
         if let Err(e) = self.conn.write_all(out).await {
             return Err(self.lost(&e.to_string()));
@@ -74,6 +78,13 @@ impl ShardConn {
             let frame = self.conn.buf.split_to(h.total_len).freeze();
             let body = frame.slice(crate::protocol::HEADER_LEN..);
             let skipping = seen < skip;
+            let probing = probe && seen == skip;
+            if probing && !matches!(h.tag, bmsg::READY_FOR_QUERY | bmsg::ERROR_RESPONSE) {
+                if h.tag == bmsg::DATA_ROW && reply.probe.is_none() {
+                    reply.probe = first_value(&body);
+                }
+                continue;
+            }
             match h.tag {
                 bmsg::READY_FOR_QUERY => seen += 1,
                 bmsg::ERROR_RESPONSE if reply.error.is_none() => {
@@ -113,4 +124,10 @@ impl ShardConn {
         )
         .with_hint("Retry the statement.")
     }
+}
+
+fn first_value(body: &[u8]) -> Option<String> {
+    let values = bmsg::decode_data_row(body).ok()?;
+    let first = values.first().copied().flatten()?;
+    Some(String::from_utf8_lossy(first).into_owned())
 }

@@ -49,7 +49,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .map(|(c, _)| {
                     let mut out = BytesMut::new();
                     Query { sql: end }.encode(&mut out);
-                    async move { (c.name.clone(), c.exchange(&out, 1, 0).await) }
+                    async move { (c.name.clone(), c.exchange(&out, 1, 0, false).await) }
                 }),
         )
         .await;
@@ -88,17 +88,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         bodies: &[BytesMut],
         begin: bool,
     ) -> Vec<Result<Reply, PgError>> {
+        self.exchange_probed(conns, bodies, begin, None).await
+    }
+
+    /// As `exchange_each`, with `probe` (a query whose first value is wanted) sent first.
+    pub(super) async fn exchange_probed(
+        &self,
+        conns: &mut [ShardConn],
+        bodies: &[BytesMut],
+        begin: bool,
+        probe: Option<&str>,
+    ) -> Vec<Result<Reply, PgError>> {
         let wanted = self.settings.effective();
         join_all(conns.iter_mut().zip(bodies).map(|(c, body)| {
             let ready_for_body = super::request_readies(body);
             let mut out = BytesMut::new();
             let skip = c.sync_settings(wanted, &mut out);
+            if let Some(sql) = probe {
+                Query { sql }.encode(&mut out);
+            }
             if begin {
                 Query { sql: "BEGIN" }.encode(&mut out);
             }
             out.extend_from_slice(body);
-            let ready = skip + usize::from(begin) + ready_for_body;
-            async move { c.exchange(&out, ready, skip).await }
+            let ready = skip + usize::from(probe.is_some()) + usize::from(begin) + ready_for_body;
+            async move { c.exchange(&out, ready, skip, probe.is_some()).await }
         }))
         .await
     }
