@@ -373,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("shardgate cannot merge the rows of several shards: {e}"),
             )
             .with_hint(match e {
-                rows::MergeError::Collation(..) => "Sort or group in the application, use COLLATE \"C\" in the query, or filter on the sharding key so the query runs on one shard.",
+                rows::MergeError::Collation(..) => "Sort or group in the application, create the shard databases with LC_COLLATE \"C\", or filter on the sharding key so the query runs on one shard.",
                 _ => "Filter on the sharding key so the query runs on one shard.",
             })
         })?;
