@@ -241,9 +241,22 @@ pub enum CrossShard {
     Reject,
 }
 
+/// `routing.mode`: route statements (`enforce`), or send everything to the default shard and
+/// only record what routing would have done (`shadow`), to find the queries that lack the key
+/// before sharding anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
+    #[serde(default)]
+    pub mode: RoutingMode,
     #[serde(default = "allow")]
     pub cross_shard_reads: CrossShard,
     #[serde(default = "reject")]
@@ -259,6 +272,7 @@ pub struct RoutingConfig {
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
+            mode: RoutingMode::Enforce,
             cross_shard_reads: CrossShard::Allow,
             cross_shard_writes: CrossShard::Reject,
             read_replicas: false,

@@ -33,7 +33,7 @@ pub use params::Params;
 pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
 pub use split::InsertSplit;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, RoutingMode};
 use crate::topology::{Database, Shard, Snapshot};
 use catalog::Catalog;
 use map::ShardMap;
@@ -50,10 +50,14 @@ pub struct Router {
     catalog: Catalog,
     routing: crate::config::RoutingConfig,
     map: ShardMap,
-    /// Whether statements need routing at all (more than one shard).
+    /// Whether statements need routing at all (more than one shard, not in shadow mode).
     sharded: bool,
+    /// `routing.mode: shadow`: statements are planned only to be reported.
+    shadow: bool,
     anywhere: Arc<Plan>,
     cache: Mutex<HashMap<Box<str>, Arc<Plan>>>,
+    /// Shadow mode: statements already reported (each distinct text once per epoch).
+    reported: Mutex<std::collections::HashSet<Box<str>>>,
 }
 
 impl Router {
@@ -66,10 +70,12 @@ impl Router {
             default_shard: db.default_shard,
             catalog: Catalog::new(config),
             routing: config.routing.clone(),
-            sharded: db.shards.len() > 1,
+            sharded: db.shards.len() > 1 && config.routing.mode == RoutingMode::Enforce,
+            shadow: config.routing.mode == RoutingMode::Shadow && !config.tables.is_empty(),
             shard_names,
             anywhere: Arc::new(Plan::Anywhere),
             cache: Mutex::new(HashMap::new()),
+            reported: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -88,9 +94,25 @@ impl Router {
         self.shard_names.get(index).map_or("?", |s| s)
     }
 
+    /// Whether statements are only planned to be reported (`routing.mode: shadow`).
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// Shadow mode: what `sql` would have needed, the first time it is seen in this epoch and
+    /// only when that is more than one shard or a refusal.
+    pub fn shadow_report(&self, sql: &str) -> Option<report::Decision> {
+        let decision = report::shadow(&self.plan(sql))?;
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        if reported.len() >= PLAN_CACHE_ENTRIES {
+            reported.clear();
+        }
+        reported.insert(sql.into()).then_some(decision)
+    }
+
     /// The plan for a statement text, cached.
     pub fn plan(&self, sql: &str) -> Arc<Plan> {
-        if !self.sharded {
+        if !self.sharded && !self.shadow {
             return self.anywhere.clone();
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -98,3 +98,27 @@ fn push_nonempty(out: &mut Vec<String>, current: &mut String) {
     }
     current.clear();
 }
+
+/// In shadow mode: what a statement would have needed, when that is more than one shard or a
+/// refusal (`None`: it would have gone to one shard).
+pub fn shadow(plan: &Plan) -> Option<Decision> {
+    match plan {
+        Plan::Scatter(s) => Some(Decision::MultiShard(format!(
+            "reads sharded table \"{}\" without its sharding key \"{}\", so it would run on every shard",
+            s.table, s.key_column
+        ))),
+        Plan::Broadcast(_) => Some(Decision::MultiShard("would run on every shard".into())),
+        Plan::Reject(e) => Some(Decision::Rejected(format!("{e} (hint: {})", e.hint()))),
+        Plan::Unparsed {
+            what,
+            sharded: Some(table),
+        } => Some(Decision::Rejected(format!(
+            "{what}: it names sharded table \"{table}\" and would be refused outside a transaction pinned to a shard"
+        ))),
+        Plan::Keyed(k) if k.merge.as_deref().is_some_and(|m| m.is_err()) => Some(
+            Decision::Rejected(format!("keys of \"{}\" may span shards, and its rows could not be merged", k.table)),
+        ),
+        Plan::Multi(plans) => plans.iter().find_map(shadow),
+        _ => None,
+    }
+}

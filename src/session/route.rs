@@ -47,6 +47,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.router.clone().filter(|r| r.is_sharded())
     }
 
+    /// Shadow mode (`routing.mode: shadow`): everything goes to the default shard, and each
+    /// distinct statement that would have needed several shards or been refused is logged once.
+    fn shadow(&self, sql: &str) {
+        let Some(router) = self.router.as_ref().filter(|r| r.is_shadow()) else {
+            return;
+        };
+        if let Some(decision) = router.shadow_report(sql) {
+            let shown: String = sql.chars().take(500).collect();
+            tracing::info!(target: "shardgate::shadow", database = %self.info.database, decision = decision.kind(), %decision, sql = %shown, "shadow routing");
+        }
+    }
+
     /// The shard index of the held backend: the transaction's pinned shard.
     pub(super) fn pinned(&self) -> Option<usize> {
         self.backend.as_ref().map(|h| h.index)
@@ -116,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Routes a simple query: answers it locally, refuses it, or says which shard it needs.
     pub(super) fn route_query(&mut self, sql: &str) -> Routed {
         let Some(router) = self.router() else {
+            self.shadow(sql);
             return Routed::To(None);
         };
         let plan = router.plan(sql);
@@ -132,6 +145,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// shard it needs. The key is in its parameters.
     pub(super) fn route_bind(&mut self, b: &Bind) -> Routed {
         let Some(router) = self.router() else {
+            if let Some(sql) = self.statement_sql(b.statement) {
+                self.shadow(sql);
+            }
             return Routed::To(None);
         };
         let Some(sql) = self.statement_sql(b.statement) else {

@@ -514,3 +514,39 @@ fn cursors_are_routed_by_their_query() {
     assert_eq!(plan(&r, "FETCH FORWARD 100 FROM c1"), Plan::Anywhere);
     assert_eq!(plan(&r, "CLOSE ALL"), Plan::Anywhere);
 }
+
+#[test]
+fn shadow_mode_routes_nothing_and_reports_each_statement_that_would_need_more_once() {
+    let r = super::support::router(
+        r#"
+    shards:
+      main: { primary: "postgres://u:p@127.0.0.1:1/app" }
+    sharding: { key_type: bigint, function: hash, buckets: 8, map: [{ buckets: 0-7, shard: main }] }
+    tables: { users: id }
+    routing: { mode: shadow }
+"#,
+    );
+    assert!(r.is_shadow() && !r.is_sharded());
+    let scatter = r
+        .shadow_report("SELECT * FROM users WHERE name = 'x'")
+        .expect("reported");
+    assert_eq!(scatter.to_string(), "multi-shard: reads sharded table \"users\" without its sharding key \"id\", so it would run on every shard");
+    assert_eq!(
+        r.shadow_report("SELECT * FROM users WHERE name = 'x'"),
+        None,
+        "once per statement"
+    );
+    assert_eq!(
+        r.shadow_report("SELECT * FROM users WHERE id = 7"),
+        None,
+        "one shard"
+    );
+    let refused = r
+        .shadow_report("UPDATE users SET name = 'x'")
+        .expect("reported");
+    assert_eq!(refused.kind(), "rejected");
+    assert_eq!(
+        r.resolve(&r.plan("UPDATE users SET name = 'x'"), None, None),
+        Ok(Target::Any)
+    );
+}
