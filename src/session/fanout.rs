@@ -315,15 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// One backend per shard, in shard order.
     async fn checkout_all(&self, shards: &[usize]) -> Result<Vec<ShardConn>, PgError> {
         let snapshot = self.shared.store.load();
-        let db = snapshot.databases.get(&self.info.database).ok_or_else(|| {
-            PgError::error(
-                SqlState::InvalidCatalogName,
-                format!(
-                    "database \"{}\" is no longer configured",
-                    self.info.database
-                ),
-            )
-        })?;
+        let db = self.database(&snapshot)?;
         let mut conns = Vec::with_capacity(shards.len());
         for &i in shards {
             let shard = &db.shards[i];

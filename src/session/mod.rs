@@ -324,19 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// round trip.
     async fn checkout(&mut self, want: Option<usize>) -> Result<(), PgError> {
         let snapshot = self.shared.store.load();
-        let db = snapshot
-            .databases
-            .get(&self.info.database)
-            .cloned()
-            .ok_or_else(|| {
-                PgError::error(
-                    SqlState::InvalidCatalogName,
-                    format!(
-                        "database \"{}\" is no longer configured",
-                        self.info.database
-                    ),
-                )
-            })?;
+        let db = self.database(&snapshot)?;
         let index = crate::router::fallback_shard(&db, want);
         let shard = &db.shards[index];
         let conn = shard.primary.checkout().await.map_err(checkout_error)?;
@@ -351,6 +339,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         });
         self.sync_settings();
         Ok(())
+    }
+
+    /// The client's database in `snapshot`; a reload may have removed it.
+    pub(super) fn database(
+        &self,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<crate::topology::Database>, PgError> {
+        snapshot
+            .databases
+            .get(&self.info.database)
+            .cloned()
+            .ok_or_else(|| {
+                PgError::error(
+                    SqlState::InvalidCatalogName,
+                    format!(
+                        "database \"{}\" is no longer configured",
+                        self.info.database
+                    ),
+                )
+            })
     }
 
     /// Queues the settings query if the held backend's settings differ from the client's.

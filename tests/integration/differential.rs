@@ -29,6 +29,28 @@ impl<'a> FromSql<'a> for Raw {
     }
 }
 
+/// Three shards (users and orders by user id, plans on every shard) and a plain twin database.
+async fn shop() -> Shards {
+    Shards::start(
+        ShardsOptions::new(3)
+            .buckets(12)
+            .schema(SCHEMA)
+            .table("users", "id")
+            .table("orders", "user_id")
+            .reference_table("plans"),
+    )
+    .await
+}
+
+/// The same rows loaded through shardgate and into the plain twin: (plain, proxy) clients.
+async fn loaded(shop: &Shards) -> (Client, Client) {
+    let plain = connect(&shop.plain_database("plain")).await;
+    let proxy = shop.connect().await;
+    load(&proxy).await;
+    load(&plain).await;
+    (plain, proxy)
+}
+
 async fn load(c: &Client) {
     let plans = ["free", "pro", "team"];
     let statuses = ["new", "paid", "shipped", "void"];
@@ -123,19 +145,8 @@ const QUERIES: &[&str] = &[
 
 #[tokio::test]
 async fn multi_shard_reads_answer_exactly_what_one_server_does() {
-    let shop = Shards::start(
-        ShardsOptions::new(3)
-            .buckets(12)
-            .schema(SCHEMA)
-            .table("users", "id")
-            .table("orders", "user_id")
-            .reference_table("plans"),
-    )
-    .await;
-    let plain = connect(&shop.plain_database("plain")).await;
-    let proxy = shop.connect().await;
-    load(&proxy).await;
-    load(&plain).await;
+    let shop = shop().await;
+    let (plain, proxy) = loaded(&shop).await;
     for s in 0..3 {
         let n: i64 = shop
             .direct(s, "SELECT count(*) FROM users")
@@ -168,19 +179,8 @@ async fn multi_shard_reads_answer_exactly_what_one_server_does() {
 
 #[tokio::test]
 async fn multi_shard_reads_take_bind_parameters() {
-    let shop = Shards::start(
-        ShardsOptions::new(3)
-            .buckets(12)
-            .schema(SCHEMA)
-            .table("users", "id")
-            .table("orders", "user_id")
-            .reference_table("plans"),
-    )
-    .await;
-    let plain = connect(&shop.plain_database("plain")).await;
-    let proxy = shop.connect().await;
-    load(&proxy).await;
-    load(&plain).await;
+    let shop = shop().await;
+    let (plain, proxy) = loaded(&shop).await;
     let ids: Vec<i64> = vec![3, 4, 17, 40, 77, 99, 118];
     let cases: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = vec![
         ("SELECT id, name FROM users WHERE score > $1 ORDER BY id LIMIT $2 OFFSET $3", vec![&20i32, &5i64, &3i64]),
@@ -222,15 +222,7 @@ async fn want_len(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> usiz
 
 #[tokio::test]
 async fn reads_that_cannot_be_merged_are_refused_with_the_reason() {
-    let shop = Shards::start(
-        ShardsOptions::new(3)
-            .buckets(12)
-            .schema(SCHEMA)
-            .table("users", "id")
-            .table("orders", "user_id")
-            .reference_table("plans"),
-    )
-    .await;
+    let shop = shop().await;
     let c = shop.connect().await;
     for (sql, message) in [
         (

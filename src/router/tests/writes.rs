@@ -1,7 +1,7 @@
 //! INSERT, UPDATE, DELETE, MERGE and locking reads; reads and writes without the key.
 
 use super::support::*;
-use crate::router::{Broadcast, KeySource, KeyValue, Keyed, Plan, RouteError, Scatter, Target};
+use crate::router::{Broadcast, KeySource, KeyValue, Keyed, Plan, RouteError, Target};
 
 #[test]
 fn inserts_go_to_the_owner_of_each_row() {
