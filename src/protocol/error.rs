@@ -40,6 +40,7 @@ pub enum SqlState {
     NumericValueOutOfRange,
     DataException,
     TransactionResolutionUnknown,
+    ProgramLimitExceeded,
 }
 
 impl SqlState {
@@ -63,6 +64,7 @@ impl SqlState {
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::DataException => "22000",
             SqlState::TransactionResolutionUnknown => "08007",
+            SqlState::ProgramLimitExceeded => "54000",
         }
     }
 }

@@ -352,7 +352,7 @@ fn in_transaction_error(router: &Router, fan: &FanOut) -> PgError {
         .collect();
     PgError::error(
         SqlState::FeatureNotSupported,
-        format!("the statement needs shards {}, and statements on several shards run only outside transaction blocks", names.join(", ")),
+        format!("the statement needs shards {}, and statements on several shards run only outside transaction blocks (and outside an extended-protocol batch already running on one shard)", names.join(", ")),
     )
     .with_hint("Run it outside BEGIN … COMMIT, or filter on the sharding key so it needs one shard.")
 }

@@ -11,6 +11,10 @@ use crate::protocol::{peek_frame, PgError, SqlState};
 /// Largest message a backend may send us: Postgres' own limit.
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
+/// Rows of one shard buffered for one multi-shard statement, at most: merging needs them all in
+/// memory, and one careless query must not take the proxy down.
+const MAX_BUFFERED_ROWS_BYTES: usize = 256 << 20;
+
 /// A backend of one shard, held for one multi-shard statement.
 pub(super) struct ShardConn {
     pub name: String,
@@ -65,6 +69,7 @@ impl ShardConn {
         }
         let mut reply = Reply::default();
         let mut seen = 0;
+        let mut buffered = 0usize;
         while seen < ready {
             let Some(h) = peek_frame(&self.conn.buf, MAX_BACKEND_MESSAGE)
                 .map_err(|e| self.lost(&e.to_string()))?
@@ -96,7 +101,18 @@ impl ShardConn {
                     reply.fields =
                         Some(decode_row_description(&body).map_err(|e| self.lost(&e.to_string()))?)
                 }
-                bmsg::DATA_ROW => reply.rows.push(body),
+                bmsg::DATA_ROW => {
+                    buffered += body.len();
+                    if buffered > MAX_BUFFERED_ROWS_BYTES {
+                        self.conn.mark_broken();
+                        return Err(PgError::error(
+                            SqlState::ProgramLimitExceeded,
+                            format!("shard \"{}\" returned more than {} MiB of rows for a statement that runs on several shards; shardgate buffers them to merge", self.name, MAX_BUFFERED_ROWS_BYTES >> 20),
+                        )
+                        .with_hint("Add a LIMIT, filter on the sharding key, or read each shard with a /* shardgate: shard=NAME */ hint."));
+                    }
+                    reply.rows.push(body)
+                }
                 bmsg::COMMAND_COMPLETE => reply
                     .tags
                     .push(bmsg::command_complete_tag(&body).unwrap_or("").to_string()),
