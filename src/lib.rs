@@ -13,6 +13,8 @@
 //! - [`pool`]: bb8 pools of backend connections, one per server.
 //! - [`backend`]: one raw framed connection to a Postgres server, with its login.
 //! - [`protocol`]: wire-format types and framing. No I/O, no routing, no config.
+//! - [`merge`]: combining the results of a read sent to every shard. [`merge::value`] is its pure
+//!   value layer: PostgreSQL's ordering and aggregate merging over raw column bytes.
 //!
 //! Side systems: [`admin`] (the HTTP API), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the

@@ -202,6 +202,19 @@ pub fn plan(r: &Router, sql: &str) -> Plan {
     (*r.plan(sql)).clone()
 }
 
+/// The plan of a multi-row INSERT, after checking it can be split into `rows` rows; the split
+/// itself is left out so the rest of the plan can be compared with `assert_eq!`.
+pub fn plan_split(r: &Router, sql: &str, rows: usize) -> Plan {
+    let mut plan = plan(r, sql);
+    if let Plan::Keyed(keyed) = &mut plan {
+        match keyed.split.take().as_deref() {
+            Some(Ok(split)) => assert_eq!(split.rows(), rows, "rows of {sql}"),
+            other => panic!("{sql}: expected a split into {rows} rows, got {other:?}"),
+        }
+    }
+    plan
+}
+
 /// The single shard a statement must go to.
 pub fn one(shard: usize) -> Result<Target, RouteError> {
     Ok(Target::Shard(shard))

@@ -53,7 +53,7 @@ fn inserts_go_to_the_owner_of_each_row() {
     );
     let sql = "INSERT INTO order_items (user_id, sku) VALUES ($1, 'a'), ($2, 'b'), ($3, 'c')";
     assert_eq!(
-        plan(&r, sql),
+        plan_split(&r, sql, 3),
         Plan::Keyed(Keyed {
             table: "order_items".into(),
             keys: vec![
@@ -76,7 +76,11 @@ fn inserts_go_to_the_owner_of_each_row() {
     );
     // The key may be an expression Postgres folds, but shardgate does not evaluate.
     assert_eq!(
-        plan(&r, &format!("INSERT INTO users (id) VALUES ({a}), (-{b})")),
+        plan_split(
+            &r,
+            &format!("INSERT INTO users (id) VALUES ({a}), (-{b})"),
+            2
+        ),
         Plan::Keyed(Keyed {
             table: "users".into(),
             keys: vec![
