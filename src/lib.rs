@@ -16,6 +16,9 @@
 //! - [`merge`]: combining the results of a read sent to every shard. [`merge::value`] is its pure
 //!   value layer: PostgreSQL's ordering and aggregate merging over raw column bytes.
 //!
+//! - [`twophase`]: two-phase commit of transactions that wrote on several shards, and recovery of
+//!   the ones a crash left in doubt (the control database is the coordinator's log).
+//!
 //! Side systems: [`admin`] (the HTTP API), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
 //! tests), [`demo`] (`shardgate demo`).
@@ -36,3 +39,4 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod topology;
+pub mod twophase;

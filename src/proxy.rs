@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::server::{self, tls::TlsError, State};
 use crate::session::{Registry, Shared};
 use crate::topology::{Snapshot, Store, TopologyError};
+use crate::twophase::Coordinator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -22,6 +23,8 @@ pub enum ProxyError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("invalid config: {0}")]
+    Control(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -69,11 +72,13 @@ impl Proxy {
         let drain = Duration::from_millis(config.pool.shutdown_timeout_ms);
         let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
         let shutdown = CancellationToken::new();
+        let coordinator = start_coordinator(&store, &shutdown)?;
         let shared = Arc::new(Shared {
             routers: Default::default(),
             store: store.clone(),
             statements: Registry::default(),
             shutdown: shutdown.clone(),
+            coordinator,
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
         tokio::spawn(crate::admin::serve(
@@ -112,4 +117,28 @@ impl Proxy {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
+}
+
+/// How often in-doubt two-phase commits are looked for, after the pass at start.
+const RECOVERY_EVERY: Duration = Duration::from_secs(60);
+
+/// The two-phase-commit coordinator over `control:`, with its recovery task; `None` without one.
+/// The control URL is read at start only: a reload does not change it.
+fn start_coordinator(
+    store: &Arc<Store>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Coordinator>>, ProxyError> {
+    let config = store.load().config.clone();
+    let Some(url) = &config.control else {
+        return Ok(None);
+    };
+    let coordinator = Arc::new(Coordinator::new(url).map_err(ProxyError::Control)?);
+    let store = store.clone();
+    tokio::spawn(crate::twophase::run_periodically(
+        move || store.load().config.clone(),
+        coordinator.clone(),
+        RECOVERY_EVERY,
+        shutdown.clone(),
+    ));
+    Ok(Some(coordinator))
 }

@@ -94,6 +94,11 @@ impl Router {
         self.shard_names.get(index).map_or("?", |s| s)
     }
 
+    /// Whether a transaction may write on several shards (`routing.cross_shard_writes: allow`).
+    pub fn allows_cross_shard_writes(&self) -> bool {
+        self.routing.cross_shard_writes == crate::config::CrossShard::Allow
+    }
+
     /// Whether statements are only planned to be reported (`routing.mode: shadow`).
     pub fn is_shadow(&self) -> bool {
         self.shadow

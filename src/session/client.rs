@@ -94,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
         }
-        let want = match self.route_query(q.sql) {
+        let want = match self.route_query(q.sql).await {
             super::route::Routed::Done => return Ok(()),
             super::route::Routed::To(want) => want,
             super::route::Routed::Fan(fan) => {
@@ -147,7 +147,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.extended_error(err);
             return Ok(());
         }
-        let defer = self.backend.is_none() && self.router().is_some();
+        // A transaction that may span shards defers its Parses like one with no backend yet:
+        // the Bind picks the shard, which may be another one.
+        let spanning = self.backend.is_some() && self.router().is_some_and(|r| self.may_span(&r));
+        let defer = (self.backend.is_none() || spanning) && self.router().is_some();
         if p.name.is_empty() {
             self.unnamed_cmd = command;
             if defer {
@@ -190,7 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Ok(());
         }
-        if self.backend.is_none() && stmt.is_valid() {
+        if (self.backend.is_none() || spanning) && stmt.is_valid() {
             // Postgres accepted this exact statement before: no backend needed until it is used.
             self.statements.insert(p.name, stmt);
             self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
@@ -215,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
         let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
-        let want = match self.route_bind(&b) {
+        let want = match self.route_bind(&b).await {
             super::route::Routed::Done => return Ok(()),
             super::route::Routed::To(want) => want,
             super::route::Routed::Fan(fan) => {
@@ -360,7 +363,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_execute(&mut self, e: Execute<'_>, frame: &Bytes) -> Result<(), SessionError> {
         if self.is_local_portal(e.portal) {
             if let Some((_, tx)) = self.local_portal.take() {
-                self.run_local_tx(tx);
+                if let Some(failure) = self.run_local_tx(tx).await {
+                    self.push_synthetic(|out| failure.encode(out));
+                    self.skip_until_sync = true;
+                }
             }
             return Ok(());
         }

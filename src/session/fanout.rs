@@ -16,7 +16,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use exchange::{Reply, ShardConn};
+pub(super) use exchange::{Reply, ShardConn};
+pub(super) use write::annotate;
 
 use super::Session;
 use crate::merge::rows::{self, Row, ShardRows, Window};
@@ -126,7 +127,7 @@ impl From<PgError> for Failure {
 }
 
 impl Failure {
-    fn encode(&self, out: &mut BytesMut) {
+    pub(super) fn encode(&self, out: &mut BytesMut) {
         match self {
             Failure::Shard(frame) => out.extend_from_slice(frame),
             Failure::Ours(e) => e.encode(out),

@@ -13,6 +13,7 @@ mod relay;
 mod replies;
 mod route;
 mod settings;
+mod spanning;
 pub mod sql;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,8 @@ pub struct Shared {
     pub routers: crate::router::Routers,
     pub statements: Registry,
     pub shutdown: CancellationToken,
+    /// Two-phase commits across shards; `None` without a `control:` database.
+    pub coordinator: Option<Arc<crate::twophase::Coordinator>>,
 }
 
 /// Who the client is, decided during startup.
@@ -145,6 +148,12 @@ pub struct Session<S> {
     local_portal: Option<(String, route::LocalTx)>,
     /// A portal bound to a statement that runs on several shards (until Sync).
     fan_portal: Option<fanout::FanPortal>,
+    /// The other shards' backends of a transaction that spans shards, idle in it ([`spanning`]).
+    parked: Vec<Held>,
+    /// The BEGIN of the client's explicit transaction: what starts it on another shard.
+    tx_begin: Option<String>,
+    /// The transaction has set a savepoint, so it stays on its shard.
+    tx_savepoint: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -194,6 +203,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             owed: Vec::new(),
             local_portal: None,
             fan_portal: None,
+            parked: Vec::new(),
+            tx_begin: None,
+            tx_savepoint: false,
         })
     }
 
@@ -449,6 +461,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::warn!(shard = %held.shard, backend = held.conn.name(), %reason, "backend connection lost");
         }
         self.publish_cancel(None);
+        // The transaction's parts on other shards die with it.
+        self.abandon_parked();
+        self.forget_transaction();
         let owed = self.replies.owed_ready();
         let was_idle = self.status == TxStatus::Idle && owed == 0;
         self.replies.clear();
@@ -521,6 +536,9 @@ impl<S> Drop for Session<S> {
     /// session mode the backend is closed too, since SQL-level state (temp tables, LISTEN,
     /// advisory locks) cannot be tracked.
     fn drop(&mut self) {
+        for held in &mut self.parked {
+            held.conn.mark_broken(); // idle in an unfinished transaction
+        }
         if let Some(held) = self.backend.as_mut() {
             let clean = self.status == TxStatus::Idle
                 && self.replies.is_empty()

@@ -143,6 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.pending_cmds.clear();
         self.cycle_failed = false;
+        self.forget_transaction();
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::fanout::{FanOut, Job};
+use super::fanout::{Failure, FanOut, Job};
 use super::prepared::Statement;
 use super::replies::Pending;
 use super::Session;
@@ -31,6 +31,8 @@ pub(super) enum LocalTx {
     Begin(String),
     /// Ends a transaction that never reached a server.
     End(&'static str),
+    /// Ends a transaction that spans shards: a two-phase commit, or a rollback on each.
+    Finish { commit: bool },
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -93,6 +95,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// (the transaction starts on the shard its first statement picks), and the end of a
     /// transaction that never reached a server.
     pub(super) fn local_tx(&self, plan: &Plan, sql: &str) -> Option<LocalTx> {
+        if self.spans() {
+            // Only at a settled point: else `spanning_refusal` refuses it.
+            let ready = self.replies.is_empty() && !self.skip_until_sync;
+            let single = matches!(plan, Plan::End) && !sql.to_ascii_lowercase().contains("chain");
+            return (ready && single).then(|| LocalTx::Finish {
+                commit: end_tag(sql) == "COMMIT",
+            });
+        }
         if self.backend.is_some() || self.mode != crate::config::PoolMode::Transaction {
             return None;
         }
@@ -108,50 +118,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Runs a local BEGIN/COMMIT/ROLLBACK: its CommandComplete, and the new transaction status.
-    pub(super) fn run_local_tx(&mut self, tx: LocalTx) {
+    /// Runs a local BEGIN/COMMIT/ROLLBACK: its CommandComplete (or the error the caller reports),
+    /// and the new transaction status.
+    pub(super) async fn run_local_tx(&mut self, tx: LocalTx) -> Option<Failure> {
         let tag = match tx {
             LocalTx::Begin(sql) => {
-                self.deferred_begin = Some(sql);
+                self.deferred_begin = Some(sql.clone());
+                self.tx_begin = Some(sql);
                 self.status = TxStatus::InTransaction;
                 "BEGIN"
             }
             LocalTx::End(tag) => {
                 self.deferred_begin = None;
+                self.forget_transaction();
                 self.status = TxStatus::Idle;
                 tag
             }
+            LocalTx::Finish { commit } => match self.finish_spanning(commit).await {
+                Ok(tag) => tag,
+                Err(failure) => return Some(failure),
+            },
         };
         self.push_synthetic(|out| bmsg::command_complete(out, tag));
+        None
     }
 
     /// Routes a simple query: answers it locally, refuses it, or says which shard it needs.
-    pub(super) fn route_query(&mut self, sql: &str) -> Routed {
+    pub(super) async fn route_query(&mut self, sql: &str) -> Routed {
         let Some(router) = self.router() else {
             self.shadow(sql);
             return Routed::To(None);
         };
         let plan = router.plan(sql);
+        if let Plan::Multi(plans) = &*plan {
+            self.note_multi(plans, sql);
+        }
         if let Some(tx) = self.local_tx(&plan, sql) {
-            self.run_local_tx(tx);
+            let failed = self.run_local_tx(tx).await;
             let status = self.status;
-            self.push_synthetic(|out| bmsg::ready_for_query(out, status));
+            self.push_synthetic(|out| {
+                if let Some(f) = failed {
+                    f.encode(out);
+                }
+                bmsg::ready_for_query(out, status)
+            });
             return Routed::Done;
         }
-        self.decide(&router, &plan, None, Self::refuse_query)
+        self.decide(&router, &plan, sql, None, Self::refuse_query)
+            .await
     }
 
     /// Routes a Bind: answers it locally (a deferred BEGIN or its end), refuses it, or says which
     /// shard it needs. The key is in its parameters.
-    pub(super) fn route_bind(&mut self, b: &Bind) -> Routed {
+    pub(super) async fn route_bind(&mut self, b: &Bind<'_>) -> Routed {
         let Some(router) = self.router() else {
             if let Some(sql) = self.statement_sql(b.statement) {
                 self.shadow(sql);
             }
             return Routed::To(None);
         };
-        let Some(sql) = self.statement_sql(b.statement) else {
+        // Held by reference count, not copied: no allocation per Bind.
+        let Some(text) = self.statement_text(b.statement) else {
             return Routed::To(None); // unknown statement: the server reports it
+        };
+        let Some(sql) = text.sql() else {
+            return Routed::To(None); // a Parse we could not read: the server reports it
         };
         let plan = router.plan(sql);
         let local = self.local_tx(&plan, sql);
@@ -163,27 +194,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // A malformed Bind is routed without its keys; the server reports it.
         let params = BindParams::decode(b.rest).ok();
-        self.decide(&router, &plan, params.as_ref(), Self::refuse_extended)
+        self.decide(&router, &plan, sql, params.as_ref(), Self::refuse_extended)
+            .await
     }
 
     /// The shard a statement needs, or its refusal (reported by `refuse`): a failed local
-    /// transaction takes nothing, and a pinned transaction takes no second shard.
-    fn decide(
+    /// transaction takes nothing, and a pinned transaction takes a second shard only when it
+    /// may span shards ([`super::spanning`]).
+    async fn decide(
         &mut self,
         router: &Router,
         plan: &Plan,
-        params: Option<&BindParams>,
+        sql: &str,
+        params: Option<&BindParams<'_>>,
         refuse: fn(&mut Self, PgError),
     ) -> Routed {
         let target = if self.backend.is_none() && self.status == TxStatus::Failed {
             Err(aborted_error())
+        } else if let Some(err) = self.spanning_refusal(plan, sql) {
+            Err(err)
         } else {
             self.target(router, plan, params)
         };
+        self.note_savepoint(sql);
         match target {
             Ok(Routed::To(Some(want))) if self.pinned().is_some_and(|p| p != want) => {
-                refuse(self, self.cross_shard(router, want));
-                Routed::Done
+                let taken = match self.second_shard_refusal(router, want) {
+                    Some(err) => Err(err),
+                    None => self.take_second_shard(want).await,
+                };
+                match taken {
+                    Ok(()) => Routed::To(Some(want)),
+                    Err(err) => {
+                        refuse(self, err);
+                        Routed::Done
+                    }
+                }
             }
             Ok(Routed::Fan(fan)) if !self.may_fan_out() => {
                 refuse(self, in_transaction_error(router, &fan));
@@ -217,6 +263,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return parse_sql(self.unnamed.as_ref()?);
         }
         self.statements.get(name).map(|s| s.sql.as_str())
+    }
+
+    /// A client statement's text, held apart from the session so the session can change.
+    fn statement_text(&self, name: &str) -> Option<StatementText> {
+        if name.is_empty() {
+            return self.unnamed.clone().map(StatementText::Unnamed);
+        }
+        self.statements.get(name).cloned().map(StatementText::Named)
     }
 
     /// Whether every owed Parse is a BEGIN/COMMIT/ROLLBACK, whose ParseComplete is certain.
@@ -327,6 +381,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+/// A client statement: a named one, or the unnamed one's Parse frame.
+enum StatementText {
+    Named(Arc<Statement>),
+    Unnamed(Bytes),
+}
+
+impl StatementText {
+    fn sql(&self) -> Option<&str> {
+        match self {
+            StatementText::Named(s) => Some(&s.sql),
+            StatementText::Unnamed(frame) => parse_sql(frame),
+        }
+    }
+}
+
 /// The SQL of a client's Parse frame.
 fn parse_sql(frame: &Bytes) -> Option<&str> {
     Parse::decode(&frame[crate::protocol::HEADER_LEN..])
@@ -369,9 +438,10 @@ fn raise_sql(err: &PgError) -> String {
     // Dollar signs are dropped so no text can end the quoting early.
     let clean = |s: &str| s.replace('$', "");
     format!(
-        "DO $sg$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = $m${}$m$, HINT = $h${}$h$; END$sg$",
+        "DO $sg$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = $m${}$m$, DETAIL = $d${}$d$, HINT = $h${}$h$; END$sg$",
         err.code.code(),
         clean(&err.message),
+        clean(err.detail.as_deref().unwrap_or("")),
         clean(err.hint.as_deref().unwrap_or("")),
     )
 }

@@ -11,4 +11,5 @@ mod hash;
 mod protocol;
 mod sharding;
 mod shards;
+mod spanning;
 mod wire;

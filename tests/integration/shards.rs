@@ -55,6 +55,9 @@ pub struct ShardsOptions {
     pub pool_size: u32,
     /// `pool.checkout_timeout_ms`. Default 3000; raise it when clients outnumber backends.
     pub checkout_timeout_ms: u64,
+    /// Transactions may span shards: a control database `<prefix>_control`, prepared
+    /// transactions enabled on the server, and `cross_shard_writes: allow`. Default off.
+    pub two_phase: bool,
 }
 
 impl Default for ShardsOptions {
@@ -76,7 +79,14 @@ impl ShardsOptions {
             default_shard: Some(0),
             pool_size: 2,
             checkout_timeout_ms: 3000,
+            two_phase: false,
         }
+    }
+
+    /// See [`ShardsOptions::two_phase`].
+    pub fn two_phase(mut self) -> Self {
+        self.two_phase = true;
+        self.routing("cross_shard_writes", "allow")
     }
 
     pub fn prefix(mut self, prefix: &str) -> Self {
@@ -217,6 +227,29 @@ impl Shards {
             .unwrap_or_else(|e| panic!("direct SQL on {db} failed: {e}"))
     }
 
+    /// Runs SQL on the control database directly (see [`Self::direct`]).
+    pub fn control(&self, sql: &str) -> String {
+        let db = control_db(&self.opts.prefix);
+        self.pg
+            .psql(&db, sql)
+            .unwrap_or_else(|e| panic!("direct SQL on {db} failed: {e}"))
+    }
+
+    /// A URL of one shard's database as the test user, bypassing shardgate.
+    pub fn shard_url(&self, shard: usize) -> String {
+        let db = shard_db(&self.opts.prefix, shard);
+        format!(
+            "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.pg.port()
+        )
+    }
+
+    /// The config the proxy runs with.
+    pub fn config(&self) -> Config {
+        Config::parse_with_env(&config_yaml(&self.opts, self.pg.port()), &|_| None)
+            .expect("the fixture's config")
+    }
+
     /// The integers in the first column of `sql` run directly on one shard, in the order returned.
     pub fn ids_on(&self, shard: usize, sql: &str) -> Vec<i64> {
         self.direct(shard, sql)
@@ -254,6 +287,10 @@ impl Shards {
     }
 }
 
+fn control_db(prefix: &str) -> String {
+    format!("{prefix}_control")
+}
+
 fn shard_db(prefix: &str, shard: usize) -> String {
     format!("{prefix}_s{shard}")
 }
@@ -261,14 +298,22 @@ fn shard_db(prefix: &str, shard: usize) -> String {
 fn start_cluster(o: &ShardsOptions) -> (TempDir, Cluster) {
     let bins = binaries();
     let dir = TempDir::new("sg-test").expect("temp dir");
-    let options = ClusterOptions {
+    let mut options = ClusterOptions {
         name: "shards".into(),
         ..Default::default()
     };
+    if o.two_phase {
+        options
+            .extra_conf
+            .push(("max_prepared_transactions".into(), "50".into()));
+    }
     let pg = Cluster::start(&bins, dir.path(), options).expect("start postgres");
     pg.create_user(USER, PASSWORD).expect("create user");
     for i in 0..o.shards {
         create_shard_db(&pg, &shard_db(&o.prefix, i), &o.schema);
+    }
+    if o.two_phase {
+        create_shard_db(&pg, &control_db(&o.prefix), "");
     }
     (dir, pg)
 }
@@ -287,10 +332,17 @@ fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
         "listen: 127.0.0.1:0\n\
          admin: {{ listen: 127.0.0.1:0 }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
-         pool: {{ mode: transaction, size: {}, checkout_timeout_ms: {} }}\n\
-         databases:\n  {}:\n    shards:\n",
-        o.pool_size, o.checkout_timeout_ms, o.prefix
+         pool: {{ mode: transaction, size: {}, checkout_timeout_ms: {} }}\n",
+        o.pool_size, o.checkout_timeout_ms
     );
+    if o.two_phase {
+        let db = control_db(&o.prefix);
+        let _ = writeln!(
+            y,
+            "control: \"postgres://{USER}:{PASSWORD}@127.0.0.1:{pg_port}/{db}\""
+        );
+    }
+    let _ = write!(y, "databases:\n  {}:\n    shards:\n", o.prefix);
     let mut map = Vec::new();
     for i in 0..o.shards {
         let db = shard_db(&o.prefix, i);

@@ -16,14 +16,14 @@ const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 const MAX_BUFFERED_ROWS_BYTES: usize = 256 << 20;
 
 /// A backend of one shard, held for one multi-shard statement.
-pub(super) struct ShardConn {
+pub(in crate::session) struct ShardConn {
     pub name: String,
     pub conn: PooledConnection,
 }
 
 /// What a shard answered to the messages of one exchange.
 #[derive(Default)]
-pub(super) struct Reply {
+pub(in crate::session) struct Reply {
     pub fields: Option<Vec<Field>>,
     pub rows: Vec<Bytes>,
     pub tags: Vec<String>,

@@ -195,7 +195,11 @@ fn applied_on(names: &[String], results: &[Result<Reply, PgError>], failed: usiz
 }
 
 /// A shard's error, its message prefixed with the shard's name and `detail` added.
-fn annotate(shard: &str, result: &Result<Reply, PgError>, detail: &str) -> Failure {
+pub(in crate::session) fn annotate(
+    shard: &str,
+    result: &Result<Reply, PgError>,
+    detail: &str,
+) -> Failure {
     let (frame, fields) = match result {
         Ok(Reply {
             error: Some((frame, fields)),
