@@ -8,6 +8,7 @@ mod everywhere;
 mod faults;
 mod harness;
 mod hash;
+mod programs;
 mod protocol;
 mod sharding;
 mod shards;
