@@ -8,6 +8,7 @@ mod everywhere;
 mod faults;
 mod harness;
 mod hash;
+mod pipelined;
 mod programs;
 mod protocol;
 mod sharding;
