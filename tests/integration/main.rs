@@ -11,6 +11,7 @@ mod hash;
 mod pipelined;
 mod programs;
 mod protocol;
+mod sharded_app;
 mod sharding;
 mod shards;
 mod wire;
