@@ -81,6 +81,34 @@ def read_back(conn):
     print(f"read back: {USERS} users by key")
 
 
+def libpq_pipeline():
+    """psycopg's pipeline sync() waits for its results, so for batches really in flight together
+    this drives libpq's pipeline mode through psycopg.pq: a named statement, then one
+    Sync-terminated batch per user, all sent before any reply is read."""
+    from psycopg.pq import ExecStatus
+
+    with psycopg.connect(URL, autocommit=True, connect_timeout=10) as conn:
+        pg = conn.pgconn
+        pg.enter_pipeline_mode()
+        pg.send_prepare(b"by_key", b"SELECT name FROM users WHERE id = $1")
+        pg.pipeline_sync()
+        for i in range(1, USERS + 1):
+            pg.send_query_prepared(b"by_key", [str(uid(i)).encode()])
+            pg.pipeline_sync()
+        pg.flush()
+        check("prepare", pg.get_result().status, ExecStatus.COMMAND_OK)
+        check("end of prepare", pg.get_result(), None)
+        check("sync", pg.get_result().status, ExecStatus.PIPELINE_SYNC)
+        for i in range(1, USERS + 1):
+            res = pg.get_result()
+            check(f"user {uid(i)} status", (res.status, res.error_message), (ExecStatus.TUPLES_OK, b""))
+            check(f"user {uid(i)}", res.get_value(0, 0), f"user {uid(i)}".encode())
+            check("end of query", pg.get_result(), None)
+            check("sync", pg.get_result().status, ExecStatus.PIPELINE_SYNC)
+        pg.exit_pipeline_mode()
+    print(f"libpq pipeline: {USERS} batches on three shards in order")
+
+
 def change(conn):
     deleted = 0
     for i in range(1, USERS + 1):
@@ -184,6 +212,7 @@ def main():
     with psycopg.connect(URL, autocommit=True, prepare_threshold=0, connect_timeout=10) as conn:
         load(conn)
         read_back(conn)
+        libpq_pipeline()
         change(conn)
         join(conn)
         reference(conn)
