@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::prepared::{Statement, SERVER_PREFIX};
 use super::replies::Pending;
+use super::route::Routed;
 use super::sql::{self, SessionCommand};
 use super::{Flow, Session, SessionError};
 use crate::config::PoolMode;
@@ -94,12 +95,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
         }
-        let want = match self.route_query(q.sql).await {
-            super::route::Routed::Done => return Ok(()),
-            super::route::Routed::To(want) => want,
-            super::route::Routed::Fan(fan) => {
-                self.fan_query(q.sql, fan).await;
-                return Ok(());
+        let want = loop {
+            match self.route_query(q.sql).await {
+                Routed::Done => return Ok(()),
+                Routed::To(want) => break want,
+                Routed::Fan(fan) => {
+                    self.fan_query(q.sql, fan).await;
+                    return Ok(());
+                }
+                Routed::Wait => self.finish_earlier_batches().await?,
             }
         };
         if !self.ensure_backend_for_query_on(want).await {
@@ -147,10 +151,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.extended_error(err);
             return Ok(());
         }
-        // A transaction that may span shards defers its Parses like one with no backend yet:
-        // the Bind picks the shard, which may be another one.
+        // With no backend, or one that only finishes earlier batches, or in a transaction that
+        // may span shards, the statement's reply waits until a Bind picks the shard it is sent to.
         let spanning = self.backend.is_some() && self.router().is_some_and(|r| self.may_span(&r));
-        let defer = (self.backend.is_none() || spanning) && self.router().is_some();
+        let open = self.backend.is_none() || self.may_wait_for_earlier() || spanning;
+        let defer = open && self.router().is_some();
         if p.name.is_empty() {
             self.unnamed_cmd = command;
             if defer {
@@ -193,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Ok(());
         }
-        if (self.backend.is_none() || spanning) && stmt.is_valid() {
+        if (self.backend.is_none() || defer) && stmt.is_valid() {
             // Postgres accepted this exact statement before: no backend needed until it is used.
             self.statements.insert(p.name, stmt);
             self.push_synthetic(|out| bmsg::empty(out, bmsg::PARSE_COMPLETE));
@@ -218,12 +223,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
         let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
-        let want = match self.route_bind(&b).await {
-            super::route::Routed::Done => return Ok(()),
-            super::route::Routed::To(want) => want,
-            super::route::Routed::Fan(fan) => {
-                self.fan_bind(&b, fan);
-                return Ok(());
+        let want = loop {
+            match self.route_bind(&b).await {
+                Routed::Done => return Ok(()),
+                Routed::To(want) => break want,
+                Routed::Fan(fan) => {
+                    self.fan_bind(&b, fan);
+                    return Ok(());
+                }
+                Routed::Wait => self.finish_earlier_batches().await?,
             }
         };
         if !self.ensure_backend_for_extended_on(want, true).await {

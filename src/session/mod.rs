@@ -452,6 +452,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
+    /// Relays the replies to the client's earlier batches until the held backend has answered
+    /// them all (then, outside a transaction, it goes back to the pool): a pipelined batch that
+    /// needs another shard starts only after the batches before it have ended, so replies stay
+    /// in the order the client sent the batches.
+    pub(super) async fn finish_earlier_batches(&mut self) -> Result<(), SessionError> {
+        self.flush_backend().await;
+        self.flush_client().await?;
+        while self.backend.is_some() && !self.replies.is_empty() {
+            match read_backend(&mut self.backend).await {
+                Ok(n) if n > 0 => self.on_backend_data()?,
+                Ok(_) => self.backend_lost("the server closed the connection".into()),
+                Err(e) => self.backend_lost(e.to_string()),
+            }
+            self.flush_client().await?;
+        }
+        Ok(())
+    }
+
     /// The backend died or broke. The client gets a 08006 naming the shard, now if it is waiting
     /// for replies, else on its next message; the next transaction gets a fresh backend.
     fn backend_lost(&mut self, reason: String) {

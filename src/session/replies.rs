@@ -130,6 +130,22 @@ impl Replies {
         self.queue.is_empty()
     }
 
+    /// Whether something is outstanding and all of it belongs to batches the client has ended
+    /// (each with a Sync, or a simple query): nothing of its current batch has reached the
+    /// backend, so that batch may still start on another one.
+    pub fn only_ended_batches(&self) -> bool {
+        let last_sent = self.queue.iter().rev().find(|p| {
+            !matches!(
+                p,
+                Pending::Synthetic(_) | Pending::LocalParse { .. } | Pending::CopyEnd
+            )
+        });
+        matches!(
+            last_sent,
+            Some(Pending::Sync | Pending::Query | Pending::FunctionCall)
+        )
+    }
+
     /// How many ReadyForQuery the client is still owed (the injected settings query excluded).
     pub fn owed_ready(&self) -> usize {
         self.queue

@@ -85,6 +85,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Whether the held backend only finishes the client's earlier, ended batches, outside any
+    /// transaction shardgate knows of: a statement that needs another shard (or several, or a
+    /// BEGIN that picks its shard later) then waits for those batches to end (`Routed::Wait`)
+    /// instead of being refused. Whether they leave a transaction open is only known once their
+    /// replies are in; if they do, the backend stays held and the statement is refused then.
+    pub(super) fn may_wait_for_earlier(&self) -> bool {
+        self.backend.is_some()
+            && self.mode == crate::config::PoolMode::Transaction
+            && !self.pinned
+            && !self.skip_until_sync
+            && self.deferred_begin.is_none()
+            && !self.replies.copy_in
+            && self.replies.only_ended_batches()
+    }
+
+    /// Whether the statement must wait for the earlier batches' replies before it is routed: a
+    /// BEGIN (the backend may go back to the pool), and the end of a transaction that spans
+    /// shards (every part of it must be settled).
+    fn must_wait(&self, plan: &Plan) -> bool {
+        let waits = match plan {
+            Plan::Begin => true,
+            Plan::End => self.spans(),
+            _ => false,
+        };
+        waits && self.may_wait_for_earlier()
+    }
+
     /// Whether a multi-shard statement may run now: only outside transactions (a transaction
     /// lives on one shard).
     fn may_fan_out(&self) -> bool {
@@ -153,6 +180,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Plan::Multi(plans) = &*plan {
             self.note_multi(plans, sql);
         }
+        if self.must_wait(&plan) {
+            return Routed::Wait;
+        }
         if let Some(tx) = self.local_tx(&plan, sql) {
             let failed = self.run_local_tx(tx).await;
             let status = self.status;
@@ -185,6 +215,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Routed::To(None); // a Parse we could not read: the server reports it
         };
         let plan = router.plan(sql);
+        if self.must_wait(&plan) {
+            return Routed::Wait;
+        }
         let local = self.local_tx(&plan, sql);
         if let Some(tx) = local.filter(|_| self.owed_are_local(&router)) {
             self.answer_owed_locally();
@@ -218,6 +251,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         self.note_savepoint(sql);
         match target {
+            Ok(Routed::To(Some(want)))
+                if self.pinned().is_some_and(|p| p != want) && self.may_wait_for_earlier() =>
+            {
+                Routed::Wait
+            }
+            Ok(Routed::Fan(_)) if !self.may_fan_out() && self.may_wait_for_earlier() => {
+                Routed::Wait
+            }
             Ok(Routed::To(Some(want))) if self.pinned().is_some_and(|p| p != want) => {
                 let taken = match self.second_shard_refusal(router, want) {
                     Some(err) => Err(err),
@@ -246,6 +287,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reports `err` for an extended-protocol message and skips to Sync; a held backend's
     /// transaction (explicit, or the implicit one of this batch) fails with it.
     fn refuse_extended(&mut self, err: PgError) {
+        // The Parses before the refused Bind were answered by Postgres before it: so here. Their
+        // statements go to a backend when next used.
+        self.answer_owed_locally();
         if self.backend.is_some() {
             self.fail_on_backend(&err, Pending::Injected);
             self.skip_until_sync = true;
@@ -410,6 +454,9 @@ pub(super) enum Routed {
     To(Option<usize>),
     /// Runs on several shards, outside any transaction.
     Fan(FanOut),
+    /// Needs another shard than the backend held for the client's earlier batches: route it
+    /// again once those have ended (`Session::finish_earlier_batches`).
+    Wait,
 }
 
 /// A multi-shard statement inside a transaction, which runs on one shard.

@@ -10,95 +10,17 @@
 //! says in the failure whether the driver works there, which tells a shardgate bug from a broken
 //! driver install.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use crate::harness::one;
 use crate::harness::{Env, Options, PASSWORD, USER};
-
-const INSTALL: &str = "run `bash .ci/install-drivers.sh` (as root) to install the drivers";
-/// A driver program that takes longer than this has hung; it is killed and the test fails.
-const PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn drivers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
-}
-
-fn python() -> String {
-    std::env::var("DRIVERS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Fails the test, with how to install it, unless `cmd` runs and exits 0.
-fn require(what: &str, cmd: &mut Command, how: &str) {
-    let ok = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{what} is required for this test but is missing: {how}; or {INSTALL}"
-    );
-}
-
-fn require_python_module(module: &str, pip: &str) {
-    require(
-        &format!("Python module `{module}` (for `{}`)", python()),
-        Command::new(python()).args(["-c", &format!("import {module}")]),
-        &format!("`{} -m pip install \"{pip}\"`", python()),
-    );
-}
-
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs `program` with `args`, output to files in `dir`, killing it after [`PROGRAM_TIMEOUT`].
-fn run_program(dir: &Path, tag: &str, program: &str, args: &[String], cwd: &Path) -> Ran {
-    let out_path = dir.join(format!("{tag}.stdout"));
-    let err_path = dir.join(format!("{tag}.stderr"));
-    let start = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}; {INSTALL}"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for driver program") {
-            break Some(status);
-        }
-        if start.elapsed() > PROGRAM_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    if status.is_none() {
-        stderr.push_str(&format!(
-            "\n[killed after {PROGRAM_TIMEOUT:?}: the program hung]"
-        ));
-    }
-    Ran {
-        ok: status.is_some_and(|s| s.success()),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr,
-        elapsed: start.elapsed(),
-    }
-}
+use crate::programs::{compile_java, drivers_dir, python, require, require_python_module, Program};
 
 /// Runs a driver program against the proxy (its URL, port, user and password substituted for
-/// `{url}`, `{port}`, `{user}`, `{password}` in `args`), requires exit 0 and every line of `expected` in its output, in order. On failure it
-/// reruns the program directly against Postgres to tell which side is broken.
+/// `{url}`, `{port}`, `{user}`, `{password}` in `args`), requires exit 0 and every line of
+/// `expected` in its output, in order. On failure it reruns the program directly against Postgres
+/// to tell which side is broken.
 async fn run_driver(
     env: &Env,
     name: &str,
@@ -107,7 +29,6 @@ async fn run_driver(
     cwd: PathBuf,
     expected: &[&str],
 ) -> String {
-    let dir = env.dir.path().to_owned();
     let fill = |url: &str, port: u16, user: &str, password: &str| -> Vec<String> {
         args.iter()
             .map(|a| {
@@ -118,62 +39,21 @@ async fn run_driver(
             })
             .collect()
     };
-    let proxy_args = fill(&env.url(), env.port(), USER, PASSWORD);
-    let direct_args = fill(
-        &env.pg.url("app"),
-        env.pg.port(),
-        env.pg.superuser(),
-        env.pg.password(),
-    );
-    let (program, name_owned) = (program.to_owned(), name.to_owned());
-    let (d, p, c) = (dir.clone(), program.clone(), cwd.clone());
-    let ran =
-        tokio::task::spawn_blocking(move || run_program(&d, &name_owned, &p, &proxy_args, &c))
-            .await
-            .unwrap();
-    eprintln!(
-        "{name}: {:.1}s through shardgate\n--- stdout\n{}--- stderr\n{}",
-        ran.elapsed.as_secs_f64(),
-        ran.stdout,
-        ran.stderr
-    );
-    let missing: Vec<&str> = missing_lines(&ran.stdout, expected);
-    if ran.ok && missing.is_empty() {
-        return ran.stdout;
+    Program {
+        name,
+        program,
+        cwd,
+        dir: env.dir.path().to_owned(),
+        through_proxy: fill(&env.url(), env.port(), USER, PASSWORD),
+        direct: fill(
+            &env.pg.url("app"),
+            env.pg.port(),
+            env.pg.superuser(),
+            env.pg.password(),
+        ),
     }
-    let tag = format!("{name}-direct");
-    let direct =
-        tokio::task::spawn_blocking(move || run_program(&dir, &tag, &program, &direct_args, &cwd))
-            .await
-            .unwrap();
-    let verdict = if direct.ok {
-        "It PASSES directly against Postgres (same program, superuser URL): a shardgate bug."
-    } else {
-        "It FAILS directly against Postgres too: the driver or its install is broken, not (only) shardgate."
-    };
-    panic!(
-        "{name} through shardgate: exit {}, missing lines {missing:?}.\n{verdict}\n\
-         --- through shardgate, stdout:\n{}\n--- stderr:\n{}\n\
-         --- directly, stdout:\n{}\n--- stderr:\n{}",
-        if ran.ok { "0" } else { "non-zero" },
-        ran.stdout,
-        ran.stderr,
-        direct.stdout,
-        direct.stderr
-    );
-}
-
-/// Lines of `expected` not found in `out`, in order.
-fn missing_lines<'a>(out: &str, expected: &[&'a str]) -> Vec<&'a str> {
-    let mut lines = out.lines();
-    let mut missing = Vec::new();
-    for want in expected {
-        if !lines.by_ref().any(|l| l == *want) {
-            missing.push(*want);
-            lines = out.lines();
-        }
-    }
-    missing
+    .run(expected)
+    .await
 }
 
 fn options() -> Options {
@@ -547,39 +427,9 @@ async fn drivers_node_pg() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drivers_jdbc() {
-    const JAR: &str = "/usr/share/java/postgresql.jar";
-    let how = "`apt-get install -y default-jdk-headless libpostgresql-jdbc-java`";
-    require(
-        "A JDK (`javac`)",
-        Command::new("javac").arg("-version"),
-        how,
-    );
-    require("Java (`java`)", Command::new("java").arg("-version"), how);
-    assert!(
-        Path::new(JAR).is_file(),
-        "the PostgreSQL JDBC driver ({JAR}) is required for this test but is missing: {how}; or {INSTALL}"
-    );
     let env = Env::start_with(options()).await;
     let classes = env.dir.path().join("jdbc-classes");
-    let source = drivers_dir().join("java/PgJdbcTest.java");
-    let (c2, s2) = (classes.clone(), source.clone());
-    let javac = tokio::task::spawn_blocking(move || {
-        Command::new("javac")
-            .args(["-cp", JAR, "-d"])
-            .arg(&c2)
-            .arg(&s2)
-            .output()
-            .expect("run javac")
-    })
-    .await
-    .unwrap();
-    assert!(
-        javac.status.success(),
-        "javac {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&javac.stderr)
-    );
-    let cp = format!("{}:{JAR}", classes.display());
+    let cp = compile_java(drivers_dir().join("java/PgJdbcTest.java"), classes).await;
     run_driver(
         &env,
         "jdbc",

@@ -2,10 +2,11 @@
 //!
 //! One real cluster holds N databases `<prefix>_s0 .. <prefix>_s{N-1}`, each standing for one shard
 //! (shard `s{i}` in the config). Clients connect to the proxy's database `<prefix>`. The caller's
-//! schema SQL runs on every shard directly, as the test user, so tables (and reference data) exist
-//! before the proxy is involved: shardgate cannot send DDL or reference-table writes to every shard
-//! yet. The hash map splits the buckets evenly and in order: with 16 buckets and 2 shards, buckets
-//! 0-7 are `s0` and 8-15 are `s1`. Keys are `bigint`.
+//! schema SQL runs on every shard directly, as the test user, before the proxy starts: a quick
+//! way to set up, not a necessity — shardgate sends DDL and reference-table writes to every shard
+//! itself (see `everywhere.rs`), so a test may as well create tables or write reference rows
+//! through [`Shards::connect`]. The hash map splits the buckets evenly and in order: with 16
+//! buckets and 2 shards, buckets 0-7 are `s0` and 8-15 are `s1`. Keys are `bigint`.
 //!
 //! ```ignore
 //! let shop = Shards::start(

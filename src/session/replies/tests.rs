@@ -198,3 +198,33 @@ fn a_failed_settings_query_makes_the_backend_settings_unknown() {
     assert!(undo.settings_failed);
     assert_eq!(run(&mut r, &[(Z, b"I")]), vec![ready(false)]);
 }
+
+#[test]
+fn only_ended_batches_ignores_replies_shardgate_makes_itself() {
+    let mut r = Replies::default();
+    assert!(!r.only_ended_batches(), "nothing outstanding");
+    r.push(Pending::UnnamedParse);
+    r.push(Pending::Bind);
+    assert!(
+        !r.only_ended_batches(),
+        "the current batch is on the backend"
+    );
+    r.push(Pending::Execute);
+    r.push(Pending::Sync);
+    assert!(r.only_ended_batches());
+    // A ParseComplete answered locally in the next batch sends nothing to the backend.
+    r.push(Pending::LocalParse {
+        name: "s".into(),
+        id: 1,
+    });
+    r.push(Pending::Synthetic(bytes::Bytes::from_static(b"x")));
+    assert!(r.only_ended_batches());
+    r.push(Pending::Describe);
+    assert!(!r.only_ended_batches());
+    r.push(Pending::Sync);
+    r.push(Pending::Query);
+    assert!(
+        r.only_ended_batches(),
+        "a simple query is a batch of its own"
+    );
+}
