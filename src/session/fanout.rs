@@ -7,6 +7,7 @@
 //! multi-shard statements never wait for each other's backends in a cycle) and returned when the
 //! statement is done.
 
+mod copy;
 mod exchange;
 mod insert;
 mod write;

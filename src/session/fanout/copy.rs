@@ -1,0 +1,4 @@
+//! COPY … FROM STDIN into a sharded table, split row by row.
+
+mod field;
+mod rows;
