@@ -97,6 +97,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = match self.route_query(q.sql) {
             super::route::Routed::Done => return Ok(()),
             super::route::Routed::To(want) => want,
+            super::route::Routed::Fan(fan) if matches!(fan.job, super::fanout::Job::CopyIn(_)) => {
+                return self.fan_copy_query(q.sql, fan).await;
+            }
             super::route::Routed::Fan(fan) => {
                 self.fan_query(q.sql, fan).await;
                 return Ok(());
@@ -363,6 +366,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.run_local_tx(tx);
             }
             return Ok(());
+        }
+        if self.is_copy_portal(e.portal) {
+            return self.fan_copy_execute().await;
         }
         if self.is_fan_portal(e.portal) {
             self.fan_execute(e).await;

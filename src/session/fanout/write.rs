@@ -167,7 +167,7 @@ fn with_count(tag: &str, count: u64) -> String {
     }
 }
 
-fn list(names: &[String]) -> String {
+pub(super) fn list(names: &[String]) -> String {
     names
         .iter()
         .map(|n| format!("\"{n}\""))
@@ -195,7 +195,7 @@ fn applied_on(names: &[String], results: &[Result<Reply, PgError>], failed: usiz
 }
 
 /// A shard's error, its message prefixed with the shard's name and `detail` added.
-fn annotate(shard: &str, result: &Result<Reply, PgError>, detail: &str) -> Failure {
+pub(super) fn annotate(shard: &str, result: &Result<Reply, PgError>, detail: &str) -> Failure {
     let (frame, fields) = match result {
         Ok(Reply {
             error: Some((frame, fields)),

@@ -94,11 +94,6 @@ impl Splitter {
         }
     }
 
-    /// The line number of the last row handed out (or of the row being read).
-    pub fn line(&self) -> u64 {
-        self.line
-    }
-
     /// Hands `each` every row completed by `chunk`; keeps the unfinished rest. Stops at the first
     /// error, from the data or from `each`.
     pub fn feed(
