@@ -236,6 +236,18 @@ async fn a_failing_copy_leaves_nothing_anywhere() {
         "null value in column \"id\" of relation \"users\" violates not-null constraint"
     );
     assert_eq!(db.where_(), Some("COPY users, line 2"));
+    // Mixed line endings, as PostgreSQL refuses them (else shards could read rows differently).
+    let err = copy_in(
+        &c,
+        "COPY users (id, name) FROM STDIN",
+        vec![b"1\ta\r\n2\tb\n".to_vec()],
+    )
+    .await
+    .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "22P04");
+    assert_eq!(db.message(), "literal newline found in data");
+    assert_eq!(db.where_(), Some("COPY users, line 2"));
     // The client gives up (the sink dropped unfinished sends CopyFail).
     {
         let sink = c.copy_in("COPY users (id, name) FROM STDIN").await.unwrap();

@@ -175,7 +175,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let payload = &data[crate::protocol::HEADER_LEN..];
             let fed = splitter.feed(payload, &mut |row| place.row(row, shards));
-            abort = fed.err().map(Abort::Ours).or_else(|| shard_error(shards));
+            abort = fed
+                .err()
+                .map(|e| Abort::Ours(in_copy(e, copy)))
+                .or_else(|| shard_error(shards));
             if abort.is_none() {
                 flush_full(shards).await;
             }
@@ -184,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             abort = splitter
                 .finish(&mut |row| place.row(row, shards))
                 .err()
-                .map(Abort::Ours);
+                .map(|e| Abort::Ours(in_copy(e, copy)));
         }
         Ok(abort)
     }
@@ -213,6 +216,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
+}
+
+/// The splitter's `line N` context as PostgreSQL spells it: `COPY users, line N`.
+fn in_copy(mut e: PgError, copy: &CopyIn) -> PgError {
+    if let Some(line) = e.context.as_deref().filter(|c| c.starts_with("line ")) {
+        e.context = Some(format!("COPY {}, {line}", copy.table));
+    }
+    e
 }
 
 /// Checks shards for an error they raised mid-COPY: the first one stops the copy.
