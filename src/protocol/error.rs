@@ -41,6 +41,10 @@ pub enum SqlState {
     DataException,
     TransactionResolutionUnknown,
     ProgramLimitExceeded,
+    BadCopyFileFormat,
+    InvalidTextRepresentation,
+    NotNullViolation,
+    QueryCanceled,
 }
 
 impl SqlState {
@@ -65,6 +69,10 @@ impl SqlState {
             SqlState::DataException => "22000",
             SqlState::TransactionResolutionUnknown => "08007",
             SqlState::ProgramLimitExceeded => "54000",
+            SqlState::BadCopyFileFormat => "22P04",
+            SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::NotNullViolation => "23502",
+            SqlState::QueryCanceled => "57014",
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct PgError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where the error happened (`CONTEXT:` in psql), e.g. `COPY users, line 3`.
+    pub context: Option<String>,
 }
 
 impl PgError {
@@ -88,6 +98,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            context: None,
         }
     }
 
@@ -108,6 +119,11 @@ impl PgError {
         self
     }
 
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
     pub fn encode(&self, out: &mut BytesMut) {
         let severity: &[u8] = if self.fatal { b"FATAL" } else { b"ERROR" };
         write_message(out, b'E', |out| {
@@ -118,6 +134,7 @@ impl PgError {
                 (b'M', Some(self.message.as_bytes())),
                 (b'D', self.detail.as_deref().map(str::as_bytes)),
                 (b'H', self.hint.as_deref().map(str::as_bytes)),
+                (b'W', self.context.as_deref().map(str::as_bytes)),
             ] {
                 if let Some(value) = value {
                     out.extend_from_slice(&[field]);

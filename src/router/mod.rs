@@ -8,6 +8,7 @@
 
 mod analyze;
 mod catalog;
+pub mod copy;
 mod dml;
 pub mod hash;
 mod hint;
@@ -27,6 +28,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use copy::{CopyFormat, CopyIn, CopyKeyError, CsvNull, Dialect};
 pub use key::KeyValue;
 pub use merge::MergeSpec;
 pub use params::Params;
@@ -195,6 +197,8 @@ impl Router {
             Plan::Scatter(s) => {
                 mergeable(shards(self.map.owners(self.shard_names.len())), &s.merge)
             }
+            // Each row goes to its key's owner: every shard that owns keys takes part.
+            Plan::CopyIn(_) => Ok(shards(self.map.owners(self.shard_names.len()))),
             // Schema and reference tables live on every shard, owner of keys or not.
             Plan::Broadcast(_) => Ok(shards((0..self.shard_names.len()).collect())),
             Plan::Multi(plans) => self.resolve_all(plans, pinned),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::copy::CopyIn;
 use super::key::KeyValue;
 use super::merge::MergeSpec;
 use super::split::InsertSplit;
@@ -39,6 +40,8 @@ pub enum Plan {
     Keyed(Keyed),
     /// A read of sharded tables without a key: every shard, results merged.
     Scatter(Scatter),
+    /// `COPY <sharded table> (…) FROM STDIN`: every shard that owns keys, each row to its owner.
+    CopyIn(Arc<CopyIn>),
     /// Every shard: DDL, writes to reference tables, cross-shard writes when allowed.
     Broadcast(Broadcast),
     /// A hint named the shard.

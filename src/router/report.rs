@@ -108,6 +108,10 @@ pub fn shadow(plan: &Plan) -> Option<Decision> {
             s.table, s.key_column
         ))),
         Plan::Broadcast(_) => Some(Decision::MultiShard("would run on every shard".into())),
+        Plan::CopyIn(c) => Some(Decision::MultiShard(format!(
+            "COPY into sharded table \"{}\" would split its rows over every shard by \"{}\"",
+            c.table, c.key_column
+        ))),
         Plan::Reject(e) => Some(Decision::Rejected(format!("{e} (hint: {})", e.hint()))),
         Plan::Unparsed {
             what,

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{CopySource, Declare, Query, Statement};
+use sqlparser::ast::{
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Declare, Query, Statement,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -87,7 +89,14 @@ fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
             )),
             _ => unparsed(sql, "shardgate does not route this kind of statement", cx),
         },
-        S::Copy { source, to, .. } => copy(source, *to, cx),
+        S::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => copy(source, *to, (target, options, legacy_options), cx),
         S::CreateTable(_)
         | S::AlterTable(_)
         | S::CreateIndex(_)
@@ -166,13 +175,19 @@ fn explain(inner: Plan) -> Plan {
     }
 }
 
-fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
-    let table = match source {
+/// Where a COPY FROM reads its rows, and how they are spelled.
+type CopyFrom<'a> = (&'a CopyTarget, &'a [CopyOption], &'a [CopyLegacyOption]);
+
+fn copy(source: &CopySource, to: bool, from: CopyFrom, cx: &Context) -> Plan {
+    let (table, columns) = match source {
         CopySource::Query(q) => {
             let stmt = Statement::Query(q.clone());
             return dml::plan(analyze::walk(&stmt, cx.catalog), cx.routing);
         }
-        CopySource::Table { table_name, .. } => table_name,
+        CopySource::Table {
+            table_name,
+            columns,
+        } => (table_name, columns),
     };
     match (cx.catalog.kind(table), to) {
         (TableKind::Sharded { table, key }, true) => Plan::Scatter(Scatter {
@@ -180,12 +195,10 @@ fn copy(source: &CopySource, to: bool, cx: &Context) -> Plan {
             key_column: key,
             merge: None,
         }),
-        (TableKind::Sharded { table, key }, false) => Plan::Reject(RouteError::Unsupported {
-            what: format!("COPY FROM into sharded table \"{table}\" is not supported yet"),
-            hint: format!(
-                "Use INSERT statements that give \"{key}\", or COPY into each shard directly."
-            ),
-        }),
+        (TableKind::Sharded { table, key }, false) => {
+            let (target, options, legacy) = from;
+            super::copy::plan(table, key, columns, target, options, legacy)
+        }
         (TableKind::Reference(_), true) => Plan::Reference,
         (TableKind::Reference(_), false) => Plan::Broadcast(Broadcast::ReferenceWrite),
         (TableKind::Other(table), _) => Plan::Home { table },

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod copy;
 mod corpus;
 mod fallback;
 mod joins;

@@ -99,6 +99,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match self.route_query(q.sql).await {
                 Routed::Done => return Ok(()),
                 Routed::To(want) => break want,
+                Routed::Fan(fan) if matches!(fan.job, super::fanout::Job::CopyIn(_)) => {
+                    return self.fan_copy_query(q.sql, fan).await;
+                }
                 Routed::Fan(fan) => {
                     self.fan_query(q.sql, fan).await;
                     return Ok(());
@@ -377,6 +380,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             return Ok(());
+        }
+        if self.is_copy_portal(e.portal) {
+            return self.fan_copy_execute().await;
         }
         if self.is_fan_portal(e.portal) {
             self.fan_execute(e).await;

@@ -7,6 +7,7 @@
 //! multi-shard statements never wait for each other's backends in a cycle) and returned when the
 //! statement is done.
 
+mod copy;
 mod exchange;
 mod insert;
 mod write;
@@ -26,7 +27,7 @@ use crate::protocol::backend::{self as bmsg, Field};
 use crate::protocol::frontend::{self as fmsg, Bind, BindParams, Execute, Parse, Query};
 use crate::protocol::{PgError, SqlState};
 use crate::router::merge::{Bound, MergeSpec, Output};
-use crate::router::{Broadcast, InsertSplit, Plan, RouteError, Router};
+use crate::router::{Broadcast, CopyIn, InsertSplit, Plan, RouteError, Router};
 
 /// A statement that needs several shards, and what to do with their answers.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub(super) enum Job {
     /// A read merged as the spec says (always `Ok`: unmergeable reads are refused when routed).
     Read(Arc<Result<MergeSpec, RouteError>>),
     Write(Broadcast),
+    /// `COPY <sharded table> (…) FROM STDIN`, split row by row (`copy.rs`).
+    CopyIn(Arc<CopyIn>),
     /// A multi-row INSERT split per shard; `rows[i]` is the shard of row `i`.
     Insert {
         split: Arc<Result<InsertSplit, RouteError>>,
@@ -69,6 +72,7 @@ impl Job {
                 _ => None,
             },
             Plan::Broadcast(b) => Some(Job::Write(*b)),
+            Plan::CopyIn(c) => Some(Job::CopyIn(c.clone())),
             _ => None,
         })
     }
@@ -191,6 +195,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Describe of a multi-shard portal: runs it, answers its RowDescription (or NoData).
     pub(super) async fn fan_describe(&mut self) {
+        if self
+            .fan_portal
+            .as_ref()
+            .is_some_and(|p| matches!(p.fan.job, Job::CopyIn(_)))
+        {
+            // A COPY returns no rows; it runs at Execute, where it needs the client's data.
+            return self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA));
+        }
         match self.fan_run().await {
             Ok(o) => {
                 let mut out = BytesMut::new();
@@ -308,6 +320,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(e) => Err(super::route::route_error(e).into()),
             },
+            // Run by `fan_copy_query` / `fan_copy_execute`, which talk with the client.
+            Job::CopyIn(_) => {
+                Err(PgError::error(SqlState::InternalError, "COPY run as a statement").into())
+            }
         };
         drop(conns);
         result

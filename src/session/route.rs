@@ -461,6 +461,13 @@ pub(super) enum Routed {
 
 /// A multi-shard statement inside a transaction, which runs on one shard.
 fn in_transaction_error(router: &Router, fan: &FanOut) -> PgError {
+    if let Job::CopyIn(c) = &fan.job {
+        return PgError::error(
+            SqlState::FeatureNotSupported,
+            format!("COPY into sharded table \"{}\" sends its rows to several shards, so it runs only outside transaction blocks (and outside an extended-protocol batch already running on one shard)", c.table),
+        )
+        .with_hint("Run the COPY on its own, outside BEGIN … COMMIT: shardgate commits it on every shard or on none.");
+    }
     let names: Vec<String> = fan
         .shards
         .iter()

@@ -2,6 +2,7 @@
 
 mod admin;
 mod clients;
+mod copy;
 mod differential;
 mod drivers;
 mod everywhere;

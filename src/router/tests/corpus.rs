@@ -268,7 +268,7 @@ fn corpus_entries_with_known_plans() {
         ("TABLE / VALUES", "Unparsed", None),
         ("VACUUM ANALYZE", "Unparsed", None),
         ("DO block", "Unparsed", Some(one(0))),
-        ("COPY FROM STDIN csv", "Reject", None),
+        ("COPY FROM STDIN csv", "CopyIn", Some(all3())),
         ("COPY query TO STDOUT binary", "Scatter", Some(all3())),
         ("asyncpg reset (multi-stmt)", "Multi", Some(Ok(Target::Any))),
         ("CREATE TABLE", "Broadcast", Some(all3())),

@@ -254,6 +254,7 @@ pub fn kind(p: &Plan) -> &'static str {
         Plan::Reference => "Reference",
         Plan::Keyed(_) => "Keyed",
         Plan::Scatter(_) => "Scatter",
+        Plan::CopyIn(_) => "CopyIn",
         Plan::Broadcast(_) => "Broadcast",
         Plan::Shard(_) => "Shard",
         Plan::Unparsed { .. } => "Unparsed",

@@ -167,7 +167,7 @@ fn with_count(tag: &str, count: u64) -> String {
     }
 }
 
-fn list(names: &[String]) -> String {
+pub(super) fn list(names: &[String]) -> String {
     names
         .iter()
         .map(|n| format!("\"{n}\""))
