@@ -138,7 +138,8 @@ struct Bench<'a> {
 fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let bins = PgBinaries::find()?;
-    // Drop order is the reverse of declaration: proxies, then Postgres, then the directory.
+    // Drop order is the reverse of declaration: proxies, then shards, then Postgres, then the
+    // directory.
     let tmp = TempDir::new("shardgate-bench")?;
     let pg = start_postgres(&bins, tmp.path(), "pg")?;
     let direct = login(&pg);
@@ -150,16 +151,7 @@ fn run() -> anyhow::Result<()> {
     pgbench
         .initialize(&direct, settings.scale)
         .map_err(anyhow::Error::msg)?;
-    let (workload, shards) = match settings.scenario {
-        Scenario::Foundation => (Workload::SelectOnly, Vec::new()),
-        Scenario::Routed => (
-            Workload::Script {
-                path: routed::write_script(tmp.path())?,
-                scale: settings.scale,
-            },
-            routed::start_shards(&bins, tmp.path(), &pgbench, settings.scale)?,
-        ),
-    };
+    let (workload, shards) = set_up_scenario(&bins, tmp.path(), &pgbench, &settings)?;
     let shard_logins: Vec<Login> = shards.iter().map(|(_, l)| l.clone()).collect();
     let mut notes = Vec::new();
     let targets = start_targets(
@@ -184,6 +176,25 @@ fn run() -> anyhow::Result<()> {
     let path = write_results(settings.scenario, &text)?;
     eprintln!("bench: written to {}", path.display());
     Ok(())
+}
+
+/// The scenario's workload and, for the routed one, its loaded shard clusters.
+fn set_up_scenario(
+    bins: &PgBinaries,
+    base: &Path,
+    pgbench: &Pgbench,
+    settings: &Settings,
+) -> anyhow::Result<(Workload, Vec<(Cluster, Login)>)> {
+    Ok(match settings.scenario {
+        Scenario::Foundation => (Workload::SelectOnly, Vec::new()),
+        Scenario::Routed => (
+            Workload::Script {
+                path: routed::write_script(base)?,
+                scale: settings.scale,
+            },
+            routed::start_shards(bins, base, pgbench, settings.scale)?,
+        ),
+    })
 }
 
 /// One cluster with the bench user and database. fsync is off (`fast`): harmless for a read-only
