@@ -1,15 +1,20 @@
 //! `cargo bench --bench proxy`: pgbench `-S` directly against Postgres, through pgbouncer
 //! (Debian's package, transaction mode, when installed) and through shardgate, in one run, with
-//! the same pool size, printed side by side with ratios to direct. See bench/README.md.
+//! the same pool size, printed side by side with ratios to direct. `BENCH_SCENARIO=routed` runs
+//! the same point read from a script file and adds shardgate routing it across two shards. See
+//! bench/README.md.
 //!
 //! Layout: `pgbench.rs` runs pgbench and reads its report, `targets.rs` starts the proxies and
-//! reads their CPU time, `report.rs` takes medians and writes the table. This file sets up,
-//! interleaves the runs and writes `bench/results/latest.md`.
+//! reads their CPU time, `routed.rs` sets up the shards of the routed scenario, `report.rs` takes
+//! medians and writes the table. This file sets up, interleaves the runs and writes
+//! `bench/results/latest.md` (`latest-routed.md`).
 
 #[path = "proxy/pgbench.rs"]
 mod pgbench;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "proxy/routed.rs"]
+mod routed;
 #[path = "proxy/targets.rs"]
 mod targets;
 
@@ -20,7 +25,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context};
 use shardgate::cluster::{Cluster, ClusterOptions, PgBinaries, TempDir};
 
-use pgbench::{Login, Mode, Pgbench};
+use pgbench::{Login, Mode, Pgbench, Workload};
 use report::{Cell, Sample};
 use targets::Target;
 
@@ -28,9 +33,29 @@ const USER: &str = "bench";
 const PASSWORD: &str = "bench";
 const DB: &str = "bench";
 
+/// Which comparison to run (`BENCH_SCENARIO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// `pgbench -S` against direct, pgbouncer and shardgate with one shard (pass-through).
+    Foundation,
+    /// The same point read as a script file, plus shardgate routing it across two shards.
+    Routed,
+}
+
+impl Scenario {
+    fn parse(s: &str) -> Option<Scenario> {
+        match s {
+            "foundation" => Some(Scenario::Foundation),
+            "routed" => Some(Scenario::Routed),
+            _ => None,
+        }
+    }
+}
+
 /// The knobs, from `BENCH_*` environment variables.
 #[derive(Debug, Clone)]
 struct Settings {
+    scenario: Scenario,
     secs: u64,
     reps: usize,
     warmup_secs: u64,
@@ -53,7 +78,11 @@ impl Settings {
                     .with_context(|| format!("BENCH_CLIENTS: bad count {c:?}"))
             })
             .collect::<anyhow::Result<_>>()?;
+        let scenario = env_list("BENCH_SCENARIO", "foundation")?.join(",");
+        let scenario = Scenario::parse(&scenario)
+            .with_context(|| format!("BENCH_SCENARIO: {scenario:?} is not foundation or routed"))?;
         Ok(Settings {
+            scenario,
             secs: env_num("BENCH_SECS", 10)?,
             reps: env_num("BENCH_REPS", 3)?,
             warmup_secs: env_num("BENCH_WARMUP_SECS", 3)?,
@@ -99,18 +128,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// What every run of one benchmark shares.
+struct Bench<'a> {
+    pgbench: &'a Pgbench,
+    workload: Workload,
+    settings: &'a Settings,
+}
+
 fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let bins = PgBinaries::find()?;
-    // Drop order is the reverse of declaration: proxies, then Postgres, then the directory.
+    // Drop order is the reverse of declaration: proxies, then shards, then Postgres, then the
+    // directory.
     let tmp = TempDir::new("shardgate-bench")?;
-    let pg = start_postgres(&bins, tmp.path())?;
-    let direct = Login {
-        port: pg.port(),
-        user: USER.into(),
-        password: PASSWORD.into(),
-        db: DB.into(),
-    };
+    let pg = start_postgres(&bins, tmp.path(), "pg")?;
+    let direct = login(&pg);
     let pgbench = Pgbench {
         program: tool_or_path(&bins, "pgbench"),
         scratch: tmp.path().to_path_buf(),
@@ -119,24 +151,57 @@ fn run() -> anyhow::Result<()> {
     pgbench
         .initialize(&direct, settings.scale)
         .map_err(anyhow::Error::msg)?;
+    let (workload, shards) = set_up_scenario(&bins, tmp.path(), &pgbench, &settings)?;
+    let shard_logins: Vec<Login> = shards.iter().map(|(_, l)| l.clone()).collect();
     let mut notes = Vec::new();
-    let targets = start_targets(&bins, tmp.path(), &direct, &settings, &mut notes)?;
+    let targets = start_targets(
+        &bins,
+        tmp.path(),
+        &direct,
+        &shard_logins,
+        &settings,
+        &mut notes,
+    )?;
     let header = header(&bins, &settings, &notes);
     eprint!("{header}");
-    let cells = run_matrix(&pgbench, &targets, &settings)?;
+    let bench = Bench {
+        pgbench: &pgbench,
+        workload,
+        settings: &settings,
+    };
+    let cells = run_matrix(&bench, &targets)?;
     report_proxy_logs(&targets);
     let text = format!("{header}\n{}", report::table(&cells));
     println!("\n{text}");
-    let path = write_results(&text)?;
+    let path = write_results(settings.scenario, &text)?;
     eprintln!("bench: written to {}", path.display());
     Ok(())
 }
 
+/// The scenario's workload and, for the routed one, its loaded shard clusters.
+fn set_up_scenario(
+    bins: &PgBinaries,
+    base: &Path,
+    pgbench: &Pgbench,
+    settings: &Settings,
+) -> anyhow::Result<(Workload, Vec<(Cluster, Login)>)> {
+    Ok(match settings.scenario {
+        Scenario::Foundation => (Workload::SelectOnly, Vec::new()),
+        Scenario::Routed => (
+            Workload::Script {
+                path: routed::write_script(base)?,
+                scale: settings.scale,
+            },
+            routed::start_shards(bins, base, pgbench, settings.scale)?,
+        ),
+    })
+}
+
 /// One cluster with the bench user and database. fsync is off (`fast`): harmless for a read-only
 /// benchmark, and said so in the output.
-fn start_postgres(bins: &PgBinaries, base: &Path) -> anyhow::Result<Cluster> {
+fn start_postgres(bins: &PgBinaries, base: &Path, name: &str) -> anyhow::Result<Cluster> {
     let opts = ClusterOptions {
-        name: "pg".into(),
+        name: name.into(),
         fast: true,
         max_connections: 200,
         // Scale 10 is about 160 MB; keep it all in shared buffers.
@@ -150,11 +215,23 @@ fn start_postgres(bins: &PgBinaries, base: &Path) -> anyhow::Result<Cluster> {
     Ok(pg)
 }
 
-/// direct, then pgbouncer (if installed), then shardgate.
+/// How pgbench logs in to a cluster from [`start_postgres`].
+fn login(pg: &Cluster) -> Login {
+    Login {
+        port: pg.port(),
+        user: USER.into(),
+        password: PASSWORD.into(),
+        db: DB.into(),
+    }
+}
+
+/// direct, then pgbouncer (if installed), then shardgate with one shard in front of direct, then
+/// (given shards) shardgate routing across them.
 fn start_targets(
     bins: &PgBinaries,
     base: &Path,
     direct: &Login,
+    shards: &[Login],
     settings: &Settings,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Target>> {
@@ -182,26 +259,34 @@ fn start_targets(
             notes.push(msg.to_string());
         }
     }
-    let dir = base.join("shardgate");
     targets.push(targets::start_shardgate(
-        &dir,
-        direct,
+        "shardgate",
+        &base.join("shardgate"),
+        std::slice::from_ref(direct),
+        "",
         settings.pool_size,
         &psql,
     )?);
+    if !shards.is_empty() {
+        targets.push(targets::start_shardgate(
+            "shardgate-routed",
+            &base.join("shardgate-routed"),
+            shards,
+            &routed::sharding_yaml(),
+            settings.pool_size,
+            &psql,
+        )?);
+    }
     Ok(targets)
 }
 
 /// Runs every combination `reps` times. Within a repetition the targets take turns on each
 /// (clients, mode), starting with a different one each time, so that drift on a shared machine
 /// hits them all alike.
-fn run_matrix(
-    pgbench: &Pgbench,
-    targets: &[Target],
-    settings: &Settings,
-) -> anyhow::Result<Vec<Cell>> {
+fn run_matrix(bench: &Bench, targets: &[Target]) -> anyhow::Result<Vec<Cell>> {
+    let settings = bench.settings;
     let tick = targets::clock_ticks_per_sec()?;
-    warm_up(pgbench, targets, settings);
+    warm_up(bench, targets);
     let mut cells = Vec::new();
     for &clients in &settings.clients {
         for &mode in &settings.modes {
@@ -228,14 +313,7 @@ fn run_matrix(
                     cell.mode.as_str(),
                     cell.clients
                 );
-                let sample = measure(
-                    pgbench,
-                    target,
-                    cell.mode,
-                    cell.clients,
-                    settings.secs,
-                    tick,
-                );
+                let sample = measure(bench, target, cell.mode, cell.clients, tick);
                 if let Err(e) = &sample {
                     eprintln!("bench:   failed: {e}");
                 }
@@ -265,24 +343,25 @@ fn report_proxy_logs(targets: &[Target]) {
 }
 
 /// A short unmeasured run per target, so that caches, pools and JIT-free plans are warm.
-fn warm_up(pgbench: &Pgbench, targets: &[Target], settings: &Settings) {
+fn warm_up(bench: &Bench, targets: &[Target]) {
+    let settings = bench.settings;
     if settings.warmup_secs == 0 {
         return;
     }
     for t in targets {
         eprintln!("bench: warm-up {} ({}s)", t.name, settings.warmup_secs);
         let clients = settings.clients.iter().copied().max().unwrap_or(8);
-        let _ = pgbench.select_only(&t.login, Mode::Simple, clients, settings.warmup_secs);
+        let secs = settings.warmup_secs;
+        let _ = (bench.pgbench).bench(&bench.workload, &t.login, Mode::Simple, clients, secs);
     }
 }
 
 /// One pgbench run, with the proxy's CPU time over it divided by the queries it relayed.
 fn measure(
-    pgbench: &Pgbench,
+    bench: &Bench,
     target: &Target,
     mode: Mode,
     clients: u32,
-    secs: u64,
     ticks_per_sec: u64,
 ) -> Result<Sample, String> {
     let cpu = || -> Result<Option<u64>, String> {
@@ -293,7 +372,8 @@ fn measure(
             .transpose()
     };
     let before = cpu()?;
-    let summary = pgbench.select_only(&target.login, mode, clients, secs)?;
+    let secs = bench.settings.secs;
+    let summary = (bench.pgbench).bench(&bench.workload, &target.login, mode, clients, secs)?;
     let after = cpu()?;
     let cpu_us_per_query = before.zip(after).map(|(b, a)| {
         let us = (a - b) as f64 * 1e6 / ticks_per_sec as f64;
@@ -308,7 +388,11 @@ fn measure(
 
 /// What was measured, on what, with which caveats.
 fn header(bins: &PgBinaries, s: &Settings, notes: &[String]) -> String {
-    let mut h = String::from("# shardgate proxy benchmark\n\n");
+    let title = match s.scenario {
+        Scenario::Foundation => "proxy",
+        Scenario::Routed => "routed",
+    };
+    let mut h = format!("# shardgate {title} benchmark\n\n");
     let mut line = |k: &str, v: String| {
         let _ = writeln!(h, "- {k}: {v}");
     };
@@ -331,23 +415,12 @@ fn header(bins: &PgBinaries, s: &Settings, notes: &[String]) -> String {
         let (k, v) = n.split_once(": ").unwrap_or(("note", n));
         line(k, v.to_string());
     }
-    line(
-        "workload",
-        format!(
-            "pgbench -S -n -T {} -j 2 -M <mode>, scale {}, median of {} runs, targets interleaved",
-            s.secs, s.scale, s.reps
-        ),
-    );
-    line(
-        "pools",
-        format!(
-            "pgbouncer and shardgate in transaction mode, {} server connections each",
-            s.pool_size
-        ),
-    );
+    for (k, v) in workload_lines(s) {
+        line(k, v);
+    }
     line(
         "caveats",
-        "one Postgres (fsync off: harmless for read-only -S), pgbench and the proxy all share \
+        "Postgres (fsync off: harmless for a read-only workload), pgbench and the proxy all share \
          this machine's cores, so a proxy competes with its own load generator; CPU µs/query is \
          the proxy process's utime+stime from /proc over the run, divided by transactions \
          (one query each), counted in clock ticks (1/CLK_TCK s, usually 10 ms)"
@@ -356,10 +429,43 @@ fn header(bins: &PgBinaries, s: &Settings, notes: &[String]) -> String {
     h
 }
 
-fn write_results(text: &str) -> anyhow::Result<PathBuf> {
+/// The header lines that say what ran, and where.
+fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
+    let runs = format!(
+        "-n -T {} -j 2 -M <mode>, scale {}, median of {} runs, targets interleaved",
+        s.secs, s.scale, s.reps
+    );
+    let pools = format!(
+        "pgbouncer and shardgate in transaction mode, {} server connections each",
+        s.pool_size
+    );
+    match s.scenario {
+        Scenario::Foundation => vec![("workload", format!("pgbench -S {runs}")), ("pools", pools)],
+        Scenario::Routed => vec![
+            (
+                "workload",
+                format!(
+                    "pgbench -f routed.sql -s {} {runs}; {}",
+                    s.scale,
+                    routed::describe_script()
+                ),
+            ),
+            (
+                "pools",
+                format!("{pools} (shardgate-routed: to each shard)"),
+            ),
+            ("targets", routed::describe_targets()),
+        ],
+    }
+}
+
+fn write_results(scenario: Scenario, text: &str) -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("latest.md");
+    let path = dir.join(match scenario {
+        Scenario::Foundation => "latest.md",
+        Scenario::Routed => "latest-routed.md",
+    });
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -1,4 +1,4 @@
-//! Running `pgbench -S` against one endpoint and reading its summary.
+//! Running pgbench (`-S`, or a script file) against one endpoint and reading its summary.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct Summary {
     pub tps: f64,
     /// "latency average = … ms".
     pub latency_ms: f64,
-    /// "number of transactions actually processed: …"; with `-S` one query each.
+    /// "number of transactions actually processed: …"; one query each in both workloads.
     pub transactions: u64,
 }
 
@@ -63,24 +63,50 @@ pub struct Pgbench {
     pub scratch: PathBuf,
 }
 
+/// What each pgbench transaction runs.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// The built-in `-S` (select-only) script.
+    SelectOnly,
+    /// A script file (`-f`); `-s scale` sets its `:scale`, which pgbench otherwise leaves at 1
+    /// for custom scripts.
+    Script { path: PathBuf, scale: u32 },
+}
+
+impl Workload {
+    /// The pgbench arguments that choose this workload.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Workload::SelectOnly => vec!["-S".into()],
+            Workload::Script { path, scale } => vec![
+                "-f".into(),
+                path.display().to_string(),
+                "-s".into(),
+                scale.to_string(),
+            ],
+        }
+    }
+}
+
 impl Pgbench {
-    /// `pgbench -S -n -T secs -c clients -j 2 -M mode`. A failed or unparsable run returns the
-    /// error lines pgbench printed, verbatim.
+    /// `pgbench <workload> -n -T secs -c clients -j 2 -M mode`. A failed or unparsable run
+    /// returns the error lines pgbench printed, verbatim.
     ///
     /// A run during which the server sent any error counts as failed even if pgbench exits 0: e.g.
     /// through pgbouncer in transaction mode, `-M prepared` gets "prepared statement already
     /// exists" on Parse and then runs only because an earlier client left the same statement on
     /// every pooled server connection — numbers that measure luck, not the proxy.
-    pub fn select_only(
+    pub fn bench(
         &self,
+        workload: &Workload,
         login: &Login,
         mode: Mode,
         clients: u32,
         secs: u64,
     ) -> Result<Summary, String> {
-        let args = [
-            "-S".to_string(),
-            "-n".into(),
+        let mut args = workload.args();
+        args.extend([
+            "-n".to_string(),
             "-T".into(),
             secs.to_string(),
             "-c".into(),
@@ -89,7 +115,7 @@ impl Pgbench {
             "2".into(),
             "-M".into(),
             mode.as_str().into(),
-        ];
+        ]);
         let (ok, stdout, stderr) = self.run(login, &args, secs + GRACE_SECS)?;
         match (ok, parse_summary(&stdout)) {
             (true, Some(summary)) if !stderr.contains("ERROR:") => Ok(summary),

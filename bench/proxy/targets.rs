@@ -134,45 +134,61 @@ fn pgbouncer_ini(dir: &Path, port: u16, pg: &Login, pool_size: u32, userlist: &P
     )
 }
 
-/// Starts the shardgate binary built alongside this bench, one shard in front of `pg`.
+/// Starts the shardgate binary built alongside this bench as `name`, in front of `shards` (one
+/// database of that name on each, same user), with `sharding` (YAML lines under the database,
+/// indented four spaces: `sharding:`, `tables:`; empty for one shard).
 pub fn start_shardgate(
+    name: &'static str,
     dir: &Path,
-    pg: &Login,
+    shards: &[Login],
+    sharding: &str,
     pool_size: u32,
     psql: &Path,
 ) -> anyhow::Result<Target> {
+    let first = shards.first().context("shardgate needs a shard")?;
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let config = dir.join("shardgate.yaml");
-    std::fs::write(&config, shardgate_yaml(port, pg, pool_size))?;
+    std::fs::write(&config, shardgate_yaml(port, shards, sharding, pool_size))?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
     // warn: no per-connection log lines, like pgbouncer's log_connections = 0.
     cmd.arg("--config")
         .arg(&config)
         .args(["--log-level", "warn"]);
     let proxy = spawn(cmd, &dir.join("shardgate.log"))?;
-    let login = Login { port, ..pg.clone() };
-    wait_ready("shardgate", &proxy, &login, psql)?;
+    let login = Login {
+        port,
+        ..first.clone()
+    };
+    wait_ready(name, &proxy, &login, psql)?;
     Ok(Target {
-        name: "shardgate",
+        name,
         login,
         process: Some(proxy),
     })
 }
 
-fn shardgate_yaml(port: u16, pg: &Login, pool_size: u32) -> String {
-    format!(
+/// The admin API listens on a port of the kernel's choosing: several instances run at once.
+fn shardgate_yaml(port: u16, shards: &[Login], sharding: &str, pool_size: u32) -> String {
+    let pg = &shards[0];
+    let mut yaml = format!(
         "# Written by shardgate's bench/proxy.rs.\n\
          listen: 127.0.0.1:{port}\n\
+         admin: {{ listen: \"127.0.0.1:0\" }}\n\
          users:\n  - {{ name: {user}, password: {pw} }}\n\
          pool: {{ mode: transaction, size: {pool_size} }}\n\
-         databases:\n  {db}:\n    shards:\n      \
-         s0: {{ primary: \"postgres://{user}:{pw}@127.0.0.1:{pg_port}/{db}\" }}\n",
+         databases:\n  {db}:\n    shards:\n",
         user = pg.user,
         pw = pg.password,
         db = pg.db,
-        pg_port = pg.port,
-    )
+    );
+    for (i, s) in shards.iter().enumerate() {
+        yaml += &format!(
+            "      s{i}: {{ primary: \"postgres://{}:{}@127.0.0.1:{}/{}\" }}\n",
+            s.user, s.password, s.port, s.db
+        );
+    }
+    yaml + sharding
 }
 
 fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Proxy> {
