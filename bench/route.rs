@@ -1,6 +1,7 @@
 //! `cargo bench --bench route`: criterion micro-benchmarks of parse+route (issue 3): a point
 //! SELECT, a 1-row INSERT and a 100-row INSERT, uncached (sqlparser runs) and cached (a hash
-//! lookup), plus resolving a cached plan against a Bind's parameters.
+//! lookup), plus resolving a cached plan against a Bind's parameters, and a point SELECT whose
+//! key is a literal (a new text each time, routed by its cached shape).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -66,6 +67,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let plan = router.plan(black_box(point));
             let params = BindParams::decode(black_box(&rest)).expect("params");
+            black_box(router.resolve(&plan, Some(&params), None))
+        })
+    });
+    // A simple query with its key as a literal: every text differs, its shape is cached.
+    let mut key = 0u64;
+    c.bench_function("route/literal point select by shape + resolve", |b| {
+        b.iter(|| {
+            key += 1;
+            let text = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {key}");
+            let (plan, params) = router.plan_shape(&text).expect("one shard");
             black_box(router.resolve(&plan, Some(&params), None))
         })
     });

@@ -121,6 +121,14 @@ pub struct BindParams<'a> {
 }
 
 impl<'a> BindParams<'a> {
+    /// Parameters given as text, as if bound that way.
+    pub fn text(values: Vec<Option<&'a [u8]>>) -> Self {
+        BindParams {
+            formats: Vec::new(),
+            values,
+        }
+    }
+
     /// Decodes the part of a Bind after the statement name.
     pub fn decode(rest: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(BIND, rest);

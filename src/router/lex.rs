@@ -1,6 +1,8 @@
 //! A small SQL lexer: splits a simple query into statements and reads leading keywords, without
 //! parsing. Shared by the router (for statements sqlparser cannot read) and the session.
 
+use std::fmt::Write as _;
+
 /// Splits a simple-query string into statements at top-level semicolons, skipping quoted strings,
 /// quoted identifiers, dollar-quoted bodies and comments. Empty statements are skipped. Lazy: the
 /// common single statement costs one scan and no allocation.
@@ -292,4 +294,50 @@ pub(crate) fn parameters(sql: &str) -> Vec<(usize, usize, usize)> {
         i += 1;
     }
     found
+}
+
+/// A statement's shape: its unsigned integer literals replaced by `$1`, `$2`, … in order, with
+/// the byte range of each literal in `sql`. `None` when it has none, or has a `$` already
+/// (bind parameters or dollar quotes: the numbering would clash). Literals in strings, quoted
+/// identifiers and comments (hints!) are left alone, and so are parts of other numbers
+/// (`1.5`, `1e3`) and of identifiers (`t1`).
+pub(crate) fn integer_literals(sql: &str) -> Option<(String, Vec<std::ops::Range<usize>>)> {
+    if sql.contains('$') {
+        return None;
+    }
+    let b = sql.as_bytes();
+    let mut literals = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(end) = skip_non_code(b, i) {
+            i = end;
+            continue;
+        }
+        if !is_ident_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let end = b[i..]
+            .iter()
+            .position(|&c| !(is_ident_byte(c) || c == b'$'))
+            .map_or(b.len(), |p| i + p);
+        let digits = b[i..end].iter().all(u8::is_ascii_digit);
+        let in_number = (i > 0 && b[i - 1] == b'.') || b.get(end) == Some(&b'.');
+        if digits && !in_number {
+            literals.push(i..end);
+        }
+        i = end;
+    }
+    if literals.is_empty() || literals.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let mut shape = String::with_capacity(sql.len() + 2 * literals.len());
+    let mut at = 0;
+    for (n, r) in literals.iter().enumerate() {
+        shape.push_str(&sql[at..r.start]);
+        let _ = write!(shape, "${}", n + 1);
+        at = r.end;
+    }
+    shape.push_str(&sql[at..]);
+    Some((shape, literals))
 }

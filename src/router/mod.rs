@@ -136,6 +136,32 @@ impl Router {
         plan
     }
 
+    /// A simple query planned by its shape, so one cached plan serves every value: its integer
+    /// literals become parameters (`WHERE id = 42` and `WHERE id = 43` share
+    /// `WHERE id = $1`), and the literals are returned as those parameters' values. Only a
+    /// statement whose shape then needs exactly one shard is routed this way (its own text is
+    /// what the shard gets); anything else is `None`, to be planned from its own text.
+    pub fn plan_shape<'a>(&self, sql: &'a str) -> Option<(Arc<Plan>, Params<'a>)> {
+        if !self.sharded {
+            return None;
+        }
+        let (shape, literals) = lex::integer_literals(sql)?;
+        let plan = self.plan(&shape);
+        if !matches!(*plan, Plan::Keyed(_)) {
+            return None;
+        }
+        let values = literals
+            .into_iter()
+            .map(|r| Some(&sql.as_bytes()[r]))
+            .collect();
+        let params = Params::text(values);
+        let one = matches!(
+            self.resolve(&plan, Some(&params), None),
+            Ok(Target::Shard(_))
+        );
+        one.then_some((plan, params))
+    }
+
     fn plan_uncached(&self, sql: &str) -> Plan {
         if let Some(hinted) = hint::plan(sql, &self.shard_names, self.catalog.key_type) {
             return hinted;

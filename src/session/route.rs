@@ -176,7 +176,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.shadow(sql);
             return Routed::To(None);
         };
-        let plan = router.plan(sql);
+        // Literals of the key make every text distinct: its shape is what is cached.
+        let (plan, params) = match router.plan_shape(sql) {
+            Some((plan, params)) => (plan, Some(params)),
+            None => (router.plan(sql), None),
+        };
         if let Plan::Multi(plans) = &*plan {
             self.note_multi(plans, sql);
         }
@@ -194,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Routed::Done;
         }
-        self.decide(&router, &plan, sql, None, Self::refuse_query)
+        self.decide(&router, &plan, sql, params.as_ref(), Self::refuse_query)
             .await
     }
 

@@ -316,3 +316,58 @@ fn corpus_entries_with_known_plans() {
     ));
     assert!(matches!(find("select = ANY($1)").1, Ok(Target::Shard(_))));
 }
+
+/// A statement routed by its shape (integer literals as parameters, one cached plan for every
+/// value) goes exactly where its own text would.
+#[test]
+fn shapes_route_exactly_like_their_text() {
+    let r = router(CORPUS_CONFIG);
+    let mut shaped = 0;
+    let generated = (0..3000).flat_map(|k| {
+        [
+            format!("SELECT abalance FROM pgbench_accounts WHERE aid = {k}"),
+            format!("UPDATE orders SET total = 5 WHERE user_id = {k} AND id = 7"),
+            format!("INSERT INTO users (id, name) VALUES ({k}, 'u{k}'), ({k}, 'v')"),
+            format!(
+                "/* shardgate: key=9 */ SELECT * FROM users WHERE id IN ({k}, {})",
+                k + 1
+            ),
+        ]
+    });
+    for sql in corpus().into_iter().map(|e| e.sql).chain(generated) {
+        let Some((plan, params)) = r.plan_shape(&sql) else {
+            continue;
+        };
+        shaped += 1;
+        let by_shape = r.resolve(&plan, Some(&params), None);
+        let by_text = r.resolve(&r.plan(&sql), None, None);
+        assert_eq!(by_shape, by_text, "{sql}");
+    }
+    assert!(
+        shaped > 9000,
+        "only {shaped} statements were routed by shape"
+    );
+}
+
+#[test]
+fn shapes_replace_only_standalone_integer_literals() {
+    use crate::router::lex::integer_literals;
+    let shape = |sql: &str| integer_literals(sql).map(|(s, _)| s);
+    assert_eq!(
+        shape("SELECT a FROM t1 WHERE id = 42 AND x IN (1, 2) LIMIT 10"),
+        Some("SELECT a FROM t1 WHERE id = $1 AND x IN ($2, $3) LIMIT $4".into())
+    );
+    // Hints, strings, quoted names, decimals, exponents and signs stay as they are.
+    assert_eq!(
+        shape("/* shardgate: key=9 */ SELECT '7', \"c 8\", 1.5, 2e3, .5 FROM t WHERE id = -3 -- 4"),
+        Some(
+            "/* shardgate: key=9 */ SELECT '7', \"c 8\", 1.5, 2e3, .5 FROM t WHERE id = -$1 -- 4"
+                .into()
+        )
+    );
+    assert_eq!(shape("SELECT 'a' FROM t"), None);
+    assert_eq!(shape("SELECT $1 + 2"), None);
+    assert_eq!(shape("SELECT $$5$$ + 2"), None);
+    let (_, ranges) = integer_literals("SELECT 12 + 345").unwrap();
+    assert_eq!(ranges, vec![7..9, 12..15]);
+}
