@@ -27,6 +27,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && router.allows_cross_shard_writes()
     }
 
+    /// The coordinator, when statements on several shards commit with two-phase commit:
+    /// `cross_shard_writes: allow` and a control database.
+    pub(super) fn two_phase(&self) -> Option<std::sync::Arc<crate::twophase::Coordinator>> {
+        let allowed = self.router.as_ref()?.allows_cross_shard_writes();
+        self.shared.coordinator.clone().filter(|_| allowed)
+    }
+
     /// Whether the transaction already uses more than one shard.
     pub(super) fn spans(&self) -> bool {
         !self.parked.is_empty()
@@ -160,7 +167,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(shard_conn)
             .collect();
         self.publish_cancel(None);
-        self.end_spanning(commit);
+        let commands = std::mem::take(&mut self.pending_cmds);
+        self.end_spanning();
         if !commit {
             run_on_all(&mut conns, |_| "ROLLBACK".to_string()).await;
             return Ok("ROLLBACK");
@@ -171,18 +179,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .clone()
             .expect("checked at the switch");
         two_phase_commit(&coordinator, &mut conns).await?;
+        // Committed: the transaction's session commands (SET …) take effect for the client. The
+        // backends' own settings are re-checked at their next use, since each ran only some.
+        for cmd in commands {
+            self.settings.apply(&cmd);
+        }
         Ok("COMMIT")
     }
 
-    /// The session's side of the end: settings of the transaction apply if it committed; the
-    /// backends' own settings are re-checked at their next use, since each ran only some of them.
-    fn end_spanning(&mut self, commit: bool) {
-        if commit {
-            for cmd in self.pending_cmds.drain(..) {
-                self.settings.apply(&cmd);
-            }
-        }
-        self.pending_cmds.clear();
+    /// The session is between transactions again, whatever the outcome.
+    fn end_spanning(&mut self) {
         self.cycle_failed = false;
         self.status = TxStatus::Idle;
         self.deferred_begin = None;
@@ -242,7 +248,7 @@ fn answered(result: &Result<Reply, PgError>, tag: &str) -> bool {
 }
 
 /// Steps 1–5 of [`crate::twophase`] over the transaction's backends.
-async fn two_phase_commit(
+pub(super) async fn two_phase_commit(
     coordinator: &crate::twophase::Coordinator,
     conns: &mut [ShardConn],
 ) -> Result<(), Failure> {

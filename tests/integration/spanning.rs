@@ -1,5 +1,5 @@
 //! Transactions that span shards (`cross_shard_writes: allow` with a control database): COMMIT is
-//! a two-phase commit over every shard the transaction used, ROLLBACK undoes every part, a shard
+//! a two-phase commit over every shard the transaction used (and so is a write without the key), ROLLBACK undoes every part, a shard
 //! that cannot prepare rolls back all of them, and in-doubt transactions a crash left behind are
 //! resolved from the control database's decisions.
 
@@ -76,6 +76,32 @@ async fn a_transaction_on_two_shards_commits_on_both() {
     let balances = |s| shop.direct(s, "SELECT string_agg(balance::text, ',') FROM users");
     assert_eq!((balances(0), balances(1)), ("-5".into(), "5".into()));
     // Nothing left behind: no prepared transactions, no decisions.
+    assert_eq!(prepared_left(&shop), "0");
+    assert_eq!(
+        shop.control("SELECT count(*) FROM shardgate.decided_transactions"),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn a_write_without_the_key_commits_on_every_shard_in_two_phases() {
+    let shop = two_phase().await;
+    let (a, b) = keys(&shop);
+    let c = shop.connect().await;
+    let rows = format!("INSERT INTO users (id, name) VALUES ({a}, 'a'), ({b}, 'b')");
+    assert_eq!(c.execute(rows.as_str(), &[]).await.unwrap(), 2);
+    assert_eq!(
+        c.execute("UPDATE users SET balance = 7", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    for s in 0..2 {
+        assert_eq!(
+            shop.direct(s, "SELECT string_agg(balance::text, ',') FROM users"),
+            "7"
+        );
+    }
     assert_eq!(prepared_left(&shop), "0");
     assert_eq!(
         shop.control("SELECT count(*) FROM shardgate.decided_transactions"),

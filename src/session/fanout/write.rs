@@ -1,6 +1,8 @@
 //! Statements every shard must run (DDL, writes to reference tables, cross-shard writes when
 //! allowed): inside a transaction on each shard, committed only when every shard succeeded, so a
-//! failure leaves no shard changed. Statements Postgres cannot run in a transaction block
+//! failure leaves no shard changed. With `cross_shard_writes: allow` and a control database the
+//! commit is a two-phase commit ([`crate::twophase`]), so it is all-or-nothing even when a shard
+//! goes away between the COMMITs. Statements Postgres cannot run in a transaction block
 //! (`CREATE INDEX CONCURRENTLY`, …) run on each shard as they are, and a failure says exactly
 //! which shards applied it.
 
@@ -14,6 +16,7 @@ use crate::protocol::backend as bmsg;
 use crate::protocol::frontend::Query;
 use crate::protocol::{PgError, SqlState};
 use crate::router::Broadcast;
+use crate::session::spanning::two_phase_commit;
 use crate::session::Session;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -35,6 +38,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None => Ok(outcome(kind, results)),
                 Some(i) => Err(applied_on(&names, &results, i)),
             };
+        }
+        if let (None, Some(coordinator)) = (failed, self.two_phase()) {
+            // Committed everywhere or nowhere, even if a shard goes away mid-commit.
+            two_phase_commit(&coordinator, conns).await?;
+            return Ok(outcome(kind, results));
         }
         let end = if failed.is_none() {
             "COMMIT"
