@@ -30,6 +30,15 @@ fn keys(shop: &Shards) -> (i64, i64) {
     (a, b)
 }
 
+/// Inserts a user through shardgate with a simple query, as psql would.
+async fn insert_user(c: &tokio_postgres::Client, id: i64, name: &str) {
+    c.batch_execute(&format!(
+        "INSERT INTO users (id, name) VALUES ({id}, '{name}')"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("insert user {id}: {e}"));
+}
+
 fn names_on(shop: &Shards, shard: usize) -> String {
     shop.direct(
         shard,
@@ -48,12 +57,8 @@ async fn a_transaction_on_two_shards_commits_on_both() {
     let c = shop.connect().await;
     // Simple protocol.
     c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({a}, 'a')"))
-        .await
-        .unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({b}, 'b')"))
-        .await
-        .unwrap();
+    insert_user(&c, a, "a").await;
+    insert_user(&c, b, "b").await;
     // Back to the first shard: its backend is still in the transaction.
     c.batch_execute(&format!("UPDATE users SET name = 'a2' WHERE id = {a}"))
         .await
@@ -119,9 +124,7 @@ async fn a_rollback_undoes_every_shard_and_a_dropped_client_leaves_nothing() {
     ))
     .await
     .unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({b}, 'b')"))
-        .await
-        .unwrap();
+    insert_user(&c, b, "b").await;
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         (names_on(&shop, 0), names_on(&shop, 1)),
@@ -133,12 +136,8 @@ async fn a_rollback_undoes_every_shard_and_a_dropped_client_leaves_nothing() {
     );
     // A client that goes away mid-transaction: each shard rolls its part back, no lock stays.
     c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({a}, 'x')"))
-        .await
-        .unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({b}, 'y')"))
-        .await
-        .unwrap();
+    insert_user(&c, a, "x").await;
+    insert_user(&c, b, "y").await;
     drop(c);
     let c = shop.connect().await;
     for key in [a, b] {
@@ -156,9 +155,7 @@ async fn a_shard_that_cannot_prepare_rolls_back_every_shard() {
     let (a, b) = keys(&shop);
     let c = shop.connect().await;
     c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({a}, 'a')"))
-        .await
-        .unwrap();
+    insert_user(&c, a, "a").await;
     // The deferred foreign key fails only when shard s1 prepares.
     c.batch_execute(&format!(
         "INSERT INTO orders (user_id, plan) VALUES ({b}, 'missing')"
@@ -216,12 +213,8 @@ async fn what_cannot_span_shards_is_refused() {
     c.batch_execute("ROLLBACK").await.unwrap();
     // Once it spans shards, savepoints are refused.
     c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({a}, 'a')"))
-        .await
-        .unwrap();
-    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({b}, 'b')"))
-        .await
-        .unwrap();
+    insert_user(&c, a, "a").await;
+    insert_user(&c, b, "b").await;
     let err = c.batch_execute("SAVEPOINT s").await.unwrap_err();
     assert_eq!(
         db_error(&err),
