@@ -61,6 +61,10 @@ pub enum Pending {
     UnnamedParse,
     /// The client's unnamed statement re-sent to a backend that lacks it: its reply is swallowed.
     InjectedUnnamedParse,
+    /// Parse, Bind and Execute of a statement that raises shardgate's error inside the client's
+    /// batch: ParseComplete and BindComplete are swallowed, the error goes to the client and, as
+    /// any error, skips the batch to its Sync. If the batch failed before, it is skipped with it.
+    Raise,
 }
 
 impl Pending {
@@ -80,6 +84,7 @@ impl Pending {
             self,
             Pending::InjectedParse { .. }
                 | Pending::InjectedUnnamedParse
+                | Pending::Raise
                 | Pending::Settings
                 | Pending::Injected
         )
@@ -200,6 +205,7 @@ impl Replies {
                 true
             }
             (Pending::Bind, msg::BIND_COMPLETE) => true,
+            (Pending::Raise, msg::PARSE_COMPLETE | msg::BIND_COMPLETE) => false,
             (Pending::Close, msg::CLOSE_COMPLETE) => true,
             (Pending::Describe, msg::PARAMETER_DESCRIPTION) => false,
             (Pending::Describe, msg::ROW_DESCRIPTION | msg::NO_DATA) => true,

@@ -295,7 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // statements go to a backend when next used.
         self.answer_owed_locally();
         if self.backend.is_some() {
-            self.fail_on_backend(&err, Pending::Injected);
+            self.raise_in_batch(&err);
             self.skip_until_sync = true;
             return;
         }
@@ -415,6 +415,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ),
         )
         .with_hint("A transaction can use one shard: start it with a statement on the right key, or split it into one transaction per shard.")
+    }
+
+    /// Fails the held backend's batch (and transaction) with `err`, as extended-protocol messages
+    /// of the batch: if an earlier message of it failed, the backend skips them with the rest, as
+    /// Postgres would skip the refused statement (a simple query would be skipped too, and its
+    /// reply then waited for forever).
+    fn raise_in_batch(&mut self, err: &PgError) {
+        let sql = raise_sql(err);
+        Parse {
+            name: "",
+            sql: &sql,
+            param_types: &[0, 0],
+        }
+        .encode(&mut self.bout);
+        Bind {
+            portal: "",
+            statement: "",
+            rest: &[0, 0, 0, 0, 0, 0],
+        }
+        .encode(&mut self.bout);
+        crate::protocol::frontend::Execute {
+            portal: "",
+            max_rows: 0,
+        }
+        .encode(&mut self.bout);
+        self.replies.push(Pending::Raise);
+        // The backend's unnamed statement is now this one, not the client's.
+        self.unnamed_here = false;
     }
 
     /// Fails the held backend's transaction with `err`: the client sees `err` where its

@@ -147,3 +147,35 @@ async fn a_pipelined_transaction_keeps_its_shard() {
         );
     }
 }
+
+/// One batch (one Sync) whose first statement fails on its shard and whose next one needs the
+/// other shard: Postgres skips everything after the error up to the Sync, and so must shardgate —
+/// the batch answers the first error only, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_failed_skips_its_statement_for_another_shard() {
+    let shop = two_shards().await;
+    let (a, b) = (
+        shop.keys_on(0).next().unwrap(),
+        shop.keys_on(1).next().unwrap(),
+    );
+    let (a, b) = (a.to_string(), b.to_string());
+    let insert = "INSERT INTO users (id, name) VALUES ($1, $2)";
+    let mut out = BytesMut::new();
+    batch(&mut out, insert, &[&a, "first"]);
+    // Both statements in one batch: the first one's Sync (its last 5 bytes) is dropped.
+    let mut first = BytesMut::new();
+    batch(&mut first, insert, &[&a, "duplicate"]);
+    out.extend_from_slice(&first[..first.len() - 5]);
+    batch(&mut out, insert, &[&b, "never"]);
+    frontend::query("SELECT count(*) FROM users", &mut out).unwrap();
+    let mut c = Raw::login(shop.port()).await;
+    c.send(&out).await;
+    let replies = tokio::time::timeout(std::time::Duration::from_secs(20), c.replies(3, 0))
+        .await
+        .expect("shardgate answered the batch");
+    assert_eq!(
+        show(&replies),
+        "1 2 C Z(I) | 1 2 E(23505) Z(I) | T D(1) C Z(I) |"
+    );
+    assert_eq!(shop.direct(1, "SELECT count(*) FROM users"), "0");
+}
