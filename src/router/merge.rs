@@ -506,7 +506,7 @@ impl<'a> Builder<'a> {
 
     fn finish(mut self) -> MergeSpec {
         if !self.hidden.is_empty() {
-            if let Some(at) = self.from_keyword() {
+            if let Some(at) = self.select_list_end() {
                 let extra: String = self.hidden.iter().map(|h| format!(", {h}")).collect();
                 self.edits.push((at, at, format!("{extra} ")));
             }
@@ -523,7 +523,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Where the select list ends: the top-level FROM after SELECT.
-    fn from_keyword(&self) -> Option<usize> {
+    fn select_list_end(&self) -> Option<usize> {
         let start = offset(self.sql, self.select.select_token.0.span.end)?;
         lex::top_level_word(self.sql, start, "from")
     }

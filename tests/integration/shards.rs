@@ -90,11 +90,6 @@ impl ShardsOptions {
         self.routing("cross_shard_writes", "allow")
     }
 
-    pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
     pub fn buckets(mut self, buckets: u32) -> Self {
         self.buckets = buckets;
         self
@@ -118,11 +113,6 @@ impl ShardsOptions {
     /// One `routing:` entry, e.g. `.routing("cross_shard_writes", "reject")`.
     pub fn routing(mut self, key: &str, value: &str) -> Self {
         self.routing.push((key.into(), value.into()));
-        self
-    }
-
-    pub fn default_shard(mut self, shard: Option<usize>) -> Self {
-        self.default_shard = shard;
         self
     }
 
