@@ -71,6 +71,8 @@ impl Proxy {
         let max_clients = config.pool.max_clients;
         let drain = Duration::from_millis(config.pool.shutdown_timeout_ms);
         let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
+        // Before serving, so INSERTs without a column list are routed from the first one.
+        store.read_columns(None).await;
         let shutdown = CancellationToken::new();
         let coordinator = start_coordinator(&store, &shutdown)?;
         let shared = Arc::new(Shared {
@@ -109,7 +111,13 @@ impl Proxy {
     pub fn reload_from(&self, path: &Path) -> Result<u64, ProxyError> {
         let config = Config::load(path)?;
         config.check_files()?;
-        Ok(self.store.reload(config)?)
+        let epoch = self.store.reload(config)?;
+        // Shards may have been added, or tables configured: their columns are read anew.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            runtime.spawn(async move { store.read_columns(None).await });
+        }
+        Ok(epoch)
     }
 
     /// Stops accepting, lets open transactions finish (up to `pool.shutdown_timeout_ms`), returns.

@@ -552,7 +552,7 @@ fn conjuncts(e: &Expr) -> Vec<&Expr> {
     }
 }
 
-fn last_name(name: &ObjectName) -> String {
+pub(super) fn last_name(name: &ObjectName) -> String {
     name.0
         .last()
         .and_then(|p| p.as_ident())

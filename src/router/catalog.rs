@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sqlparser::ast::{Ident, ObjectName};
 
 use crate::config::{DatabaseConfig, KeyType};
+use crate::topology::columns::{Columns, TableColumns};
 
 pub(crate) enum TableKind {
     Sharded {
@@ -25,10 +26,12 @@ pub(crate) struct Catalog {
     sharded: HashMap<String, (Arc<str>, Arc<str>)>,
     reference: HashSet<String>,
     pub key_type: KeyType,
+    /// The sharded tables' columns, as read from the shards.
+    columns: Arc<Columns>,
 }
 
 impl Catalog {
-    pub fn new(db: &DatabaseConfig) -> Catalog {
+    pub fn new(db: &DatabaseConfig, columns: Arc<Columns>) -> Catalog {
         Catalog {
             sharded: db
                 .tables
@@ -37,6 +40,16 @@ impl Catalog {
                 .collect(),
             reference: db.reference_tables.iter().cloned().collect(),
             key_type: db.sharding.as_ref().map_or(KeyType::Bigint, |s| s.key_type),
+            columns,
+        }
+    }
+
+    /// The columns of sharded table `table` (as configured) in order, or why they are not known.
+    pub fn columns(&self, table: &str) -> Result<&[Arc<str>], &str> {
+        match self.columns.get(table) {
+            Some(TableColumns::Known(columns)) => Ok(columns),
+            Some(TableColumns::Unknown(why)) => Err(why),
+            None => Err("they are read from the shards when shardgate starts, and were not"),
         }
     }
 

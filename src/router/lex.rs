@@ -174,6 +174,22 @@ pub fn strip_comments_start(mut s: &str) -> &str {
     }
 }
 
+/// Whether some statement of `sql` starts with keyword `word` (lowercase). Cheap when `sql` is
+/// one statement: no split unless it holds a `;`.
+pub fn some_statement_starts_with(sql: &str, word: &str) -> bool {
+    let starts = |stmt: &str| {
+        let s = strip_comments_start(stmt).as_bytes();
+        s.len() >= word.len()
+            && s[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+            && !s.get(word.len()).is_some_and(|&c| is_ident_byte(c))
+    };
+    if sql.contains(';') {
+        statements(sql).any(starts)
+    } else {
+        starts(sql)
+    }
+}
+
 /// The leading words of a statement, lowercased, up to `n` of them.
 pub(crate) fn leading_words(stmt: &str, n: usize) -> Vec<String> {
     strip_comments_start(stmt)

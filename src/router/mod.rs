@@ -8,6 +8,7 @@
 
 mod analyze;
 mod catalog;
+mod columns;
 pub mod copy;
 mod dml;
 pub mod hash;
@@ -36,6 +37,7 @@ pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Ta
 pub use split::InsertSplit;
 
 use crate::config::{DatabaseConfig, RoutingMode};
+use crate::topology::columns::Columns;
 use crate::topology::{Database, Shard, Snapshot};
 use catalog::Catalog;
 use map::ShardMap;
@@ -44,9 +46,11 @@ use map::ShardMap;
 /// would otherwise grow it without bound).
 const PLAN_CACHE_ENTRIES: usize = 8192;
 
-/// The router of one database under one snapshot epoch.
+/// The router of one database under one snapshot.
 pub struct Router {
     pub epoch: u64,
+    /// The [`Snapshot::version`] it was built from.
+    pub version: u64,
     shard_names: Vec<Arc<str>>,
     default_shard: Option<usize>,
     catalog: Catalog,
@@ -63,14 +67,22 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(config: &DatabaseConfig, db: &Database, epoch: u64) -> Router {
+    /// `columns`: the sharded tables' columns as read from the shards, if they were.
+    pub fn new(
+        config: &DatabaseConfig,
+        db: &Database,
+        snapshot: (u64, u64),
+        columns: Option<Arc<Columns>>,
+    ) -> Router {
+        let (epoch, version) = snapshot;
         let shard_names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
         let index = |name: &str| shard_names.iter().position(|s| &**s == name);
         Router {
             epoch,
+            version,
             map: ShardMap::new(config, index),
             default_shard: db.default_shard,
-            catalog: Catalog::new(config),
+            catalog: Catalog::new(config, columns.unwrap_or_default()),
             routing: config.routing.clone(),
             sharded: db.shards.len() > 1 && config.routing.mode == RoutingMode::Enforce,
             shadow: config.routing.mode == RoutingMode::Shadow && !config.tables.is_empty(),
@@ -109,12 +121,22 @@ impl Router {
     /// Shadow mode: what `sql` would have needed, the first time it is seen in this epoch and
     /// only when that is more than one shard or a refusal.
     pub fn shadow_report(&self, sql: &str) -> Option<report::Decision> {
-        let decision = report::shadow(&self.plan(sql))?;
+        let decision = report::shadow(&self.plan_listed(sql))?;
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         if reported.len() >= PLAN_CACHE_ENTRIES {
             reported.clear();
         }
         reported.insert(sql.into()).then_some(decision)
+    }
+
+    /// The plan of the text the shards get for `sql`: its own, or with an INSERT's columns
+    /// listed ([`Plan::ListColumns`]).
+    pub fn plan_listed(&self, sql: &str) -> Arc<Plan> {
+        let plan = self.plan(sql);
+        match &*plan {
+            Plan::ListColumns(listed) => self.plan(listed),
+            _ => plan,
+        }
     }
 
     /// The plan for a statement text, cached.
@@ -228,6 +250,14 @@ impl Router {
             // Schema and reference tables live on every shard, owner of keys or not.
             Plan::Broadcast(_) => Ok(shards((0..self.shard_names.len()).collect())),
             Plan::Multi(plans) => self.resolve_all(plans, pinned),
+            Plan::ListColumns(listed) => match &*self.plan(listed) {
+                // Listed text lists the columns: planning it again lists nothing.
+                Plan::ListColumns(_) => Err(RouteError::Unsupported {
+                    what: "shardgate could not list the columns of this INSERT".into(),
+                    hint: "List the table's columns in the INSERT.".into(),
+                }),
+                plan => self.resolve(plan, params, pinned),
+            },
             Plan::Reject(e) => Err(e.clone()),
         }
     }
@@ -322,7 +352,7 @@ fn shards(mut found: Vec<usize>) -> Target {
     }
 }
 
-/// The routers of every database, rebuilt when the snapshot epoch changes.
+/// The routers of every database, rebuilt when the snapshot changes.
 #[derive(Default)]
 pub struct Routers {
     by_db: Mutex<HashMap<String, Arc<Router>>>,
@@ -332,12 +362,21 @@ impl Routers {
     /// The router of `database` under `snapshot`; `None` if the database is not configured.
     pub fn get(&self, snapshot: &Snapshot, database: &str) -> Option<Arc<Router>> {
         let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = by_db.get(database).filter(|r| r.epoch == snapshot.epoch) {
+        if let Some(r) = by_db
+            .get(database)
+            .filter(|r| r.version == snapshot.version)
+        {
             return Some(r.clone());
         }
         let config = snapshot.config.databases.get(database)?;
         let db = snapshot.databases.get(database)?;
-        let router = Arc::new(Router::new(config, db, snapshot.epoch));
+        let columns = snapshot.columns.get(database).cloned();
+        let router = Arc::new(Router::new(
+            config,
+            db,
+            (snapshot.epoch, snapshot.version),
+            columns,
+        ));
         by_db.insert(database.to_string(), router.clone());
         Some(router)
     }

@@ -53,6 +53,9 @@ pub enum Plan {
         what: String,
         sharded: Option<Arc<str>>,
     },
+    /// An INSERT without a column list into a sharded table, with its columns listed: the text
+    /// the shards get instead of the client's, planned like any other (see `router::columns`).
+    ListColumns(Arc<str>),
     /// A simple query with several statements: all must land on one shard.
     Multi(Vec<Plan>),
     Reject(RouteError),
@@ -108,7 +111,7 @@ pub enum RouteError {
     InsertKey {
         table: Arc<str>,
         column: Arc<str>,
-        why: &'static str,
+        why: String,
     },
     #[error("{what}")]
     Unsupported { what: String, hint: String },

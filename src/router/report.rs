@@ -33,7 +33,7 @@ impl std::fmt::Display for Decision {
 
 /// How `sql` would be routed with no bind parameters known (a `$n` key is reported as such).
 pub fn decide(router: &Router, sql: &str) -> Decision {
-    let plan = router.plan(sql);
+    let plan = router.plan_listed(sql);
     if let Plan::Keyed(k) = &*plan {
         let from_params = k
             .keys

@@ -13,7 +13,7 @@ use super::catalog::{Catalog, TableKind};
 use super::lex::{bare_words, leading_words, statements};
 use super::plan::{Broadcast, KeySource, Keyed, Plan, RouteError, Scatter};
 use super::split::InsertSplit;
-use super::{analyze, dml, merge};
+use super::{analyze, columns, dml, merge};
 use crate::config::RoutingConfig;
 
 pub(super) struct Context<'a> {
@@ -23,7 +23,11 @@ pub(super) struct Context<'a> {
 
 /// The plan for a whole simple-query string (or one extended-protocol statement).
 pub(super) fn plan_text(sql: &str, cx: &Context) -> Plan {
-    let mut plans: Vec<Plan> = statements(sql).map(|s| plan_one(s, cx)).collect();
+    let texts: Vec<&str> = statements(sql).collect();
+    let mut plans: Vec<Plan> = texts.iter().map(|s| plan_one(s, cx)).collect();
+    if let Some(listed) = columns::whole_text(sql, &texts, &plans) {
+        return Plan::ListColumns(listed.into());
+    }
     match plans.len() {
         0 => Plan::Anywhere,
         1 => plans.pop().expect("one plan"),
@@ -56,7 +60,9 @@ fn plan_statement(s: &Statement, sql: &str, cx: &Context) -> Plan {
             sql,
             cx,
         ),
-        S::Insert(_) => with_split(dml::plan(analyze::walk(s, cx.catalog), cx.routing), sql),
+        S::Insert(i) => columns::list(i, sql, cx.catalog).unwrap_or_else(|| {
+            with_split(dml::plan(analyze::walk(s, cx.catalog), cx.routing), sql)
+        }),
         S::Update(_) | S::Delete(_) | S::Merge(_) => {
             dml::plan(analyze::walk(s, cx.catalog), cx.routing)
         }

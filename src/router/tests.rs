@@ -3,6 +3,7 @@
 
 mod support;
 
+mod columns;
 mod copy;
 mod corpus;
 mod fallback;

@@ -15,6 +15,7 @@ use crate::config::PoolMode;
 use crate::protocol::backend::{self as bmsg, TxStatus};
 use crate::protocol::frontend::{self as fmsg, Bind, Execute, NamedTarget, Parse, Query, Target};
 use crate::protocol::{PgError, ProtocolError, SqlState};
+use crate::router::Plan;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Handles one complete client message (`frame` includes its header).
@@ -37,6 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(Flow::Continue);
             }
         }
+        let frame = self.list_insert_columns(tag, frame)?;
         let body = &frame[crate::protocol::HEADER_LEN..];
         match tag {
             fmsg::QUERY => self.on_query(&frame).await?,
@@ -63,6 +65,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A Query or Parse of an INSERT without a column list into a sharded table, rebuilt with its
+    /// columns listed (`router::columns`): handled from here on as if the client had sent that.
+    fn list_insert_columns(&mut self, tag: u8, frame: Bytes) -> Result<Bytes, SessionError> {
+        let body = &frame[crate::protocol::HEADER_LEN..];
+        let (sql, parse) = match tag {
+            fmsg::QUERY => (Query::decode(body)?.sql, None),
+            fmsg::PARSE => {
+                let p = Parse::decode(body)?;
+                (p.sql, Some(p))
+            }
+            _ => return Ok(frame),
+        };
+        if !crate::router::lex::some_statement_starts_with(sql, "insert") {
+            return Ok(frame);
+        }
+        let Some(router) = self.router() else {
+            return Ok(frame);
+        };
+        let Plan::ListColumns(listed) = &*router.plan(sql) else {
+            return Ok(frame);
+        };
+        let mut out = BytesMut::new();
+        match parse {
+            None => Query { sql: listed }.encode(&mut out),
+            Some(p) => Parse { sql: listed, ..p }.encode(&mut out),
+        }
+        Ok(out.freeze())
     }
 
     async fn on_query(&mut self, frame: &Bytes) -> Result<(), SessionError> {

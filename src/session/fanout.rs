@@ -304,8 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let mut body = BytesMut::new();
                 encode_request(request, None, None, &mut body);
                 let bodies = vec![body; conns.len()];
-                self.fan_write(&mut conns, *kind, request.sql(), &bodies)
-                    .await
+                let done = self.fan_write(&mut conns, *kind, request.sql(), &bodies);
+                let done = done.await;
+                self.after_broadcast(*kind, done.is_ok());
+                done
             }
             Job::Insert { split, rows } => match &**split {
                 Ok(split) => {

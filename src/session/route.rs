@@ -41,7 +41,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn router(&mut self) -> Option<Arc<Router>> {
         // Checked between transactions only; the snapshot itself is loaded only when it changed.
         if self.backend.is_none()
-            && self.router.as_ref().map(|r| r.epoch) != Some(self.shared.store.epoch())
+            && self.router.as_ref().map(|r| r.version) != Some(self.shared.store.version())
         {
             let snapshot = self.shared.store.load();
             self.router = self.shared.routers.get(&snapshot, &self.info.database);

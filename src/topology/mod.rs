@@ -4,8 +4,10 @@
 //! A session loads the snapshot once per transaction and keeps that `Arc` until the transaction
 //! ends, so a transaction never sees two routing epochs and a reload never cuts one off.
 
+pub mod columns;
+
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -43,7 +45,13 @@ pub struct Database {
 }
 
 pub struct Snapshot {
+    /// The config epoch: one per reload.
     pub epoch: u64,
+    /// One per swap: a reload, or columns read from the shards. Routers are built per version.
+    pub version: u64,
+    /// The sharded tables' columns per database, as last read from the shards (kept over reloads:
+    /// the router lists them by name, so an outdated list gives an error, never a misplaced row).
+    pub columns: HashMap<String, Arc<columns::Columns>>,
     pub config: Arc<Config>,
     pub pool_mode: PoolMode,
     pub databases: HashMap<String, Arc<Database>>,
@@ -116,6 +124,8 @@ impl Snapshot {
         }
         Ok(Snapshot {
             epoch,
+            version: previous.map_or(1, |p| p.version + 1),
+            columns: previous.map(|p| p.columns.clone()).unwrap_or_default(),
             pool_mode: config.pool.mode,
             config,
             databases,
@@ -143,12 +153,16 @@ fn target_from_url(url: &str) -> Result<Target, String> {
 /// The current snapshot, swapped atomically on reload.
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// Held by whoever builds the next snapshot, so a reload and newly read columns cannot
+    /// each swap in a snapshot that drops the other's change.
+    writer: Mutex<()>,
 }
 
 impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
         Store {
             current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(()),
         }
     }
 
@@ -161,13 +175,54 @@ impl Store {
         self.current.load().epoch
     }
 
+    /// The current snapshot's version, without taking a reference to it.
+    pub fn version(&self) -> u64 {
+        self.current.load().version
+    }
+
     /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.load();
         let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
         Ok(epoch)
+    }
+
+    /// Swaps in a snapshot that differs only in `database`'s columns.
+    pub fn learn_columns(&self, database: &str, found: columns::Columns) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.load();
+        let mut columns = previous.columns.clone();
+        columns.insert(database.to_string(), Arc::new(found));
+        self.current.store(Arc::new(Snapshot {
+            epoch: previous.epoch,
+            version: previous.version + 1,
+            columns,
+            config: previous.config.clone(),
+            pool_mode: previous.pool_mode,
+            databases: previous.databases.clone(),
+        }));
+    }
+
+    /// Reads the columns of the sharded tables of `database` (every database when `None`) from
+    /// their shards and swaps them in. Logs what could not be read.
+    pub async fn read_columns(&self, database: Option<&str>) {
+        let snapshot = self.load();
+        let timeout = Duration::from_millis(snapshot.config.pool.connect_timeout_ms);
+        for (name, db) in &snapshot.config.databases {
+            if db.tables.is_empty() || database.is_some_and(|d| d != name) {
+                continue;
+            }
+            let found = columns::read(db, timeout).await;
+            for (table, cols) in &found {
+                if let columns::TableColumns::Unknown(why) = cols {
+                    tracing::warn!(database = %name, %table, %why, "column order unknown: INSERTs without a column list into this table are refused");
+                }
+            }
+            self.learn_columns(name, found);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod clients;
+mod columns;
 mod copy;
 mod differential;
 mod drivers;

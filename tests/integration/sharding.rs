@@ -227,8 +227,12 @@ async fn statements_without_the_key_are_refused_with_a_hint() {
             "cannot change the sharding key \"id\" of table \"users\"",
         ),
         (
-            "INSERT INTO users VALUES (1, 'no column list')",
-            "INSERT into sharded table \"users\" must give its sharding key \"id\" in an explicit column list (shardgate does not know the table's column order)",
+            "INSERT INTO users VALUES (DEFAULT, 'no column list')",
+            "INSERT into sharded table \"users\" must give its sharding key \"id\" as a literal or a bind parameter in every row",
+        ),
+        (
+            "INSERT INTO orders VALUES (1)",
+            "INSERT into sharded table \"orders\" must give its sharding key \"user_id\" a value: the rows give only the first 1 of its columns, and \"user_id\" is column 2",
         ),
     ];
     for (sql, message) in cases {

@@ -241,6 +241,13 @@ impl Shards {
             .expect("the fixture's config")
     }
 
+    /// Reloads the proxy's config (unchanged) from a file, as SIGHUP would; the new epoch.
+    pub fn reload(&self) -> u64 {
+        let path = self.dir.path().join("reload.yaml");
+        std::fs::write(&path, config_yaml(&self.opts, self.pg.port())).expect("write config");
+        self.proxy.reload_from(&path).expect("reload")
+    }
+
     /// The integers in the first column of `sql` run directly on one shard, in the order returned.
     pub fn ids_on(&self, shard: usize, sql: &str) -> Vec<i64> {
         self.direct(shard, sql)

@@ -38,7 +38,7 @@ impl Walker<'_> {
                 self.check_assignments(&u.assignments, &table, &key);
             }
         }
-        match insert_keys(i, &key, self.catalog) {
+        match insert_keys(i, (&table, &key), self.catalog) {
             Ok(keys) => {
                 self.f.insert_rows = keys.len() > 1;
                 self.f.refs[r].pin = Some(keys);
@@ -139,17 +139,25 @@ impl Walker<'_> {
 }
 
 /// The keys of each row of an INSERT … VALUES, or why there are none.
-fn insert_keys(i: &Insert, key: &str, catalog: &Catalog) -> Result<Vec<KeySource>, &'static str> {
-    let Some(index) = i.columns.iter().position(|c| last_name(c) == key) else {
-        return Err(if i.columns.is_empty() {
-            "in an explicit column list (shardgate does not know the table's column order)"
-        } else {
-            "a value: the column list does not include it"
-        });
-    };
+fn insert_keys(
+    i: &Insert,
+    (table, key): (&str, &str),
+    catalog: &Catalog,
+) -> Result<Vec<KeySource>, String> {
     let rows = match i.source.as_deref().map(|q| q.body.as_ref()) {
         Some(SetExpr::Values(v)) => &v.rows,
-        _ => return Err("in a VALUES list: INSERT … SELECT and DEFAULT VALUES cannot be routed"),
+        _ => {
+            return Err(
+                "in a VALUES list: INSERT … SELECT and DEFAULT VALUES cannot be routed".into(),
+            )
+        }
+    };
+    let Some(index) = i.columns.iter().position(|c| last_name(c) == key) else {
+        if !i.columns.is_empty() {
+            return Err("a value: the column list does not include it".into());
+        }
+        let given = rows.first().map_or(0, |r| r.content.len());
+        return Err(without_column_list(table, key, given, catalog));
     };
     rows.iter()
         .map(|row| {
@@ -158,5 +166,24 @@ fn insert_keys(i: &Insert, key: &str, catalog: &Catalog) -> Result<Vec<KeySource
                 .and_then(|e| key_source(e, catalog.key_type))
         })
         .collect::<Option<Vec<_>>>()
-        .ok_or("as a literal or a bind parameter in every row")
+        .ok_or_else(|| "as a literal or a bind parameter in every row".into())
+}
+
+/// Why an INSERT without a column list does not give the key (when it does, the router lists
+/// the columns and plans that text instead).
+fn without_column_list(table: &str, key: &str, given: usize, catalog: &Catalog) -> String {
+    match catalog.columns(table) {
+        Err(why) => format!(
+            "in an explicit column list: shardgate does not know the table's column order ({why})"
+        ),
+        Ok(columns) => match columns.iter().position(|c| **c == *key) {
+            Some(at) => format!(
+                "a value: the rows give only the first {given} of its columns, and \"{key}\" is column {}",
+                at + 1
+            ),
+            None => format!(
+                "in an explicit column list: the shards' table has no column \"{key}\""
+            ),
+        },
+    }
 }

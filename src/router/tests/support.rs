@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::pool::{Pool, PoolSettings};
 use crate::router::hash::{bucket_of, hash_int};
 use crate::router::{Params, Plan, RouteError, Router, Target};
+use crate::topology::columns::Columns;
 use crate::topology::{Database, Shard};
 
 /// Three shards, hash sharding over 1024 buckets (s0 0-340, s1 341-681, s2 682-1023).
@@ -62,6 +63,11 @@ pub fn hash() -> Router {
 /// A router for database `app` configured by `db` (the YAML under `databases.app`, indented four
 /// spaces), as the proxy would build it.
 pub fn router(db: &str) -> Router {
+    router_with_columns(db, None)
+}
+
+/// [`router`], knowing the sharded tables' columns as if read from the shards.
+pub fn router_with_columns(db: &str, columns: Option<Columns>) -> Router {
     let yaml = format!(
         "listen: 127.0.0.1:0\nusers: [{{ name: a, password: b }}]\ndatabases:\n  app:\n{db}"
     );
@@ -106,7 +112,7 @@ pub fn router(db: &str) -> Router {
         shards,
         default_shard,
     };
-    Router::new(db_config, &db, 1)
+    Router::new(db_config, &db, (1, 1), columns.map(Arc::new))
 }
 
 /// One bind parameter as a client sends it.
@@ -259,6 +265,7 @@ pub fn kind(p: &Plan) -> &'static str {
         Plan::Shard(_) => "Shard",
         Plan::Unparsed { .. } => "Unparsed",
         Plan::Multi(_) => "Multi",
+        Plan::ListColumns(_) => "ListColumns",
         Plan::Reject(_) => "Reject",
     }
 }

@@ -102,11 +102,11 @@ fn inserts_that_do_not_give_the_key_plainly_are_refused() {
     for (sql, why) in [
         (
             "INSERT INTO users VALUES (1, 'x')",
-            "in an explicit column list (shardgate does not know the table's column order)",
+            "in an explicit column list: shardgate does not know the table's column order (they are read from the shards when shardgate starts, and were not)",
         ),
         (
             "INSERT INTO users DEFAULT VALUES",
-            "in an explicit column list (shardgate does not know the table's column order)",
+            "in a VALUES list: INSERT … SELECT and DEFAULT VALUES cannot be routed",
         ),
         (
             "INSERT INTO users (name) VALUES ('x')",

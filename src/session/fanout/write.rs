@@ -88,6 +88,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(outcome(kind, results))
     }
 
+    /// After DDL every shard applied, the sharded tables' columns are read again (in the
+    /// background: a table's columns matter only to INSERTs without a column list).
+    pub(super) fn after_broadcast(&self, kind: Broadcast, applied: bool) {
+        if kind != Broadcast::Ddl || !applied {
+            return;
+        }
+        let store = self.shared.store.clone();
+        let database = self.info.database.clone();
+        tokio::spawn(async move { store.read_columns(Some(&database)).await });
+    }
+
     /// Sends each shard its body (with its settings query, and BEGIN when `begin`); every
     /// shard's reply, or why it has none.
     pub(super) async fn exchange_each(
