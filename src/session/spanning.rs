@@ -160,12 +160,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// for a COMMIT of a failed transaction, as in Postgres). The tag on success.
     pub(super) async fn finish_spanning(&mut self, commit: bool) -> Result<&'static str, Failure> {
         let commit = commit && self.status == TxStatus::InTransaction && !self.cycle_failed;
-        let mut conns: Vec<ShardConn> = self
+        let mut held: Vec<ShardConn> = self
             .parked
             .drain(..)
             .chain(self.backend.take())
             .map(shard_conn)
             .collect();
+        let mut conns: Vec<&mut ShardConn> = held.iter_mut().collect();
         self.publish_cancel(None);
         let commands = std::mem::take(&mut self.pending_cmds);
         self.end_spanning();
@@ -221,7 +222,7 @@ fn shard_conn(held: Held) -> ShardConn {
 
 /// Runs one statement on every connection at once; the replies in the same order.
 async fn run_on_all(
-    conns: &mut [ShardConn],
+    conns: &mut [&mut ShardConn],
     sql: impl Fn(&ShardConn) -> String,
 ) -> Vec<Result<Reply, PgError>> {
     let out: Vec<bytes::BytesMut> = conns
@@ -250,7 +251,7 @@ fn answered(result: &Result<Reply, PgError>, tag: &str) -> bool {
 /// Steps 1–5 of [`crate::twophase`] over the transaction's backends.
 pub(super) async fn two_phase_commit(
     coordinator: &crate::twophase::Coordinator,
-    conns: &mut [ShardConn],
+    conns: &mut [&mut ShardConn],
 ) -> Result<(), Failure> {
     let txid = new_txid();
     let decision = match coordinator.open(&txid).await {
@@ -318,7 +319,7 @@ pub(super) async fn two_phase_commit(
 }
 
 /// Rolls back the shards that prepared; the others rolled back when their PREPARE failed.
-async fn rollback_prepared(conns: &mut [ShardConn], txid: &str, prepared: &[bool]) {
+async fn rollback_prepared(conns: &mut [&mut ShardConn], txid: &str, prepared: &[bool]) {
     for (c, _) in conns.iter_mut().zip(prepared).filter(|(_, p)| **p) {
         let mut out = bytes::BytesMut::new();
         let sql = format!("ROLLBACK PREPARED '{}'", gid(txid, &c.name));

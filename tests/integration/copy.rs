@@ -39,7 +39,7 @@ fn expected(shop: &Shards, ids: impl Iterator<Item = i64>) -> Vec<Vec<i64>> {
 }
 
 /// Sends `chunks` through `copy_in` and finishes: the `COPY n` count, or the error.
-async fn copy_in(
+pub async fn copy_in(
     c: &tokio_postgres::Client,
     sql: &str,
     chunks: Vec<Vec<u8>>,

@@ -150,6 +150,39 @@ async fn a_rollback_undoes_every_shard_and_a_dropped_client_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_copy_split_over_shards_commits_in_two_phases() {
+    let shop = two_phase().await;
+    let (a, b) = keys(&shop);
+    let c = shop.connect().await;
+    shop.direct(0, "INSERT INTO plans VALUES ('basic')");
+    shop.direct(1, "INSERT INTO plans VALUES ('basic')");
+    let sql = "COPY orders (user_id, plan) FROM STDIN";
+    // The deferred foreign key fails only when shard s1 prepares: s0 must not keep its row.
+    let bad = format!("{a}\tbasic\n{b}\tmissing\n").into_bytes();
+    let err = crate::copy::copy_in(&c, sql, vec![bad]).await.unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "23503");
+    assert!(
+        message.starts_with(
+            "shard \"s1\": insert or update on table \"orders\" violates foreign key constraint"
+        ),
+        "{message}"
+    );
+    assert_eq!(shop.direct(0, "SELECT count(*) FROM orders"), "0");
+    assert_eq!(shop.direct(1, "SELECT count(*) FROM orders"), "0");
+    assert_eq!(prepared_left(&shop), "0");
+    let good = format!("{a}\tbasic\n{b}\tbasic\n").into_bytes();
+    assert_eq!(crate::copy::copy_in(&c, sql, vec![good]).await.unwrap(), 2);
+    assert_eq!(shop.direct(0, "SELECT user_id FROM orders"), a.to_string());
+    assert_eq!(shop.direct(1, "SELECT user_id FROM orders"), b.to_string());
+    assert_eq!(
+        shop.control("SELECT count(*) FROM shardgate.decided_transactions"),
+        "0",
+        "forgotten once committed everywhere"
+    );
+}
+
+#[tokio::test]
 async fn a_shard_that_cannot_prepare_rolls_back_every_shard() {
     let shop = two_phase().await;
     let (a, b) = keys(&shop);

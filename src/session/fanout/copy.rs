@@ -11,27 +11,32 @@
 //! shard, and rows of a split COPY land on all of them. Memory stays bounded by one batch per shard
 //! and the longest row: the data is streamed, never held whole.
 //!
-//! Commit is the same one-phase "COMMIT everywhere if all succeeded" as `write.rs`; when that
-//! gains two-phase commit, this should use it (see `finish`).
+//! Commit is "COMMIT everywhere if all succeeded", as in `write.rs`: a two-phase commit
+//! ([`crate::twophase`]) with `cross_shard_writes: allow` and a control database, so the rows are
+//! on every shard or none even if one goes away mid-commit; else one COMMIT per shard, and a
+//! shard lost between them is named in the error.
 
 mod field;
 mod rows;
 mod shard;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::exchange::Reply;
+use super::exchange::{Reply, ShardConn};
 use super::write::{annotate, list};
 use super::{Failure, FanOut, Job};
 use crate::protocol::backend::{self as bmsg};
 use crate::protocol::frontend as fmsg;
 use crate::protocol::{peek_frame, PgError, SqlState};
 use crate::router::{CopyIn, CopyKeyError, Router};
+use crate::session::spanning::two_phase_commit;
 use crate::session::{Session, SessionError};
+use crate::twophase::Coordinator;
 use field::{key_field, FieldError};
 use rows::{Row, Splitter};
 use shard::{CopyShard, Phase};
@@ -127,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await?
             }
         };
-        Ok(settle(&mut shards, copy, abort).await)
+        Ok(settle(&mut shards, copy, abort, self.two_phase()).await)
     }
 
     /// Reads the client's data to its end, sending each row to its shard. Returns why the copy
@@ -328,12 +333,13 @@ impl Placer<'_> {
     }
 }
 
-/// Ends the COPY on every shard: CopyDone and COMMIT when nothing went wrong, else CopyFail and
-/// ROLLBACK. The client's answer: `COPY n`, or one error.
+/// Ends the COPY on every shard: CopyDone and COMMIT (two-phase with `two_phase`) when nothing
+/// went wrong, else CopyFail and ROLLBACK. The client's answer: `COPY n`, or one error.
 async fn settle(
     shards: &mut [CopyShard],
     copy: &CopyIn,
     mut abort: Option<Abort>,
+    two_phase: Option<Arc<Coordinator>>,
 ) -> Result<String, Failure> {
     if abort.is_none() {
         join_all(shards.iter_mut().map(|s| s.end(None))).await;
@@ -341,6 +347,14 @@ async fn settle(
     }
     let why = "shardgate rolls the COPY back on every shard";
     join_all(shards.iter_mut().map(|s| s.end(Some(why)))).await;
+    if let (None, Some(coordinator)) = (&abort, two_phase) {
+        let total: u64 = shards.iter().map(CopyShard::count).sum();
+        let mut conns: Vec<&mut ShardConn> = shards.iter_mut().map(|s| &mut s.conn).collect();
+        let committed = two_phase_commit(&coordinator, &mut conns).await;
+        // Prepared (then committed or rolled back), rolled back, or lost and marked broken.
+        shards.iter_mut().for_each(CopyShard::ended);
+        return committed.map(|()| format!("COPY {total}"));
+    }
     let commit = abort.is_none();
     let committed = join_all(shards.iter_mut().map(|s| s.finish(commit))).await;
     let names: Vec<String> = shards.iter().map(|s| s.conn.name.clone()).collect();

@@ -41,7 +41,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let (None, Some(coordinator)) = (failed, self.two_phase()) {
             // Committed everywhere or nowhere, even if a shard goes away mid-commit.
-            two_phase_commit(&coordinator, conns).await?;
+            two_phase_commit(&coordinator, &mut conns.iter_mut().collect::<Vec<_>>()).await?;
             return Ok(outcome(kind, results));
         }
         let end = if failed.is_none() {

@@ -196,6 +196,12 @@ impl CopyShard {
         committed
     }
 
+    /// The transaction was ended by others (a two-phase commit): the backend is idle, or was
+    /// marked broken when it was lost.
+    pub fn ended(&mut self) {
+        self.phase = Phase::Idle;
+    }
+
     /// The `n` of the shard's `COPY n`.
     pub fn count(&self) -> u64 {
         self.reply
