@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub mod ownership;
+
 use crate::backend::Target;
 use crate::config::{Config, PoolMode};
 use crate::pool::{Pool, PoolSettings};
@@ -27,6 +29,14 @@ pub enum TopologyError {
          shards yet; use pool.mode: transaction"
     )]
     SessionModeSharded { database: String },
+    /// A reload that would give keys that have an owner to another shard (see [`ownership`]).
+    #[error(
+        "the new config would move keys between shards, which only resharding may do (the \
+         running config stays in force):\n  {}\nKeep the existing map entries and add new shards \
+         with buckets, ranges or values that no shard owns yet.",
+        moves.join("\n  ")
+    )]
+    MovesKeys { moves: Vec<String> },
 }
 
 pub struct Shard {
@@ -143,12 +153,15 @@ fn target_from_url(url: &str) -> Result<Target, String> {
 /// The current snapshot, swapped atomically on reload.
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// Held for the whole of a reload (a std mutex: nothing awaits while holding it).
+    reloading: std::sync::Mutex<()>,
 }
 
 impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
         Store {
             current: ArcSwap::from_pointee(snapshot),
+            reloading: std::sync::Mutex::new(()),
         }
     }
 
@@ -161,9 +174,17 @@ impl Store {
         self.current.load().epoch
     }
 
-    /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
+    /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails
+    /// or if the new config would move keys to another shard.
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
+        // SIGHUP and the admin API may reload at once; both must build on the latest snapshot,
+        // or one swap would silently undo the other and reuse an epoch.
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.load();
+        let moves = ownership::moves(&previous.config, &config);
+        if !moves.is_empty() {
+            return Err(TopologyError::MovesKeys { moves });
+        }
         let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
