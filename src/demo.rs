@@ -108,7 +108,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &config_path,
         config_yaml(&servers, opts.port, opts.admin_port),
     )?;
-    let proxy = Proxy::start(Config::load(&config_path)?).await?;
+    let proxy = Proxy::start_from(Config::load(&config_path)?, &config_path).await?;
     let addr = proxy.addr();
     say!();
     say!("shardgate is running. Connect with:");

@@ -1,7 +1,7 @@
 //! Routing decisions in words, for `shardgate route` and `shardgate check-queries`.
 
 use super::plan::{KeySource, Plan, Target};
-use super::Router;
+use super::{Params, Router};
 
 /// How a statement would be routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,23 +33,32 @@ impl std::fmt::Display for Decision {
 
 /// How `sql` would be routed with no bind parameters known (a `$n` key is reported as such).
 pub fn decide(router: &Router, sql: &str) -> Decision {
+    decide_with(router, sql, None)
+}
+
+/// How `sql` would be routed with these bind parameters (none known: as [`decide`]), outside a
+/// transaction.
+pub fn decide_with(router: &Router, sql: &str, params: Option<&Params>) -> Decision {
     let plan = router.plan(sql);
-    if let Plan::Keyed(k) = &*plan {
-        let from_params = k
-            .keys
-            .iter()
-            .any(|s| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_)));
-        if from_params {
-            let arrays = k.keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)));
-            let how = if k.keys.len() == 1 && !arrays {
-                "one shard, chosen by the key in a bind parameter"
-            } else {
-                "the shards owning the keys in its bind parameters (one if they agree)"
-            };
-            return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
+    match (&*plan, params) {
+        (Plan::Keyed(k), None) => {
+            let from_params = k
+                .keys
+                .iter()
+                .any(|s| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_)));
+            if from_params {
+                let arrays = k.keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)));
+                let how = if k.keys.len() == 1 && !arrays {
+                    "one shard, chosen by the key in a bind parameter"
+                } else {
+                    "the shards owning the keys in its bind parameters (one if they agree)"
+                };
+                return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
+            }
         }
+        _ => {}
     }
-    match router.resolve(&plan, None, None) {
+    match router.resolve(&plan, params, None) {
         Ok(Target::Shard(s)) => {
             Decision::SingleShard(format!("shard \"{}\"", router.shard_name(s)))
         }

@@ -39,6 +39,15 @@ pub enum TopologyError {
     MovesKeys { moves: Vec<String> },
 }
 
+/// Why a reload from a file was refused: the file, or the snapshot it would build.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("invalid config:\n{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
 pub struct Shard {
     pub name: Arc<str>,
     pub primary: Pool,
@@ -167,6 +176,14 @@ impl Store {
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Re-reads a config file and reloads from it: the one code path of SIGHUP and
+    /// `POST /v1/config/reload`. On any error the running snapshot stays.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<u64, ReloadError> {
+        let config = Config::load(path)?;
+        config.check_files()?;
+        Ok(self.reload(config)?)
     }
 
     /// The current epoch, without taking a reference to the snapshot.
