@@ -30,9 +30,19 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: &'static str,
     pub detail: String,
-    /// Extra fields merged into the body (e.g. the list of config issues).
-    pub extra: Option<serde_json::Map<String, Value>>,
-    header: Option<(hyper::header::HeaderName, HeaderValue)>,
+    /// Extra fields merged into the body (e.g. the list of config issues). Boxed to keep the `Err` side of every handler's `Result` small.
+    pub extra: Option<Box<serde_json::Map<String, Value>>>,
+    header: Header,
+}
+
+/// The one header an error may need.
+#[derive(Debug, Clone, Copy)]
+enum Header {
+    None,
+    /// `Allow`, for a 405.
+    Allow(&'static str),
+    /// `WWW-Authenticate: Bearer`, for a 401.
+    Bearer,
 }
 
 impl ApiError {
@@ -42,7 +52,7 @@ impl ApiError {
             error,
             detail: detail.into(),
             extra: None,
-            header: None,
+            header: Header::None,
         }
     }
 
@@ -57,17 +67,14 @@ impl ApiError {
     /// 405 with the `Allow` header naming the one method the route takes.
     pub fn method_not_allowed(allowed: &'static str, detail: String) -> ApiError {
         let mut e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail);
-        e.header = Some((ALLOW, HeaderValue::from_static(allowed)));
+        e.header = Header::Allow(allowed);
         e
     }
 
     /// 401 with `WWW-Authenticate: Bearer`, telling the client which scheme to use.
     pub fn unauthorized(detail: impl Into<String>) -> ApiError {
         let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
-        e.header = Some((
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"shardgate\""),
-        ));
+        e.header = Header::Bearer;
         e
     }
 
@@ -79,12 +86,22 @@ impl ApiError {
     }
 
     pub fn into_reply(self) -> Reply {
-        let mut body = self.extra.unwrap_or_default();
+        let mut body = self.extra.map(|b| *b).unwrap_or_default();
         body.insert("error".into(), self.error.into());
         body.insert("detail".into(), self.detail.into());
         let mut resp = reply(self.status, Value::Object(body));
-        if let Some((name, value)) = self.header {
-            resp.headers_mut().insert(name, value);
+        let headers = resp.headers_mut();
+        match self.header {
+            Header::None => {}
+            Header::Allow(method) => {
+                headers.insert(ALLOW, HeaderValue::from_static(method));
+            }
+            Header::Bearer => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"shardgate\""),
+                );
+            }
         }
         resp
     }

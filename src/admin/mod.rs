@@ -84,43 +84,43 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
 /// The routes. `/metrics` and `/v1/hotspots` (issue 4, metrics and hotspots) go here too:
 /// `/metrics` unauthenticated like `/health`, `/v1/hotspots` a `GET` behind the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
+enum Endpoint {
     Health,
     Ready,
     Databases,
     ShardMap(String),
     Config,
     Reload,
-    RouteSql,
+    Route,
 }
 
-impl Route {
-    fn find(path: &str) -> Option<Route> {
+impl Endpoint {
+    fn find(path: &str) -> Option<Endpoint> {
         let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
         Some(match segments.as_slice() {
-            ["health"] => Route::Health,
-            ["ready"] => Route::Ready,
-            ["v1", "databases"] => Route::Databases,
+            ["health"] => Endpoint::Health,
+            ["ready"] => Endpoint::Ready,
+            ["v1", "databases"] => Endpoint::Databases,
             ["v1", "databases", db, "shard-map"] if !db.is_empty() => {
-                Route::ShardMap(db.to_string())
+                Endpoint::ShardMap(db.to_string())
             }
-            ["v1", "config"] => Route::Config,
-            ["v1", "config", "reload"] => Route::Reload,
-            ["v1", "route"] => Route::RouteSql,
+            ["v1", "config"] => Endpoint::Config,
+            ["v1", "config", "reload"] => Endpoint::Reload,
+            ["v1", "route"] => Endpoint::Route,
             _ => return None,
         })
     }
 
     fn method(&self) -> Method {
         match self {
-            Route::Reload | Route::RouteSql => Method::POST,
+            Endpoint::Reload | Endpoint::Route => Method::POST,
             _ => Method::GET,
         }
     }
 
     /// Health checks stay open so load balancers and orchestrators need no secret.
     fn needs_token(&self) -> bool {
-        !matches!(self, Route::Health | Route::Ready)
+        !matches!(self, Endpoint::Health | Endpoint::Ready)
     }
 }
 
@@ -138,13 +138,13 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infa
 
 async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiError> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let route = Route::find(&path).ok_or_else(|| {
+    let endpoint = Endpoint::find(&path).ok_or_else(|| {
         ApiError::not_found(
             "not_found",
             format!("no route {method} {path}; available: {ROUTES}"),
         )
     })?;
-    let allowed = route.method();
+    let allowed = endpoint.method();
     if method != allowed {
         let allow = if allowed == Method::POST {
             "POST"
@@ -156,7 +156,7 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
             format!("{path} takes {allow}, not {method}"),
         ));
     }
-    if route.needs_token() {
+    if endpoint.needs_token() {
         let snapshot = admin.store.load();
         auth::check(req.headers(), snapshot.config.admin.token.as_deref())?;
     }
@@ -165,14 +165,14 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
     } else {
         Bytes::new()
     };
-    match route {
-        Route::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
-        Route::Ready => Ok(ready(&admin.store).await),
-        Route::Databases => Ok(databases::list(&admin.store.load())),
-        Route::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
-        Route::Config => Ok(config::show(&admin.store.load())),
-        Route::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
-        Route::RouteSql => route::decide(admin, &body),
+    match endpoint {
+        Endpoint::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
+        Endpoint::Ready => Ok(ready(&admin.store).await),
+        Endpoint::Databases => Ok(databases::list(&admin.store.load())),
+        Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
+        Endpoint::Config => Ok(config::show(&admin.store.load())),
+        Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
+        Endpoint::Route => route::decide(admin, &body),
     }
 }
 
@@ -240,10 +240,10 @@ mod tests {
 
     #[test]
     fn paths_find_their_routes_and_nothing_else() {
-        assert_eq!(Route::find("/health"), Some(Route::Health));
+        assert_eq!(Endpoint::find("/health"), Some(Endpoint::Health));
         assert_eq!(
-            Route::find("/v1/databases/app/shard-map"),
-            Some(Route::ShardMap("app".into()))
+            Endpoint::find("/v1/databases/app/shard-map"),
+            Some(Endpoint::ShardMap("app".into()))
         );
         for bad in [
             "",
@@ -254,9 +254,9 @@ mod tests {
             "/health/",
             "/v1/config/reload/now",
         ] {
-            assert_eq!(Route::find(bad), None, "{bad:?}");
+            assert_eq!(Endpoint::find(bad), None, "{bad:?}");
         }
-        assert_eq!(Route::Reload.method(), Method::POST);
-        assert!(!Route::Ready.needs_token() && Route::Config.needs_token());
+        assert_eq!(Endpoint::Reload.method(), Method::POST);
+        assert!(!Endpoint::Ready.needs_token() && Endpoint::Config.needs_token());
     }
 }

@@ -40,23 +40,20 @@ pub fn decide(router: &Router, sql: &str) -> Decision {
 /// transaction.
 pub fn decide_with(router: &Router, sql: &str, params: Option<&Params>) -> Decision {
     let plan = router.plan(sql);
-    match (&*plan, params) {
-        (Plan::Keyed(k), None) => {
-            let from_params = k
-                .keys
-                .iter()
-                .any(|s| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_)));
-            if from_params {
-                let arrays = k.keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)));
-                let how = if k.keys.len() == 1 && !arrays {
-                    "one shard, chosen by the key in a bind parameter"
-                } else {
-                    "the shards owning the keys in its bind parameters (one if they agree)"
-                };
-                return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
-            }
+    if let (Plan::Keyed(k), None) = (&*plan, params) {
+        let from_params = k
+            .keys
+            .iter()
+            .any(|s| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_)));
+        if from_params {
+            let arrays = k.keys.iter().any(|s| matches!(s, KeySource::ParamArray(_)));
+            let how = if k.keys.len() == 1 && !arrays {
+                "one shard, chosen by the key in a bind parameter"
+            } else {
+                "the shards owning the keys in its bind parameters (one if they agree)"
+            };
+            return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
         }
-        _ => {}
     }
     match router.resolve(&plan, params, None) {
         Ok(Target::Shard(s)) => {
