@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::databases::{function_name, scalar};
 use super::json::{ok, ApiError, Reply};
-use crate::config::{AuthMethod, CrossShard, DatabaseConfig, PoolMode, RoutingMode};
+use crate::config::{AuthMethod, Config, CrossShard, DatabaseConfig, PoolMode, RoutingMode};
 use crate::topology::{ReloadError, Snapshot, Store, TopologyError};
 
 pub fn show(snapshot: &Snapshot) -> Reply {
@@ -130,7 +130,8 @@ pub fn reload(store: &Store, path: Option<&Path>) -> Result<Reply, ApiError> {
             "this proxy was started from a config in memory, not a file, so there is nothing to re-read; start it with --config FILE to reload through the API",
         ));
     };
-    let before = store.epoch();
+    let running = store.load();
+    let before = running.epoch;
     match store.reload_file(path) {
         Ok(epoch) => {
             tracing::info!(epoch, "config reloaded through the admin API");
@@ -138,9 +139,57 @@ pub fn reload(store: &Store, path: Option<&Path>) -> Result<Reply, ApiError> {
         }
         Err(e) => {
             tracing::error!(error = %e, "config reload through the admin API refused; the previous config stays in force");
-            Err(refusal(e, path, before))
+            Err(scrub(refusal(e, path, before), &secrets(&running.config)))
         }
     }
+}
+
+/// The running config's secrets: a refused file most likely holds the same ones (the same
+/// `${VAR}`s), and a type error quotes the value it could not read (`invalid type: string
+/// "…"`), so a secret put under the wrong key would otherwise be echoed back.
+fn secrets(c: &Config) -> Vec<String> {
+    let urls = c
+        .databases
+        .values()
+        .flat_map(|db| db.shards.values())
+        .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
+        .chain(&c.control);
+    let url_passwords = urls.filter_map(|u| crate::config::parse_backend_url(u).ok()?.password);
+    let mut all: Vec<String> = c
+        .users
+        .iter()
+        .map(|u| u.password.clone())
+        .chain(c.admin.token.clone())
+        .chain(url_passwords)
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Longest first, so a secret that contains another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    all.dedup();
+    all
+}
+
+fn scrub(mut e: ApiError, secrets: &[String]) -> ApiError {
+    fn text(s: &mut String, secrets: &[String]) {
+        for secret in secrets {
+            if s.contains(secret.as_str()) {
+                *s = s.replace(secret.as_str(), "***");
+            }
+        }
+    }
+    fn value(v: &mut Value, secrets: &[String]) {
+        match v {
+            Value::String(s) => text(s, secrets),
+            Value::Array(items) => items.iter_mut().for_each(|i| value(i, secrets)),
+            Value::Object(map) => map.values_mut().for_each(|i| value(i, secrets)),
+            _ => {}
+        }
+    }
+    text(&mut e.detail, secrets);
+    if let Some(extra) = &mut e.extra {
+        extra.values_mut().for_each(|v| value(v, secrets));
+    }
+    e
 }
 
 fn refusal(e: ReloadError, path: &Path, epoch: u64) -> ApiError {
@@ -180,7 +229,6 @@ fn refusal(e: ReloadError, path: &Path, epoch: u64) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -210,5 +258,29 @@ mod tests {
             v["databases"]["app"]["shards"]["s0"]["primary"],
             "postgres://u:***@h/a?password=***"
         );
+    }
+
+    #[test]
+    fn a_refused_reload_does_not_echo_the_running_configs_secrets() {
+        let running = "listen: 127.0.0.1:0\nadmin: { token: tok-SECRET-1 }\nusers: [{ name: app, password: pw-SECRET-2 }]\n\
+                       databases:\n  app:\n    shards:\n      s0: { primary: \"postgres://u:pw-SECRET-4@h/a\" }\n";
+        let running = Config::parse_with_env(running, &|_| None).unwrap();
+        // The password put where a number belongs: the parser quotes it.
+        let broken = "listen: 127.0.0.1:0\npool: { size: pw-SECRET-2 }\nusers: [{ name: app, password: x }]\n\
+                      databases:\n  app:\n    shards:\n      s0: { primary: \"postgres://u@h/a\" }\n";
+        let e = Config::parse_with_env(broken, &|_| None).unwrap_err();
+        assert!(e.to_string().contains("pw-SECRET-2"), "the premise: {e}");
+        let refused = scrub(
+            refusal(ReloadError::Config(e), Path::new("f.yaml"), 1),
+            &secrets(&running),
+        );
+        assert!(!refused.detail.contains("SECRET"), "{}", refused.detail);
+        assert!(
+            refused.detail.contains("invalid type: string \"***\""),
+            "{}",
+            refused.detail
+        );
+        let issues = serde_json::to_string(&refused.extra).unwrap();
+        assert!(!issues.contains("SECRET"), "{issues}");
     }
 }
