@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::json::{ok, parse, ApiError, Reply};
 use super::Admin;
 use crate::router::report::{decide_with, Decision};
-use crate::router::{Params, Router, Target};
+use crate::router::{KeySource, Params, Plan, Router, Target};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,8 +81,9 @@ fn shards(router: &Router, sql: &str, params: Option<&Params>) -> Value {
             .collect::<Vec<_>>()
             .into()
     };
-    let unbound = params.is_none()
-        && matches!(&*plan, crate::router::Plan::Keyed(k) if k.keys.iter().any(|s| matches!(s, crate::router::KeySource::Param(_) | crate::router::KeySource::ParamArray(_))));
+    let from_param = |s: &KeySource| matches!(s, KeySource::Param(_) | KeySource::ParamArray(_));
+    let unbound =
+        params.is_none() && matches!(&*plan, Plan::Keyed(k) if k.keys.iter().any(from_param));
     if unbound {
         return Value::Null;
     }
