@@ -82,12 +82,12 @@ pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
 }
 
 /// The config the demo runs with, in the shape of `config/shardgate.yaml`.
-pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16) -> String {
+pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16, admin_token: &str) -> String {
     let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
     format!(
         "# Written by `shardgate demo`.\n\
          listen: 127.0.0.1:{port}\n\
-         admin: {{ listen: 127.0.0.1:{admin_port} }}\n\
+         admin: {{ listen: 127.0.0.1:{admin_port}, token: \"{admin_token}\" }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
          pool: {{ mode: transaction, size: 10 }}\n\
          databases:\n\
@@ -104,11 +104,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let dir = opts.dir.clone();
     let servers = tokio::task::spawn_blocking(move || start_servers(&dir)).await??;
     let config_path = opts.dir.join("shardgate.yaml");
+    // A fresh token per run: the admin API refuses every /v1 request without one.
+    let admin_token: String = {
+        use rand::Rng;
+        let bytes: [u8; 16] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
     std::fs::write(
         &config_path,
-        config_yaml(&servers, opts.port, opts.admin_port),
+        config_yaml(&servers, opts.port, opts.admin_port, &admin_token),
     )?;
-    let proxy = Proxy::start(Config::load(&config_path)?).await?;
+    let proxy = Proxy::start_from(Config::load(&config_path)?, &config_path).await?;
     let addr = proxy.addr();
     say!();
     say!("shardgate is running. Connect with:");
@@ -128,7 +134,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         servers.s1.port()
     );
     say!(
-        "  admin API:      http://{}  (GET /health, GET /ready)",
+        "  admin API:      http://{}  (token {admin_token})",
+        proxy.admin_addr()
+    );
+    say!(
+        "                  curl -H 'Authorization: Bearer {admin_token}' http://{}/v1/databases",
         proxy.admin_addr()
     );
     say!(

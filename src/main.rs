@@ -163,7 +163,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config =
         Config::load(&path).map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", path.display()))?;
     let mut signals = Signals::install().context("cannot install signal handlers")?;
-    let proxy = Proxy::start(config).await?;
+    let proxy = Proxy::start_from(config, &path).await?;
     loop {
         match signals.next().await {
             Signal::Stop => break,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError};
 use crate::server::{self, tls::TlsError, State};
 use crate::session::{Registry, Shared};
-use crate::topology::{Snapshot, Store, TopologyError};
+use crate::topology::{ReloadError, Snapshot, Store, TopologyError};
 use crate::twophase::Coordinator;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,21 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds the listener and starts serving. `config.listen` may use port 0.
+    /// Binds the listener and starts serving. `config.listen` may use port 0. With no file to
+    /// re-read, `POST /v1/config/reload` answers that it cannot reload (see [`Proxy::start_from`]).
     pub async fn start(config: Config) -> Result<Proxy, ProxyError> {
+        Proxy::start_inner(config, None).await
+    }
+
+    /// [`Proxy::start`] with the config read from `path`, which `POST /v1/config/reload` re-reads.
+    pub async fn start_from(config: Config, path: &Path) -> Result<Proxy, ProxyError> {
+        Proxy::start_inner(config, Some(path.to_path_buf())).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Proxy, ProxyError> {
         config.check_files()?;
         let tls = config.tls.as_ref().map(server::tls::acceptor).transpose()?;
         let listener =
@@ -83,9 +96,10 @@ impl Proxy {
             coordinator,
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
+        let admin = crate::admin::Admin::new(store.clone(), path);
         tokio::spawn(crate::admin::serve(
             admin_listener,
-            store.clone(),
+            Arc::new(admin),
             shutdown.clone(),
         ));
         let task = tokio::spawn(server::serve(listener, state, drain));
@@ -109,15 +123,10 @@ impl Proxy {
 
     /// Re-reads the config file and swaps in the new snapshot; on any error the old one stays.
     pub fn reload_from(&self, path: &Path) -> Result<u64, ProxyError> {
-        let config = Config::load(path)?;
-        config.check_files()?;
-        let epoch = self.store.reload(config)?;
-        // Shards may have been added, or tables configured: their columns are read anew.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
-            runtime.spawn(async move { store.read_columns(None).await });
-        }
-        Ok(epoch)
+        self.store.reload_file(path).map_err(|e| match e {
+            ReloadError::Config(e) => ProxyError::Config(e),
+            ReloadError::Topology(e) => ProxyError::Topology(e),
+        })
     }
 
     /// Stops accepting, lets open transactions finish (up to `pool.shutdown_timeout_ms`), returns.

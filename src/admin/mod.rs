@@ -1,24 +1,59 @@
-//! The admin HTTP API (DESIGN §2.6) on its own port. So far: `GET /health` and `GET /ready`;
-//! the rest of the API (metrics, shard maps, reload, routing, hotspots) builds on this server.
+//! The admin HTTP API (DESIGN §2.6) on its own port: the server, the route table and the checks
+//! every request goes through (method, auth, body size). One file per group of routes:
+//! [`databases`] (topology and shard maps), [`config`] (the redacted config and reload), [`route`]
+//! (routing decisions). Every failure is JSON `{error, detail}` (see [`json`]).
+
+mod auth;
+mod config;
+mod databases;
+mod json;
+mod route;
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::router::Routers;
 use crate::topology::Store;
+use json::{ApiError, Reply};
 
 /// How long `/ready` waits for each shard primary.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request body accepted; a routing request or an empty reload is far smaller.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A client that has not sent its request headers by then is dropped (slow-loris guard).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, store: Arc<Store>, shutdown: CancellationToken) {
+/// What the handlers share. Lives as long as the server.
+pub struct Admin {
+    store: Arc<Store>,
+    /// The admin API's own routers (plan caches), rebuilt per epoch like the sessions' ones.
+    routers: Routers,
+    /// The file `POST /v1/config/reload` re-reads; `None` when the proxy was started from a
+    /// config in memory (tests), which cannot be reloaded this way.
+    config_path: Option<PathBuf>,
+}
+
+impl Admin {
+    pub fn new(store: Arc<Store>, config_path: Option<PathBuf>) -> Admin {
+        Admin {
+            store,
+            routers: Routers::default(),
+            config_path,
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -31,10 +66,12 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>, shutdown: Cancellat
             },
             _ = shutdown.cancelled() => return,
         };
-        let store = store.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, store.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, admin.clone()));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -44,23 +81,133 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>, shutdown: Cancellat
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    store: Arc<Store>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/ready") => ready(&store).await,
-        (method, path) => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({ "error": "not_found", "detail": format!("no route {method} {path}; available: GET /health, GET /ready") }),
-        ),
+/// The routes. `/metrics` and `/v1/hotspots` (issue 4, metrics and hotspots) go here too:
+/// `/metrics` unauthenticated like `/health`, `/v1/hotspots` a `GET` behind the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Ready,
+    Databases,
+    ShardMap(String),
+    Config,
+    Reload,
+    Route,
+}
+
+impl Endpoint {
+    fn find(path: &str) -> Option<Endpoint> {
+        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        Some(match segments.as_slice() {
+            ["health"] => Endpoint::Health,
+            ["ready"] => Endpoint::Ready,
+            ["v1", "databases"] => Endpoint::Databases,
+            ["v1", "databases", db, "shard-map"] if !db.is_empty() => {
+                Endpoint::ShardMap(db.to_string())
+            }
+            ["v1", "config"] => Endpoint::Config,
+            ["v1", "config", "reload"] => Endpoint::Reload,
+            ["v1", "route"] => Endpoint::Route,
+            _ => return None,
+        })
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Endpoint::Reload | Endpoint::Route => Method::POST,
+            _ => Method::GET,
+        }
+    }
+
+    /// Health checks stay open so load balancers and orchestrators need no secret.
+    fn needs_token(&self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::Ready)
+    }
+}
+
+const ROUTES: &str =
+    "GET /health, GET /ready, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
+                      GET /v1/config, POST /v1/config/reload, POST /v1/route";
+
+async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
+    let reply = match dispatch(req, &admin).await {
+        Ok(reply) => reply,
+        Err(e) => e.into_reply(),
     };
     Ok(reply)
 }
 
+async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiError> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let endpoint = Endpoint::find(&path).ok_or_else(|| {
+        ApiError::not_found(
+            "not_found",
+            format!("no route {method} {path}; available: {ROUTES}"),
+        )
+    })?;
+    let allowed = endpoint.method();
+    if method != allowed {
+        let allow = if allowed == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        };
+        return Err(ApiError::method_not_allowed(
+            allow,
+            format!("{path} takes {allow}, not {method}"),
+        ));
+    }
+    if endpoint.needs_token() {
+        let snapshot = admin.store.load();
+        auth::check(req.headers(), snapshot.config.admin.token.as_deref())?;
+    }
+    let body = if allowed == Method::POST {
+        read_body(req).await?
+    } else {
+        Bytes::new()
+    };
+    match endpoint {
+        Endpoint::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
+        Endpoint::Ready => Ok(ready(&admin.store).await),
+        Endpoint::Databases => Ok(databases::list(&admin.store.load())),
+        Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
+        Endpoint::Config => Ok(config::show(&admin.store.load())),
+        Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
+        Endpoint::Route => route::decide(admin, &body),
+    }
+}
+
+/// The whole body, refused with 413 past [`MAX_BODY_BYTES`] (before reading it when the
+/// client announces its length).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
+
 /// 200 once every shard primary answers, else 503 naming the ones that do not.
-async fn ready(store: &Store) -> Response<Full<Bytes>> {
+async fn ready(store: &Store) -> Reply {
     let snapshot = store.load();
     let mut problems = Vec::new();
     for db in snapshot.databases.values() {
@@ -76,24 +223,40 @@ async fn ready(store: &Store) -> Response<Full<Bytes>> {
         }
     }
     if problems.is_empty() {
-        json(
-            StatusCode::OK,
-            serde_json::json!({ "status": "ready", "epoch": snapshot.epoch }),
-        )
+        json::ok(serde_json::json!({ "status": "ready", "epoch": snapshot.epoch }))
     } else {
-        json(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": "not_ready", "detail": problems.join("; ") }),
+            "not_ready",
+            problems.join("; "),
         )
+        .into_reply()
     }
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    resp
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_find_their_routes_and_nothing_else() {
+        assert_eq!(Endpoint::find("/health"), Some(Endpoint::Health));
+        assert_eq!(
+            Endpoint::find("/v1/databases/app/shard-map"),
+            Some(Endpoint::ShardMap("app".into()))
+        );
+        for bad in [
+            "",
+            "/",
+            "/v1",
+            "/v1/databases/",
+            "/v1/databases//shard-map",
+            "/health/",
+            "/v1/config/reload/now",
+        ] {
+            assert_eq!(Endpoint::find(bad), None, "{bad:?}");
+        }
+        assert_eq!(Endpoint::Reload.method(), Method::POST);
+        assert!(!Endpoint::Ready.needs_token() && Endpoint::Config.needs_token());
+    }
 }

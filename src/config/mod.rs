@@ -23,7 +23,7 @@ mod tests;
 
 pub use env::Env;
 pub(crate) use shardmap::parse_bucket_range;
-pub use target::{parse_backend_url, BackendTarget};
+pub use target::{parse_backend_url, redact_url, BackendTarget};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

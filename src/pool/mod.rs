@@ -319,4 +319,43 @@ impl Pool {
     pub fn same_pool(&self, other: &Pool) -> bool {
         Arc::ptr_eq(&self.queue, &other.queue)
     }
+
+    /// Connections open, idle and in use right now, and the last connect error, for the admin
+    /// API. A snapshot of counters read one after another: close enough to read, not to assert
+    /// invariants on under load.
+    pub fn usage(&self) -> PoolUsage {
+        let state = self.inner.state();
+        // Connections on our idle stack are checked out as far as bb8 knows.
+        let stacked = self
+            .idle
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u32;
+        let idle = state.idle_connections + stacked;
+        let last_error = self
+            .last_error
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        PoolUsage {
+            size: self.settings.size,
+            open: state.connections,
+            idle: idle.min(state.connections),
+            in_use: state.connections.saturating_sub(idle),
+            last_connect_error: last_error.as_ref().map(|(at, e)| (at.elapsed(), e.clone())),
+        }
+    }
+}
+
+/// See [`Pool::usage`].
+#[derive(Debug, Clone)]
+pub struct PoolUsage {
+    /// The configured maximum (`pool.size`).
+    pub size: u32,
+    pub open: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    /// How long ago connecting last failed, and why (never cleared by a later success).
+    pub last_connect_error: Option<(Duration, String)>,
 }

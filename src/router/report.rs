@@ -1,7 +1,7 @@
 //! Routing decisions in words, for `shardgate route` and `shardgate check-queries`.
 
 use super::plan::{KeySource, Plan, Target};
-use super::Router;
+use super::{Params, Router};
 
 /// How a statement would be routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,14 @@ impl std::fmt::Display for Decision {
 
 /// How `sql` would be routed with no bind parameters known (a `$n` key is reported as such).
 pub fn decide(router: &Router, sql: &str) -> Decision {
+    decide_with(router, sql, None)
+}
+
+/// How `sql` would be routed with these bind parameters (none known: as [`decide`]), outside a
+/// transaction.
+pub fn decide_with(router: &Router, sql: &str, params: Option<&Params>) -> Decision {
     let plan = router.plan_listed(sql);
-    if let Plan::Keyed(k) = &*plan {
+    if let (Plan::Keyed(k), None) = (&*plan, params) {
         let from_params = k
             .keys
             .iter()
@@ -49,7 +55,7 @@ pub fn decide(router: &Router, sql: &str) -> Decision {
             return Decision::SingleShard(format!("{how} (table \"{}\")", k.table));
         }
     }
-    match router.resolve(&plan, None, None) {
+    match router.resolve(&plan, params, None) {
         Ok(Target::Shard(s)) => {
             Decision::SingleShard(format!("shard \"{}\"", router.shard_name(s)))
         }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub mod ownership;
+
 use crate::backend::Target;
 use crate::config::{Config, PoolMode};
 use crate::pool::{Pool, PoolSettings};
@@ -29,6 +31,23 @@ pub enum TopologyError {
          shards yet; use pool.mode: transaction"
     )]
     SessionModeSharded { database: String },
+    /// A reload that would give keys that have an owner to another shard (see [`ownership`]).
+    #[error(
+        "the new config would move keys between shards, which only resharding may do (the \
+         running config stays in force):\n  {}\nKeep the existing map entries and add new shards \
+         with buckets, ranges or values that no shard owns yet.",
+        moves.join("\n  ")
+    )]
+    MovesKeys { moves: Vec<String> },
+}
+
+/// Why a reload from a file was refused: the file, or the snapshot it would build.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("invalid config:\n{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
 }
 
 pub struct Shard {
@@ -153,8 +172,9 @@ fn target_from_url(url: &str) -> Result<Target, String> {
 /// The current snapshot, swapped atomically on reload.
 pub struct Store {
     current: ArcSwap<Snapshot>,
-    /// Held by whoever builds the next snapshot, so a reload and newly read columns cannot
-    /// each swap in a snapshot that drops the other's change.
+    /// Held by whoever builds the next snapshot (a std mutex: nothing awaits while holding it):
+    /// SIGHUP, the admin API and newly read columns must each build on the latest snapshot, or
+    /// one swap would silently undo another and reuse an epoch.
     writer: Mutex<()>,
 }
 
@@ -170,6 +190,20 @@ impl Store {
         self.current.load_full()
     }
 
+    /// Re-reads a config file and reloads from it: the one code path of SIGHUP and
+    /// `POST /v1/config/reload`. On any error the running snapshot stays.
+    pub fn reload_file(self: &Arc<Self>, path: &std::path::Path) -> Result<u64, ReloadError> {
+        let config = Config::load(path)?;
+        config.check_files()?;
+        let epoch = self.reload(config)?;
+        // Shards may have been added, or tables configured: their columns are read anew.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.clone();
+            runtime.spawn(async move { store.read_columns(None).await });
+        }
+        Ok(epoch)
+    }
+
     /// The current epoch, without taking a reference to the snapshot.
     pub fn epoch(&self) -> u64 {
         self.current.load().epoch
@@ -180,10 +214,15 @@ impl Store {
         self.current.load().version
     }
 
-    /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
+    /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails
+    /// or if the new config would move keys to another shard.
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.load();
+        let moves = ownership::moves(&previous.config, &config);
+        if !moves.is_empty() {
+            return Err(TopologyError::MovesKeys { moves });
+        }
         let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
         let epoch = next.epoch;
         self.current.store(Arc::new(next));

@@ -1,6 +1,7 @@
 //! Black-box tests: real PostgreSQL servers, the real proxy, real clients.
 
 mod admin;
+mod admin_api;
 mod clients;
 mod columns;
 mod copy;

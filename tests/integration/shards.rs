@@ -59,6 +59,8 @@ pub struct ShardsOptions {
     /// Transactions may span shards: a control database `<prefix>_control`, prepared
     /// transactions enabled on the server, and `cross_shard_writes: allow`. Default off.
     pub two_phase: bool,
+    /// `admin.token`; default none (the /v1 admin routes then refuse every request).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ShardsOptions {
@@ -81,7 +83,13 @@ impl ShardsOptions {
             pool_size: 2,
             checkout_timeout_ms: 3000,
             two_phase: false,
+            admin_token: None,
         }
+    }
+
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.into());
+        self
     }
 
     /// See [`ShardsOptions::two_phase`].
@@ -166,7 +174,10 @@ impl Shards {
         let yaml = config_yaml(&opts, pg.port());
         let config = Config::parse_with_env(&yaml, &|_| None)
             .unwrap_or_else(|e| panic!("invalid fixture config: {e}\n{yaml}"));
-        let proxy = Proxy::start(config).await.expect("start proxy");
+        // Written out too, so a test can edit it and reload (`POST /v1/config/reload`).
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, &yaml).expect("write the config file");
+        let proxy = Proxy::start_from(config, &path).await.expect("start proxy");
         Shards {
             proxy,
             pg,
@@ -187,6 +198,21 @@ impl Shards {
             self.port(),
             self.opts.prefix
         )
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.proxy.admin_addr()
+    }
+
+    /// The config file the proxy was started from (its text is [`Self::config_yaml`]).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join(CONFIG_FILE)
+    }
+
+    /// The config text the proxy was started with.
+    pub fn config_yaml(&self) -> String {
+        config_yaml(&self.opts, self.pg.port())
     }
 
     /// The proxy's port.
@@ -285,6 +311,8 @@ impl Shards {
     }
 }
 
+const CONFIG_FILE: &str = "shardgate.yaml";
+
 fn control_db(prefix: &str) -> String {
     format!("{prefix}_control")
 }
@@ -326,9 +354,14 @@ fn create_shard_db(pg: &Cluster, db: &str, schema: &str) {
 }
 
 fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
+    let token = o
+        .admin_token
+        .as_ref()
+        .map(|t| format!(", token: \"{t}\""))
+        .unwrap_or_default();
     let mut y = format!(
         "listen: 127.0.0.1:0\n\
-         admin: {{ listen: 127.0.0.1:0 }}\n\
+         admin: {{ listen: 127.0.0.1:0{token} }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
          pool: {{ mode: transaction, size: {}, checkout_timeout_ms: {} }}\n",
         o.pool_size, o.checkout_timeout_ms
