@@ -87,7 +87,7 @@ impl Proxy {
         // Before serving, so INSERTs without a column list are routed from the first one.
         store.read_columns(None).await;
         let shutdown = CancellationToken::new();
-        let coordinator = start_coordinator(&store, &shutdown)?;
+        let coordinator = start_coordinator(&store, &shutdown).await?;
         let shared = Arc::new(Shared {
             routers: Default::default(),
             store: store.clone(),
@@ -141,7 +141,7 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(60);
 
 /// The two-phase-commit coordinator over `control:`, with its recovery task; `None` without one.
 /// The control URL is read at start only: a reload does not change it.
-fn start_coordinator(
+async fn start_coordinator(
     store: &Arc<Store>,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<Coordinator>>, ProxyError> {
@@ -150,6 +150,8 @@ fn start_coordinator(
         return Ok(None);
     };
     let coordinator = Arc::new(Coordinator::new(url).map_err(ProxyError::Control)?);
+    // Before serving: an in-doubt transaction holds its rows' locks until it is resolved.
+    crate::twophase::recover_logged(&config, &coordinator).await;
     let store = store.clone();
     tokio::spawn(crate::twophase::run_periodically(
         move || store.load().config.clone(),

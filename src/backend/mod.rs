@@ -4,6 +4,7 @@
 //! server frames out of [`Connection::buf`] without re-encoding them. Only the login is decoded here
 //! (with postgres-protocol's zero-copy backend messages and its SCRAM/MD5 client).
 
+pub mod control;
 mod login;
 
 use std::collections::{BTreeMap, HashSet};

@@ -4,12 +4,12 @@
 //! stored in the key column by name even if the table changed since they were read.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use crate::backend::control;
 use crate::config::DatabaseConfig;
 
 /// What shardgate knows about one sharded table's columns.
@@ -60,17 +60,9 @@ async fn read_shard(
     tables: &[String],
     connect_timeout: Duration,
 ) -> Result<ShardColumns, String> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
-    config.connect_timeout(connect_timeout);
-    config.application_name("shardgate-columns");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let task = tokio::spawn(connection);
-    let rows = client.query(QUERY, &[&tables]).await;
-    drop(client);
-    let _ = task.await;
+    let conn = control::connect(url, connect_timeout, "shardgate-columns").await?;
+    let rows = conn.client.query(QUERY, &[&tables]).await;
+    conn.close().await;
     let rows = rows.map_err(|e| e.to_string())?;
     Ok(rows
         .iter()

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use tokio::sync::OnceCell;
 
-pub use recover::{recover, run_periodically, Recovered};
+pub use recover::{recover, recover_logged, run_periodically, Recovered};
 
 /// The migrations of the control database, applied in order on the first control connection.
 const MIGRATIONS: &[(&str, &str)] = &[(

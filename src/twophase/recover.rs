@@ -1,9 +1,9 @@
 //! Finishing two-phase commits a crash left in doubt: at start, and then periodically.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::{Coordinator, GID_PREFIX};
+use crate::backend::control;
 use crate::config::Config;
 
 /// What one recovery pass did.
@@ -38,17 +38,9 @@ async fn recover_shard(
     coordinator: &Coordinator,
     done: &mut Recovered,
 ) -> Result<(), String> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
-    config.connect_timeout(Duration::from_secs(5));
-    config.application_name("shardgate-recovery");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let task = tokio::spawn(connection);
-    let result = resolve_all(&client, coordinator, done).await;
-    drop(client);
-    let _ = task.await;
+    let conn = control::connect(url, Duration::from_secs(5), "shardgate-recovery").await?;
+    let result = resolve_all(&conn.client, coordinator, done).await;
+    conn.close().await;
     result
 }
 
@@ -97,7 +89,19 @@ fn txid_of(gid: &str) -> Option<&str> {
     (txid.len() == 32 && txid.bytes().all(|b| b.is_ascii_hexdigit())).then_some(txid)
 }
 
-/// Runs a recovery pass now and then every `every`, until `stop`.
+/// One recovery pass, logged when it resolved anything.
+pub async fn recover_logged(config: &Config, coordinator: &Coordinator) {
+    let done = recover(config, coordinator).await;
+    if done.committed + done.rolled_back > 0 {
+        tracing::info!(
+            committed = done.committed,
+            rolled_back = done.rolled_back,
+            "in-doubt two-phase commits resolved"
+        );
+    }
+}
+
+/// Runs a recovery pass every `every` (the first after one interval), until `stop`.
 pub async fn run_periodically(
     config: impl Fn() -> std::sync::Arc<Config>,
     coordinator: std::sync::Arc<Coordinator>,
@@ -105,18 +109,11 @@ pub async fn run_periodically(
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        let done = recover(&config(), &coordinator).await;
-        if done.committed + done.rolled_back > 0 {
-            tracing::info!(
-                committed = done.committed,
-                rolled_back = done.rolled_back,
-                "in-doubt two-phase commits resolved"
-            );
-        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
+        recover_logged(&config(), &coordinator).await;
     }
 }
 

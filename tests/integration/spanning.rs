@@ -46,6 +46,18 @@ fn names_on(shop: &Shards, shard: usize) -> String {
     )
 }
 
+/// The error of a deferred foreign key that failed when shard s1 prepared.
+fn assert_foreign_key_failed_on_s1(err: &tokio_postgres::Error) {
+    let (code, message) = db_error(err);
+    assert_eq!(code, "23503");
+    assert!(
+        message.starts_with(
+            "shard \"s1\": insert or update on table \"orders\" violates foreign key constraint"
+        ),
+        "{message}"
+    );
+}
+
 fn prepared_left(shop: &Shards) -> String {
     shop.direct(0, "SELECT count(*) FROM pg_prepared_xacts")
 }
@@ -160,14 +172,7 @@ async fn a_copy_split_over_shards_commits_in_two_phases() {
     // The deferred foreign key fails only when shard s1 prepares: s0 must not keep its row.
     let bad = format!("{a}\tbasic\n{b}\tmissing\n").into_bytes();
     let err = crate::copy::copy_in(&c, sql, vec![bad]).await.unwrap_err();
-    let (code, message) = db_error(&err);
-    assert_eq!(code, "23503");
-    assert!(
-        message.starts_with(
-            "shard \"s1\": insert or update on table \"orders\" violates foreign key constraint"
-        ),
-        "{message}"
-    );
+    assert_foreign_key_failed_on_s1(&err);
     assert_eq!(shop.direct(0, "SELECT count(*) FROM orders"), "0");
     assert_eq!(shop.direct(1, "SELECT count(*) FROM orders"), "0");
     assert_eq!(prepared_left(&shop), "0");
@@ -196,14 +201,7 @@ async fn a_shard_that_cannot_prepare_rolls_back_every_shard() {
     .await
     .unwrap();
     let err = c.batch_execute("COMMIT").await.unwrap_err();
-    let (code, message) = db_error(&err);
-    assert_eq!(code, "23503");
-    assert!(
-        message.starts_with(
-            "shard \"s1\": insert or update on table \"orders\" violates foreign key constraint"
-        ),
-        "{message}"
-    );
+    assert_foreign_key_failed_on_s1(&err);
     let detail = err.as_db_error().unwrap().detail().unwrap_or_default();
     assert!(
         detail.ends_with("No shard committed: the transaction was rolled back on every shard."),
