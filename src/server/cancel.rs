@@ -1,10 +1,12 @@
 //! CancelRequests: shardgate hands each client its own BackendKeyData and forwards a cancel to
-//! whichever backend is running that client's query at the moment — or drops it when none is.
+//! whichever backends are running that client's query at the moment (each shard's, for a
+//! statement on several) — or drops it when none is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::join_all;
 use subtle::ConstantTimeEq;
 
 use crate::protocol::backend::BackendKeyData;
@@ -53,7 +55,7 @@ impl CancelRegistry {
 
     /// Forwards a cancel if the key is right and the client has a query running somewhere.
     pub async fn cancel(&self, key: BackendKeyData) {
-        let target = {
+        let targets = {
             let slots = self.lock();
             let Some((secret, slot)) = slots.get(&key.pid) else {
                 return;
@@ -62,16 +64,16 @@ impl CancelRegistry {
                 tracing::warn!(pid = key.pid, "cancel request with a wrong secret ignored");
                 return;
             }
-            let target = *slot.lock().unwrap_or_else(|p| p.into_inner());
-            target
+            let targets = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            targets
         };
-        match target {
-            Some(t) => {
-                if let Err(e) = t.send().await {
-                    tracing::warn!(error = %e, "cannot forward a cancel request to the backend");
-                }
+        if targets.is_empty() {
+            tracing::debug!(pid = key.pid, "cancel request for an idle client ignored");
+        }
+        for result in join_all(targets.into_iter().map(|t| t.send())).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot forward a cancel request to the backend");
             }
-            None => tracing::debug!(pid = key.pid, "cancel request for an idle client ignored"),
         }
     }
 }

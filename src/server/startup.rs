@@ -205,7 +205,7 @@ where
         database,
         user: user.clone(),
         params: params.clone(),
-        cancel: Arc::new(Mutex::new(None)),
+        cancel: Arc::new(Mutex::new(Vec::new())),
     })
 }
 

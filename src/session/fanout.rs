@@ -327,6 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(PgError::error(SqlState::InternalError, "COPY run as a statement").into())
             }
         };
+        self.publish_cancel(None);
         drop(conns);
         result
     }
@@ -348,6 +349,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conn,
             });
         }
+        // A cancel reaches every shard; whoever checked out clears this when done.
+        self.publish_cancels(conns.iter().map(|c| c.conn.cancel_target()));
         Ok(conns)
     }
 }

@@ -40,7 +40,7 @@ use crate::topology::{Snapshot, Store};
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
 /// Where a session publishes the backend running its query, for CancelRequests.
-pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
+pub type CancelSlot = Arc<Mutex<Vec<CancelTarget>>>;
 
 /// Process-wide handles every session needs.
 pub struct Shared {
@@ -328,7 +328,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn publish_cancel(&self, target: Option<CancelTarget>) {
-        *self.info.cancel.lock().unwrap_or_else(|p| p.into_inner()) = target;
+        self.publish_cancels(target);
+    }
+
+    /// Where a CancelRequest of this client goes: the servers running its statement (one per
+    /// shard of a multi-shard statement), or none.
+    fn publish_cancels(&self, targets: impl IntoIterator<Item = CancelTarget>) {
+        let mut slot = self.info.cancel.lock().unwrap_or_else(|p| p.into_inner());
+        slot.clear();
+        slot.extend(targets);
     }
 
     /// Checks out a backend for a new transaction and queues what brings it to this client's

@@ -194,3 +194,43 @@ async fn a_multi_row_insert_is_split_per_shard() {
         .sum();
     assert_eq!(total, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_every_shard_of_a_multi_shard_statement() {
+    let shop = three_shards().await;
+    let c = shop.connect().await;
+    for s in 0..3 {
+        let id = shop.keys_on(s).next().unwrap();
+        c.batch_execute(&format!("INSERT INTO users (id, name) VALUES ({id}, 'x')"))
+            .await
+            .unwrap();
+    }
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    // Without the key: every shard sleeps 30 s for its row.
+    let sql = "SELECT id FROM users WHERE pg_sleep(30) IS NULL";
+    let e = c.simple_query(sql).await.unwrap_err();
+    canceller.await.unwrap();
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "57014", "{message}");
+    assert!(
+        message.ends_with("canceling statement due to user request"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // No shard is still sleeping: every backend took the cancel.
+    for s in 0..3 {
+        assert_eq!(
+            shop.direct(
+                s,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()"
+            ),
+            "0",
+            "shard {s}"
+        );
+    }
+}

@@ -132,7 +132,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await?
             }
         };
-        Ok(settle(&mut shards, copy, abort, self.two_phase()).await)
+        let settled = settle(&mut shards, copy, abort, self.two_phase()).await;
+        self.publish_cancel(None);
+        Ok(settled)
     }
 
     /// Reads the client's data to its end, sending each row to its shard. Returns why the copy
