@@ -52,6 +52,31 @@ pub async fn copy_in(
     sink.as_mut().finish().await
 }
 
+/// Runs one psql command through shardgate (stopping at the first error).
+async fn psql(shop: &Shards, command: &str) -> std::process::Output {
+    let port = shop.port().to_string();
+    let command = command.to_string();
+    tokio::task::spawn_blocking(move || {
+        Command::new(binaries().psql())
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+            ])
+            .args(["-U", USER, "-d", "app", "-c", &command])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGSSLMODE", "disable")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// `data` cut into pieces of `size` bytes, wherever rows happen to end.
 fn pieces(data: &[u8], size: usize) -> Vec<Vec<u8>> {
     data.chunks(size).map(<[u8]>::to_vec).collect()
@@ -136,30 +161,11 @@ async fn psql_copy_through_the_simple_protocol() {
         csv.push_str(&format!("{id},\"user {id}\"\n"));
     }
     std::fs::write(&file, csv).unwrap();
-    let port = shop.port().to_string();
     let copy = format!(
         "\\copy users (id, name) from '{}' with (format csv, header)",
         file.display()
     );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(binaries().psql())
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-            ])
-            .args(["-U", USER, "-d", "app", "-c", &copy])
-            .env("PGPASSWORD", PASSWORD)
-            .env("PGSSLMODE", "disable")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = psql(&shop, &copy).await;
     assert!(
         out.status.success(),
         "{}",
@@ -300,4 +306,34 @@ async fn refusals_before_any_data() {
         .err()
         .expect("refused");
     assert_eq!(db_error(&err).0, "0A000");
+}
+
+#[tokio::test]
+async fn the_shards_notices_reach_the_client() {
+    let shop = three_shards().await;
+    for s in 0..3 {
+        shop.direct(
+            s,
+            "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE NOTICE 'copied on %', current_database(); RETURN NULL; END $$; \
+             CREATE TRIGGER note AFTER INSERT ON users FOR EACH STATEMENT EXECUTE FUNCTION note();",
+        );
+    }
+    let file = shop.dir().join("few.csv");
+    std::fs::write(&file, "1,a\n2,b\n3,c\n4,d\n5,e\n6,f\n7,g\n8,h\n9,i\n").unwrap();
+    let copy = format!("\\copy users (id, name) from '{}' csv", file.display());
+    let out = psql(&shop, &copy).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "COPY 9\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut notices: Vec<&str> = stderr.lines().collect();
+    notices.sort_unstable();
+    assert_eq!(
+        notices,
+        [
+            "NOTICE:  copied on app_s0",
+            "NOTICE:  copied on app_s1",
+            "NOTICE:  copied on app_s2"
+        ],
+        "one per shard the rows reached"
+    );
 }

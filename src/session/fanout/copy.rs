@@ -134,6 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let settled = settle(&mut shards, copy, abort, self.two_phase()).await;
         self.publish_cancel(None);
+        // The shards' notices (a trigger's, say) come before the COPY's answer, as from one server.
+        let notices: Vec<Bytes> = shards
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.reply.notices))
+            .collect();
+        self.push_synthetic(|out| notices.iter().for_each(|n| out.extend_from_slice(n)));
         Ok(settled)
     }
 
