@@ -5,21 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::harness::one;
-use crate::harness::{binaries, connect, db_error, Env, Options, PASSWORD, USER};
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::harness::{binaries, connect, db_error, one, run, Env, Options, PASSWORD, USER};
 
 fn psql(env: &Env, extra: &[&str], script: &str) -> Command {
     let mut cmd = Command::new(env.bins.psql());
@@ -92,13 +78,7 @@ async fn psql_script_with_copy_and_transactions() {
 }
 
 fn pgbench(env: &Env, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env.bins.tool("pgbench"));
-    cmd.args(["-h", "127.0.0.1", "-p", &env.port().to_string(), "-U", USER])
-        .args(args)
-        .arg("app")
-        .env("PGPASSWORD", PASSWORD)
-        .env("PGSSLMODE", "disable");
-    run(&mut cmd)
+    run(&mut env.pgbench(args))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,12 +99,44 @@ impl Env {
         connect(&self.url()).await
     }
 
+    /// pgbench through shardgate against database `app`, with `args`.
+    pub fn pgbench(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.bins.tool("pgbench"));
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port().to_string(),
+            "-U",
+            USER,
+        ])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "disable");
+        cmd
+    }
+
     /// Runs SQL directly on the server as the superuser (bypassing shardgate).
     pub fn direct(&self, sql: &str) -> String {
         self.pg
             .psql("app", sql)
             .unwrap_or_else(|e| panic!("direct SQL failed: {e}"))
     }
+}
+
+/// Runs a program to its end; fails the test with its output if it fails.
+pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 pub fn config_yaml(pg: &Cluster, o: &Options) -> String {

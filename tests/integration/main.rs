@@ -14,6 +14,7 @@ mod hash;
 mod pipelined;
 mod programs;
 mod protocol;
+mod reload;
 mod sharded_app;
 mod sharding;
 mod shards;
