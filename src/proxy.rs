@@ -86,6 +86,7 @@ impl Proxy {
             store.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(metrics_upkeep(store.clone(), shutdown.clone()));
         let task = tokio::spawn(server::serve(listener, state, drain));
         tracing::info!(%addr, %admin_addr, "shardgate is listening");
         Ok(Proxy {
@@ -107,15 +108,30 @@ impl Proxy {
 
     /// Re-reads the config file and swaps in the new snapshot; on any error the old one stays.
     pub fn reload_from(&self, path: &Path) -> Result<u64, ProxyError> {
-        let config = Config::load(path)?;
-        config.check_files()?;
-        Ok(self.store.reload(config)?)
+        let config = Config::load(path).and_then(|c| c.check_files().map(|()| c));
+        if config.is_err() {
+            // A config that fails later, in `Store::reload`, is counted there.
+            self.store.metrics().reload(false);
+        }
+        Ok(self.store.reload(config?)?)
     }
 
     /// Stops accepting, lets open transactions finish (up to `pool.shutdown_timeout_ms`), returns.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Folds the metrics' histogram samples into buckets now and then, so they stay bounded in
+/// memory when nobody scrapes.
+async fn metrics_upkeep(store: Arc<Store>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => store.metrics().upkeep(),
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

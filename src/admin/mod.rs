@@ -51,6 +51,7 @@ async fn handle(
     let reply = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/ready") => ready(&store).await,
+        (&Method::GET, "/metrics") => prometheus(store.render_metrics()),
         (method, path) => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({ "error": "not_found", "detail": format!("no route {method} {path}; available: GET /health, GET /ready") }),
@@ -86,6 +87,16 @@ async fn ready(store: &Store) -> Response<Full<Bytes>> {
             serde_json::json!({ "error": "not_ready", "detail": problems.join("; ") }),
         )
     }
+}
+
+/// The Prometheus text exposition format, version 0.0.4.
+fn prometheus(text: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {

@@ -294,6 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         request: &Request,
         params: Option<&BindParams<'_>>,
     ) -> Result<Outcome, Failure> {
+        let _timing = self.note_fan(&fan.shards, request.sql());
         let mut conns = self.checkout_all(&fan.shards).await?;
         let result = match &fan.job {
             Job::Read(merge) => match &**merge {

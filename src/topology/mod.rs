@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::backend::Target;
 use crate::config::{Config, PoolMode};
+use crate::metrics::{self, Metrics, PoolGauges};
 use crate::pool::{Pool, PoolSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,16 +141,48 @@ fn target_from_url(url: &str) -> Result<Target, String> {
     })
 }
 
-/// The current snapshot, swapped atomically on reload.
+/// The current snapshot, swapped atomically on reload, and the proxy's metrics (kept here so
+/// that whoever can see the topology — sessions, the admin API — can record and render them).
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
         Store {
             current: ArcSwap::from_pointee(snapshot),
+            metrics: Arc::default(),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus text of `GET /metrics`, with the pools' and the epoch's gauges as of now.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = self.load();
+        let mut pools = Vec::new();
+        for db in snapshot.databases.values() {
+            for shard in &db.shards {
+                let roles = std::iter::once((metrics::PRIMARY, &shard.primary))
+                    .chain(shard.replicas.iter().map(|p| (metrics::REPLICA, p)));
+                for (role, pool) in roles {
+                    let (open, in_use, waiting) = pool.gauges();
+                    pools.push(PoolGauges {
+                        database: &db.name,
+                        shard: &shard.name,
+                        role,
+                        size: pool.settings().size,
+                        open,
+                        in_use,
+                        waiting,
+                    });
+                }
+            }
+        }
+        self.metrics.render(snapshot.epoch, &pools)
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -164,7 +197,9 @@ impl Store {
     /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails.
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
         let previous = self.load();
-        let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
+        let built = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1);
+        self.metrics.reload(built.is_ok());
+        let next = built?;
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
         Ok(epoch)
