@@ -189,6 +189,16 @@ impl Shards {
         )
     }
 
+    /// The running proxy (its admin address, reloads).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// The fixture's config file text, for tests that reload it.
+    pub fn yaml(&self) -> String {
+        config_yaml(&self.opts, self.pg.port())
+    }
+
     /// The proxy's port.
     pub fn port(&self) -> u16 {
         self.proxy.addr().port()
