@@ -337,9 +337,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut conns = Vec::with_capacity(shards.len());
         for &i in shards {
             let shard = &db.shards[i];
-            let conn = shard
-                .primary
-                .checkout()
+            let conn = self
+                .timed_checkout(i, &shard.primary)
                 .await
                 .map_err(super::checkout_error)?;
             conns.push(ShardConn {

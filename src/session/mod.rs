@@ -346,9 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shard = &db.shards[index];
         self.obs
             .refresh(self.shared.store.metrics(), snapshot.epoch, &db);
-        let started = std::time::Instant::now();
-        let conn = shard.primary.checkout().await;
-        self.note_checkout(index, started, conn.as_ref().err());
+        let conn = self.timed_checkout(index, &shard.primary).await;
         let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use crate::metrics::{BackendError, DbMetrics, Decision, Kind, Metrics};
-use crate::pool::CheckoutError;
+use crate::pool::{CheckoutError, Pool, PooledConnection};
 use crate::router::report::{kind_of, shadow_verdict};
 use crate::topology::Database;
 
@@ -154,23 +154,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// A checkout for shard `shard` that began at `started` ended with `error` (or a connection).
-    pub(super) fn note_checkout(
+    /// Checks out a backend of shard `shard` (its index), timing the wait and counting failures.
+    pub(super) async fn timed_checkout(
         &self,
         shard: usize,
-        started: Instant,
-        error: Option<&CheckoutError>,
-    ) {
-        let Some(db) = self.obs.db() else { return };
-        match error {
-            None => db.checkout_wait(shard, started.elapsed()),
-            Some(CheckoutError::Exhausted { .. }) => {
-                db.backend_error(shard, BackendError::PoolTimeout)
-            }
-            Some(CheckoutError::Unreachable { .. }) => {
-                db.backend_error(shard, BackendError::Unreachable)
+        pool: &Pool,
+    ) -> Result<PooledConnection, CheckoutError> {
+        let started = Instant::now();
+        let result = pool.checkout().await;
+        if let Some(db) = self.obs.db() {
+            match &result {
+                Ok(_) => db.checkout_wait(shard, started.elapsed()),
+                Err(CheckoutError::Exhausted { .. }) => {
+                    db.backend_error(shard, BackendError::PoolTimeout)
+                }
+                Err(CheckoutError::Unreachable { .. }) => {
+                    db.backend_error(shard, BackendError::Unreachable)
+                }
             }
         }
+        result
     }
 
     pub(super) fn note_received(&self, n: usize) {

@@ -7,7 +7,7 @@ use prometheus_parse::{Scrape, Value};
 use tokio_postgres::Client;
 
 use crate::admin::http_get;
-use crate::harness::eventually_async;
+use crate::harness::{db_error, eventually_async, Env};
 use crate::shards::{Shards, ShardsOptions};
 
 const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text);";
@@ -28,7 +28,11 @@ struct Scraped {
 
 impl Scraped {
     async fn of(shop: &Shards) -> Scraped {
-        let (status, text) = http_get(shop.proxy().admin_addr(), "/metrics").await;
+        Scraped::at(shop.proxy().admin_addr()).await
+    }
+
+    async fn at(admin: std::net::SocketAddr) -> Scraped {
+        let (status, text) = http_get(admin, "/metrics").await;
         assert_eq!(status, 200, "{text}");
         let lines = text.lines().map(|l| Ok(l.to_owned()));
         let scrape = Scrape::parse(lines).expect("Prometheus text format");
@@ -217,7 +221,8 @@ async fn reloads_and_the_epoch_are_counted() {
 async fn no_label_carries_sql_text_or_key_values() {
     let shop = start(&[]).await;
     let c = shop.connect().await;
-    let key = shop.keys_on(1).nth(7).unwrap();
+    // Large enough that its digits cannot turn up by chance in a sample's value.
+    let key = (987_654_321..).find(|&k| shop.owner(k) == 1).unwrap();
     c.execute(
         "INSERT INTO users (id, name) VALUES ($1, 'marker-in-a-literal')",
         &[&key],
@@ -319,4 +324,30 @@ async fn shadow_mode_counts_what_would_have_needed_several_shards_by_reason() {
         (3.0, 1.0),
         "all of it ran on the default shard"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_and_unreachable_backends_are_counted() {
+    let mut env = Env::start().await;
+    let c = env.connect().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::task::block_in_place(|| env.direct(&format!("SELECT pg_terminate_backend({pid})")));
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "08006", "{e}");
+    tokio::task::block_in_place(|| env.pg.stop(shardgate::cluster::StopMode::Fast).unwrap());
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "08006", "{e}");
+    let m = Scraped::at(env.proxy.admin_addr()).await;
+    let errors = |error| {
+        let labels = [("database", "app"), ("shard", "s0"), ("error", error)];
+        m.value("shardgate_backend_errors_total", &labels)
+    };
+    assert_eq!(errors("connection_lost"), 1.0);
+    assert_eq!(errors("unreachable"), 1.0);
+    assert_eq!(errors("pool_timeout"), 0.0);
 }
