@@ -351,3 +351,23 @@ async fn lost_and_unreachable_backends_are_counted() {
     assert_eq!(errors("unreachable"), 1.0);
     assert_eq!(errors("pool_timeout"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_each_get_one_duration() {
+    let env = Env::start().await;
+    let c = env.connect().await;
+    // tokio-postgres pipelines concurrent queries on one connection.
+    let queries = (0..10).map(|i| {
+        let c = &c;
+        async move { c.query("SELECT $1::int", &[&i]).await.unwrap() }
+    });
+    futures_util::future::join_all(queries).await;
+    // One simple query of two statements is one message to the shard.
+    c.simple_query("SELECT 1; SELECT 2").await.unwrap();
+    let m = Scraped::at(env.proxy.admin_addr()).await;
+    let at = [("database", "app"), ("shard", "s0"), ("role", "primary")];
+    let kind = [at[0], at[1], ("kind", "select")];
+    assert_eq!(m.value("shardgate_queries_total", &kind), 11.0);
+    let buckets = m.buckets("shardgate_query_duration_seconds", &at);
+    assert_eq!(buckets.last().unwrap().1, 11.0, "{buckets:?}");
+}
