@@ -1,4 +1,4 @@
-//! JSON replies and the one error shape of the admin API: `{"error": code, "detail": text}`.
+//! JSON replies (and the metrics text) and the one error shape of the admin API: `{"error": code, "detail": text}`.
 //!
 //! `error` is a stable snake_case code a script can match on; `detail` says what went wrong and
 //! how to fix it, for the operator reading it.
@@ -22,6 +22,16 @@ pub fn reply(status: StatusCode, body: Value) -> Reply {
 
 pub fn ok(body: Value) -> Reply {
     reply(StatusCode::OK, body)
+}
+
+/// Metrics in the Prometheus text exposition format, version 0.0.4 (the one non-JSON reply).
+pub fn prometheus(text: String) -> Reply {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// A failed request. Built by the handlers, turned into a reply once at the top.

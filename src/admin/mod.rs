@@ -81,12 +81,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     }
 }
 
-/// The routes. `/metrics` and `/v1/hotspots` (issue 4, metrics and hotspots) go here too:
-/// `/metrics` unauthenticated like `/health`, `/v1/hotspots` a `GET` behind the token.
+/// The routes. `/v1/hotspots` (issue 4) goes here too, a `GET` behind the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     Health,
     Ready,
+    Metrics,
     Databases,
     ShardMap(String),
     Config,
@@ -100,6 +100,7 @@ impl Endpoint {
         Some(match segments.as_slice() {
             ["health"] => Endpoint::Health,
             ["ready"] => Endpoint::Ready,
+            ["metrics"] => Endpoint::Metrics,
             ["v1", "databases"] => Endpoint::Databases,
             ["v1", "databases", db, "shard-map"] if !db.is_empty() => {
                 Endpoint::ShardMap(db.to_string())
@@ -118,14 +119,15 @@ impl Endpoint {
         }
     }
 
-    /// Health checks stay open so load balancers and orchestrators need no secret.
+    /// Health checks and metrics stay open so load balancers, orchestrators and Prometheus
+    /// need no secret (metrics carry no key values or SQL text).
     fn needs_token(&self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::Ready)
+        !matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
     }
 }
 
 const ROUTES: &str =
-    "GET /health, GET /ready, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
+    "GET /health, GET /ready, GET /metrics, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
                       GET /v1/config, POST /v1/config/reload, POST /v1/route";
 
 async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
@@ -168,6 +170,7 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
     match endpoint {
         Endpoint::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
         Endpoint::Ready => Ok(ready(&admin.store).await),
+        Endpoint::Metrics => Ok(json::prometheus(admin.store.render_metrics())),
         Endpoint::Databases => Ok(databases::list(&admin.store.load())),
         Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
         Endpoint::Config => Ok(config::show(&admin.store.load())),

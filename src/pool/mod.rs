@@ -4,6 +4,7 @@
 //! transaction, and a round trip per checkout would double the latency of short transactions.
 //! A connection whose protocol state is unknown is marked broken by the session and dropped on return.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -171,6 +172,9 @@ pub struct Pool {
     target: Target,
     settings: PoolSettings,
     last_error: LastError,
+    /// Checkouts waiting for a connection now (the metrics' pool gauge; only the slow path
+    /// touches it).
+    waiting: Arc<AtomicU32>,
 }
 
 impl Pool {
@@ -197,6 +201,7 @@ impl Pool {
             target,
             settings,
             last_error,
+            waiting: Arc::default(),
         }
     }
 
@@ -204,7 +209,10 @@ impl Pool {
         if let Some(conn) = self.checkout_now() {
             return Ok(conn);
         }
-        self.checkout_waiting().await
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = self.checkout_waiting().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        result
     }
 
     /// The common case, with no timer, clock read or waiter registration: a place in the queue is
@@ -313,6 +321,15 @@ impl Pool {
 
     pub fn settings(&self) -> PoolSettings {
         self.settings
+    }
+
+    /// The pool's state for the metrics: connections open, checked out, and checkouts waiting.
+    pub fn gauges(&self) -> (u32, u32, u32) {
+        let open = self.inner.state().connections;
+        let free = u32::try_from(self.queue.available_permits()).unwrap_or(u32::MAX);
+        // A place in the queue is a connection checked out (or being opened for its holder).
+        let in_use = self.settings.size.saturating_sub(free);
+        (open, in_use, self.waiting.load(Ordering::Relaxed))
     }
 
     /// Whether two handles share one pool (a reload kept it).

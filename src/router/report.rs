@@ -1,7 +1,8 @@
 //! Routing decisions in words, for `shardgate route` and `shardgate check-queries`.
 
-use super::plan::{KeySource, Plan, Target};
+use super::plan::{KeySource, Plan, RouteError, Target};
 use super::{Params, Router};
+use crate::metrics::{Kind, Rejection, ShadowVerdict, Spread};
 
 /// How a statement would be routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,5 +131,99 @@ pub fn shadow(plan: &Plan) -> Option<Decision> {
         ),
         Plan::Multi(plans) => plans.iter().find_map(shadow),
         _ => None,
+    }
+}
+
+/// The same as [`shadow`], as a metrics label: no text built, so it can run per statement.
+pub fn shadow_verdict(plan: &Plan) -> Option<ShadowVerdict> {
+    use super::plan::Broadcast;
+    Some(match plan {
+        Plan::Scatter(_) => ShadowVerdict::MultiShard(Spread::Scatter),
+        Plan::Broadcast(Broadcast::Ddl) => ShadowVerdict::MultiShard(Spread::Ddl),
+        Plan::Broadcast(Broadcast::ReferenceWrite) => {
+            ShadowVerdict::MultiShard(Spread::ReferenceWrite)
+        }
+        Plan::Broadcast(Broadcast::CrossShardWrite) => {
+            ShadowVerdict::MultiShard(Spread::CrossShardWrite)
+        }
+        Plan::CopyIn(_) => ShadowVerdict::MultiShard(Spread::CopyIn),
+        Plan::Reject(e) => ShadowVerdict::Rejected(e.rejection()),
+        Plan::Unparsed {
+            sharded: Some(_), ..
+        } => ShadowVerdict::Rejected(Rejection::UnparsedSharded),
+        Plan::Keyed(k) if k.merge.as_deref().is_some_and(|m| m.is_err()) => {
+            ShadowVerdict::Rejected(Rejection::MultiShardUnsupported)
+        }
+        Plan::Multi(plans) => return plans.iter().find_map(shadow_verdict),
+        _ => return None,
+    })
+}
+
+impl RouteError {
+    /// The refusal's reason as a metrics label.
+    pub fn rejection(&self) -> Rejection {
+        match self {
+            RouteError::WriteWithoutKey { .. } => Rejection::WriteWithoutKey,
+            RouteError::KeyUpdate { .. } => Rejection::KeyUpdate,
+            RouteError::InsertKey { .. } => Rejection::InsertKey,
+            RouteError::Unsupported { .. } => Rejection::Unsupported,
+            RouteError::NotColocated { .. } => Rejection::NotColocated,
+            RouteError::ReadWithoutKey { .. } => Rejection::ReadWithoutKey,
+            RouteError::Unparsed { .. } => Rejection::Unparsed,
+            RouteError::UnparsedSharded { .. } => Rejection::UnparsedSharded,
+            RouteError::NoHome { .. } => Rejection::NoHome,
+            RouteError::BadKey(_) => Rejection::BadKey,
+            RouteError::BadHint(_) => Rejection::BadHint,
+        }
+    }
+}
+
+/// What a statement does, from its first keyword (after comments), without allocating.
+pub fn kind_of(sql: &str) -> Kind {
+    let s = super::lex::strip_comments_start(sql);
+    let end = s
+        .bytes()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let word = &s[..end];
+    let is = |w: &str| word.eq_ignore_ascii_case(w);
+    if is("select") || is("with") || is("values") || is("table") {
+        Kind::Select
+    } else if is("insert") {
+        Kind::Insert
+    } else if is("update") {
+        Kind::Update
+    } else if is("delete") {
+        Kind::Delete
+    } else if [
+        "create", "alter", "drop", "truncate", "comment", "grant", "revoke",
+    ]
+    .iter()
+    .any(|w| is(w))
+    {
+        Kind::Ddl
+    } else {
+        Kind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_first_keyword_after_comments() {
+        assert_eq!(kind_of("  /* shardgate: key=1 */ SELECT 1"), Kind::Select);
+        assert_eq!(kind_of("-- c\ninsert into t values (1)"), Kind::Insert);
+        assert_eq!(
+            kind_of("WITH x AS (SELECT 1) SELECT * FROM x"),
+            Kind::Select
+        );
+        assert_eq!(kind_of("Update t set a = 1"), Kind::Update);
+        assert_eq!(kind_of("DELETE FROM t"), Kind::Delete);
+        assert_eq!(kind_of("create table t (id int)"), Kind::Ddl);
+        assert_eq!(kind_of("BEGIN"), Kind::Other);
+        assert_eq!(kind_of(""), Kind::Other);
+        assert_eq!(kind_of("selection"), Kind::Other);
     }
 }

@@ -88,8 +88,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration) {
             continue;
         };
         let state = state.clone();
+        let connected = state.shared.store.metrics().client_connected();
         tracker.spawn(async move {
             let _permit = permit;
+            let _connected = connected;
             let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
             if let Err(e) = startup::serve(state, tcp, deadline).await {
                 tracing::info!(%peer, error = %e, "client connection ended");

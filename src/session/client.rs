@@ -145,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.pending_cmds.extend(cmds);
         self.unnamed_here = true; // this backend drops its unnamed statement too
+        self.note_sent(q.sql);
         self.forward(frame, Pending::Query);
         Ok(())
     }
@@ -301,6 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // "does not exist" error, and the transaction fails exactly as it would there).
             None => self.bout.extend_from_slice(frame),
         }
+        self.note_bound(b.statement);
         self.replies.push(Pending::Bind);
         Ok(())
     }

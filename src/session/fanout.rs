@@ -294,6 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         request: &Request,
         params: Option<&BindParams<'_>>,
     ) -> Result<Outcome, Failure> {
+        let _timing = self.note_fan(&fan.shards, request.sql());
         let mut conns = self.checkout_all(&fan.shards).await?;
         let result = match &fan.job {
             Job::Read(merge) => match &**merge {
@@ -339,9 +340,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut conns = Vec::with_capacity(shards.len());
         for &i in shards {
             let shard = &db.shards[i];
-            let conn = shard
-                .primary
-                .checkout()
+            let conn = self
+                .timed_checkout(i, &shard.primary)
                 .await
                 .map_err(super::checkout_error)?;
             conns.push(ShardConn {

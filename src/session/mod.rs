@@ -8,6 +8,7 @@
 
 mod client;
 mod fanout;
+mod observe;
 pub(crate) mod prepared;
 mod relay;
 mod replies;
@@ -154,6 +155,8 @@ pub struct Session<S> {
     tx_begin: Option<String>,
     /// The transaction has set a savepoint, so it stays on its shard.
     tx_savepoint: bool,
+    /// What this session records into the metrics, and its statements awaiting replies.
+    obs: observe::Observer,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -206,6 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             parked: Vec::new(),
             tx_begin: None,
             tx_savepoint: false,
+            obs: observe::Observer::default(),
         })
     }
 
@@ -276,8 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.flush_client().await?;
                 }
                 read = self.client.read_buf(&mut self.cbuf) => {
-                    if read? == 0 {
-                        return Ok(());
+                    match read? {
+                        0 => return Ok(()),
+                        n => self.note_received(n),
                     }
                     if let Flow::Close = self.on_client_data().await? {
                         return Ok(());
@@ -347,7 +352,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let db = self.database(&snapshot)?;
         let index = crate::router::fallback_shard(&db, want);
         let shard = &db.shards[index];
-        let conn = shard.primary.checkout().await.map_err(checkout_error)?;
+        self.obs
+            .refresh(self.shared.store.metrics(), snapshot.epoch, &db);
+        let conn = self.timed_checkout(index, &shard.primary).await;
+        let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.
         self.unnamed_here = false;
@@ -483,6 +491,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn backend_lost(&mut self, reason: String) {
         let err = self.lost_error(&reason);
         if let Some(mut held) = self.backend.take() {
+            self.note_lost(held.index);
             held.conn.mark_broken();
             tracing::warn!(shard = %held.shard, backend = held.conn.name(), %reason, "backend connection lost");
         }
@@ -538,6 +547,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn flush_client(&mut self) -> std::io::Result<()> {
         if !self.cout.is_empty() {
+            self.note_sent_bytes(self.cout.len());
             self.client.write_all(&self.cout).await?;
             self.cout.clear();
         }

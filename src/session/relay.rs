@@ -27,6 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.backend = Some(held);
         match result {
             Ok(_) => {
+                self.note_answered();
                 if let Some(fatal) = self.backend_fatal.take() {
                     self.backend_lost(fatal);
                 } else {

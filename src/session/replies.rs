@@ -124,11 +124,27 @@ pub struct Replies {
     queue: VecDeque<Pending>,
     /// The backend is in COPY FROM STDIN: it ignores Sync and Flush until CopyDone/CopyFail.
     pub copy_in: bool,
+    /// ReadyForQuery for the client asked for, and received, since the session started: a
+    /// statement sent when `readies_asked` was `n` is answered once `readies_received > n`
+    /// (how the session times statements, `super::observe`).
+    readies_asked: u64,
+    readies_received: u64,
 }
 
 impl Replies {
     pub fn push(&mut self, p: Pending) {
+        if p.ends_with_ready() && !p.swallowed() {
+            self.readies_asked += 1;
+        }
         self.queue.push_back(p);
+    }
+
+    pub fn readies_asked(&self) -> u64 {
+        self.readies_asked
+    }
+
+    pub fn readies_received(&self) -> u64 {
+        self.readies_received
     }
 
     pub fn is_empty(&self) -> bool {
@@ -162,6 +178,7 @@ impl Replies {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.copy_in = false;
+        self.readies_received = self.readies_asked; // none of them will come
     }
 
     /// Pops the synthetic replies and copy markers now at the front, returning the bytes to send.
@@ -226,6 +243,7 @@ impl Replies {
                     return Verdict::Desync("a malformed ReadyForQuery");
                 };
                 let forward = !p.swallowed();
+                self.readies_received += u64::from(forward);
                 self.queue.pop_front();
                 return Verdict::Ready { status, forward };
             }
@@ -305,6 +323,7 @@ impl Replies {
         while i < end.unwrap_or(self.queue.len()).min(self.queue.len()) {
             if matches!(self.queue[i], Pending::Sync) {
                 self.queue.remove(i);
+                self.readies_asked -= 1;
             } else {
                 i += 1;
             }

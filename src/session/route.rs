@@ -13,6 +13,7 @@ use super::fanout::{Failure, FanOut, Job};
 use super::prepared::Statement;
 use super::replies::Pending;
 use super::Session;
+use crate::metrics::{Decision, Rejection};
 use crate::protocol::backend::{self as bmsg, TxStatus};
 use crate::protocol::frontend::{Bind, BindParams, Parse, Query};
 use crate::protocol::{PgError, SqlState};
@@ -45,20 +46,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             let snapshot = self.shared.store.load();
             self.router = self.shared.routers.get(&snapshot, &self.info.database);
+            if let Some(db) = snapshot.databases.get(&self.info.database) {
+                self.obs
+                    .refresh(self.shared.store.metrics(), snapshot.epoch, db);
+            }
         }
         self.router.clone().filter(|r| r.is_sharded())
-    }
-
-    /// Shadow mode (`routing.mode: shadow`): everything goes to the default shard, and each
-    /// distinct statement that would have needed several shards or been refused is logged once.
-    fn shadow(&self, sql: &str) {
-        let Some(router) = self.router.as_ref().filter(|r| r.is_shadow()) else {
-            return;
-        };
-        if let Some(decision) = router.shadow_report(sql) {
-            let shown: String = sql.chars().take(500).collect();
-            tracing::info!(target: "shardgate::shadow", database = %self.info.database, decision = decision.kind(), %decision, sql = %shown, "shadow routing");
-        }
     }
 
     /// The shard index of the held backend: the transaction's pinned shard.
@@ -66,22 +59,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.backend.as_ref().map(|h| h.index)
     }
 
-    /// Where a planned statement goes, or the error the client gets.
+    /// Where a planned statement goes, or the error the client gets (and its reason).
     pub(super) fn target(
         &self,
         router: &Router,
         plan: &Plan,
         params: Option<&BindParams>,
-    ) -> Result<Routed, PgError> {
+    ) -> Result<Routed, (PgError, Rejection)> {
+        let refused = |e: RouteError| (route_error(&e), e.rejection());
         match router.resolve(plan, params, self.pinned()) {
             Ok(Target::Any) => Ok(Routed::To(None)),
             Ok(Target::Shard(s)) => Ok(Routed::To(Some(s))),
             Ok(Target::Shards(shards)) => match Job::of(router, plan, params) {
                 Ok(Some(job)) => Ok(Routed::Fan(FanOut { shards, job })),
-                Ok(None) => Err(multi_shard_error(router, plan, &shards)),
-                Err(e) => Err(route_error(&e)),
+                Ok(None) => Err((
+                    multi_shard_error(router, plan, &shards),
+                    Rejection::MultiShardUnsupported,
+                )),
+                Err(e) => Err(refused(e)),
             },
-            Err(e) => Err(route_error(&e)),
+            Err(e) => Err(refused(e)),
         }
     }
 
@@ -174,6 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn route_query(&mut self, sql: &str) -> Routed {
         let Some(router) = self.router() else {
             self.shadow(sql);
+            self.note_decision(Decision::SingleShard);
             return Routed::To(None);
         };
         // Literals of the key make every text distinct: its shape is what is cached.
@@ -209,6 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Some(sql) = self.statement_sql(b.statement) {
                 self.shadow(sql);
             }
+            self.note_decision(Decision::SingleShard);
             return Routed::To(None);
         };
         // Held by reference count, not copied: no allocation per Bind.
@@ -246,22 +245,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         params: Option<&BindParams<'_>>,
         refuse: fn(&mut Self, PgError),
     ) -> Routed {
+        // A refusal, with its reason for the metrics (`None`: not a routing decision).
         let target = if self.backend.is_none() && self.status == TxStatus::Failed {
-            Err(aborted_error())
+            Err((aborted_error(), None))
         } else if let Some(err) = self.spanning_refusal(plan, sql) {
-            Err(err)
+            Err((err, Some(Rejection::CrossShardTransaction)))
         } else {
             self.target(router, plan, params)
+                .map_err(|(err, why)| (err, Some(why)))
         };
         self.note_savepoint(sql);
-        match target {
+        if matches!(plan, Plan::Unparsed { .. }) {
+            self.obs.db().inspect(|db| db.parse_failure());
+        }
+        let (routed, decision) = match target {
             Ok(Routed::To(Some(want)))
                 if self.pinned().is_some_and(|p| p != want) && self.may_wait_for_earlier() =>
             {
-                Routed::Wait
+                (Routed::Wait, None)
             }
             Ok(Routed::Fan(_)) if !self.may_fan_out() && self.may_wait_for_earlier() => {
-                Routed::Wait
+                (Routed::Wait, None)
             }
             Ok(Routed::To(Some(want))) if self.pinned().is_some_and(|p| p != want) => {
                 let taken = match self.second_shard_refusal(router, want) {
@@ -269,23 +273,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => self.take_second_shard(want).await,
                 };
                 match taken {
-                    Ok(()) => Routed::To(Some(want)),
+                    Ok(()) => (Routed::To(Some(want)), Some(Decision::SingleShard)),
                     Err(err) => {
                         refuse(self, err);
-                        Routed::Done
+                        let why = Rejection::CrossShardTransaction;
+                        (Routed::Done, Some(Decision::Rejected(why)))
                     }
                 }
             }
             Ok(Routed::Fan(fan)) if !self.may_fan_out() => {
                 refuse(self, in_transaction_error(router, &fan));
-                Routed::Done
+                let why = Rejection::MultiShardInTransaction;
+                (Routed::Done, Some(Decision::Rejected(why)))
             }
-            Ok(routed) => routed,
-            Err(err) => {
+            Ok(Routed::Fan(fan)) => (Routed::Fan(fan), Some(Decision::MultiShard)),
+            Ok(routed) => (routed, Some(Decision::SingleShard)),
+            Err((err, why)) => {
                 refuse(self, err);
-                Routed::Done
+                (Routed::Done, why.map(Decision::Rejected))
             }
-        }
+        };
+        decision.inspect(|&d| self.note_decision(d));
+        routed
     }
 
     /// Reports `err` for an extended-protocol message and skips to Sync; a held backend's
@@ -306,7 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The text of a client statement, borrowed (no allocation per Bind).
-    fn statement_sql(&self, name: &str) -> Option<&str> {
+    pub(super) fn statement_sql(&self, name: &str) -> Option<&str> {
         if name.is_empty() {
             return parse_sql(self.unnamed.as_ref()?);
         }

@@ -16,6 +16,7 @@ pub mod ownership;
 
 use crate::backend::Target;
 use crate::config::{Config, PoolMode};
+use crate::metrics::{self, Metrics, PoolGauges};
 use crate::pool::{Pool, PoolSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -169,13 +170,15 @@ fn target_from_url(url: &str) -> Result<Target, String> {
     })
 }
 
-/// The current snapshot, swapped atomically on reload.
+/// The current snapshot, swapped atomically on reload, and the proxy's metrics (kept here so
+/// that whoever can see the topology — sessions, the admin API — can record and render them).
 pub struct Store {
     current: ArcSwap<Snapshot>,
     /// Held by whoever builds the next snapshot (a std mutex: nothing awaits while holding it):
     /// SIGHUP, the admin API and newly read columns must each build on the latest snapshot, or
     /// one swap would silently undo another and reuse an epoch.
     writer: Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
@@ -183,7 +186,37 @@ impl Store {
         Store {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
+            metrics: Arc::default(),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus text of `GET /metrics`, with the pools' and the epoch's gauges as of now.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = self.load();
+        let mut pools = Vec::new();
+        for db in snapshot.databases.values() {
+            for shard in &db.shards {
+                let roles = std::iter::once((metrics::PRIMARY, &shard.primary))
+                    .chain(shard.replicas.iter().map(|p| (metrics::REPLICA, p)));
+                for (role, pool) in roles {
+                    let (open, in_use, waiting) = pool.gauges();
+                    pools.push(PoolGauges {
+                        database: &db.name,
+                        shard: &shard.name,
+                        role,
+                        size: pool.settings().size,
+                        open,
+                        in_use,
+                        waiting,
+                    });
+                }
+            }
+        }
+        self.metrics.render(snapshot.epoch, &pools)
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -193,9 +226,12 @@ impl Store {
     /// Re-reads a config file and reloads from it: the one code path of SIGHUP and
     /// `POST /v1/config/reload`. On any error the running snapshot stays.
     pub fn reload_file(self: &Arc<Self>, path: &std::path::Path) -> Result<u64, ReloadError> {
-        let config = Config::load(path)?;
-        config.check_files()?;
-        let epoch = self.reload(config)?;
+        let config = Config::load(path).and_then(|c| c.check_files().map(|()| c));
+        if config.is_err() {
+            // A config that fails later, in `reload`, is counted there.
+            self.metrics.reload(false);
+        }
+        let epoch = self.reload(config?)?;
         // Shards may have been added, or tables configured: their columns are read anew.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let store = self.clone();
@@ -221,9 +257,12 @@ impl Store {
         let previous = self.load();
         let moves = ownership::moves(&previous.config, &config);
         if !moves.is_empty() {
+            self.metrics.reload(false);
             return Err(TopologyError::MovesKeys { moves });
         }
-        let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)?;
+        let built = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1);
+        self.metrics.reload(built.is_ok());
+        let next = built?;
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
         Ok(epoch)

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::harness::{eventually_async, run, Env, Options, PASSWORD, USER};
 
-/// Server connections shardgate holds to the database, as the server counts them.
+/// Server connections shardgate's pools hold, as the server counts them (not its own checks).
 fn proxy_backends(env: &Env) -> u32 {
     env.direct(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{USER}' AND backend_type = 'client backend'"
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{USER}' AND backend_type = 'client backend' AND application_name NOT LIKE 'shardgate-%'"
     ))
     .parse()
     .unwrap()

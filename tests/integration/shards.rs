@@ -200,6 +200,11 @@ impl Shards {
         )
     }
 
+    /// The running proxy (its admin address, reloads).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// The admin API's address.
     pub fn admin_addr(&self) -> std::net::SocketAddr {
         self.proxy.admin_addr()

@@ -228,3 +228,41 @@ fn only_ended_batches_ignores_replies_shardgate_makes_itself() {
         "a simple query is a batch of its own"
     );
 }
+
+#[test]
+fn readies_asked_and_received_count_only_what_the_client_sees() {
+    let mut r = Replies::default();
+    r.push(Pending::Settings); // injected at checkout: its ReadyForQuery is swallowed
+    r.push(Pending::Query);
+    r.push(Pending::Bind);
+    r.push(Pending::Sync);
+    assert_eq!((r.readies_asked(), r.readies_received()), (2, 0));
+    run(&mut r, &[(Z, b"I")]);
+    assert_eq!(
+        r.readies_received(),
+        0,
+        "the settings query's ready is not the client's"
+    );
+    run(&mut r, &[(Z, b"I"), (BIND_COMPLETE, b""), (Z, b"I")]);
+    assert_eq!((r.readies_asked(), r.readies_received()), (2, 2));
+    // A lost backend: nothing outstanding will come, and none is counted as still owed.
+    r.push(Pending::Query);
+    r.clear();
+    assert_eq!((r.readies_asked(), r.readies_received()), (3, 3));
+}
+
+#[test]
+fn a_sync_forgotten_during_copy_in_is_no_longer_asked_for() {
+    let mut r = Replies::default();
+    r.push(Pending::Bind);
+    r.push(Pending::Execute);
+    r.push(Pending::Sync); // ignored by the backend: it arrives during COPY
+    r.push(Pending::CopyEnd);
+    r.push(Pending::Sync);
+    run(&mut r, &[(BIND_COMPLETE, b""), (b'G', b"\0\0\0")]);
+    assert_eq!(r.readies_asked(), 1);
+    run(&mut r, &[(b'C', b"COPY 2\0")]);
+    r.drain_front(|_| {});
+    run(&mut r, &[(Z, b"I")]);
+    assert_eq!((r.readies_asked(), r.readies_received()), (1, 1));
+}

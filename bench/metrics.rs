@@ -1,0 +1,68 @@
+//! `cargo bench --bench metrics`: what the query path pays per statement for the metrics (issue 4):
+//! the statement kind from its first keyword, the shard-and-kind counter, the routing decision,
+//! two clock reads and the duration histogram — next to the same counter looked up by name
+//! through the `metrics` macros, which is what pre-registered handles avoid.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use shardgate::metrics::{Decision, Kind, Metrics};
+use shardgate::router::report::kind_of;
+
+const SQL: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+
+/// Histogram samples are kept raw until upkeep (every 5 s in the proxy): run it as often here,
+/// in iterations, so memory stays bounded and its cost is part of the figure.
+const UPKEEP_EVERY: u64 = 1 << 16;
+
+fn bench(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let shards: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    let db = metrics.database("app", &shards);
+    c.bench_function("metrics/kind_of", |b| b.iter(|| kind_of(black_box(SQL))));
+    c.bench_function("metrics/query counter (handle)", |b| {
+        b.iter(|| db.query(black_box(1), Kind::Select))
+    });
+    c.bench_function("metrics/duration histogram (handle)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                db.duration(black_box(1), Duration::from_micros(250));
+                if i % UPKEEP_EVERY == 0 {
+                    metrics.upkeep();
+                }
+            }
+            start.elapsed()
+        })
+    });
+    c.bench_function("metrics/per statement (all of it)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                db.decision(Decision::SingleShard);
+                db.query(black_box(1), kind_of(black_box(SQL)));
+                let sent = Instant::now();
+                db.duration(1, sent.elapsed());
+                if i % UPKEEP_EVERY == 0 {
+                    metrics.upkeep();
+                }
+            }
+            start.elapsed()
+        })
+    });
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    c.bench_function("metrics/query counter (macro, key lookup)", |b| {
+        metrics::with_local_recorder(&recorder, || {
+            b.iter(|| {
+                metrics::counter!("shardgate_queries_total", "database" => "app", "shard" => "s1", "role" => "primary", "kind" => "select")
+                    .increment(1)
+            })
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

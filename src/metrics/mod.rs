@@ -1,0 +1,559 @@
+//! Prometheus metrics, rendered by the admin server's `GET /metrics` (DESIGN §2.6). A leaf:
+//! everything records into it, it imports nothing of ours.
+//!
+//! Each proxy owns its own [`PrometheusRecorder`] rather than installing the `metrics` crate's
+//! process-wide recorder: that one is a global, so two proxies in one process (the integration
+//! tests start many in one binary) would add into the same counters and no test could assert exact
+//! counts; DESIGN §1 forbids process-wide mutable statics anyway. Nothing here uses the `counter!`
+//! macros (they go to the global recorder): every series the query path touches is registered
+//! once per database and epoch ([`DbMetrics`]) and kept as a handle — an `Arc` to an atomic — so
+//! a query costs a few atomic adds: no key hashing, registry lookup, allocation or formatting.
+//!
+//! Labels are bounded: configured database and shard names, and the fixed enums below. Never a
+//! key value, SQL text or anything else a client sends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// Upper bounds of the duration histograms' buckets, in seconds: 100 µs (a pooled point read on
+/// a local network) to 10 s, about three per decade, so p50 and p99 can be read off them.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How often histogram samples are folded into their buckets between scrapes, so memory stays
+/// bounded when nobody scrapes (the recorder keeps raw samples until then).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What a statement does, from its first keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Ddl,
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Select,
+        Kind::Insert,
+        Kind::Update,
+        Kind::Delete,
+        Kind::Ddl,
+        Kind::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Select => "select",
+            Kind::Insert => "insert",
+            Kind::Update => "update",
+            Kind::Delete => "delete",
+            Kind::Ddl => "ddl",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// Why a statement was refused: the router's reasons, plus the session's (a transaction lives on
+/// one shard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    WriteWithoutKey,
+    KeyUpdate,
+    InsertKey,
+    Unsupported,
+    NotColocated,
+    ReadWithoutKey,
+    Unparsed,
+    UnparsedSharded,
+    NoHome,
+    BadKey,
+    BadHint,
+    /// Needs several shards, in a shape shardgate cannot run there.
+    MultiShardUnsupported,
+    /// A multi-shard statement inside a transaction.
+    MultiShardInTransaction,
+    /// A transaction pinned to one shard that needs another.
+    CrossShardTransaction,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 14] = [
+        Rejection::WriteWithoutKey,
+        Rejection::KeyUpdate,
+        Rejection::InsertKey,
+        Rejection::Unsupported,
+        Rejection::NotColocated,
+        Rejection::ReadWithoutKey,
+        Rejection::Unparsed,
+        Rejection::UnparsedSharded,
+        Rejection::NoHome,
+        Rejection::BadKey,
+        Rejection::BadHint,
+        Rejection::MultiShardUnsupported,
+        Rejection::MultiShardInTransaction,
+        Rejection::CrossShardTransaction,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::WriteWithoutKey => "write_without_key",
+            Rejection::KeyUpdate => "key_update",
+            Rejection::InsertKey => "insert_without_key",
+            Rejection::Unsupported => "unsupported",
+            Rejection::NotColocated => "not_colocated",
+            Rejection::ReadWithoutKey => "read_without_key",
+            Rejection::Unparsed => "unparsed",
+            Rejection::UnparsedSharded => "unparsed_sharded",
+            Rejection::NoHome => "no_home",
+            Rejection::BadKey => "bad_key",
+            Rejection::BadHint => "bad_hint",
+            Rejection::MultiShardUnsupported => "multi_shard_unsupported",
+            Rejection::MultiShardInTransaction => "multi_shard_in_transaction",
+            Rejection::CrossShardTransaction => "cross_shard_transaction",
+        }
+    }
+}
+
+/// Why a statement needs several shards (shadow mode reports these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// A read without the sharding key.
+    Scatter,
+    Ddl,
+    ReferenceWrite,
+    CrossShardWrite,
+    CopyIn,
+}
+
+impl Spread {
+    pub const ALL: [Spread; 5] = [
+        Spread::Scatter,
+        Spread::Ddl,
+        Spread::ReferenceWrite,
+        Spread::CrossShardWrite,
+        Spread::CopyIn,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Spread::Scatter => "scatter",
+            Spread::Ddl => "ddl",
+            Spread::ReferenceWrite => "reference_write",
+            Spread::CrossShardWrite => "cross_shard_write",
+            Spread::CopyIn => "copy_in",
+        }
+    }
+}
+
+/// In shadow mode: what a statement would have needed, when that is more than one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowVerdict {
+    MultiShard(Spread),
+    Rejected(Rejection),
+}
+
+/// How a statement was routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    SingleShard,
+    MultiShard,
+    Rejected(Rejection),
+}
+
+/// Why a backend could not serve a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendError {
+    /// The connection broke or the server closed it.
+    ConnectionLost,
+    /// No connection could be opened.
+    Unreachable,
+    /// Every connection of the pool stayed busy past `pool.checkout_timeout_ms`.
+    PoolTimeout,
+}
+
+impl BackendError {
+    const ALL: [BackendError; 3] = [
+        BackendError::ConnectionLost,
+        BackendError::Unreachable,
+        BackendError::PoolTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            BackendError::ConnectionLost => "connection_lost",
+            BackendError::Unreachable => "unreachable",
+            BackendError::PoolTimeout => "pool_timeout",
+        }
+    }
+}
+
+/// Only primaries serve sessions so far; replicas show up in the pool gauges.
+pub const PRIMARY: &str = "primary";
+pub const REPLICA: &str = "replica";
+
+/// One proxy's metrics: its recorder and the handles that are not per database.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    clients: Gauge,
+    accepted: Counter,
+    reloads_ok: Counter,
+    reloads_failed: Counter,
+    epoch: Gauge,
+    /// The per-database handles last built, with the shard names they were built for; rebuilt
+    /// when a reload changes the shards (registering an existing series returns the same atomic,
+    /// so counts carry over).
+    databases: Mutex<HashMap<String, Arc<DbMetrics>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &DURATION_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        describe(&recorder);
+        let m = |r: &PrometheusRecorder, name: &'static str, labels: &[(&str, &str)]| {
+            r.register_counter(&key(name, labels), &META)
+        };
+        Metrics {
+            clients: recorder.register_gauge(&key("shardgate_client_connections", &[]), &META),
+            accepted: m(
+                &recorder,
+                "shardgate_client_connections_accepted_total",
+                &[],
+            ),
+            reloads_ok: m(
+                &recorder,
+                "shardgate_config_reloads_total",
+                &[("result", "ok")],
+            ),
+            reloads_failed: m(
+                &recorder,
+                "shardgate_config_reloads_total",
+                &[("result", "failed")],
+            ),
+            epoch: recorder.register_gauge(&key("shardgate_config_epoch", &[]), &META),
+            handle: recorder.handle(),
+            recorder,
+            databases: Mutex::default(),
+        }
+    }
+
+    /// A client connection was accepted; it counts as connected until the guard is dropped.
+    pub fn client_connected(&self) -> ClientGuard {
+        self.accepted.increment(1);
+        self.clients.increment(1.0);
+        ClientGuard {
+            clients: self.clients.clone(),
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.increment(1);
+        } else {
+            self.reloads_failed.increment(1);
+        }
+    }
+
+    /// The handles of one database with these shards (in the snapshot's order).
+    pub fn database(&self, database: &str, shards: &[Arc<str>]) -> Arc<DbMetrics> {
+        let mut by_name = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = by_name.get(database).filter(|d| d.shard_names == shards) {
+            return db.clone();
+        }
+        let db = Arc::new(DbMetrics::new(&self.recorder, database, shards));
+        by_name.insert(database.to_string(), db.clone());
+        db
+    }
+
+    /// Folds histogram samples into buckets; run every [`UPKEEP_EVERY`].
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text, with the gauges read at scrape time set first.
+    pub fn render(&self, epoch: u64, pools: &[PoolGauges<'_>]) -> String {
+        self.epoch.set(epoch as f64);
+        for p in pools {
+            let labels = [
+                ("database", p.database),
+                ("shard", p.shard),
+                ("role", p.role),
+            ];
+            let set = |name: &'static str, v: u32| {
+                self.recorder
+                    .register_gauge(&key(name, &labels), &META)
+                    .set(f64::from(v))
+            };
+            set("shardgate_pool_size", p.size);
+            set("shardgate_pool_connections", p.open);
+            set("shardgate_pool_in_use", p.in_use);
+            set("shardgate_pool_waiting", p.waiting);
+        }
+        self.handle.render()
+    }
+}
+
+/// One pool's state at scrape time.
+pub struct PoolGauges<'a> {
+    pub database: &'a str,
+    pub shard: &'a str,
+    pub role: &'static str,
+    /// Configured most connections.
+    pub size: u32,
+    /// Connections open to the server.
+    pub open: u32,
+    /// Connections checked out by clients.
+    pub in_use: u32,
+    /// Clients waiting for a connection.
+    pub waiting: u32,
+}
+
+/// Keeps a client counted as connected.
+pub struct ClientGuard {
+    clients: Gauge,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.clients.decrement(1.0);
+    }
+}
+
+/// The handles of one database, indexed by the snapshot's shard order.
+pub struct DbMetrics {
+    shard_names: Vec<Arc<str>>,
+    shards: Vec<ShardMetrics>,
+    single_shard: Counter,
+    multi_shard: Counter,
+    rejected: Counter,
+    rejections: [Counter; Rejection::ALL.len()],
+    parse_failures: Counter,
+    received: Counter,
+    sent: Counter,
+    shadow_multi: [Counter; Spread::ALL.len()],
+    shadow_rejected: [Counter; Rejection::ALL.len()],
+}
+
+struct ShardMetrics {
+    queries: [Counter; Kind::ALL.len()],
+    duration: Histogram,
+    checkout_wait: Histogram,
+    errors: [Counter; BackendError::ALL.len()],
+}
+
+impl DbMetrics {
+    fn new(r: &PrometheusRecorder, db: &str, shard_names: &[Arc<str>]) -> DbMetrics {
+        let counter = |name: &'static str, labels: &[(&str, &str)]| {
+            let mut all = vec![("database", db)];
+            all.extend_from_slice(labels);
+            r.register_counter(&key(name, &all), &META)
+        };
+        let decision = |d| counter("shardgate_routing_decisions_total", &[("decision", d)]);
+        let reason = |x: Rejection| {
+            counter(
+                "shardgate_routing_rejections_total",
+                &[("reason", x.label())],
+            )
+        };
+        let shadow = |outcome, why| {
+            counter(
+                "shardgate_shadow_statements_total",
+                &[("outcome", outcome), ("reason", why)],
+            )
+        };
+        DbMetrics {
+            shards: shard_names
+                .iter()
+                .map(|s| ShardMetrics::new(r, db, s))
+                .collect(),
+            shard_names: shard_names.to_vec(),
+            single_shard: decision("single_shard"),
+            multi_shard: decision("multi_shard"),
+            rejected: decision("rejected"),
+            rejections: Rejection::ALL.map(reason),
+            parse_failures: counter("shardgate_parse_failures_total", &[]),
+            received: counter("shardgate_client_received_bytes_total", &[]),
+            sent: counter("shardgate_client_sent_bytes_total", &[]),
+            shadow_multi: Spread::ALL.map(|s| shadow("multi_shard", s.label())),
+            shadow_rejected: Rejection::ALL.map(|x| shadow("rejected", x.label())),
+        }
+    }
+
+    /// A statement sent to shard `shard` (its index in the snapshot).
+    pub fn query(&self, shard: usize, kind: Kind) {
+        if let Some(s) = self.shards.get(shard) {
+            s.queries[kind as usize].increment(1);
+        }
+    }
+
+    /// How long a statement on `shard` took, from being sent to its last reply.
+    pub fn duration(&self, shard: usize, took: Duration) {
+        if let Some(s) = self.shards.get(shard) {
+            s.duration.record(took.as_secs_f64());
+        }
+    }
+
+    pub fn checkout_wait(&self, shard: usize, took: Duration) {
+        if let Some(s) = self.shards.get(shard) {
+            s.checkout_wait.record(took.as_secs_f64());
+        }
+    }
+
+    pub fn backend_error(&self, shard: usize, error: BackendError) {
+        if let Some(s) = self.shards.get(shard) {
+            s.errors[error as usize].increment(1);
+        }
+    }
+
+    pub fn decision(&self, decision: Decision) {
+        match decision {
+            Decision::SingleShard => self.single_shard.increment(1),
+            Decision::MultiShard => self.multi_shard.increment(1),
+            Decision::Rejected(why) => {
+                self.rejected.increment(1);
+                self.rejections[why as usize].increment(1);
+            }
+        }
+    }
+
+    pub fn parse_failure(&self) {
+        self.parse_failures.increment(1);
+    }
+
+    pub fn shadow(&self, verdict: ShadowVerdict) {
+        match verdict {
+            ShadowVerdict::MultiShard(s) => self.shadow_multi[s as usize].increment(1),
+            ShadowVerdict::Rejected(x) => self.shadow_rejected[x as usize].increment(1),
+        }
+    }
+
+    /// Bytes read from the client.
+    pub fn received(&self, n: usize) {
+        self.received.increment(n as u64);
+    }
+
+    /// Bytes written to the client.
+    pub fn sent(&self, n: usize) {
+        self.sent.increment(n as u64);
+    }
+}
+
+impl ShardMetrics {
+    fn new(r: &PrometheusRecorder, db: &str, shard: &str) -> ShardMetrics {
+        let at = [("database", db), ("shard", shard), ("role", PRIMARY)];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut labels = at.to_vec();
+            labels.push(extra);
+            labels
+        };
+        let query = |k: Kind| {
+            r.register_counter(
+                &key("shardgate_queries_total", &with(("kind", k.label()))),
+                &META,
+            )
+        };
+        let error = |e: BackendError| {
+            let labels = with(("error", e.label()));
+            r.register_counter(&key("shardgate_backend_errors_total", &labels), &META)
+        };
+        ShardMetrics {
+            queries: Kind::ALL.map(query),
+            duration: r.register_histogram(&key("shardgate_query_duration_seconds", &at), &META),
+            checkout_wait: r
+                .register_histogram(&key("shardgate_pool_checkout_wait_seconds", &at), &META),
+            errors: BackendError::ALL.map(error),
+        }
+    }
+}
+
+static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn key(name: &'static str, labels: &[(&str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+/// HELP lines.
+fn describe(r: &PrometheusRecorder) {
+    let counters: [(&'static str, Option<Unit>, &'static str); 11] = [
+        ("shardgate_client_connections_accepted_total", None, "Client connections accepted."),
+        ("shardgate_client_received_bytes_total", Some(Unit::Bytes), "Bytes read from clients after login."),
+        ("shardgate_client_sent_bytes_total", Some(Unit::Bytes), "Bytes written to clients after login."),
+        ("shardgate_queries_total", None, "Statements sent to a shard, by statement kind (a multi-shard statement counts once per shard)."),
+        ("shardgate_routing_decisions_total", None, "Statements routed: to one shard, to several, or rejected."),
+        ("shardgate_routing_rejections_total", None, "Statements rejected by routing, by reason."),
+        ("shardgate_parse_failures_total", None, "Statements the router could not parse."),
+        ("shardgate_shadow_statements_total", None, "routing.mode: shadow: statements that would have needed several shards or been rejected."),
+        ("shardgate_backend_errors_total", None, "Backend connections lost, unreachable servers and pool checkout timeouts."),
+        ("shardgate_config_reloads_total", None, "Config reloads, by result."),
+        ("shardgate_config_epoch", None, "Epoch of the topology snapshot in force."),
+    ];
+    for (name, unit, help) in counters {
+        r.describe_counter(name.into(), unit, help.into());
+    }
+    let gauges = [
+        (
+            "shardgate_client_connections",
+            "Client connections open now.",
+        ),
+        (
+            "shardgate_pool_size",
+            "Configured most server connections of a pool.",
+        ),
+        (
+            "shardgate_pool_connections",
+            "Server connections open in a pool.",
+        ),
+        (
+            "shardgate_pool_in_use",
+            "Server connections of a pool checked out by clients.",
+        ),
+        (
+            "shardgate_pool_waiting",
+            "Clients waiting for a server connection of a pool.",
+        ),
+    ];
+    for (name, help) in gauges {
+        r.describe_gauge(name.into(), None, help.into());
+    }
+    let histograms = [
+        (
+            "shardgate_query_duration_seconds",
+            "Time from sending a statement to a shard to its last reply.",
+        ),
+        (
+            "shardgate_pool_checkout_wait_seconds",
+            "Time a client waited for a server connection.",
+        ),
+    ];
+    for (name, help) in histograms {
+        r.describe_histogram(name.into(), Some(Unit::Seconds), help.into());
+    }
+}
+
+#[cfg(test)]
+mod tests;

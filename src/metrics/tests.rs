@@ -1,0 +1,62 @@
+//! The recorder on its own: separate proxies, buckets, handles across reloads.
+
+use super::*;
+
+#[test]
+fn two_recorders_count_apart() {
+    let (a, b) = (Metrics::new(), Metrics::new());
+    let shards: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    a.database("app", &shards).query(1, Kind::Insert);
+    a.database("app", &shards).query(1, Kind::Insert);
+    b.database("app", &shards).query(1, Kind::Insert);
+    let line =
+        "shardgate_queries_total{database=\"app\",shard=\"s1\",role=\"primary\",kind=\"insert\"}";
+    assert!(a.render(1, &[]).contains(&format!("{line} 2")));
+    assert!(b.render(1, &[]).contains(&format!("{line} 1")));
+}
+
+#[test]
+fn durations_are_a_histogram_with_the_configured_buckets() {
+    let m = Metrics::new();
+    let db = m.database("app", &["s0".into()]);
+    db.duration(0, Duration::from_micros(300));
+    db.duration(0, Duration::from_millis(30));
+    let text = m.render(1, &[]);
+    assert!(
+        text.contains("# TYPE shardgate_query_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("shardgate_query_duration_seconds_bucket{database=\"app\",shard=\"s0\",role=\"primary\",le=\"0.0005\"} 1"), "{text}");
+    assert!(text.contains("shardgate_query_duration_seconds_count{database=\"app\",shard=\"s0\",role=\"primary\"} 2"), "{text}");
+}
+
+#[test]
+fn a_reload_that_keeps_the_shards_keeps_the_handles_and_counts_carry_over() {
+    let m = Metrics::new();
+    let one: Vec<Arc<str>> = vec!["s0".into()];
+    let two: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    let first = m.database("app", &one);
+    assert!(Arc::ptr_eq(&first, &m.database("app", &one)));
+    first.query(0, Kind::Select);
+    m.database("app", &two).query(0, Kind::Select);
+    m.database("app", &two).query(5, Kind::Select); // out of range: ignored
+    assert!(m
+        .render(2, &[])
+        .contains("shard=\"s0\",role=\"primary\",kind=\"select\"} 2"));
+}
+
+#[test]
+fn the_client_gauge_goes_back_down() {
+    let m = Metrics::new();
+    let g = m.client_connected();
+    assert!(m
+        .render(1, &[])
+        .contains("shardgate_client_connections 1\n"));
+    drop(g);
+    let text = m.render(1, &[]);
+    assert!(text.contains("shardgate_client_connections 0\n"), "{text}");
+    assert!(
+        text.contains("shardgate_client_connections_accepted_total 1\n"),
+        "{text}"
+    );
+}

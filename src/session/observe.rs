@@ -1,0 +1,190 @@
+//! What a session records into the proxy's metrics ([`crate::metrics`]): statements per shard and
+//! kind, their duration, routing decisions, backend errors, checkout waits and client bytes.
+//!
+//! The query path pays atomic adds on handles resolved once per session and epoch, two clock
+//! reads per statement, and a push and pop on a queue whose capacity is reused: no allocation,
+//! no lookup by name, no formatting.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::metrics::{BackendError, DbMetrics, Decision, Kind, Metrics};
+use crate::pool::{CheckoutError, Pool, PooledConnection};
+use crate::router::report::{kind_of, shadow_verdict};
+use crate::topology::Database;
+
+/// The session's handles, and its statements on the held backend not yet answered.
+#[derive(Default)]
+pub(super) struct Observer {
+    /// The client's database's handles, and the epoch whose shard order they follow.
+    db: Option<(u64, Arc<DbMetrics>)>,
+    /// Statements sent to the held backend: the ReadyForQuery that ends each (see
+    /// `Replies::readies_asked`), when it was sent, and its shard.
+    inflight: VecDeque<(u64, Instant, usize)>,
+}
+
+impl Observer {
+    /// Follows the snapshot a backend is checked out under, so shard indexes match.
+    pub fn refresh(&mut self, metrics: &Metrics, epoch: u64, db: &Database) {
+        if self.db.as_ref().is_some_and(|(e, _)| *e == epoch) {
+            return;
+        }
+        let names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
+        self.db = Some((epoch, metrics.database(&db.name, &names)));
+    }
+
+    pub fn db(&self) -> Option<&DbMetrics> {
+        self.db.as_ref().map(|(_, db)| &**db)
+    }
+
+    /// Statements whose ReadyForQuery has come (`received` of them so far): their durations.
+    pub fn answered(&mut self, received: u64) {
+        let now = Instant::now();
+        while let Some(&(ready, sent, shard)) = self.inflight.front() {
+            if ready >= received {
+                return;
+            }
+            self.inflight.pop_front();
+            if let Some(db) = self.db() {
+                db.duration(shard, now.saturating_duration_since(sent));
+            }
+        }
+    }
+}
+
+/// Records the duration of a statement run on several shards when it is done.
+pub(super) struct FanTiming {
+    db: Option<Arc<DbMetrics>>,
+    shards: Vec<usize>,
+    started: Instant,
+}
+
+impl Drop for FanTiming {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        for &s in &self.shards {
+            if let Some(db) = &self.db {
+                db.duration(s, took);
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// A simple query (`sql`) is about to go to the held backend.
+    pub(super) fn note_sent(&mut self, sql: &str) {
+        self.note_statement(kind_of(sql));
+    }
+
+    /// The client's named (or unnamed) statement is about to be bound on the held backend.
+    pub(super) fn note_bound(&mut self, statement: &str) {
+        let kind = kind_of(self.statement_sql(statement).unwrap_or(""));
+        self.note_statement(kind);
+    }
+
+    /// Counts a statement on the held backend's shard and starts its clock. It ends at the next
+    /// ReadyForQuery the client is sent (its Query's, or its batch's Sync's).
+    fn note_statement(&mut self, kind: Kind) {
+        let Some(shard) = self.pinned() else { return };
+        if let Some(db) = self.obs.db() {
+            db.query(shard, kind);
+        }
+        let ready = self.replies.readies_asked();
+        self.obs.inflight.push_back((ready, Instant::now(), shard));
+    }
+
+    /// A statement runs on `shards` at once (outside the held backend); counted per shard.
+    pub(super) fn note_fan(&self, shards: &[usize], sql: &str) -> FanTiming {
+        let db = self.obs.db.as_ref().map(|(_, db)| db.clone());
+        if let Some(db) = &db {
+            let kind = kind_of(sql);
+            for &s in shards {
+                db.query(s, kind);
+            }
+        }
+        FanTiming {
+            db,
+            shards: shards.to_vec(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Shadow mode (`routing.mode: shadow`): everything goes to the default shard, and each
+    /// distinct statement that would have needed several shards or been refused is logged once.
+    pub(super) fn shadow(&self, sql: &str) {
+        let Some(router) = self.router.as_ref().filter(|r| r.is_shadow()) else {
+            return;
+        };
+        // Counted per statement; logged once per distinct text (`shadow_report`).
+        let plan = router.plan(sql);
+        if let Some(db) = self.obs.db() {
+            shadow_verdict(&plan).inspect(|&v| db.shadow(v));
+            if matches!(*plan, crate::router::Plan::Unparsed { .. }) {
+                db.parse_failure();
+            }
+        }
+        if let Some(decision) = router.shadow_report(sql) {
+            let shown: String = sql.chars().take(500).collect();
+            tracing::info!(target: "shardgate::shadow", database = %self.info.database, decision = decision.kind(), %decision, sql = %shown, "shadow routing");
+        }
+    }
+
+    pub(super) fn note_decision(&self, decision: Decision) {
+        if let Some(db) = self.obs.db() {
+            db.decision(decision);
+        }
+    }
+
+    /// The backend's replies so far have been handled: time the statements they ended.
+    pub(super) fn note_answered(&mut self) {
+        if !self.obs.inflight.is_empty() {
+            self.obs.answered(self.replies.readies_received());
+        }
+    }
+
+    /// The held backend broke: its statements will get no reply.
+    pub(super) fn note_lost(&mut self, shard: usize) {
+        self.obs.inflight.clear();
+        if let Some(db) = self.obs.db() {
+            db.backend_error(shard, BackendError::ConnectionLost);
+        }
+    }
+
+    /// Checks out a backend of shard `shard` (its index), timing the wait and counting failures.
+    pub(super) async fn timed_checkout(
+        &self,
+        shard: usize,
+        pool: &Pool,
+    ) -> Result<PooledConnection, CheckoutError> {
+        let started = Instant::now();
+        let result = pool.checkout().await;
+        if let Some(db) = self.obs.db() {
+            match &result {
+                Ok(_) => db.checkout_wait(shard, started.elapsed()),
+                Err(CheckoutError::Exhausted { .. }) => {
+                    db.backend_error(shard, BackendError::PoolTimeout)
+                }
+                Err(CheckoutError::Unreachable { .. }) => {
+                    db.backend_error(shard, BackendError::Unreachable)
+                }
+            }
+        }
+        result
+    }
+
+    pub(super) fn note_received(&self, n: usize) {
+        if let Some(db) = self.obs.db() {
+            db.received(n);
+        }
+    }
+
+    pub(super) fn note_sent_bytes(&self, n: usize) {
+        if let Some(db) = self.obs.db() {
+            db.sent(n);
+        }
+    }
+}
