@@ -41,17 +41,8 @@ impl Pair {
         })
         .await
         .expect("cluster setup");
-        let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
-        let yaml = format!(
-            "listen: 127.0.0.1:0\n\
-             admin: {{ listen: 127.0.0.1:0, token: {TOKEN} }}\n\
-             users: [{{ name: {USER}, password: {PASSWORD} }}]\n\
-             health: {{ interval_ms: 100, timeout_ms: 1000, failures_to_ban: 2 }}\n\
-             databases:\n  app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [\"{}\"] }}\n",
-            url(&primary),
-            url(&replica)
-        );
-        let config = Config::parse_with_env(&yaml, &|_| None).expect("valid test config");
+        let config = Config::parse_with_env(&yaml(&primary, Some(&replica)), &|_| None)
+            .expect("valid test config");
         let proxy = Proxy::start(config).await.expect("start proxy");
         Pair {
             proxy,
@@ -59,6 +50,24 @@ impl Pair {
             primary,
             _dir: dir,
         }
+    }
+
+    /// Reloads from a file that names the replica or not.
+    fn reload(&self, with_replica: bool) {
+        let path = self._dir.path().join("shardgate.yaml");
+        let replica = with_replica.then_some(&self.replica);
+        std::fs::write(&path, yaml(&self.primary, replica)).expect("write config");
+        self.proxy.reload_from(&path).expect("reload");
+    }
+
+    /// The health checker's connections open on `server`, as `pg_stat_activity` lists them:
+    /// (count, smallest backend pid).
+    fn checker_connections(server: &Cluster) -> (u32, Option<i32>) {
+        let sql = "SELECT count(*), min(pid) FROM pg_stat_activity \
+                   WHERE application_name = 'shardgate-health'";
+        let out = server.psql("app", sql).expect("pg_stat_activity");
+        let (count, pid) = out.split_once('|').expect("two columns");
+        (count.parse().unwrap(), pid.parse().ok())
     }
 
     /// The shard as the latest round of checks saw it.
@@ -92,6 +101,22 @@ impl Pair {
             .expect("servers")
             .clone()
     }
+}
+
+/// The proxy's config for `primary` and, when given, `replica` as s0's servers.
+fn yaml(primary: &Cluster, replica: Option<&Cluster>) -> String {
+    let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
+    let replicas = replica
+        .map(|r| format!("\"{}\"", url(r)))
+        .unwrap_or_default();
+    format!(
+        "listen: 127.0.0.1:0\n\
+         admin: {{ listen: 127.0.0.1:0, token: {TOKEN} }}\n\
+         users: [{{ name: {USER}, password: {PASSWORD} }}]\n\
+         health: {{ interval_ms: 100, timeout_ms: 1000, failures_to_ban: 2 }}\n\
+         databases:\n  app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [{replicas}] }}\n",
+        url(primary)
+    )
 }
 
 fn up_as(server: &ServerHealth, role: Role) -> bool {
@@ -252,4 +277,60 @@ async fn the_writable_primary_follows_a_promotion() {
     assert_eq!(shard["servers"][1]["observed_role"], "primary");
     assert_eq!(shard["servers"][1]["role_mismatch"], true);
     pair.proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_server_following_reloads_closed_at_shutdown() {
+    let pair = Pair::start().await;
+    let both = |s: &ShardHealth| {
+        s.servers.len() == 2
+            && up_as(&s.servers[0], Role::Primary)
+            && up_as(&s.servers[1], Role::Replica)
+    };
+    pair.until("both servers up", both).await;
+    let first = Pair::checker_connections(&pair.primary);
+    assert_eq!(first.0, 1, "one control connection per server");
+    // Several rounds later: still that one connection, no login per check.
+    let start = pair.proxy.health().report().round;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pair.proxy.health().report().round < start + 5 {
+        assert!(Instant::now() < deadline, "the checks stopped running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(Pair::checker_connections(&pair.primary), first);
+    assert_eq!(Pair::checker_connections(&pair.replica).0, 1);
+
+    // A reload that drops the replica drops its connection; one that adds it back checks it.
+    pair.reload(false);
+    pair.until("the replica gone from the report", |s| s.servers.len() == 1)
+        .await;
+    eventually(
+        || Pair::checker_connections(&pair.replica).0 == 0,
+        "replica connection closed",
+    )
+    .await;
+    assert_eq!(
+        Pair::checker_connections(&pair.primary),
+        first,
+        "kept over the reload"
+    );
+    pair.reload(true);
+    pair.until("the replica back and up", both).await;
+
+    let (primary, replica) = (&pair.primary, &pair.replica);
+    pair.proxy.shutdown().await;
+    eventually(
+        || Pair::checker_connections(primary).0 + Pair::checker_connections(replica).0 == 0,
+        "every control connection closed at shutdown",
+    )
+    .await;
+}
+
+/// Polls a blocking check until it holds, for up to 20 s.
+async fn eventually(ok: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
