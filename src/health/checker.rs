@@ -355,3 +355,108 @@ fn log_primary(database: &str, shard: &str, primary: Option<&ServerKey>) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(s0: &str) -> Config {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nusers: [{{ name: a, password: b }}]\n\
+             databases:\n  app:\n    shards:\n      s0: {s0}\n"
+        );
+        Config::parse_with_env(&yaml, &|_| None).expect("valid config")
+    }
+
+    const PAIR: &str = "{ primary: \"postgres://u:p@10.0.0.1:5432/app\", \
+                        replicas: [\"postgres://u:p@10.0.0.2:5432/app\"] }";
+
+    fn observed(role: Role, lsn: u64, since_last_replay_ms: Option<u64>) -> Observation {
+        Observation {
+            role,
+            lsn: Some(Lsn(lsn)),
+            receive_lsn: None,
+            since_last_replay_ms,
+        }
+    }
+
+    /// Records one outcome per server of s0, in config order, and builds the shard's health.
+    fn round(
+        checker: &mut Checker,
+        config: &Config,
+        outcomes: Vec<Result<Observation, String>>,
+    ) -> ShardHealth {
+        let plan = checker.follow(config);
+        for (key, outcome) in plan[0].servers.iter().zip(outcomes) {
+            let server = checker.servers.get_mut(key).unwrap();
+            server.tracker.record(outcome, SystemTime::now(), 1);
+        }
+        checker.shard_health(&plan[0])
+    }
+
+    #[test]
+    fn lag_is_against_the_current_primary_of_the_same_round() {
+        let (mut checker, config) = (Checker::default(), config(PAIR));
+        let shard = round(
+            &mut checker,
+            &config,
+            vec![
+                Ok(observed(Role::Primary, 1000, None)),
+                Ok(observed(Role::Replica, 400, Some(70))),
+            ],
+        );
+        assert_eq!(shard.current_primary(), Some(0));
+        assert_eq!(shard.servers[0].lag, None, "a primary has no lag");
+        assert_eq!(
+            shard.servers[1].lag,
+            Some(state::Lag { bytes: 600, ms: 70 })
+        );
+        assert!(
+            shard.servers[1].is_usable_for_reads(70) && !shard.servers[1].is_usable_for_reads(69)
+        );
+
+        // The primary down: no primary, and a lag that cannot be measured is no lag of 0.
+        let shard = round(
+            &mut checker,
+            &config,
+            vec![
+                Err("refused".into()),
+                Ok(observed(Role::Replica, 400, Some(90))),
+            ],
+        );
+        assert_eq!(shard.current_primary(), None);
+        assert_eq!(shard.servers[1].lag, None);
+        assert!(!shard.servers[1].is_usable_for_reads(u64::MAX));
+
+        // Promoted: the replica is the primary, flagged as not what the config says.
+        let shard = round(
+            &mut checker,
+            &config,
+            vec![
+                Err("refused".into()),
+                Ok(observed(Role::Primary, 500, None)),
+            ],
+        );
+        assert_eq!(shard.current_primary(), Some(1));
+        assert!(shard.servers[1].role_mismatch() && !shard.servers[0].role_mismatch());
+    }
+
+    #[test]
+    fn a_reload_drops_the_servers_it_no_longer_names() {
+        let mut checker = Checker::default();
+        let plan = checker.follow(&config(PAIR));
+        assert_eq!(plan[0].servers.len(), 2);
+        assert_eq!(checker.servers.len(), 2);
+        let alone = config("{ primary: \"postgres://u:p@10.0.0.1:5432/app\" }");
+        let plan = checker.follow(&alone);
+        assert_eq!(plan[0].servers.len(), 1);
+        assert_eq!(checker.servers.len(), 1);
+        assert_eq!(plan[0].servers[0].to_string(), "u@10.0.0.1:5432/app");
+        // A new password is a new URL for the same server: same state, fresh connection.
+        let changed = config("{ primary: \"postgres://u:q@10.0.0.1:5432/app\" }");
+        checker.follow(&changed);
+        let server = &checker.servers[&plan[0].servers[0]];
+        assert_eq!(server.url, "postgres://u:q@10.0.0.1:5432/app");
+        assert!(server.client.is_none());
+    }
+}
