@@ -16,6 +16,10 @@
 //! - [`merge`]: combining the results of a read sent to every shard. [`merge::value`] is its pure
 //!   value layer: PostgreSQL's ordering and aggregate merging over raw column bytes.
 //!
+//! - [`health`]: background checks of every server over its own control connection: up or
+//!   banned (and why), the role each server reports (so a failover is followed), and replica lag
+//!   in bytes and time. It observes only; the router and the admin API read its reports.
+//!
 //! - [`twophase`]: two-phase commit of transactions that wrote on several shards, and recovery of
 //!   the ones a crash left in doubt (the control database is the coordinator's log).
 //!
@@ -31,6 +35,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod merge;
 pub mod metrics;
 pub mod pool;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::health::Monitor;
 use crate::server::{self, tls::TlsError, State};
 use crate::session::{Registry, Shared};
 use crate::topology::{ReloadError, Snapshot, Store, TopologyError};
@@ -36,6 +37,7 @@ pub struct Proxy {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     store: Arc<Store>,
+    health: Arc<Monitor>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,6 +90,12 @@ impl Proxy {
         store.read_columns(None).await;
         let shutdown = CancellationToken::new();
         let coordinator = start_coordinator(&store, &shutdown).await?;
+        let health = Arc::new(Monitor::new());
+        tokio::spawn(crate::health::run(
+            store.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
         let shared = Arc::new(Shared {
             routers: Default::default(),
             store: store.clone(),
@@ -96,7 +104,7 @@ impl Proxy {
             coordinator,
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
-        let admin = crate::admin::Admin::new(store.clone(), path);
+        let admin = crate::admin::Admin::new(store.clone(), health.clone(), path);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             Arc::new(admin),
@@ -109,6 +117,7 @@ impl Proxy {
             addr,
             admin_addr,
             store,
+            health,
             shutdown,
             task,
         })
@@ -120,6 +129,12 @@ impl Proxy {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The background health checks' latest report: servers up or banned, their roles, replica
+    /// lag, each shard's writable primary.
+    pub fn health(&self) -> &Arc<Monitor> {
+        &self.health
     }
 
     /// Re-reads the config file and swaps in the new snapshot; on any error the old one stays.

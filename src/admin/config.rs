@@ -44,6 +44,11 @@ pub fn show(snapshot: &Snapshot) -> Reply {
             "shutdown_timeout_ms": p.shutdown_timeout_ms,
             "max_message_bytes": p.max_message_bytes,
         },
+        "health": {
+            "interval_ms": c.health.interval_ms,
+            "timeout_ms": c.health.timeout_ms,
+            "failures_to_ban": c.health.failures_to_ban,
+        },
         "control": c.control,
         "databases": databases,
     }))

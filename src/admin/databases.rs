@@ -1,22 +1,26 @@
-//! `GET /v1/databases` (servers, roles, pool use) and `GET /v1/databases/{db}/shard-map`.
+//! `GET /v1/databases` (servers, roles, health, replica lag, pool use) and
+//! `GET /v1/databases/{db}/shard-map`.
 //!
-//! Both read one snapshot, so what they show belongs to one epoch. Servers are shown as
-//! host:port, user and database: never a password.
+//! Both read one snapshot, so what they show belongs to one epoch; health comes from the latest
+//! round of background checks, matched to the snapshot's servers by address, user and database.
+//! Servers are shown as host:port, user and database: never a password.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
 use super::json::{ok, ApiError, Reply};
 use crate::config::serde_yaml_value::Scalar;
 use crate::config::{DatabaseConfig, MapEntry, ShardingFunction};
+use crate::health::{Report, ServerHealth, ServerKey, ServerState, ShardHealth};
 use crate::pool::Pool;
 use crate::topology::Snapshot;
 
-/// Every database with its shards, their servers and pools.
+/// Every database with its shards, their servers, health and pools.
 ///
-/// Health is `"unknown"`: nothing probes the servers in the background yet (`GET /ready`
-/// checks the primaries on demand), and replica lag is not measured, so neither is invented.
-/// The last connect error a pool saw is shown when there was one.
-pub fn list(snapshot: &Snapshot) -> Reply {
+/// A server the checks have not reached yet (just started, or just added by a reload) shows
+/// `"health": "unknown"`. The last connect error a pool saw is shown when there was one.
+pub fn list(snapshot: &Snapshot, report: &Report) -> Reply {
     let mut names: Vec<&String> = snapshot.databases.keys().collect();
     names.sort();
     let databases: Vec<Value> = names
@@ -27,10 +31,16 @@ pub fn list(snapshot: &Snapshot) -> Reply {
                 .shards
                 .iter()
                 .map(|shard| {
-                    let servers: Vec<Value> = std::iter::once(server(&shard.primary, "primary"))
-                        .chain(shard.replicas.iter().map(|r| server(r, "replica")))
+                    let health = report.shard(name, &shard.name);
+                    let servers: Vec<Value> = std::iter::once((&shard.primary, "primary"))
+                        .chain(shard.replicas.iter().map(|r| (r, "replica")))
+                        .map(|(pool, role)| server(pool, role, health))
                         .collect();
-                    json!({ "name": &*shard.name, "servers": servers })
+                    json!({
+                        "name": &*shard.name,
+                        "current_primary": current_primary(health),
+                        "servers": servers,
+                    })
                 })
                 .collect();
             let default_shard = db.default_shard.map(|i| &*db.shards[i].name);
@@ -42,11 +52,30 @@ pub fn list(snapshot: &Snapshot) -> Reply {
             })
         })
         .collect();
-    ok(json!({ "epoch": snapshot.epoch, "databases": databases }))
+    ok(json!({
+        "epoch": snapshot.epoch,
+        "health_round": report.round,
+        "databases": databases,
+    }))
 }
 
-fn server(pool: &Pool, role: &str) -> Value {
+/// The address of the server that takes writes now, as the checks found it.
+fn current_primary(health: Option<&ShardHealth>) -> Value {
+    let Some(health) = health else {
+        return Value::Null;
+    };
+    match health.current_primary() {
+        Some(i) => {
+            let key = &health.servers[i].key;
+            json!(format!("{}:{}", key.host, key.port))
+        }
+        None => Value::Null,
+    }
+}
+
+fn server(pool: &Pool, role: &str, shard: Option<&ShardHealth>) -> Value {
     let t = pool.target();
+    let health = shard.and_then(|s| s.server(&ServerKey::of(t)));
     let usage = pool.usage();
     let last_error = usage
         .last_connect_error
@@ -56,7 +85,12 @@ fn server(pool: &Pool, role: &str) -> Value {
         "address": format!("{}:{}", t.host, t.port),
         "user": t.user,
         "database": t.database,
-        "health": "unknown",
+        "health": health.map_or("unknown", |h| h.state.name()),
+        "observed_role": health.and_then(|h| h.observed_role()).map(|r| r.name()),
+        "role_mismatch": health.is_some_and(|h| h.role_mismatch()),
+        "lsn": health.and_then(|h| h.lsn()).map(|l| l.to_string()),
+        "ban": health.and_then(ban),
+        "lag": health.and_then(|h| h.lag).map(|l| json!({ "bytes": l.bytes, "ms": l.ms })),
         "pool": {
             "size": usage.size,
             "open": usage.open,
@@ -65,6 +99,30 @@ fn server(pool: &Pool, role: &str) -> Value {
         },
         "last_connect_error": last_error,
     })
+}
+
+/// Why and since when a banned server is out of rotation.
+fn ban(health: &ServerHealth) -> Option<Value> {
+    let ServerState::Banned {
+        reason,
+        since,
+        failures,
+    } = &health.state
+    else {
+        return None;
+    };
+    let unix_ms = since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let for_ms = SystemTime::now()
+        .duration_since(*since)
+        .map_or(0, |d| d.as_millis() as u64);
+    Some(json!({
+        "reason": &**reason,
+        "since_unix_ms": unix_ms,
+        "for_ms": for_ms,
+        "failures": failures,
+    }))
 }
 
 /// The shard map of one database as the running snapshot has it, with the epoch.

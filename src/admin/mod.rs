@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Monitor;
 use crate::router::Routers;
 use crate::topology::Store;
 use json::{ApiError, Reply};
@@ -36,6 +37,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the handlers share. Lives as long as the server.
 pub struct Admin {
     store: Arc<Store>,
+    /// The background health checks' reports, shown by `GET /v1/databases`.
+    health: Arc<Monitor>,
     /// The admin API's own routers (plan caches), rebuilt per epoch like the sessions' ones.
     routers: Routers,
     /// The file `POST /v1/config/reload` re-reads; `None` when the proxy was started from a
@@ -44,9 +47,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(store: Arc<Store>, config_path: Option<PathBuf>) -> Admin {
+    pub fn new(store: Arc<Store>, health: Arc<Monitor>, config_path: Option<PathBuf>) -> Admin {
         Admin {
             store,
+            health,
             routers: Routers::default(),
             config_path,
         }
@@ -171,7 +175,7 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
         Endpoint::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
         Endpoint::Ready => Ok(ready(&admin.store).await),
         Endpoint::Metrics => Ok(json::prometheus(admin.store.render_metrics())),
-        Endpoint::Databases => Ok(databases::list(&admin.store.load())),
+        Endpoint::Databases => Ok(databases::list(&admin.store.load(), &admin.health.report())),
         Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
         Endpoint::Config => Ok(config::show(&admin.store.load())),
         Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),

@@ -38,6 +38,8 @@ pub struct Config {
     pub pool: PoolConfig,
     #[serde(default)]
     pub control: Option<String>,
+    #[serde(default)]
+    pub health: HealthConfig,
     pub databases: BTreeMap<String, DatabaseConfig>,
 }
 
@@ -149,6 +151,42 @@ fn default_shutdown_timeout_ms() -> u64 {
 }
 fn default_max_message_bytes() -> usize {
     64 * 1024 * 1024
+}
+
+/// `health:`: how every server (primaries and replicas) is checked in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time between two rounds of checks.
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// How long one check (connecting, when needed, and the query) may take before it fails.
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks before a server is banned. Two by default, so one lost packet
+    /// or one slow answer does not move every read to the primary.
+    #[serde(default = "default_failures_to_ban")]
+    pub failures_to_ban: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: default_health_interval_ms(),
+            timeout_ms: default_health_timeout_ms(),
+            failures_to_ban: default_failures_to_ban(),
+        }
+    }
+}
+
+fn default_health_interval_ms() -> u64 {
+    1000
+}
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+fn default_failures_to_ban() -> u32 {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]

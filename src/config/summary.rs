@@ -53,6 +53,12 @@ impl Config {
             "pool: mode {mode}, size {}, checkout timeout {} ms, max clients {}, connect timeout {} ms",
             p.size, p.checkout_timeout_ms, p.max_clients, p.connect_timeout_ms
         )?;
+        let h = &self.health;
+        writeln!(
+            out,
+            "health: checks every {} ms, timeout {} ms, banned after {} failed checks",
+            h.interval_ms, h.timeout_ms, h.failures_to_ban
+        )?;
         match &self.control {
             Some(url) => writeln!(out, "control: {}", redact_url(url))?,
             None => writeln!(out, "control: none (resharding unavailable)")?,

@@ -285,6 +285,7 @@ admin: 127.0.0.1:6480 (token set)
 tls: on (cert certs/server.crt, key certs/server.key)
 users: app (scram-sha-256)
 pool: mode transaction, size 20, checkout timeout 3000 ms, max clients 10000, connect timeout 5000 ms
+health: checks every 1000 ms, timeout 1000 ms, banned after 2 failed checks
 control: postgres://shardgate:***@127.0.0.1:5432/shardgate
 
 database app:
@@ -333,5 +334,41 @@ fn unquoted_variable_in_flow_mapping_gets_a_hint() {
         error(&text),
         "(document): invalid YAML: while parsing a flow mapping, did not find expected ',' or '}' \
          (inside `{ }` or `[ ]`, quote values that use a variable: \"${VAR}\") (line 3, column 29)"
+    );
+}
+
+#[test]
+fn health_has_defaults_and_checks_its_values() {
+    let config = parse(TWO_SHARDS).expect("valid");
+    assert_eq!(config.health, HealthConfig::default());
+    assert_eq!(
+        (
+            config.health.interval_ms,
+            config.health.timeout_ms,
+            config.health.failures_to_ban
+        ),
+        (1000, 1000, 2)
+    );
+    let custom = with("databases:\n", "health: { interval_ms: 200 }\ndatabases:\n");
+    let config = parse(&custom).expect("valid");
+    assert_eq!(config.health.interval_ms, 200);
+    assert_eq!(
+        config.health.failures_to_ban, 2,
+        "unset keys keep their default"
+    );
+    let zero = with(
+        "databases:\n",
+        "health: { interval_ms: 0, failures_to_ban: 0 }\ndatabases:\n",
+    );
+    assert_eq!(
+        error(&zero),
+        "health.interval_ms: must be at least 1 (got 0) (line 4, column 24)\n\
+         health.failures_to_ban: must be at least 1 (got 0) (line 4, column 44)"
+    );
+    let typo = with("databases:\n", "health: { interval: 200 }\ndatabases:\n");
+    assert_eq!(
+        error(&typo),
+        "health.interval: unknown key `interval` (expected one of: interval_ms, timeout_ms, \
+         failures_to_ban) (line 4, column 11)"
     );
 }

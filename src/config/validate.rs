@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::target::parse_backend_url;
 use super::tree::{child_path, index_path};
-use super::{shardmap, AuthMethod, Config, ConfigIssue, DatabaseConfig, PoolConfig, UserConfig};
+use super::{
+    shardmap, AuthMethod, Config, ConfigIssue, DatabaseConfig, HealthConfig, PoolConfig, UserConfig,
+};
 
 /// Problems found, in the order of the file.
 pub(crate) struct Issues(pub Vec<ConfigIssue>);
@@ -26,6 +28,7 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     }
     users(&config.users, &mut issues);
     pool(&config.pool, &mut issues);
+    health(&config.health, &mut issues);
     if let Some(url) = &config.control {
         if let Err(problem) = parse_backend_url(url) {
             issues.push("control", problem);
@@ -78,6 +81,19 @@ fn pool(pool: &PoolConfig, issues: &mut Issues) {
         ("pool.max_clients", pool.max_clients as u64),
         ("pool.connect_timeout_ms", pool.connect_timeout_ms),
         ("pool.max_message_bytes", pool.max_message_bytes as u64),
+    ];
+    for (path, value) in at_least_one {
+        if value < 1 {
+            issues.push(path, format!("must be at least 1 (got {value})"));
+        }
+    }
+}
+
+fn health(health: &HealthConfig, issues: &mut Issues) {
+    let at_least_one = [
+        ("health.interval_ms", health.interval_ms),
+        ("health.timeout_ms", health.timeout_ms),
+        ("health.failures_to_ban", u64::from(health.failures_to_ban)),
     ];
     for (path, value) in at_least_one {
         if value < 1 {

@@ -12,16 +12,16 @@ use crate::harness::{eventually_async, Env, PASSWORD};
 use crate::shards::{Shards, ShardsOptions};
 use std::time::Duration;
 
-const TOKEN: &str = "tok-8c1f2e9a";
+pub(crate) const TOKEN: &str = "tok-8c1f2e9a";
 
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub status: u16,
     headers: HeaderMap,
     text: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 }
@@ -58,12 +58,49 @@ async fn call(
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Answer {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {
     call(addr, Method::GET, path, Some(TOKEN), "").await
 }
 
 async fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
     call(addr, Method::POST, path, Some(TOKEN), body).await
+}
+
+/// `GET /v1/databases` once a round of health checks has found every server up, with the
+/// parts that change from round to round (the round number, each server's WAL position)
+/// checked for their form and replaced, so the rest can be compared exactly.
+pub(crate) async fn databases_once_checked(admin: SocketAddr) -> Value {
+    let all_up = |dbs: &Value| {
+        dbs["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|db| db["shards"].as_array().unwrap())
+            .flat_map(|shard| shard["servers"].as_array().unwrap())
+            .all(|server| server["health"] == "up")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut dbs = get(admin, "/v1/databases").await.json();
+    while !all_up(&dbs) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "servers not all up: {dbs:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dbs = get(admin, "/v1/databases").await.json();
+    }
+    let object = dbs.as_object_mut().unwrap();
+    assert!(object.remove("health_round").unwrap().as_u64().unwrap() >= 1);
+    for db in object["databases"].as_array_mut().unwrap() {
+        for shard in db["shards"].as_array_mut().unwrap() {
+            for server in shard["servers"].as_array_mut().unwrap() {
+                let lsn = server["lsn"].as_str().unwrap_or_default();
+                assert!(lsn.contains('/'), "a WAL position, not {lsn:?}");
+                server["lsn"] = json!("(checked below)");
+            }
+        }
+    }
+    dbs
 }
 
 async fn shop() -> Shards {
@@ -132,13 +169,20 @@ async fn databases_and_shard_map_show_the_topology() {
             "address": format!("127.0.0.1:{port}"),
             "user": "app",
             "database": db,
-            "health": "unknown",
+            "health": "up",
+            "observed_role": "primary",
+            "role_mismatch": false,
+            "lsn": "(checked below)",
+            "ban": null,
+            "lag": null,
+            // The health checks use their own connections, never the pool's.
             "pool": { "size": 2, "open": 0, "idle": 0, "in_use": 0 },
             "last_connect_error": null,
         })
     };
+    let primary = json!(format!("127.0.0.1:{port}"));
     assert_eq!(
-        get(admin, "/v1/databases").await.json(),
+        databases_once_checked(admin).await,
         json!({
             "epoch": 1,
             "databases": [{
@@ -146,8 +190,8 @@ async fn databases_and_shard_map_show_the_topology() {
                 "sharded": true,
                 "default_shard": "s0",
                 "shards": [
-                    { "name": "s0", "servers": [server("app_s0")] },
-                    { "name": "s1", "servers": [server("app_s1")] },
+                    { "name": "s0", "current_primary": primary, "servers": [server("app_s0")] },
+                    { "name": "s1", "current_primary": primary, "servers": [server("app_s1")] },
                 ],
             }],
         })

@@ -11,6 +11,7 @@ mod everywhere;
 mod faults;
 mod harness;
 mod hash;
+mod health;
 mod metrics;
 mod pipelined;
 mod programs;

@@ -1,0 +1,175 @@
+//! Background health checks of every server (each shard's primary and replicas): whether it
+//! answers, what it is now (`pg_is_in_recovery()`), how far its WAL is, and each replica's lag
+//! behind the shard's primary.
+//!
+//! One task ([`run`]) checks every server once per `health.interval_ms`, over one long-lived
+//! control connection per server (its own, never the pool's: a busy pool never bans a server),
+//! and publishes a [`Report`] for the round. Readers (the admin API now, the router next, the
+//! metrics later) take the latest report with [`Monitor::report`]: one atomic load, no lock.
+//!
+//! This module observes; it routes nothing. The router will ask [`ShardHealth::current_primary`]
+//! where writes go and [`ServerHealth::is_usable_for_reads`] which replicas may take reads.
+
+mod checker;
+mod lsn;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use checker::run;
+pub use lsn::Lsn;
+pub use state::{Kind, Lag, Observation, Role, ServerState};
+
+use crate::backend::Target;
+
+/// A server as the checker knows it: where it is and whom it logs in as, never the password.
+/// The same server named by two shards (or two databases) is checked once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+}
+
+impl ServerKey {
+    pub fn of(target: &Target) -> ServerKey {
+        ServerKey {
+            host: target.host.clone(),
+            port: target.port,
+            user: target.user.clone(),
+            database: target.database.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+/// One server of one shard in one round.
+#[derive(Debug, Clone)]
+pub struct ServerHealth {
+    pub key: ServerKey,
+    /// What the config says it is: the shard's `primary`, or one of its `replicas`.
+    pub configured: Role,
+    pub state: ServerState,
+    /// A replica's lag behind the shard's current primary, both read in the same round; `None`
+    /// for a primary, or when either position is unknown (no primary up, nothing replayed yet).
+    pub lag: Option<Lag>,
+}
+
+impl ServerHealth {
+    /// What the server said it is at its last check; `None` unless up.
+    pub fn observed_role(&self) -> Option<Role> {
+        self.state.observed().map(|o| o.role)
+    }
+
+    /// The config calls it a primary and it is in recovery, or a replica and it is not (it was
+    /// promoted).
+    pub fn role_mismatch(&self) -> bool {
+        self.observed_role().is_some_and(|r| r != self.configured)
+    }
+
+    /// Up, in recovery, and at most `max_lag_ms` behind its primary. A replica whose lag cannot
+    /// be measured (its primary is down) is not usable: staleness that cannot be bounded is
+    /// refused, the router falls back to the primary.
+    pub fn is_usable_for_reads(&self, max_lag_ms: u64) -> bool {
+        self.observed_role() == Some(Role::Replica) && self.lag.is_some_and(|l| l.ms <= max_lag_ms)
+    }
+
+    /// How far a replica has applied WAL (a primary: how far it has written), at the last check.
+    pub fn lsn(&self) -> Option<Lsn> {
+        self.state.observed().and_then(|o| o.lsn)
+    }
+}
+
+/// One shard in one round: its servers in config order (index 0 is the configured primary,
+/// index `1 + i` is `replicas[i]`) and which of them takes writes now.
+#[derive(Debug, Clone)]
+pub struct ShardHealth {
+    pub servers: Vec<ServerHealth>,
+    primary: Option<usize>,
+}
+
+impl ShardHealth {
+    /// The index in `servers` of the writable primary now: the configured one until a failover,
+    /// then the promoted replica. `None` when no server is up and out of recovery: writes must
+    /// fail cleanly then, never go to a server in recovery.
+    pub fn current_primary(&self) -> Option<usize> {
+        self.primary
+    }
+
+    /// The index of `key` in `servers`. Match servers by key, not by position, when comparing
+    /// with a snapshot: the report may be a round behind a reload.
+    pub fn position(&self, key: &ServerKey) -> Option<usize> {
+        self.servers.iter().position(|s| &s.key == key)
+    }
+
+    pub fn server(&self, key: &ServerKey) -> Option<&ServerHealth> {
+        self.position(key).map(|i| &self.servers[i])
+    }
+
+    /// The indexes of the servers that may take reads at `max_lag_ms`, primary excluded.
+    pub fn usable_replicas(&self, max_lag_ms: u64) -> impl Iterator<Item = usize> + '_ {
+        (0..self.servers.len()).filter(move |&i| self.servers[i].is_usable_for_reads(max_lag_ms))
+    }
+}
+
+/// Everything one round of checks found. Published whole, so a reader never mixes two rounds.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// 0 before the first round has finished; then one per round.
+    pub round: u64,
+    /// Per database, per shard name.
+    databases: HashMap<String, HashMap<String, ShardHealth>>,
+}
+
+impl Report {
+    pub fn shard(&self, database: &str, shard: &str) -> Option<&ShardHealth> {
+        self.databases.get(database)?.get(shard)
+    }
+
+    /// Every server as `(database, shard, server)`: the hook for health and lag metrics.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &str, &ServerHealth)> {
+        self.databases.iter().flat_map(|(db, shards)| {
+            shards.iter().flat_map(move |(shard, health)| {
+                health
+                    .servers
+                    .iter()
+                    .map(move |s| (db.as_str(), shard.as_str(), s))
+            })
+        })
+    }
+}
+
+/// The latest report, shared by the checker (the one writer) and every reader.
+#[derive(Default)]
+pub struct Monitor {
+    report: ArcSwap<Report>,
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        Monitor::default()
+    }
+
+    /// The latest round's report; an empty one (round 0) before the first round ends.
+    pub fn report(&self) -> Arc<Report> {
+        self.report.load_full()
+    }
+
+    fn publish(&self, report: Report) {
+        self.report.store(Arc::new(report));
+    }
+}
