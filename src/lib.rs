@@ -19,7 +19,8 @@
 //! - [`twophase`]: two-phase commit of transactions that wrote on several shards, and recovery of
 //!   the ones a crash left in doubt (the control database is the coordinator's log).
 //!
-//! Side systems: [`admin`] (the HTTP API), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
+//! Side systems: [`admin`] (the HTTP API), [`hotspots`] (hot keys, buckets and shard skew for
+//! `GET /v1/hotspots`; fed by the session, bounded memory), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
 //! tests), [`demo`] (`shardgate demo`).
 //!
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod hotspots;
 pub mod merge;
 pub mod pool;
 pub mod protocol;
