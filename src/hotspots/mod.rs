@@ -73,6 +73,11 @@ impl Default for Settings {
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
+/// A sketch and its lock alone on their cache lines, so threads taking neighbouring stripes do
+/// not contend.
+#[repr(align(128))]
+struct Stripe(Mutex<SpaceSaving>);
+
 /// The counters of one window.
 struct Generation {
     /// When it became current, in ms since [`Hotspots::clock`].
@@ -81,7 +86,7 @@ struct Generation {
     /// Queries of each shard not counted by a bucket.
     shards: Box<[Padded]>,
     /// `tables × stripes` sketches; table `t`'s are `t * stripes ..`.
-    sketches: Box<[Mutex<SpaceSaving>]>,
+    sketches: Box<[Stripe]>,
 }
 
 impl Generation {
@@ -92,7 +97,7 @@ impl Generation {
             buckets: layout.owner.iter().map(|_| AtomicU64::new(0)).collect(),
             shards: layout.shards.iter().map(|_| Padded::default()).collect(),
             sketches: (0..sketches)
-                .map(|_| Mutex::new(SpaceSaving::new(settings.capacity)))
+                .map(|_| Stripe(Mutex::new(SpaceSaving::new(settings.capacity))))
                 .collect(),
         }
     }
@@ -102,7 +107,7 @@ impl Generation {
     fn clear(&self, now_ms: u64) {
         self.buckets.iter().for_each(|c| c.store(0, Relaxed));
         self.shards.iter().for_each(|c| c.0.store(0, Relaxed));
-        self.sketches.iter().for_each(|s| lock(s).clear());
+        self.sketches.iter().for_each(|s| lock(&s.0).clear());
         self.started_ms.store(now_ms, Relaxed);
     }
 }
@@ -186,7 +191,7 @@ impl Hotspots {
         let Some(t) = self.layout.table_index(table) else {
             return;
         };
-        let mut buf = [0u8; KEY_BYTES + 3];
+        let mut buf = [0u8; sketch::SLOT_BYTES];
         let shown = shown_key(key, &mut buf);
         let stripes = self.settings.stripes;
         let first = mixed as usize % stripes;
@@ -295,7 +300,7 @@ impl Hotspots {
             let mut merged = SpaceSaving::new(self.settings.capacity);
             for g in &self.generations {
                 for s in &g.sketches[t * stripes..(t + 1) * stripes] {
-                    merged.merge(&lock(s));
+                    merged.merge(&lock(&s.0));
                 }
             }
             keys.extend(merged.top(top).into_iter().map(|c| TopKey {
@@ -332,7 +337,7 @@ impl Hotspots {
     fn monitored(&self) -> usize {
         let gens = self.generations.iter();
         gens.flat_map(|g| g.sketches.iter())
-            .map(|s| lock(s).len())
+            .map(|s| lock(&s.0).len())
             .sum()
     }
 }
@@ -348,15 +353,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The first stripe from `first` on that no one holds; if all are held, waits for `first`.
-fn free_stripe(stripes: &[Mutex<SpaceSaving>], first: usize) -> MutexGuard<'_, SpaceSaving> {
+fn free_stripe(stripes: &[Stripe], first: usize) -> MutexGuard<'_, SpaceSaving> {
     for i in 0..stripes.len() {
-        match stripes[(first + i) % stripes.len()].try_lock() {
+        match stripes[(first + i) % stripes.len()].0.try_lock() {
             Ok(guard) => return guard,
             Err(TryLockError::Poisoned(p)) => return p.into_inner(),
             Err(TryLockError::WouldBlock) => {}
         }
     }
-    lock(&stripes[first])
+    lock(&stripes[first].0)
 }
 
 /// splitmix64's finalizer: consecutive counter values become unrelated ones.
@@ -368,7 +373,7 @@ fn mix(mut z: u64) -> u64 {
 
 /// `key`'s text form in `buf`, cut to [`KEY_BYTES`] (at a character boundary, then `…`), with
 /// no allocation: only a key the sketch does not hold yet is copied to the heap.
-fn shown_key<'b>(key: &KeyValue, buf: &'b mut [u8; KEY_BYTES + 3]) -> &'b str {
+fn shown_key<'b>(key: &KeyValue, buf: &'b mut [u8; sketch::SLOT_BYTES]) -> &'b str {
     use std::io::Write;
     let len = match key {
         KeyValue::Text(s) if s.len() > KEY_BYTES => {
