@@ -262,6 +262,9 @@ fn long_keys_are_shown_cut_at_a_character_boundary() {
         "abababab-abab-abab-abab-abababababab"
     );
     assert_eq!(shown_key(&KeyValue::Int(-5), &mut buf), "-5");
+    for v in [0, 7, 1_000, i64::MAX, i64::MIN] {
+        assert_eq!(shown_key(&KeyValue::Int(v), &mut buf), v.to_string());
+    }
 }
 
 #[test]
