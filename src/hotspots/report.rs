@@ -5,11 +5,11 @@
 //!   "database": "app",
 //!   "window_seconds": 60,
 //!   "covered_seconds": 83.4,
-//!   "sample_every": 8,
+//!   "sample_every": 16,
 //!   "queries": 120000,
 //!   "skew": 1.43,
 //!   "shards": [{"name": "s0", "queries": 86000}, {"name": "s1", "queries": 34000}],
-//!   "top_keys": [{"table": "users", "key": "42", "count": 36008, "error": 16}],
+//!   "top_keys": [{"table": "users", "key": "42", "count": 36016, "error": 32}],
 //!   "top_buckets": [{"bucket": 17, "shard": "s0", "queries": 36100}]
 //! }
 //! ```
