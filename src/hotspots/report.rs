@@ -15,7 +15,8 @@
 //! ```
 //!
 //! - `covered_seconds`: the figures cover the current window and the one before it, so between
-//!   one and two `window_seconds` (less after a start or a reload that changed the layout).
+//!   one and two `window_seconds` (less after a start or a reload that changed the layout;
+//!   more when traffic was sparse and no report came to rotate the windows on time).
 //! - `sample_every`: one key in this many goes into the key sketch; `count` and `error` are
 //!   scaled back up by it (so they are multiples of it).
 //! - `top_keys`: per sharded table, its most frequent keys, then all sorted by `count`. `count` is

@@ -255,8 +255,11 @@ fn windows_rotate_and_old_figures_age_out() {
     let report = h.report(10);
     assert_eq!(report.queries, 1);
     assert_eq!(report.top_keys[0].key, "2");
-    // Idle for more than two windows: nothing left that is recent.
-    h.rotate_if_due(h.rotate_at.load(Relaxed) + window_ms(&h.settings));
+    // A rotation three windows late keeps key 3's long window as the previous one.
+    record_int(&h, 3);
+    h.rotate_if_due(h.rotate_at.load(Relaxed) + 2 * window_ms(&h.settings));
+    assert_eq!(h.report(10).queries, 1);
+    h.rotate_if_due(h.rotate_at.load(Relaxed));
     assert_eq!(h.report(10).queries, 0);
     assert_eq!(h.report(10).skew, 1.0);
 }
