@@ -24,7 +24,8 @@
 //!   the ones a crash left in doubt (the control database is the coordinator's log).
 //!
 //! Side systems: [`admin`] (the HTTP API), [`metrics`] (Prometheus counters every layer records
-//! into; a leaf), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
+//! into; a leaf), [`hotspots`] (hot keys, buckets and shard skew for `GET /v1/hotspots`; fed by
+//! the session, bounded memory), [`config`] (the YAML file), [`proxy`] (wires config, topology and listener together;
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
 //! tests), [`demo`] (`shardgate demo`).
 //!
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod hotspots;
 pub mod merge;
 pub mod metrics;
 pub mod pool;
