@@ -96,15 +96,17 @@ impl Proxy {
             health.clone(),
             shutdown.clone(),
         ));
+        let hotspots = Arc::new(crate::hotspots::Registry::default());
         let shared = Arc::new(Shared {
             routers: Default::default(),
             store: store.clone(),
             statements: Registry::default(),
             shutdown: shutdown.clone(),
             coordinator,
+            hotspots: hotspots.clone(),
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
-        let admin = crate::admin::Admin::new(store.clone(), health.clone(), path);
+        let admin = crate::admin::Admin::new(store.clone(), health.clone(), hotspots, path);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             Arc::new(admin),

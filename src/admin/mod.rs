@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Monitor;
+use crate::hotspots::Registry as Hotspots;
 use crate::router::Routers;
 use crate::topology::Store;
 use json::{ApiError, Reply};
@@ -31,6 +32,9 @@ use json::{ApiError, Reply};
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request body accepted; a routing request or an empty reload is far smaller.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Keys and buckets `GET /v1/hotspots` lists per database.
+const HOTSPOTS_TOP: usize = 10;
 /// A client that has not sent its request headers by then is dropped (slow-loris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +43,8 @@ pub struct Admin {
     store: Arc<Store>,
     /// The background health checks' reports, shown by `GET /v1/databases`.
     health: Arc<Monitor>,
+    /// The sessions' hot keys and shard load, shown by `GET /v1/hotspots`.
+    hotspots: Arc<Hotspots>,
     /// The admin API's own routers (plan caches), rebuilt per epoch like the sessions' ones.
     routers: Routers,
     /// The file `POST /v1/config/reload` re-reads; `None` when the proxy was started from a
@@ -47,10 +53,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(store: Arc<Store>, health: Arc<Monitor>, config_path: Option<PathBuf>) -> Admin {
+    pub fn new(
+        store: Arc<Store>,
+        health: Arc<Monitor>,
+        hotspots: Arc<Hotspots>,
+        config_path: Option<PathBuf>,
+    ) -> Admin {
         Admin {
             store,
             health,
+            hotspots,
             routers: Routers::default(),
             config_path,
         }
@@ -85,7 +97,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     }
 }
 
-/// The routes. `/v1/hotspots` (issue 4) goes here too, a `GET` behind the token.
+/// The routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     Health,
@@ -96,6 +108,7 @@ enum Endpoint {
     Config,
     Reload,
     Route,
+    Hotspots,
 }
 
 impl Endpoint {
@@ -112,6 +125,7 @@ impl Endpoint {
             ["v1", "config"] => Endpoint::Config,
             ["v1", "config", "reload"] => Endpoint::Reload,
             ["v1", "route"] => Endpoint::Route,
+            ["v1", "hotspots"] => Endpoint::Hotspots,
             _ => return None,
         })
     }
@@ -132,7 +146,7 @@ impl Endpoint {
 
 const ROUTES: &str =
     "GET /health, GET /ready, GET /metrics, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
-                      GET /v1/config, POST /v1/config/reload, POST /v1/route";
+                      GET /v1/config, POST /v1/config/reload, POST /v1/route, GET /v1/hotspots";
 
 async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
     let reply = match dispatch(req, &admin).await {
@@ -174,13 +188,48 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
     match endpoint {
         Endpoint::Health => Ok(json::ok(serde_json::json!({ "status": "ok" }))),
         Endpoint::Ready => Ok(ready(&admin.store).await),
-        Endpoint::Metrics => Ok(json::prometheus(admin.store.render_metrics())),
+        Endpoint::Metrics => Ok(json::prometheus(scrape(admin))),
         Endpoint::Databases => Ok(databases::list(&admin.store.load(), &admin.health.report())),
         Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
         Endpoint::Config => Ok(config::show(&admin.store.load())),
         Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
         Endpoint::Route => route::decide(admin, &body),
+        Endpoint::Hotspots => Ok(hotspots(admin)),
     }
+}
+
+/// `GET /v1/hotspots`: per database, the top keys and buckets of the last one to two minutes
+/// and the skew across shards (see `crate::hotspots`).
+fn hotspots(admin: &Admin) -> Reply {
+    let reports = admin.hotspots.reports(&admin.store.load(), HOTSPOTS_TOP);
+    json::ok(serde_json::json!({ "databases": reports }))
+}
+
+/// `GET /metrics`: the recorder's text, with what other layers know set first as gauges
+/// (each database's shard skew; each server's health and a replica's lag).
+fn scrape(admin: &Admin) -> String {
+    let snapshot = admin.store.load();
+    let metrics = admin.store.metrics();
+    for db in snapshot.databases.keys() {
+        if let Some(h) = admin.hotspots.get(&snapshot, db) {
+            metrics.scrape_gauge("shardgate_shard_skew", &[("database", db)], h.skew());
+        }
+    }
+    for (db, shard, server) in admin.health.report().servers() {
+        let address = format!("{}:{}", server.key.host, server.key.port);
+        let labels = [("database", db), ("shard", shard), ("server", &address)];
+        let up = matches!(server.state, crate::health::ServerState::Up { .. });
+        metrics.scrape_gauge("shardgate_server_up", &labels, f64::from(u8::from(up)));
+        if let Some(lag) = &server.lag {
+            metrics.scrape_gauge("shardgate_replica_lag_bytes", &labels, lag.bytes as f64);
+            metrics.scrape_gauge(
+                "shardgate_replica_lag_seconds",
+                &labels,
+                lag.ms as f64 / 1000.0,
+            );
+        }
+    }
+    admin.store.render_metrics()
 }
 
 /// The whole body, refused with 413 past [`MAX_BODY_BYTES`] (before reading it when the

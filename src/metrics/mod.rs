@@ -291,6 +291,14 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
+    /// A gauge another layer knows at scrape time (shard skew, server health), set before
+    /// [`Metrics::render`]. Labels are configured names only.
+    pub fn scrape_gauge(&self, name: &'static str, labels: &[(&str, &str)], value: f64) {
+        self.recorder
+            .register_gauge(&key(name, labels), &META)
+            .set(value);
+    }
+
     /// The Prometheus text, with the gauges read at scrape time set first.
     pub fn render(&self, epoch: u64, pools: &[PoolGauges<'_>]) -> String {
         self.epoch.set(epoch as f64);
@@ -535,6 +543,22 @@ fn describe(r: &PrometheusRecorder) {
         (
             "shardgate_pool_waiting",
             "Clients waiting for a server connection of a pool.",
+        ),
+        (
+            "shardgate_shard_skew",
+            "The busiest shard's queries over the mean of the shards that own keys, over the last one to two minutes (1 is even).",
+        ),
+        (
+            "shardgate_server_up",
+            "1 when the server's last health check succeeded, 0 when it is banned or not checked yet.",
+        ),
+        (
+            "shardgate_replica_lag_bytes",
+            "WAL the replica has yet to replay, behind its shard's primary.",
+        ),
+        (
+            "shardgate_replica_lag_seconds",
+            "Age of the last transaction the replica replayed, while it is behind (0 when caught up).",
         ),
     ];
     for (name, help) in gauges {

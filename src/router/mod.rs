@@ -283,6 +283,17 @@ impl Router {
         Ok(target)
     }
 
+    /// The first key a keyed statement gives (for hotspot counting); `None` when it comes from a
+    /// parameter not known yet, is NULL, or cannot be read.
+    pub fn first_key(&self, k: &Keyed, params: Option<&Params>) -> Option<KeyValue> {
+        let source = k.keys.first()?;
+        params::keys(source, params, self.catalog.key_type)
+            .ok()?
+            .into_iter()
+            .flatten()
+            .next()
+    }
+
     /// The shard of each row of a multi-row INSERT.
     pub fn row_shards(&self, k: &Keyed, params: Option<&Params>) -> Result<Vec<usize>, RouteError> {
         k.keys

@@ -6,6 +6,7 @@
 //! Sync or Flush alone. Backend frames are relayed to the client without being re-encoded; the
 //! reply queue ([`replies`]) says which of them to swallow and where synthesized replies belong.
 
+mod cancel;
 mod client;
 mod fanout;
 mod observe;
@@ -18,19 +19,19 @@ mod spanning;
 pub mod sql;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+pub use cancel::CancelSlot;
 use prepared::ClientStatements;
 pub use prepared::Registry;
 use replies::{Pending, Replies};
 use settings::Settings;
 use sql::SessionCommand;
 
-use crate::backend::CancelTarget;
 use crate::config::PoolMode;
 use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::backend::{self as bmsg, ErrorFields, TxStatus};
@@ -40,9 +41,6 @@ use crate::topology::{Snapshot, Store};
 /// Largest message a backend may send us: Postgres' own limit.
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
-/// Where a session publishes the backend running its query, for CancelRequests.
-pub type CancelSlot = Arc<Mutex<Vec<CancelTarget>>>;
-
 /// Process-wide handles every session needs.
 pub struct Shared {
     pub store: Arc<Store>,
@@ -51,6 +49,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Two-phase commits across shards; `None` without a `control:` database.
     pub coordinator: Option<Arc<crate::twophase::Coordinator>>,
+    /// Hot keys, buckets and shard load per database (`GET /v1/hotspots`).
+    pub hotspots: Arc<crate::hotspots::Registry>,
 }
 
 /// Who the client is, decided during startup.
@@ -330,18 +330,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.backend = None;
             self.publish_cancel(None);
         }
-    }
-
-    fn publish_cancel(&self, target: Option<CancelTarget>) {
-        self.publish_cancels(target);
-    }
-
-    /// Where a CancelRequest of this client goes: the servers running its statement (one per
-    /// shard of a multi-shard statement), or none.
-    fn publish_cancels(&self, targets: impl IntoIterator<Item = CancelTarget>) {
-        let mut slot = self.info.cancel.lock().unwrap_or_else(|p| p.into_inner());
-        slot.clear();
-        slot.extend(targets);
     }
 
     /// Checks out a backend for a new transaction and queues what brings it to this client's

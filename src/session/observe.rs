@@ -11,10 +11,14 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::route::Routed;
 use super::Session;
+use crate::hotspots::Hotspots;
 use crate::metrics::{BackendError, DbMetrics, Decision, Kind, Metrics};
 use crate::pool::{CheckoutError, Pool, PooledConnection};
+use crate::protocol::frontend::BindParams;
 use crate::router::report::{kind_of, shadow_verdict};
+use crate::router::{Plan, Router};
 use crate::topology::Database;
 
 /// The session's handles, and its statements on the held backend not yet answered.
@@ -25,6 +29,8 @@ pub(super) struct Observer {
     /// Statements sent to the held backend: the ReadyForQuery that ends each (see
     /// `Replies::readies_asked`), when it was sent, and its shard.
     inflight: VecDeque<(u64, Instant, usize)>,
+    /// The client's database's hot-key counters, refreshed with its router.
+    pub hotspots: Option<Arc<Hotspots>>,
 }
 
 impl Observer {
@@ -130,6 +136,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(decision) = router.shadow_report(sql) {
             let shown: String = sql.chars().take(500).collect();
             tracing::info!(target: "shardgate::shadow", database = %self.info.database, decision = decision.kind(), %decision, sql = %shown, "shadow routing");
+        }
+    }
+
+    /// A statement routed: one query on its shard (with its first key), or on each shard of a
+    /// fan-out, for `GET /v1/hotspots`. Refused statements are not traffic.
+    pub(super) fn note_traffic(
+        &self,
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams<'_>>,
+        routed: &Routed,
+    ) {
+        let Some(h) = &self.obs.hotspots else {
+            return;
+        };
+        match (routed, plan) {
+            (Routed::To(Some(shard)), Plan::Keyed(k)) => match router.first_key(k, params) {
+                Some(key) => h.record(&k.table, &key, router.bucket(&key), *shard),
+                None => h.record_shard(*shard),
+            },
+            (Routed::To(Some(shard)), _) => h.record_shard(*shard),
+            (Routed::Fan(fan), _) => fan.shards.iter().for_each(|&s| h.record_shard(s)),
+            _ => {}
         }
     }
 

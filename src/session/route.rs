@@ -46,6 +46,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             let snapshot = self.shared.store.load();
             self.router = self.shared.routers.get(&snapshot, &self.info.database);
+            self.obs.hotspots = self.shared.hotspots.get(&snapshot, &self.info.database);
             if let Some(db) = snapshot.databases.get(&self.info.database) {
                 self.obs
                     .refresh(self.shared.store.metrics(), snapshot.epoch, db);
@@ -294,6 +295,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         decision.inspect(|&d| self.note_decision(d));
+        if matches!(decision, Some(Decision::SingleShard | Decision::MultiShard)) {
+            self.note_traffic(router, plan, params, &routed);
+        }
         routed
     }
 

@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod hash;
 mod health;
+mod hotspots;
 mod metrics;
 mod pipelined;
 mod programs;

@@ -21,7 +21,7 @@ async fn start(routing: &[(&str, &str)]) -> Shards {
 }
 
 /// One scrape of `GET /metrics`, parsed.
-struct Scraped {
+pub(crate) struct Scraped {
     text: String,
     scrape: Scrape,
 }
@@ -31,7 +31,7 @@ impl Scraped {
         Scraped::at(shop.proxy().admin_addr()).await
     }
 
-    async fn at(admin: std::net::SocketAddr) -> Scraped {
+    pub(crate) async fn at(admin: std::net::SocketAddr) -> Scraped {
         let (status, text) = http_get(admin, "/metrics").await;
         assert_eq!(status, 200, "{text}");
         let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -40,7 +40,7 @@ impl Scraped {
     }
 
     /// The value of the one sample of counter or gauge `name` with these labels (others any).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let found: Vec<f64> = self
             .scrape
             .samples
@@ -256,8 +256,14 @@ async fn no_label_carries_sql_text_or_key_values() {
         "database", "shard", "role", "kind", "decision", "reason", "outcome", "error", "result",
     ];
     let mut checked = 0;
+    // A server is named by its configured address, the shard server's here.
+    let server = format!("127.0.0.1:{}", shop.server_port());
     for s in &m.scrape.samples {
         for (k, v) in s.labels.iter() {
+            if k == "server" {
+                assert_eq!(v, &server, "on {}", s.metric);
+                continue;
+            }
             assert!(
                 allowed_keys.contains(&k.as_str()),
                 "unexpected label {k}={v} on {}",
