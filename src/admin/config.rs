@@ -49,6 +49,7 @@ pub fn show(snapshot: &Snapshot) -> Reply {
             "timeout_ms": c.health.timeout_ms,
             "failures_to_ban": c.health.failures_to_ban,
         },
+        "log": { "slow_query_ms": c.log.slow_query_ms },
         "control": c.control,
         "databases": databases,
     }))

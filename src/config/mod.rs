@@ -40,7 +40,20 @@ pub struct Config {
     pub control: Option<String>,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     pub databases: BTreeMap<String, DatabaseConfig>,
+}
+
+/// `log:`: what shardgate logs beyond connections and errors (level and format are flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Statements that take at least this long (sent to a shard → its last reply) are logged
+    /// with their shard and text; 0, the default, logs none (as Postgres'
+    /// `log_min_duration_statement` is off by default).
+    #[serde(default)]
+    pub slow_query_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

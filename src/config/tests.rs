@@ -372,3 +372,15 @@ fn health_has_defaults_and_checks_its_values() {
          failures_to_ban) (line 4, column 11)"
     );
 }
+
+#[test]
+fn slow_query_logging_is_off_by_default_and_its_section_is_strict() {
+    assert_eq!(parse(TWO_SHARDS).expect("valid").log.slow_query_ms, 0);
+    let on = with("databases:\n", "log: { slow_query_ms: 250 }\ndatabases:\n");
+    assert_eq!(parse(&on).expect("valid").log.slow_query_ms, 250);
+    let typo = with("databases:\n", "log: { slow_ms: 250 }\ndatabases:\n");
+    assert_eq!(
+        error(&typo),
+        "log.slow_ms: unknown key `slow_ms` (expected one of: slow_query_ms) (line 4, column 8)"
+    );
+}

@@ -145,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.pending_cmds.extend(cmds);
         self.unnamed_here = true; // this backend drops its unnamed statement too
-        self.note_sent(q.sql);
+        self.note_sent(q.sql, frame);
         self.forward(frame, Pending::Query);
         Ok(())
     }

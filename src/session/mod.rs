@@ -341,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let index = crate::router::fallback_shard(&db, want);
         let shard = &db.shards[index];
         self.obs
-            .refresh(self.shared.store.metrics(), snapshot.epoch, &db);
+            .refresh(self.shared.store.metrics(), &snapshot, &db);
         let conn = self.timed_checkout(index, &shard.primary).await;
         let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));

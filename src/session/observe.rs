@@ -1,5 +1,6 @@
 //! What a session records into the proxy's metrics ([`crate::metrics`]): statements per shard and
-//! kind, their duration, routing decisions, backend errors, checkout waits and client bytes.
+//! kind, their duration, routing decisions, backend errors, checkout waits and client bytes; and
+//! into its database's hot-key counters ([`crate::hotspots`]): each routed statement's shard and key.
 //!
 //! The query path pays atomic adds on handles resolved once per session and epoch, two clock
 //! reads per statement, and a push and pop on a queue whose capacity is reused: no allocation,
@@ -7,40 +8,49 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::route::Routed;
+use super::route::{Routed, StatementText};
 use super::Session;
 use crate::hotspots::Hotspots;
 use crate::metrics::{BackendError, DbMetrics, Decision, Kind, Metrics};
 use crate::pool::{CheckoutError, Pool, PooledConnection};
-use crate::protocol::frontend::BindParams;
+use crate::protocol::frontend::{BindParams, Query};
 use crate::router::report::{kind_of, shadow_verdict};
 use crate::router::{Plan, Router};
-use crate::topology::Database;
+use crate::topology::{Database, Snapshot};
 
 /// The session's handles, and its statements on the held backend not yet answered.
 #[derive(Default)]
 pub(super) struct Observer {
     /// The client's database's handles, and the epoch whose shard order they follow.
     db: Option<(u64, Arc<DbMetrics>)>,
-    /// Statements sent to the held backend: the ReadyForQuery that ends each (see
-    /// `Replies::readies_asked`), when it was sent, and its shard.
-    inflight: VecDeque<(u64, Instant, usize)>,
+    /// Statements sent to the held backend, oldest first.
+    inflight: VecDeque<InFlight>,
+    /// `log.slow_query_ms` when set, and the names of the database and its shards for the line.
+    slow: Option<Slow>,
     /// The client's database's hot-key counters, refreshed with its router.
     pub hotspots: Option<Arc<Hotspots>>,
 }
 
 impl Observer {
     /// Follows the snapshot a backend is checked out under, so shard indexes match.
-    pub fn refresh(&mut self, metrics: &Metrics, epoch: u64, db: &Database) {
-        if self.db.as_ref().is_some_and(|(e, _)| *e == epoch) {
+    pub fn refresh(&mut self, metrics: &Metrics, snapshot: &Snapshot, db: &Database) {
+        if self.db.as_ref().is_some_and(|(e, _)| *e == snapshot.epoch) {
             return;
         }
         let names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
-        self.db = Some((epoch, metrics.database(&db.name, &names)));
+        self.db = Some((snapshot.epoch, metrics.database(&db.name, &names)));
+        let ms = snapshot.config.log.slow_query_ms;
+        self.slow = (ms > 0).then(|| Slow {
+            after: Duration::from_millis(ms),
+            database: db.name.clone(),
+            shards: names,
+        });
     }
 
     pub fn db(&self) -> Option<&DbMetrics> {
@@ -50,15 +60,64 @@ impl Observer {
     /// Statements whose ReadyForQuery has come (`received` of them so far): their durations.
     pub fn answered(&mut self, received: u64) {
         let now = Instant::now();
-        while let Some(&(ready, sent, shard)) = self.inflight.front() {
-            if ready >= received {
-                return;
-            }
-            self.inflight.pop_front();
+        while self.inflight.front().is_some_and(|f| f.ready < received) {
+            let done = self.inflight.pop_front().expect("checked");
+            let took = now.saturating_duration_since(done.sent);
             if let Some(db) = self.db() {
-                db.duration(shard, now.saturating_duration_since(sent));
+                db.duration(done.shard, took);
+            }
+            if let Some(slow) = self.slow.as_ref().filter(|s| took >= s.after) {
+                slow.log(&done, took);
             }
         }
+    }
+}
+
+/// A statement sent to the held backend: the ReadyForQuery that ends it (see
+/// `Replies::readies_asked`), when it was sent, its shard, and — only when slow statements are
+/// logged — its text, held by reference count.
+struct InFlight {
+    ready: u64,
+    sent: Instant,
+    shard: usize,
+    text: Option<Shown>,
+}
+
+/// The client's text of a statement, for the slow-statement log.
+pub(super) enum Shown {
+    /// A simple Query message.
+    Query(Bytes),
+    Prepared(StatementText),
+}
+
+impl Shown {
+    fn sql(&self) -> &str {
+        match self {
+            Shown::Query(frame) => {
+                Query::decode(&frame[crate::protocol::HEADER_LEN..]).map_or("", |q| q.sql)
+            }
+            Shown::Prepared(text) => text.sql().unwrap_or(""),
+        }
+    }
+}
+
+struct Slow {
+    after: Duration,
+    database: String,
+    shards: Vec<Arc<str>>,
+}
+
+impl Slow {
+    fn log(&self, done: &InFlight, took: Duration) {
+        let sql: String = done
+            .text
+            .as_ref()
+            .map_or("", Shown::sql)
+            .chars()
+            .take(500)
+            .collect();
+        let shard = self.shards.get(done.shard).map_or("?", |s| s);
+        tracing::warn!(target: "shardgate::slow", database = %self.database, %shard, ms = took.as_millis() as u64, %sql, "slow statement");
     }
 }
 
@@ -81,26 +140,35 @@ impl Drop for FanTiming {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// A simple query (`sql`) is about to go to the held backend.
-    pub(super) fn note_sent(&mut self, sql: &str) {
-        self.note_statement(kind_of(sql));
+    /// A simple query (`sql`, of Query message `frame`) is about to go to the held backend.
+    pub(super) fn note_sent(&mut self, sql: &str, frame: &Bytes) {
+        let text = self.obs.slow.as_ref().map(|_| Shown::Query(frame.clone()));
+        self.note_statement(kind_of(sql), text);
     }
 
     /// The client's named (or unnamed) statement is about to be bound on the held backend.
     pub(super) fn note_bound(&mut self, statement: &str) {
         let kind = kind_of(self.statement_sql(statement).unwrap_or(""));
-        self.note_statement(kind);
+        let text = match self.obs.slow {
+            Some(_) => self.statement_text(statement).map(Shown::Prepared),
+            None => None,
+        };
+        self.note_statement(kind, text);
     }
 
     /// Counts a statement on the held backend's shard and starts its clock. It ends at the next
     /// ReadyForQuery the client is sent (its Query's, or its batch's Sync's).
-    fn note_statement(&mut self, kind: Kind) {
+    fn note_statement(&mut self, kind: Kind, text: Option<Shown>) {
         let Some(shard) = self.pinned() else { return };
         if let Some(db) = self.obs.db() {
             db.query(shard, kind);
         }
-        let ready = self.replies.readies_asked();
-        self.obs.inflight.push_back((ready, Instant::now(), shard));
+        self.obs.inflight.push_back(InFlight {
+            ready: self.replies.readies_asked(),
+            sent: Instant::now(),
+            shard,
+            text,
+        });
     }
 
     /// A statement runs on `shards` at once (outside the held backend); counted per shard.

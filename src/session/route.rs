@@ -48,8 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.router = self.shared.routers.get(&snapshot, &self.info.database);
             self.obs.hotspots = self.shared.hotspots.get(&snapshot, &self.info.database);
             if let Some(db) = snapshot.databases.get(&self.info.database) {
-                self.obs
-                    .refresh(self.shared.store.metrics(), snapshot.epoch, db);
+                self.obs.refresh(self.shared.store.metrics(), &snapshot, db);
             }
         }
         self.router.clone().filter(|r| r.is_sharded())
@@ -327,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// A client statement's text, held apart from the session so the session can change.
-    fn statement_text(&self, name: &str) -> Option<StatementText> {
+    pub(super) fn statement_text(&self, name: &str) -> Option<StatementText> {
         if name.is_empty() {
             return self.unnamed.clone().map(StatementText::Unnamed);
         }
@@ -471,13 +470,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// A client statement: a named one, or the unnamed one's Parse frame.
-enum StatementText {
+pub(super) enum StatementText {
     Named(Arc<Statement>),
     Unnamed(Bytes),
 }
 
 impl StatementText {
-    fn sql(&self) -> Option<&str> {
+    pub(super) fn sql(&self) -> Option<&str> {
         match self {
             StatementText::Named(s) => Some(&s.sql),
             StatementText::Unnamed(frame) => parse_sql(frame),

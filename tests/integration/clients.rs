@@ -211,22 +211,24 @@ struct Binary {
 
 impl Binary {
     async fn start(env: &Env) -> Binary {
+        Binary::start_with(env, "", std::process::Stdio::null()).await
+    }
+
+    /// With `extra` YAML appended to the config, and its log lines (stderr) sent to `log`.
+    async fn start_with(env: &Env, extra: &str, log: std::process::Stdio) -> Binary {
         let port = shardgate::cluster::free_port();
         let config = env.dir.path().join("shardgate.yaml");
-        std::fs::write(
-            &config,
-            // Only the client listener gets the fixed port; the admin API keeps port 0.
-            env.config_yaml.replacen(
-                "listen: 127.0.0.1:0\n",
-                &format!("listen: 127.0.0.1:{port}\n"),
-                1,
-            ),
-        )
-        .unwrap();
+        // Only the client listener gets the fixed port; the admin API keeps port 0.
+        let yaml = env.config_yaml.replacen(
+            "listen: 127.0.0.1:0\n",
+            &format!("listen: 127.0.0.1:{port}\n"),
+            1,
+        );
+        std::fs::write(&config, format!("{yaml}{extra}")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
             .arg("--config")
             .arg(&config)
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let b = Binary {
@@ -398,5 +400,32 @@ async fn demo_starts_everything_serves_queries_and_ctrl_c_stops_it() {
     assert_eq!(status.code(), Some(0));
     for cluster in ["pg-s0", "pg-s1", "pg-s0-replica"] {
         assert!(!state.join(cluster).exists(), "{cluster} was not removed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_logged_with_their_shard_and_text() {
+    let env = Env::start().await;
+    let path = env.dir.path().join("shardgate.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let bin = Binary::start_with(&env, "log: { slow_query_ms: 200 }\n", file.into()).await;
+    let c = connect(&bin.url("app")).await;
+    c.batch_execute("SELECT pg_sleep(0.3) /* simple */")
+        .await
+        .unwrap();
+    c.query("SELECT pg_sleep($1) /* prepared */", &[&0.3f64])
+        .await
+        .unwrap();
+    c.batch_execute("SELECT 1 /* fast */").await.unwrap();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let slow: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("slow statement"))
+        .collect();
+    assert_eq!(slow.len(), 2, "{log}");
+    for (line, text) in slow.iter().zip(["/* simple */", "/* prepared */"]) {
+        for part in ["shardgate::slow", "database=app", "shard=s0", text] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
     }
 }
