@@ -130,14 +130,21 @@ fn settings_query_is_swallowed_whole() {
     );
 }
 
-#[test]
-fn syncs_sent_during_copy_in_are_forgotten() {
+/// Bind, Execute of a COPY FROM STDIN, a Sync the backend ignores (it arrives during COPY), the
+/// CopyDone and the Sync after it.
+fn copy_in_batch() -> Replies {
     let mut r = Replies::default();
     r.push(Pending::Bind);
     r.push(Pending::Execute);
-    r.push(Pending::Sync); // ignored by the backend: it arrives during COPY
+    r.push(Pending::Sync);
     r.push(Pending::CopyEnd);
     r.push(Pending::Sync);
+    r
+}
+
+#[test]
+fn syncs_sent_during_copy_in_are_forgotten() {
+    let mut r = copy_in_batch();
     let got = run(
         &mut r,
         &[(BIND_COMPLETE, b""), (b'G', b"\0\0\0"), (b'C', b"COPY 2\0")],
@@ -253,12 +260,7 @@ fn readies_asked_and_received_count_only_what_the_client_sees() {
 
 #[test]
 fn a_sync_forgotten_during_copy_in_is_no_longer_asked_for() {
-    let mut r = Replies::default();
-    r.push(Pending::Bind);
-    r.push(Pending::Execute);
-    r.push(Pending::Sync); // ignored by the backend: it arrives during COPY
-    r.push(Pending::CopyEnd);
-    r.push(Pending::Sync);
+    let mut r = copy_in_batch();
     run(&mut r, &[(BIND_COMPLETE, b""), (b'G', b"\0\0\0")]);
     assert_eq!(r.readies_asked(), 1);
     run(&mut r, &[(b'C', b"COPY 2\0")]);
