@@ -104,6 +104,7 @@ impl Proxy {
             shutdown: shutdown.clone(),
             coordinator,
             hotspots: hotspots.clone(),
+            health: health.clone(),
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
         let admin = crate::admin::Admin::new(store.clone(), health.clone(), hotspots, path);

@@ -25,6 +25,8 @@ pub use lsn::Lsn;
 pub use state::{Kind, Lag, Observation, Role, ServerState};
 
 use crate::backend::Target;
+use crate::pool::Pool;
+use crate::topology::Shard;
 
 /// A server as the checker knows it: where it is and whom it logs in as, never the password.
 /// The same server named by two shards (or two databases) is checked once.
@@ -45,6 +47,33 @@ impl ServerKey {
             database: target.database.clone(),
         }
     }
+
+    /// Whether `target` is this server (no allocation: checked per transaction).
+    pub fn is(&self, target: &Target) -> bool {
+        self.port == target.port
+            && self.host == target.host
+            && self.user == target.user
+            && self.database == target.database
+    }
+}
+
+/// The pool writes to `shard` of `database` go to: the server the checks last found writable,
+/// so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a restart; the
+/// configured primary while the checks know no other (not checked yet, or no server writable —
+/// writes then fail cleanly on it, never reach a server in recovery).
+pub fn writable<'a>(report: &Report, database: &str, shard: &'a Shard) -> &'a Pool {
+    let promoted = report
+        .shard(database, &shard.name)
+        .and_then(|h| h.servers.get(h.current_primary()?))
+        .filter(|s| !s.key.is(shard.primary.target()));
+    let Some(server) = promoted else {
+        return &shard.primary;
+    };
+    shard
+        .replicas
+        .iter()
+        .find(|p| server.key.is(p.target()))
+        .unwrap_or(&shard.primary)
 }
 
 impl fmt::Display for ServerKey {

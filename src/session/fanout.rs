@@ -338,10 +338,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let snapshot = self.shared.store.load();
         let db = self.database(&snapshot)?;
         let mut conns = Vec::with_capacity(shards.len());
+        let health = self.shared.health.report();
         for &i in shards {
             let shard = &db.shards[i];
             let conn = self
-                .timed_checkout(i, &shard.primary)
+                .timed_checkout(i, crate::health::writable(&health, &db.name, shard))
                 .await
                 .map_err(super::checkout_error)?;
             conns.push(ShardConn {

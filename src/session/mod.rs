@@ -51,6 +51,8 @@ pub struct Shared {
     pub coordinator: Option<Arc<crate::twophase::Coordinator>>,
     /// Hot keys, buckets and shard load per database (`GET /v1/hotspots`).
     pub hotspots: Arc<crate::hotspots::Registry>,
+    /// The background health checks: which server of each shard is writable now.
+    pub health: Arc<crate::health::Monitor>,
 }
 
 /// Who the client is, decided during startup.
@@ -342,7 +344,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shard = &db.shards[index];
         self.obs
             .refresh(self.shared.store.metrics(), &snapshot, &db);
-        let conn = self.timed_checkout(index, &shard.primary).await;
+        let pool = crate::health::writable(&self.shared.health.report(), &db.name, shard);
+        let conn = self.timed_checkout(index, pool).await;
         let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.
