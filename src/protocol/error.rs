@@ -45,6 +45,8 @@ pub enum SqlState {
     InvalidTextRepresentation,
     NotNullViolation,
     QueryCanceled,
+    CharacterNotInRepertoire,
+    InvalidBinaryRepresentation,
 }
 
 impl SqlState {
@@ -73,6 +75,8 @@ impl SqlState {
             SqlState::InvalidTextRepresentation => "22P02",
             SqlState::NotNullViolation => "23502",
             SqlState::QueryCanceled => "57014",
+            SqlState::CharacterNotInRepertoire => "22021",
+            SqlState::InvalidBinaryRepresentation => "22P03",
         }
     }
 }

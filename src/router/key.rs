@@ -50,6 +50,19 @@ pub enum KeyError {
     BinaryLength { key_type: KeyType, len: usize },
 }
 
+impl KeyError {
+    /// Which SQLSTATE the client gets: Postgres' own for the same value of the column's type.
+    pub fn problem(&self) -> super::plan::KeyProblem {
+        use super::plan::KeyProblem;
+        match self {
+            KeyError::NotAWholeNumber { .. } | KeyError::NotAUuid { .. } => KeyProblem::Syntax,
+            KeyError::OutOfRange { .. } => KeyProblem::Range,
+            KeyError::NulInText | KeyError::InvalidUtf8 { .. } => KeyProblem::Encoding,
+            KeyError::BinaryLength { .. } => KeyProblem::Binary,
+        }
+    }
+}
+
 /// At most this many characters of a rejected value are repeated in an error message: enough to
 /// recognise it, without echoing a megabyte parameter back into logs.
 const SHOWN_CHARS: usize = 64;

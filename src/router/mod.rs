@@ -33,7 +33,7 @@ pub use copy::{CopyFormat, CopyIn, CopyKeyError, CsvNull, Dialect};
 pub use key::KeyValue;
 pub use merge::MergeSpec;
 pub use params::Params;
-pub use plan::{Broadcast, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
+pub use plan::{Broadcast, KeyProblem, KeySource, Keyed, Merge, Plan, RouteError, Scatter, Target};
 pub use split::InsertSplit;
 
 use crate::config::{DatabaseConfig, RoutingMode};
@@ -302,15 +302,8 @@ impl Router {
                 let key = params::keys(source, params, self.catalog.key_type)?
                     .pop()
                     .flatten()
-                    .ok_or_else(|| {
-                        RouteError::BadKey(format!(
-                            "the sharding key of \"{}\" must not be NULL",
-                            k.table
-                        ))
-                    })?;
-                self.map.shard_of(&key).ok_or_else(|| {
-                    RouteError::BadKey(format!("no shard owns key {key} of \"{}\"", k.table))
-                })
+                    .ok_or_else(|| null_key(k))?;
+                self.map.shard_of(&key).ok_or_else(|| unowned(&key, k))
             })
             .collect()
     }
@@ -321,16 +314,11 @@ impl Router {
             for key in params::keys(source, params, self.catalog.key_type)? {
                 let Some(key) = key else {
                     if k.write {
-                        return Err(RouteError::BadKey(format!(
-                            "the sharding key of \"{}\" must not be NULL",
-                            k.table
-                        )));
+                        return Err(null_key(k));
                     }
                     continue; // `key = NULL` matches no row anywhere
                 };
-                let shard = self.map.shard_of(&key).ok_or_else(|| {
-                    RouteError::BadKey(format!("no shard owns key {key} of \"{}\"", k.table))
-                })?;
+                let shard = self.map.shard_of(&key).ok_or_else(|| unowned(&key, k))?;
                 if !found.contains(&shard) {
                     found.push(shard);
                 }
@@ -352,6 +340,16 @@ fn mergeable(target: Target, merge: &Merge) -> Result<Target, RouteError> {
         (Target::Shards(_), Some(Err(e))) => Err(e.clone()),
         _ => Ok(target),
     }
+}
+
+fn null_key(k: &Keyed) -> RouteError {
+    let message = format!("the sharding key of \"{}\" must not be NULL", k.table);
+    RouteError::BadKey(KeyProblem::Null, message)
+}
+
+fn unowned(key: &KeyValue, k: &Keyed) -> RouteError {
+    let message = format!("no shard owns key {key} of \"{}\"", k.table);
+    RouteError::BadKey(KeyProblem::Unowned, message)
 }
 
 fn shards(mut found: Vec<usize>) -> Target {

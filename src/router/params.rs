@@ -1,7 +1,7 @@
 //! Sharding keys from bind parameters, in text or binary format, including arrays for `= ANY($n)`.
 
 use super::key::KeyValue;
-use super::plan::{KeySource, RouteError};
+use super::plan::{KeyProblem, KeySource, RouteError};
 use crate::config::KeyType;
 pub use crate::protocol::frontend::BindParams as Params;
 
@@ -18,11 +18,14 @@ pub(super) fn keys(
         let Some(p) = params else { return Ok(None) };
         match p.values.get(i) {
             Some(v) => Ok(Some((*v, p.is_binary(i)))),
-            None => Err(RouteError::BadKey(format!(
-                "the statement uses parameter ${} but the Bind has {}",
-                i + 1,
-                p.values.len()
-            ))),
+            None => Err(RouteError::BadKey(
+                KeyProblem::Protocol,
+                format!(
+                    "the statement uses parameter ${} but the Bind has {}",
+                    i + 1,
+                    p.values.len()
+                ),
+            )),
         }
     };
     match source {
@@ -45,13 +48,15 @@ fn scalar(bytes: &[u8], binary: bool, key_type: KeyType, i: usize) -> Result<Key
     if binary {
         return KeyValue::from_binary(key_type, bytes).map_err(|e| bad(e, i));
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| RouteError::BadKey(format!("parameter ${} is not valid UTF-8", i + 1)))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        let message = format!("parameter ${} is not valid UTF-8", i + 1);
+        RouteError::BadKey(KeyProblem::Encoding, message)
+    })?;
     KeyValue::from_text(key_type, text).map_err(|e| bad(e, i))
 }
 
 fn bad(e: super::key::KeyError, i: usize) -> RouteError {
-    RouteError::BadKey(format!("parameter ${}: {e}", i + 1))
+    RouteError::BadKey(e.problem(), format!("parameter ${}: {e}", i + 1))
 }
 
 /// A one-dimensional array in text format: `{1,2,NULL}` or `{"a","b\"c"}`.
@@ -61,10 +66,10 @@ pub(super) fn text_array(
     i: usize,
 ) -> Result<Vec<Option<KeyValue>>, RouteError> {
     let not_array = || {
-        RouteError::BadKey(format!(
-            "parameter ${} is not a one-dimensional array",
-            i + 1
-        ))
+        RouteError::BadKey(
+            KeyProblem::Syntax,
+            format!("parameter ${} is not a one-dimensional array", i + 1),
+        )
     };
     let text = std::str::from_utf8(bytes).map_err(|_| not_array())?.trim();
     let inner = text
@@ -151,8 +156,12 @@ fn binary_array(
     key_type: KeyType,
     i: usize,
 ) -> Result<Vec<Option<KeyValue>>, RouteError> {
-    let bad_array =
-        || RouteError::BadKey(format!("parameter ${} is not a valid binary array", i + 1));
+    let bad_array = || {
+        RouteError::BadKey(
+            KeyProblem::Binary,
+            format!("parameter ${} is not a valid binary array", i + 1),
+        )
+    };
     let int = |at: usize| -> Result<i32, RouteError> {
         b.get(at..at + 4)
             .map(|s| i32::from_be_bytes(s.try_into().expect("4 bytes")))

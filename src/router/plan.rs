@@ -125,8 +125,8 @@ pub enum RouteError {
     UnparsedSharded { reason: String, table: Arc<str> },
     #[error("table \"{table}\" is neither sharded nor a reference table, and this database has no default_shard")]
     NoHome { table: String },
-    #[error("{0}")]
-    BadKey(String),
+    #[error("{1}")]
+    BadKey(KeyProblem, String),
     #[error("shardgate hint: {0}")]
     BadHint(String),
 }
@@ -157,12 +157,31 @@ impl RouteError {
             RouteError::NoHome { .. } => {
                 "List the table under tables: or reference_tables:, or set default_shard for this database.".into()
             }
-            RouteError::BadKey(_) => "Give the sharding key as a value of the configured key_type.".into(),
+            RouteError::BadKey(..) => "Give the sharding key as a value of the configured key_type.".into(),
             RouteError::BadHint(_) => {
                 "Write /* shardgate: shard=NAME */ with a shard of this database, or /* shardgate: key=VALUE */.".into()
             }
         }
     }
+}
+
+/// What is wrong with a sharding key, so its error gets the SQLSTATE Postgres gives the same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// Not a value of the key's type (`22P02`).
+    Syntax,
+    /// Out of the type's range (`22003`).
+    Range,
+    /// Not valid UTF-8, or a NUL in text (`22021`).
+    Encoding,
+    /// A binary value of the wrong shape (`22P03`).
+    Binary,
+    /// NULL where a row needs a key (`23502`).
+    Null,
+    /// The Bind has fewer parameters than the statement uses (`08P01`).
+    Protocol,
+    /// No shard owns it: a range or list map with a gap (`22023`).
+    Unowned,
 }
 
 /// Where a statement goes once its parameters are known.

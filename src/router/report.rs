@@ -172,7 +172,7 @@ impl RouteError {
             RouteError::Unparsed { .. } => Rejection::Unparsed,
             RouteError::UnparsedSharded { .. } => Rejection::UnparsedSharded,
             RouteError::NoHome { .. } => Rejection::NoHome,
-            RouteError::BadKey(_) => Rejection::BadKey,
+            RouteError::BadKey(..) => Rejection::BadKey,
             RouteError::BadHint(_) => Rejection::BadHint,
         }
     }

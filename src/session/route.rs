@@ -17,6 +17,7 @@ use crate::metrics::{Decision, Rejection};
 use crate::protocol::backend::{self as bmsg, TxStatus};
 use crate::protocol::frontend::{Bind, BindParams, Parse, Query};
 use crate::protocol::{PgError, SqlState};
+use crate::router::KeyProblem;
 use crate::router::{Plan, RouteError, Router, Target};
 
 /// A Parse whose reply is owed until a statement picks the shard it is sent to.
@@ -558,7 +559,15 @@ fn end_tag(sql: &str) -> &'static str {
 
 pub(super) fn route_error(e: &RouteError) -> PgError {
     let code = match e {
-        RouteError::BadKey(_) => SqlState::InvalidParameterValue,
+        RouteError::BadKey(problem, _) => match problem {
+            KeyProblem::Syntax => SqlState::InvalidTextRepresentation,
+            KeyProblem::Range => SqlState::NumericValueOutOfRange,
+            KeyProblem::Encoding => SqlState::CharacterNotInRepertoire,
+            KeyProblem::Binary => SqlState::InvalidBinaryRepresentation,
+            KeyProblem::Null => SqlState::NotNullViolation,
+            KeyProblem::Protocol => SqlState::ProtocolViolation,
+            KeyProblem::Unowned => SqlState::InvalidParameterValue,
+        },
         _ => SqlState::FeatureNotSupported,
     };
     PgError::error(code, e.to_string()).with_hint(e.hint())

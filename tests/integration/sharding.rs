@@ -245,6 +245,16 @@ async fn statements_without_the_key_are_refused_with_a_hint() {
         let hint = err.as_db_error().and_then(|e| e.hint()).unwrap_or("");
         assert!(!hint.is_empty(), "{sql}: a hint says how to fix it");
     }
+    // A bad key gets the SQLSTATE Postgres gives the same value: here NULL in a row's key column.
+    let insert = "INSERT INTO users (id, name) VALUES ($1, 'x')";
+    let err = c.execute(insert, &[&None::<i64>]).await.unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "23502".into(),
+            "the sharding key of \"users\" must not be NULL".into()
+        )
+    );
     // Still usable, and nothing was written.
     assert_eq!(
         crate::harness::one::<i64>(&c, "SELECT count(*) FROM users WHERE id = 1").await,

@@ -1,7 +1,7 @@
 //! Where the key comes from: literals, casts, bind parameters (text and binary), IN, = ANY, OR.
 
 use super::support::*;
-use crate::router::{KeySource, KeyValue, Keyed, Plan, RouteError, Target};
+use crate::router::{KeyProblem, KeySource, KeyValue, Keyed, Plan, RouteError, Target};
 
 #[test]
 fn a_point_select_with_a_literal_goes_to_the_owner_of_the_key() {
@@ -154,8 +154,16 @@ fn bad_parameters_are_client_errors_that_name_the_parameter() {
         err.to_string(),
         "the statement uses parameter $2 but the Bind has 1"
     );
+    let err = ext(&r, sql, &[t(1)]).unwrap_err();
+    assert!(
+        matches!(err, RouteError::BadKey(KeyProblem::Protocol, _)),
+        "{err:?}"
+    );
     let err = ext(&r, sql, &[t(1), t("x1")]).unwrap_err();
-    assert!(matches!(err, RouteError::BadKey(_)), "{err:?}");
+    assert!(
+        matches!(err, RouteError::BadKey(KeyProblem::Syntax, _)),
+        "{err:?}"
+    );
     assert!(
         err.to_string()
             .starts_with("parameter $2: invalid input for"),
@@ -328,7 +336,10 @@ fn null_keys_match_nothing_on_read_and_are_refused_on_write() {
         "the sharding key of \"users\" must not be NULL"
     );
     let err = simple(&r, "UPDATE users SET name = 'x' WHERE id = NULL").unwrap_err();
-    assert!(matches!(err, RouteError::BadKey(_)), "{err:?}");
+    assert!(
+        matches!(err, RouteError::BadKey(KeyProblem::Null, _)),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -406,7 +417,10 @@ fn text_uuid_and_integer_key_types() {
         &[P::B8(3_000_000_000)],
     )
     .unwrap_err();
-    assert!(matches!(err, RouteError::BadKey(_)));
+    assert!(
+        matches!(err, RouteError::BadKey(KeyProblem::Range, _)),
+        "{err:?}"
+    );
 
     let uuid = hash_with("key_type: bigint", "key_type: uuid");
     let u = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::support::*;
 use crate::router::hash::{bucket_of, hash_int, hash_text};
-use crate::router::{Plan, RouteError, Target};
+use crate::router::{KeyProblem, Plan, RouteError, Target};
 
 const RANGE: &str = r#"
     shards:
@@ -63,7 +63,10 @@ fn range_maps_route_by_range_and_refuse_keys_no_range_covers() {
     let err = simple(&r, "SELECT * FROM users WHERE id = 5000").unwrap_err();
     assert_eq!(
         err,
-        RouteError::BadKey("no shard owns key 5000 of \"users\"".into())
+        RouteError::BadKey(
+            KeyProblem::Unowned,
+            "no shard owns key 5000 of \"users\"".into()
+        )
     );
     assert_eq!(
         simple(&r, "SELECT * FROM users WHERE id IN (5, 1005)"),
