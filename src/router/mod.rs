@@ -48,7 +48,6 @@ const PLAN_CACHE_ENTRIES: usize = 8192;
 
 /// The router of one database under one snapshot.
 pub struct Router {
-    pub epoch: u64,
     /// The [`Snapshot::version`] it was built from.
     pub version: u64,
     shard_names: Vec<Arc<str>>,
@@ -71,14 +70,12 @@ impl Router {
     pub fn new(
         config: &DatabaseConfig,
         db: &Database,
-        snapshot: (u64, u64),
+        version: u64,
         columns: Option<Arc<Columns>>,
     ) -> Router {
-        let (epoch, version) = snapshot;
         let shard_names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
         let index = |name: &str| shard_names.iter().position(|s| &**s == name);
         Router {
-            epoch,
             version,
             map: ShardMap::new(config, index),
             default_shard: db.default_shard,
@@ -380,12 +377,7 @@ impl Routers {
         let config = snapshot.config.databases.get(database)?;
         let db = snapshot.databases.get(database)?;
         let columns = snapshot.columns.get(database).cloned();
-        let router = Arc::new(Router::new(
-            config,
-            db,
-            (snapshot.epoch, snapshot.version),
-            columns,
-        ));
+        let router = Arc::new(Router::new(config, db, snapshot.version, columns));
         by_db.insert(database.to_string(), router.clone());
         Some(router)
     }

@@ -240,11 +240,6 @@ impl Store {
         Ok(epoch)
     }
 
-    /// The current epoch, without taking a reference to the snapshot.
-    pub fn epoch(&self) -> u64 {
-        self.current.load().epoch
-    }
-
     /// The current snapshot's version, without taking a reference to it.
     pub fn version(&self) -> u64 {
         self.current.load().version

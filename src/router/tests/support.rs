@@ -112,7 +112,7 @@ pub fn router_with_columns(db: &str, columns: Option<Columns>) -> Router {
         shards,
         default_shard,
     };
-    Router::new(db_config, &db, (1, 1), columns.map(Arc::new))
+    Router::new(db_config, &db, 1, columns.map(Arc::new))
 }
 
 /// One bind parameter as a client sends it.
