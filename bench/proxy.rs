@@ -27,7 +27,7 @@ use shardgate::cluster::{Cluster, ClusterOptions, PgBinaries, TempDir};
 
 use pgbench::{Login, Mode, Pgbench, Workload};
 use report::{Cell, Sample};
-use targets::Target;
+use targets::{Shardgate, Target};
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench";
@@ -63,6 +63,8 @@ struct Settings {
     pool_size: u32,
     clients: Vec<u32>,
     modes: Vec<Mode>,
+    /// Also run each shardgate with per-statement metrics and hotspots off (`BENCH_UNOBSERVED=1`).
+    unobserved: bool,
 }
 
 impl Settings {
@@ -90,6 +92,7 @@ impl Settings {
             pool_size: env_num("BENCH_POOL", 10)?,
             clients,
             modes,
+            unobserved: env_num("BENCH_UNOBSERVED", 0u8)? != 0,
         })
     }
 }
@@ -259,25 +262,46 @@ fn start_targets(
             notes.push(msg.to_string());
         }
     }
-    targets.push(targets::start_shardgate(
-        "shardgate",
-        &base.join("shardgate"),
+    let sharding = routed::sharding_yaml();
+    let mut specs = vec![(
+        Shardgate {
+            name: "shardgate",
+            sharding: "",
+            observed: true,
+        },
         std::slice::from_ref(direct),
-        "",
-        settings.pool_size,
-        &psql,
-    )?);
+    )];
     if !shards.is_empty() {
-        targets.push(targets::start_shardgate(
-            "shardgate-routed",
-            &base.join("shardgate-routed"),
-            shards,
-            &routed::sharding_yaml(),
-            settings.pool_size,
-            &psql,
-        )?);
+        let spec = Shardgate {
+            name: "shardgate-routed",
+            sharding: &sharding,
+            observed: true,
+        };
+        specs.push((spec, shards));
+    }
+    if settings.unobserved {
+        let twins: Vec<_> = specs.iter().map(|(s, l)| (unobserved(s), *l)).collect();
+        specs.extend(twins);
+    }
+    for (spec, logins) in &specs {
+        let dir = base.join(spec.name);
+        let target = targets::start_shardgate(spec, &dir, logins, settings.pool_size, &psql)?;
+        targets.push(target);
     }
     Ok(targets)
+}
+
+/// `spec` with per-statement metrics and hotspot tracking off (`BENCH_UNOBSERVED=1`).
+fn unobserved<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
+    let name = match spec.name {
+        "shardgate" => "shardgate-unobserved",
+        _ => "shardgate-routed-unobserved",
+    };
+    Shardgate {
+        name,
+        sharding: spec.sharding,
+        observed: false,
+    }
 }
 
 /// Runs every combination `reps` times. Within a repetition the targets take turns on each
@@ -439,7 +463,7 @@ fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
         "pgbouncer and shardgate in transaction mode, {} server connections each",
         s.pool_size
     );
-    match s.scenario {
+    let mut lines = match s.scenario {
         Scenario::Foundation => vec![("workload", format!("pgbench -S {runs}")), ("pools", pools)],
         Scenario::Routed => vec![
             (
@@ -456,7 +480,16 @@ fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
             ),
             ("targets", routed::describe_targets()),
         ],
+    };
+    if s.unobserved {
+        lines.push((
+            "unobserved",
+            "each shardgate-…-unobserved is the shardgate above it with `metrics: { statements: \
+             false, hotspots: false }`: no per-statement series, no hot-key tracking"
+                .to_string(),
+        ));
     }
+    lines
 }
 
 fn write_results(scenario: Scenario, text: &str) -> anyhow::Result<PathBuf> {

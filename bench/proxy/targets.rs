@@ -134,14 +134,23 @@ fn pgbouncer_ini(dir: &Path, port: u16, pg: &Login, pool_size: u32, userlist: &P
     )
 }
 
-/// Starts the shardgate binary built alongside this bench as `name`, in front of `shards` (one
-/// database of that name on each, same user), with `sharding` (YAML lines under the database,
-/// indented four spaces: `sharding:`, `tables:`; empty for one shard).
+/// One shardgate the bench starts.
+pub struct Shardgate<'a> {
+    pub name: &'static str,
+    /// YAML lines under the database, indented four spaces (`sharding:`, `tables:`); empty for
+    /// one shard.
+    pub sharding: &'a str,
+    /// Per-statement metrics and hotspot tracking on (shardgate's default) or off (`metrics:
+    /// { statements: false, hotspots: false }`), to measure what they cost.
+    pub observed: bool,
+}
+
+/// Starts the shardgate binary built alongside this bench as `spec` says, in front of `shards`
+/// (one database of that name on each, same user).
 pub fn start_shardgate(
-    name: &'static str,
+    spec: &Shardgate<'_>,
     dir: &Path,
     shards: &[Login],
-    sharding: &str,
     pool_size: u32,
     psql: &Path,
 ) -> anyhow::Result<Target> {
@@ -149,7 +158,7 @@ pub fn start_shardgate(
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let config = dir.join("shardgate.yaml");
-    std::fs::write(&config, shardgate_yaml(port, shards, sharding, pool_size))?;
+    std::fs::write(&config, shardgate_yaml(port, shards, spec, pool_size))?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
     // warn: no per-connection log lines, like pgbouncer's log_connections = 0.
     cmd.arg("--config")
@@ -160,23 +169,29 @@ pub fn start_shardgate(
         port,
         ..first.clone()
     };
-    wait_ready(name, &proxy, &login, psql)?;
+    wait_ready(spec.name, &proxy, &login, psql)?;
     Ok(Target {
-        name,
+        name: spec.name,
         login,
         process: Some(proxy),
     })
 }
 
 /// The admin API listens on a port of the kernel's choosing: several instances run at once.
-fn shardgate_yaml(port: u16, shards: &[Login], sharding: &str, pool_size: u32) -> String {
+fn shardgate_yaml(port: u16, shards: &[Login], spec: &Shardgate<'_>, pool_size: u32) -> String {
     let pg = &shards[0];
+    let metrics = if spec.observed {
+        ""
+    } else {
+        "metrics: { statements: false, hotspots: false }\n"
+    };
     let mut yaml = format!(
         "# Written by shardgate's bench/proxy.rs.\n\
          listen: 127.0.0.1:{port}\n\
          admin: {{ listen: \"127.0.0.1:0\" }}\n\
          users:\n  - {{ name: {user}, password: {pw} }}\n\
          pool: {{ mode: transaction, size: {pool_size} }}\n\
+         {metrics}\
          databases:\n  {db}:\n    shards:\n",
         user = pg.user,
         pw = pg.password,
@@ -188,7 +203,7 @@ fn shardgate_yaml(port: u16, shards: &[Login], sharding: &str, pool_size: u32) -
             s.user, s.password, s.port, s.db
         );
     }
-    yaml + sharding
+    yaml + spec.sharding
 }
 
 fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Proxy> {

@@ -50,6 +50,7 @@ pub fn show(snapshot: &Snapshot) -> Reply {
             "failures_to_ban": c.health.failures_to_ban,
         },
         "log": { "slow_query_ms": c.log.slow_query_ms },
+        "metrics": { "statements": c.metrics.statements, "hotspots": c.metrics.hotspots },
         "control": c.control,
         "databases": databases,
     }))

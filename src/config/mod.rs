@@ -42,6 +42,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     pub databases: BTreeMap<String, DatabaseConfig>,
 }
 
@@ -54,6 +56,35 @@ pub struct LogConfig {
     /// `log_min_duration_statement` is off by default).
     #[serde(default)]
     pub slow_query_ms: u64,
+}
+
+/// `metrics:`: what the query path records. Both are on by default and cheap (see
+/// `bench/README.md`); turning them off exists to measure that cost, and for a proxy whose
+/// operators scrape nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-statement series: queries by shard and kind, latency histograms, routing decisions,
+    /// parse failures, checkout waits, backend errors, bytes. Off: `GET /metrics` keeps the
+    /// connection, pool, health and reload series only.
+    #[serde(default = "yes")]
+    pub statements: bool,
+    /// Hot keys, buckets and shard load (`GET /v1/hotspots`, `shardgate_shard_skew`).
+    #[serde(default = "yes")]
+    pub hotspots: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            statements: true,
+            hotspots: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -384,3 +384,27 @@ fn slow_query_logging_is_off_by_default_and_its_section_is_strict() {
         "log.slow_ms: unknown key `slow_ms` (expected one of: slow_query_ms) (line 4, column 8)"
     );
 }
+
+#[test]
+fn statement_metrics_and_hotspots_are_on_by_default_and_their_section_is_strict() {
+    let on = crate::config::MetricsConfig {
+        statements: true,
+        hotspots: true,
+    };
+    assert_eq!(parse(TWO_SHARDS).expect("valid").metrics, on);
+    let off = with("databases:\n", "metrics: { hotspots: false }\ndatabases:\n");
+    let hotspots_off = crate::config::MetricsConfig {
+        hotspots: false,
+        ..on
+    };
+    assert_eq!(parse(&off).expect("valid").metrics, hotspots_off);
+    let typo = with(
+        "databases:\n",
+        "metrics: { statement: false }\ndatabases:\n",
+    );
+    assert_eq!(
+        error(&typo),
+        "metrics.statement: unknown key `statement` (expected one of: statements, hotspots) \
+         (line 4, column 12)"
+    );
+}

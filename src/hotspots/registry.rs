@@ -29,9 +29,12 @@ impl Registry {
     }
 
     /// The counters of `database` under `snapshot` (a new snapshot keeps them if the layout is
-    /// the same); `None` if the database is not configured. A hash lookup unless the snapshot
-    /// changed: call it where the session refreshes its router.
+    /// the same); `None` if the database is not configured or `metrics.hotspots` is off. A hash
+    /// lookup unless the snapshot changed: call it where the session refreshes its router.
     pub fn get(&self, snapshot: &Snapshot, database: &str) -> Option<Arc<Hotspots>> {
+        if !snapshot.config.metrics.hotspots {
+            return None;
+        }
         let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((version, h)) = by_db.get(database) {
             if *version == snapshot.version {

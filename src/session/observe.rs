@@ -27,8 +27,9 @@ use crate::topology::{Database, Snapshot};
 /// The session's handles, and its statements on the held backend not yet answered.
 #[derive(Default)]
 pub(super) struct Observer {
-    /// The client's database's handles, and the epoch whose shard order they follow.
-    db: Option<(u64, Arc<DbMetrics>)>,
+    /// The epoch whose shard order the handles follow, and the client's database's handles
+    /// (`None` while `metrics.statements` is off).
+    db: Option<(u64, Option<Arc<DbMetrics>>)>,
     /// Statements sent to the held backend, oldest first.
     inflight: VecDeque<InFlight>,
     /// `log.slow_query_ms` when set, and the names of the database and its shards for the line.
@@ -44,7 +45,12 @@ impl Observer {
             return;
         }
         let names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
-        self.db = Some((snapshot.epoch, metrics.database(&db.name, &names)));
+        let handles = snapshot
+            .config
+            .metrics
+            .statements
+            .then(|| metrics.database(&db.name, &names));
+        self.db = Some((snapshot.epoch, handles));
         let ms = snapshot.config.log.slow_query_ms;
         self.slow = (ms > 0).then(|| Slow {
             after: Duration::from_millis(ms),
@@ -54,7 +60,7 @@ impl Observer {
     }
 
     pub fn db(&self) -> Option<&DbMetrics> {
-        self.db.as_ref().map(|(_, db)| &**db)
+        self.db.as_ref().and_then(|(_, db)| db.as_deref())
     }
 
     /// Statements whose ReadyForQuery has come (`received` of them so far): their durations.
@@ -160,8 +166,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// ReadyForQuery the client is sent (its Query's, or its batch's Sync's).
     fn note_statement(&mut self, kind: Kind, text: Option<Shown>) {
         let Some(shard) = self.pinned() else { return };
-        if let Some(db) = self.obs.db() {
-            db.query(shard, kind);
+        match self.obs.db() {
+            Some(db) => db.query(shard, kind),
+            // Nothing to time: only the slow-statement log would want the statement's clock.
+            None if self.obs.slow.is_none() => return,
+            None => {}
         }
         self.obs.inflight.push_back(InFlight {
             ready: self.replies.readies_asked(),
@@ -173,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// A statement runs on `shards` at once (outside the held backend); counted per shard.
     pub(super) fn note_fan(&self, shards: &[usize], sql: &str) -> FanTiming {
-        let db = self.obs.db.as_ref().map(|(_, db)| db.clone());
+        let db = self.obs.db.as_ref().and_then(|(_, db)| db.clone());
         if let Some(db) = &db {
             let kind = kind_of(sql);
             for &s in shards {

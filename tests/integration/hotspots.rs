@@ -108,3 +108,31 @@ async fn a_uniform_workload_shows_no_hot_key_and_no_skew() {
         1.0
     );
 }
+
+/// `metrics: { statements: false, hotspots: false }` (for measuring what they cost): after a
+/// reload, statements are neither counted nor tracked, and the proxy serves as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_metrics_and_hotspots_can_be_turned_off() {
+    let shop = shop().await;
+    let off = shop.config_yaml().replacen(
+        "\ndatabases:",
+        "\nmetrics: { statements: false, hotspots: false }\ndatabases:",
+        1,
+    );
+    assert_ne!(off, shop.config_yaml(), "the fixture has a databases: line");
+    let path = shop.dir().join("off.yaml");
+    std::fs::write(&path, off).unwrap();
+    shop.proxy().reload_from(&path).expect("reload");
+    let queries = |m: &Scraped| m.sum("shardgate_queries_total");
+    let before = queries(&Scraped::at(shop.admin_addr()).await);
+    read_each(&shop, 1..=100).await;
+    let after = Scraped::at(shop.admin_addr()).await;
+    assert_eq!(queries(&after), before, "no statement counted");
+    let answer = get(shop.admin_addr(), "/v1/hotspots").await;
+    assert_eq!(answer.json()["databases"], serde_json::json!([]));
+    let config = get(shop.admin_addr(), "/v1/config").await.json();
+    assert_eq!(
+        config["metrics"],
+        serde_json::json!({ "statements": false, "hotspots": false })
+    );
+}

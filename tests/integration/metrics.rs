@@ -41,16 +41,7 @@ impl Scraped {
 
     /// The value of the one sample of counter or gauge `name` with these labels (others any).
     pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<f64> = self
-            .scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .filter_map(|s| match s.value {
-                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
-                _ => None,
-            })
-            .collect();
+        let found = self.values(name, labels);
         match found.as_slice() {
             [v] => *v,
             _ => panic!(
@@ -58,6 +49,24 @@ impl Scraped {
                 self.text
             ),
         }
+    }
+
+    /// The sum of every sample of counter or gauge `name`; 0 when there is none.
+    pub(crate) fn sum(&self, name: &str) -> f64 {
+        self.values(name, &[]).iter().sum()
+    }
+
+    /// The values of the samples of counter or gauge `name` with these labels (others any).
+    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .filter_map(|s| match s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The cumulative buckets of histogram `name` with these labels, as (upper bound, count).
