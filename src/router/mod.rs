@@ -20,6 +20,7 @@ mod map;
 pub mod merge;
 mod params;
 mod plan;
+pub mod reads;
 pub mod report;
 mod split;
 mod statement;
@@ -46,6 +47,13 @@ use map::ShardMap;
 /// would otherwise grow it without bound).
 const PLAN_CACHE_ENTRIES: usize = 8192;
 
+/// A statement's plan, and whether a replica may answer it.
+#[derive(Clone)]
+pub struct Planned {
+    pub plan: Arc<Plan>,
+    pub replica_safe: bool,
+}
+
 /// The router of one database under one snapshot.
 pub struct Router {
     /// The [`Snapshot::version`] it was built from.
@@ -60,7 +68,8 @@ pub struct Router {
     /// `routing.mode: shadow`: statements are planned only to be reported.
     shadow: bool,
     anywhere: Arc<Plan>,
-    cache: Mutex<HashMap<Box<str>, Arc<Plan>>>,
+    /// Plans per text, each with whether a replica may answer it ([`Router::planned`]).
+    cache: Mutex<HashMap<Box<str>, Planned>>,
     /// Shadow mode: statements already reported (each distinct text once per epoch).
     reported: Mutex<std::collections::HashSet<Box<str>>>,
 }
@@ -93,6 +102,17 @@ impl Router {
     /// Whether this database has more than one shard (else everything goes to the only one).
     pub fn is_sharded(&self) -> bool {
         self.sharded
+    }
+
+    /// Whether the session must plan its statements: to pick a shard, or to send safe reads to
+    /// replicas (`routing.read_replicas`, also with one shard).
+    pub fn routes(&self) -> bool {
+        self.sharded || self.routing.read_replicas
+    }
+
+    /// `routing.read_replicas`, and with it `max_replica_lag_ms` and `read_your_writes`.
+    pub fn replicas(&self) -> Option<&crate::config::RoutingConfig> {
+        self.routing.read_replicas.then_some(&self.routing)
     }
 
     /// The bucket of a key under a hash map, `None` for range and list maps (for messages and
@@ -138,21 +158,37 @@ impl Router {
 
     /// The plan for a statement text, cached.
     pub fn plan(&self, sql: &str) -> Arc<Plan> {
-        if !self.sharded && !self.shadow {
-            return self.anywhere.clone();
+        self.planned(sql).plan
+    }
+
+    /// The plan for a statement text and whether a replica may answer it (worked out only with
+    /// `read_replicas`: [`reads::is_replica_safe`]), cached.
+    pub fn planned(&self, sql: &str) -> Planned {
+        let plans = self.sharded || self.shadow;
+        if !plans && !self.routing.read_replicas {
+            return Planned {
+                plan: self.anywhere.clone(),
+                replica_safe: false,
+            };
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(plan) = cache.get(sql) {
-            return plan.clone();
+        if let Some(planned) = cache.get(sql) {
+            return planned.clone();
         }
         drop(cache);
-        let plan = Arc::new(self.plan_uncached(sql));
+        let planned = Planned {
+            plan: match plans {
+                true => Arc::new(self.plan_uncached(sql)),
+                false => self.anywhere.clone(),
+            },
+            replica_safe: self.routing.read_replicas && reads::is_replica_safe(sql),
+        };
         cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PLAN_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(sql.into(), plan.clone());
-        plan
+        cache.insert(sql.into(), planned.clone());
+        planned
     }
 
     /// A simple query planned by its shape, so one cached plan serves every value: its integer
@@ -160,13 +196,14 @@ impl Router {
     /// `WHERE id = $1`), and the literals are returned as those parameters' values. Only a
     /// statement whose shape then needs exactly one shard is routed this way (its own text is
     /// what the shard gets); anything else is `None`, to be planned from its own text.
-    pub fn plan_shape<'a>(&self, sql: &'a str) -> Option<(Arc<Plan>, Params<'a>)> {
+    pub fn plan_shape<'a>(&self, sql: &'a str) -> Option<(Planned, Params<'a>)> {
         if !self.sharded {
             return None;
         }
         let (shape, literals) = lex::integer_literals(sql)?;
-        let plan = self.plan(&shape);
-        if !matches!(*plan, Plan::Keyed(_)) {
+        let planned = self.planned(&shape);
+        let plan = &planned.plan;
+        if !matches!(**plan, Plan::Keyed(_)) {
             return None;
         }
         let values = literals
@@ -175,10 +212,10 @@ impl Router {
             .collect();
         let params = Params::text(values);
         let one = matches!(
-            self.resolve(&plan, Some(&params), None),
+            self.resolve(plan, Some(&params), None),
             Ok(Target::Shard(_))
         );
-        one.then_some((plan, params))
+        one.then_some((planned, params))
     }
 
     fn plan_uncached(&self, sql: &str) -> Plan {

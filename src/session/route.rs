@@ -176,10 +176,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Routed::To(None);
         };
         // Literals of the key make every text distinct: its shape is what is cached.
-        let (plan, params) = match router.plan_shape(sql) {
-            Some((plan, params)) => (plan, Some(params)),
-            None => (router.plan(sql), None),
+        let (planned, params) = match router.plan_shape(sql) {
+            Some((planned, params)) => (planned, Some(params)),
+            None => (router.planned(sql), None),
         };
+        let plan = planned.plan;
         if let Plan::Multi(plans) = &*plan {
             self.note_multi(plans, sql);
         }

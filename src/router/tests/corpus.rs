@@ -335,11 +335,11 @@ fn shapes_route_exactly_like_their_text() {
         ]
     });
     for sql in corpus().into_iter().map(|e| e.sql).chain(generated) {
-        let Some((plan, params)) = r.plan_shape(&sql) else {
+        let Some((planned, params)) = r.plan_shape(&sql) else {
             continue;
         };
         shaped += 1;
-        let by_shape = r.resolve(&plan, Some(&params), None);
+        let by_shape = r.resolve(&planned.plan, Some(&params), None);
         let by_text = r.resolve(&r.plan(&sql), None, None);
         assert_eq!(by_shape, by_text, "{sql}");
     }
