@@ -20,7 +20,7 @@ const UPKEEP_EVERY: u64 = 1 << 16;
 
 fn bench(c: &mut Criterion) {
     let metrics = Metrics::new();
-    let shards: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    let shards: Vec<(Arc<str>, bool)> = vec![("s0".into(), false), ("s1".into(), false)];
     let db = metrics.database("app", &shards);
     c.bench_function("metrics/kind_of", |b| b.iter(|| kind_of(black_box(SQL))));
     c.bench_function("metrics/query counter (handle)", |b| {

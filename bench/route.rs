@@ -76,8 +76,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             key += 1;
             let text = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {key}");
-            let (plan, params) = router.plan_shape(&text).expect("one shard");
-            black_box(router.resolve(&plan, Some(&params), None))
+            let (planned, params) = router.plan_shape(&text).expect("one shard");
+            black_box(router.resolve(&planned.plan, Some(&params), None))
         })
     });
 }

@@ -7,6 +7,7 @@ mod auth;
 mod config;
 mod databases;
 mod json;
+mod promote;
 mod route;
 
 use std::convert::Infallible;
@@ -109,6 +110,7 @@ enum Endpoint {
     Reload,
     Route,
     Hotspots,
+    Promote(String, String),
 }
 
 impl Endpoint {
@@ -126,13 +128,18 @@ impl Endpoint {
             ["v1", "config", "reload"] => Endpoint::Reload,
             ["v1", "route"] => Endpoint::Route,
             ["v1", "hotspots"] => Endpoint::Hotspots,
+            ["v1", "databases", db, "shards", shard, "promote"]
+                if !db.is_empty() && !shard.is_empty() =>
+            {
+                Endpoint::Promote(db.to_string(), shard.to_string())
+            }
             _ => return None,
         })
     }
 
     fn method(&self) -> Method {
         match self {
-            Endpoint::Reload | Endpoint::Route => Method::POST,
+            Endpoint::Reload | Endpoint::Route | Endpoint::Promote(..) => Method::POST,
             _ => Method::GET,
         }
     }
@@ -146,7 +153,8 @@ impl Endpoint {
 
 const ROUTES: &str =
     "GET /health, GET /ready, GET /metrics, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
-                      GET /v1/config, POST /v1/config/reload, POST /v1/route, GET /v1/hotspots";
+                      GET /v1/config, POST /v1/config/reload, POST /v1/route, GET /v1/hotspots, \
+                      POST /v1/databases/{db}/shards/{shard}/promote";
 
 async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
     let reply = match dispatch(req, &admin).await {
@@ -195,6 +203,7 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
         Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
         Endpoint::Route => route::decide(admin, &body),
         Endpoint::Hotspots => Ok(hotspots(admin)),
+        Endpoint::Promote(db, shard) => promote::promote(admin, &db, &shard, &body).await,
     }
 }
 

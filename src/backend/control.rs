@@ -36,3 +36,24 @@ impl ControlConn {
         let _ = self.task.await;
     }
 }
+
+/// A tokio-postgres error with what the server said (severity, message, SQLSTATE) or the whole
+/// chain of causes: its own `Display` says only "db error".
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

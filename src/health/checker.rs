@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::lsn::Lsn;
 use super::state::{self, choose_primary, Kind, Observation, Role, Tracker};
-use super::{Monitor, Report, ServerHealth, ServerKey, ShardHealth};
-use crate::config::{parse_backend_url, Config};
+use super::{Monitor, Overrides, Report, ServerHealth, ServerKey, ShardHealth};
+use crate::backend::control::describe;
+use crate::config::Config;
 use crate::topology::Store;
 
 /// One round trip, valid on a primary and on a replica: `CASE` calls only the function that
@@ -36,8 +37,9 @@ pub async fn run(store: Arc<Store>, monitor: Arc<Monitor>, stop: CancellationTok
     let mut checker = Checker::default();
     loop {
         let config = store.load().config.clone();
+        let overrides = monitor.overrides();
         let report = tokio::select! {
-            report = checker.round(&config) => report,
+            report = checker.round(&config, &overrides) => report,
             _ = stop.cancelled() => return,
         };
         monitor.publish(report);
@@ -77,7 +79,7 @@ struct Checker {
 }
 
 impl Checker {
-    async fn round(&mut self, config: &Config) -> Report {
+    async fn round(&mut self, config: &Config, overrides: &Overrides) -> Report {
         let plan = self.follow(config);
         let timeout = Duration::from_millis(config.health.timeout_ms);
         let checks = self
@@ -101,7 +103,7 @@ impl Checker {
             databases: HashMap::new(),
         };
         for shard in &plan {
-            let health = self.shard_health(shard);
+            let health = self.shard_health(shard, overrides);
             report
                 .databases
                 .entry(shard.database.clone())
@@ -122,14 +124,8 @@ impl Checker {
                 let mut servers = Vec::new();
                 for (url, role) in urls {
                     // Validated with the config: a URL that does not parse never gets here.
-                    let Ok(t) = parse_backend_url(url) else {
+                    let Some(key) = ServerKey::of_url(url) else {
                         continue;
-                    };
-                    let key = ServerKey {
-                        host: t.host,
-                        port: t.port,
-                        user: t.user,
-                        database: t.database,
                     };
                     named.entry(key.clone()).or_insert((url.clone(), role));
                     servers.push(key);
@@ -163,18 +159,22 @@ impl Checker {
     }
 
     /// The shard's servers as this round left them, its primary now and each replica's lag.
-    fn shard_health(&mut self, shard: &Planned) -> ShardHealth {
+    fn shard_health(&mut self, shard: &Planned, overrides: &Overrides) -> ShardHealth {
         let states: Vec<_> = shard
             .servers
             .iter()
             .map(|key| self.servers[key].tracker.state().clone())
             .collect();
+        // A demoted server is never the primary again, writable or not.
         let roles: Vec<Option<Role>> = states
             .iter()
             .map(|s| s.observed().map(|o| o.role))
+            .zip(&shard.servers)
+            .map(|(role, key)| role.filter(|_| !overrides.demoted.contains(key)))
             .collect();
         let id = (shard.database.clone(), shard.shard.clone());
-        let last = self.primaries.get(&id).cloned().flatten();
+        let promoted = overrides.promoted.get(&id).cloned();
+        let last = promoted.or_else(|| self.primaries.get(&id).cloned().flatten());
         let previous = last
             .as_ref()
             .and_then(|k| shard.servers.iter().position(|s| s == k));
@@ -198,6 +198,7 @@ impl Checker {
                     configured: if i == 0 { Role::Primary } else { Role::Replica },
                     state,
                     lag,
+                    demoted: overrides.demoted.contains(key),
                 }
             })
             .collect();
@@ -303,25 +304,6 @@ fn parse_row(row: &tokio_postgres::SimpleQueryRow) -> Result<Observation, String
 }
 
 /// The error with its causes: tokio-postgres' own text is only the kind ("db error").
-fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn log_change(key: &ServerKey, server: &Server, before: Kind, after: Kind) {
     match (after, server.tracker.state()) {
         (
@@ -391,7 +373,7 @@ mod tests {
             let server = checker.servers.get_mut(key).unwrap();
             server.tracker.record(outcome, SystemTime::now(), 1);
         }
-        checker.shard_health(&plan[0])
+        checker.shard_health(&plan[0], &Overrides::default())
     }
 
     #[test]

@@ -28,6 +28,22 @@ impl Lsn {
     pub fn bytes_after(self, earlier: Lsn) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
+
+    /// An insert position (`pg_current_wal_insert_lsn()`) as the end of the last record before
+    /// it, which is where a replica's replay position stops. They differ only when that record
+    /// ended on an 8 KiB page boundary: the insert position is then past the next page's 24-byte
+    /// header, which no record can end inside, so a replica would never seem to reach it until
+    /// more WAL is written. (A segment's first page has a 40-byte header, and a record may end 40
+    /// bytes into an ordinary page: that case is left alone, costing only a later replica read.)
+    pub fn as_record_end(self) -> Lsn {
+        const PAGE: u64 = 8192;
+        const SHORT_HEADER: u64 = 24;
+        if self.0 % PAGE == SHORT_HEADER {
+            Lsn(self.0 - SHORT_HEADER)
+        } else {
+            self
+        }
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -38,6 +54,14 @@ impl fmt::Display for Lsn {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_insert_position_past_a_page_header_is_the_record_end_before_it() {
+        assert_eq!(Lsn(3 * 8192 + 24).as_record_end(), Lsn(3 * 8192));
+        assert_eq!(Lsn(3 * 8192 + 40).as_record_end(), Lsn(3 * 8192 + 40));
+        assert_eq!(Lsn(3 * 8192 + 100).as_record_end(), Lsn(3 * 8192 + 100));
+        assert_eq!(Lsn(0x1000000 + 40).as_record_end(), Lsn(0x1000000 + 40));
+    }
+
     use super::*;
 
     #[test]

@@ -13,6 +13,7 @@
 mod checker;
 mod lsn;
 mod state;
+mod switchover;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use arc_swap::ArcSwap;
 pub use checker::run;
 pub use lsn::Lsn;
 pub use state::{Kind, Lag, Observation, Role, ServerState};
+pub use switchover::{Fence, Overrides};
 
 use crate::backend::Target;
 use crate::pool::Pool;
@@ -48,6 +50,18 @@ impl ServerKey {
         }
     }
 
+    /// The server a configured backend URL names; `None` if it does not parse (validated
+    /// configs always do).
+    pub fn of_url(url: &str) -> Option<ServerKey> {
+        let t = crate::config::parse_backend_url(url).ok()?;
+        Some(ServerKey {
+            host: t.host,
+            port: t.port,
+            user: t.user,
+            database: t.database,
+        })
+    }
+
     /// Whether `target` is this server (no allocation: checked per transaction).
     pub fn is(&self, target: &Target) -> bool {
         self.port == target.port
@@ -60,20 +74,22 @@ impl ServerKey {
 /// The pool writes to `shard` of `database` go to: the server the checks last found writable,
 /// so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a restart; the
 /// configured primary while the checks know no other (not checked yet, or no server writable —
-/// writes then fail cleanly on it, never reach a server in recovery).
-pub fn writable<'a>(report: &Report, database: &str, shard: &'a Shard) -> &'a Pool {
-    let promoted = report
-        .shard(database, &shard.name)
+/// writes then fail cleanly on it, never reach a server in recovery). `None` when the configured
+/// primary was demoted by an operator's promotion and the checks know no other yet: it may still
+/// accept writes, which the promoted server would never see.
+pub fn writable<'a>(report: &Report, database: &str, shard: &'a Shard) -> Option<&'a Pool> {
+    let health = report.shard(database, &shard.name);
+    let promoted = health
         .and_then(|h| h.servers.get(h.current_primary()?))
         .filter(|s| !s.key.is(shard.primary.target()));
     let Some(server) = promoted else {
-        return &shard.primary;
+        let demoted = health
+            .and_then(|h| h.servers.first())
+            .is_some_and(|s| s.demoted && s.key.is(shard.primary.target()));
+        return (!demoted).then_some(&shard.primary);
     };
-    shard
-        .replicas
-        .iter()
-        .find(|p| server.key.is(p.target()))
-        .unwrap_or(&shard.primary)
+    let pool = shard.replicas.iter().find(|p| server.key.is(p.target()));
+    Some(pool.unwrap_or(&shard.primary))
 }
 
 impl fmt::Display for ServerKey {
@@ -96,6 +112,8 @@ pub struct ServerHealth {
     /// A replica's lag behind the shard's current primary, both read in the same round; `None`
     /// for a primary, or when either position is unknown (no primary up, nothing replayed yet).
     pub lag: Option<Lag>,
+    /// An operator promoted another server of the shard: this one never takes writes again.
+    pub demoted: bool,
 }
 
 impl ServerHealth {
@@ -186,6 +204,8 @@ impl Report {
 #[derive(Default)]
 pub struct Monitor {
     report: ArcSwap<Report>,
+    /// An operator's promotion in progress or done ([`switchover`]).
+    switchover: switchover::Switchover,
 }
 
 impl Monitor {

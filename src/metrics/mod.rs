@@ -86,10 +86,12 @@ pub enum Rejection {
     MultiShardInTransaction,
     /// A transaction pinned to one shard that needs another.
     CrossShardTransaction,
+    /// A statement for the primary in an extended-protocol batch whose reads went to a replica.
+    WriteAfterReplicaRead,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 14] = [
+    pub const ALL: [Rejection; 15] = [
         Rejection::WriteWithoutKey,
         Rejection::KeyUpdate,
         Rejection::InsertKey,
@@ -104,6 +106,7 @@ impl Rejection {
         Rejection::MultiShardUnsupported,
         Rejection::MultiShardInTransaction,
         Rejection::CrossShardTransaction,
+        Rejection::WriteAfterReplicaRead,
     ];
 
     pub fn label(self) -> &'static str {
@@ -122,6 +125,7 @@ impl Rejection {
             Rejection::MultiShardUnsupported => "multi_shard_unsupported",
             Rejection::MultiShardInTransaction => "multi_shard_in_transaction",
             Rejection::CrossShardTransaction => "cross_shard_transaction",
+            Rejection::WriteAfterReplicaRead => "write_after_replica_read",
         }
     }
 }
@@ -199,7 +203,7 @@ impl BackendError {
     }
 }
 
-/// Only primaries serve sessions so far; replicas show up in the pool gauges.
+/// The `role` label: which server of a shard.
 pub const PRIMARY: &str = "primary";
 pub const REPLICA: &str = "replica";
 
@@ -275,8 +279,9 @@ impl Metrics {
         }
     }
 
-    /// The handles of one database with these shards (in the snapshot's order).
-    pub fn database(&self, database: &str, shards: &[Arc<str>]) -> Arc<DbMetrics> {
+    /// The handles of one database with these shards (in the snapshot's order), each with
+    /// whether it has replicas (their series exist only then).
+    pub fn database(&self, database: &str, shards: &[(Arc<str>, bool)]) -> Arc<DbMetrics> {
         let mut by_name = self.databases.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(db) = by_name.get(database).filter(|d| d.shard_names == shards) {
             return db.clone();
@@ -348,10 +353,29 @@ impl Drop for ClientGuard {
     }
 }
 
+/// Which server's series: shard `shard`'s primary, or (`replica`) its replicas. A bare shard
+/// index means its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub shard: usize,
+    pub replica: bool,
+}
+
+impl From<usize> for At {
+    fn from(shard: usize) -> At {
+        At {
+            shard,
+            replica: false,
+        }
+    }
+}
+
 /// The handles of one database, indexed by the snapshot's shard order.
 pub struct DbMetrics {
-    shard_names: Vec<Arc<str>>,
+    shard_names: Vec<(Arc<str>, bool)>,
     shards: Vec<ShardMetrics>,
+    /// Per shard, its replicas' series (`role="replica"`), if it has replicas.
+    replicas: Vec<Option<ShardMetrics>>,
     single_shard: Counter,
     multi_shard: Counter,
     rejected: Counter,
@@ -371,7 +395,7 @@ struct ShardMetrics {
 }
 
 impl DbMetrics {
-    fn new(r: &PrometheusRecorder, db: &str, shard_names: &[Arc<str>]) -> DbMetrics {
+    fn new(r: &PrometheusRecorder, db: &str, shard_names: &[(Arc<str>, bool)]) -> DbMetrics {
         let counter = |name: &'static str, labels: &[(&str, &str)]| {
             let mut all = vec![("database", db)];
             all.extend_from_slice(labels);
@@ -393,7 +417,11 @@ impl DbMetrics {
         DbMetrics {
             shards: shard_names
                 .iter()
-                .map(|s| ShardMetrics::new(r, db, s))
+                .map(|(s, _)| ShardMetrics::new(r, db, s, PRIMARY))
+                .collect(),
+            replicas: shard_names
+                .iter()
+                .map(|(s, has)| has.then(|| ShardMetrics::new(r, db, s, REPLICA)))
                 .collect(),
             shard_names: shard_names.to_vec(),
             single_shard: decision("single_shard"),
@@ -408,28 +436,37 @@ impl DbMetrics {
         }
     }
 
+    /// The series of a server of a shard: its primary, or its replicas.
+    fn at(&self, at: impl Into<At>) -> Option<&ShardMetrics> {
+        let at = at.into();
+        match at.replica {
+            false => self.shards.get(at.shard),
+            true => self.replicas.get(at.shard)?.as_ref(),
+        }
+    }
+
     /// A statement sent to shard `shard` (its index in the snapshot).
-    pub fn query(&self, shard: usize, kind: Kind) {
-        if let Some(s) = self.shards.get(shard) {
+    pub fn query(&self, at: impl Into<At>, kind: Kind) {
+        if let Some(s) = self.at(at) {
             s.queries[kind as usize].increment(1);
         }
     }
 
     /// How long a statement on `shard` took, from being sent to its last reply.
-    pub fn duration(&self, shard: usize, took: Duration) {
-        if let Some(s) = self.shards.get(shard) {
+    pub fn duration(&self, at: impl Into<At>, took: Duration) {
+        if let Some(s) = self.at(at) {
             s.duration.record(took.as_secs_f64());
         }
     }
 
-    pub fn checkout_wait(&self, shard: usize, took: Duration) {
-        if let Some(s) = self.shards.get(shard) {
+    pub fn checkout_wait(&self, at: impl Into<At>, took: Duration) {
+        if let Some(s) = self.at(at) {
             s.checkout_wait.record(took.as_secs_f64());
         }
     }
 
-    pub fn backend_error(&self, shard: usize, error: BackendError) {
-        if let Some(s) = self.shards.get(shard) {
+    pub fn backend_error(&self, at: impl Into<At>, error: BackendError) {
+        if let Some(s) = self.at(at) {
             s.errors[error as usize].increment(1);
         }
     }
@@ -468,8 +505,8 @@ impl DbMetrics {
 }
 
 impl ShardMetrics {
-    fn new(r: &PrometheusRecorder, db: &str, shard: &str) -> ShardMetrics {
-        let at = [("database", db), ("shard", shard), ("role", PRIMARY)];
+    fn new(r: &PrometheusRecorder, db: &str, shard: &str, role: &'static str) -> ShardMetrics {
+        let at = [("database", db), ("shard", shard), ("role", role)];
         let with = |extra: (&'static str, &'static str)| {
             let mut labels = at.to_vec();
             labels.push(extra);

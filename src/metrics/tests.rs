@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn two_recorders_count_apart() {
     let (a, b) = (Metrics::new(), Metrics::new());
-    let shards: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    let shards = [("s0".into(), false), ("s1".into(), false)];
     a.database("app", &shards).query(1, Kind::Insert);
     a.database("app", &shards).query(1, Kind::Insert);
     b.database("app", &shards).query(1, Kind::Insert);
@@ -18,7 +18,7 @@ fn two_recorders_count_apart() {
 #[test]
 fn durations_are_a_histogram_with_the_configured_buckets() {
     let m = Metrics::new();
-    let db = m.database("app", &["s0".into()]);
+    let db = m.database("app", &[("s0".into(), false)]);
     db.duration(0, Duration::from_micros(300));
     db.duration(0, Duration::from_millis(30));
     let text = m.render(1, &[]);
@@ -33,8 +33,8 @@ fn durations_are_a_histogram_with_the_configured_buckets() {
 #[test]
 fn a_reload_that_keeps_the_shards_keeps_the_handles_and_counts_carry_over() {
     let m = Metrics::new();
-    let one: Vec<Arc<str>> = vec!["s0".into()];
-    let two: Vec<Arc<str>> = vec!["s0".into(), "s1".into()];
+    let one = [("s0".into(), false)];
+    let two = [("s0".into(), false), ("s1".into(), false)];
     let first = m.database("app", &one);
     assert!(Arc::ptr_eq(&first, &m.database("app", &one)));
     first.query(0, Kind::Select);
@@ -59,4 +59,30 @@ fn the_client_gauge_goes_back_down() {
         text.contains("shardgate_client_connections_accepted_total 1\n"),
         "{text}"
     );
+}
+
+#[test]
+fn replica_series_exist_for_shards_with_replicas_only() {
+    let m = Metrics::new();
+    let db = m.database("app", &[("s0".into(), true), ("s1".into(), false)]);
+    let replica = |shard| At {
+        shard,
+        replica: true,
+    };
+    db.query(replica(0), Kind::Select);
+    db.query(replica(1), Kind::Select); // no replicas: ignored
+    db.query(0, Kind::Select);
+    let text = m.render(1, &[]);
+    let line = |shard, role| {
+        format!("shardgate_queries_total{{database=\"app\",shard=\"{shard}\",role=\"{role}\",kind=\"select\"}}")
+    };
+    assert!(
+        text.contains(&format!("{} 1", line("s0", "replica"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} 1", line("s0", "primary"))),
+        "{text}"
+    );
+    assert!(!text.contains(&line("s1", "replica")), "{text}");
 }

@@ -332,6 +332,12 @@ impl Pool {
         (open, in_use, self.waiting.load(Ordering::Relaxed))
     }
 
+    /// Transactions on this server now or waiting for it: what replicas are balanced by.
+    pub fn outstanding(&self) -> u32 {
+        let free = u32::try_from(self.queue.available_permits()).unwrap_or(u32::MAX);
+        self.settings.size.saturating_sub(free) + self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Whether two handles share one pool (a reload kept it).
     pub fn same_pool(&self, other: &Pool) -> bool {
         Arc::ptr_eq(&self.queue, &other.queue)

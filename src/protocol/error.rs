@@ -47,6 +47,7 @@ pub enum SqlState {
     QueryCanceled,
     CharacterNotInRepertoire,
     InvalidBinaryRepresentation,
+    UndefinedObject,
 }
 
 impl SqlState {
@@ -77,6 +78,7 @@ impl SqlState {
             SqlState::QueryCanceled => "57014",
             SqlState::CharacterNotInRepertoire => "22021",
             SqlState::InvalidBinaryRepresentation => "22P03",
+            SqlState::UndefinedObject => "42704",
         }
     }
 }

@@ -121,6 +121,11 @@ impl Router {
         self.map.bucket(key)
     }
 
+    /// The index of the shard called `name`.
+    pub fn shard_index(&self, name: &str) -> Option<usize> {
+        self.shard_names.iter().position(|s| &**s == name)
+    }
+
     pub fn shard_name(&self, index: usize) -> &str {
         self.shard_names.get(index).map_or("?", |s| s)
     }
@@ -177,9 +182,12 @@ impl Router {
         }
         drop(cache);
         let planned = Planned {
-            plan: match plans {
-                true => Arc::new(self.plan_uncached(sql)),
-                false => self.anywhere.clone(),
+            plan: match self.plan_uncached(sql) {
+                plan if plans => Arc::new(plan),
+                // One shard with replicas: only where transactions start and end matters (a
+                // BEGIN is deferred, so a READ ONLY one may start on a replica).
+                plan @ (Plan::Begin | Plan::End) => Arc::new(plan),
+                _ => self.anywhere.clone(),
             },
             replica_safe: self.routing.read_replicas && reads::is_replica_safe(sql),
         };

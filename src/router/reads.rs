@@ -169,6 +169,7 @@ mod tests {
             "BEGIN",
             "COPY users TO STDOUT",
             "EXPLAIN ANALYZE DELETE FROM users",
+            "SELECT inet_server_port() FROM ROWS FROM (generate_series(1, 1)) AS g",
             "not sql at all",
             "",
         ] {

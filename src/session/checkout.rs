@@ -3,26 +3,55 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::replica::Server;
 use super::replies::Pending;
 use super::{checkout_error, client, settings, Held, Session};
+use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::{PgError, SqlState};
+use crate::topology::Shard;
 use crate::topology::Snapshot;
 use std::sync::Arc;
+
+/// Where a statement needs a backend: its shard (`None`: any), and whether it is a read a
+/// replica may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    pub shard: Option<usize>,
+    pub read: bool,
+}
+
+impl Place {
+    pub const ANY: Place = Place {
+        shard: None,
+        read: false,
+    };
+
+    /// A statement for the primary of `shard`.
+    pub fn primary(shard: Option<usize>) -> Place {
+        Place { shard, read: false }
+    }
+
+    /// A read a replica of `shard` may answer.
+    pub fn read(shard: Option<usize>) -> Place {
+        Place { shard, read: true }
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Checks out a backend for a new transaction and queues what brings it to this client's
     /// settings. The settings query is pipelined ahead of the client's first message: no extra
     /// round trip.
-    pub(super) async fn checkout(&mut self, want: Option<usize>) -> Result<(), PgError> {
+    pub(super) async fn checkout(&mut self, place: Place) -> Result<(), PgError> {
         let snapshot = self.shared.store.load();
         let db = self.database(&snapshot)?;
-        let index = crate::router::fallback_shard(&db, want);
+        let index = crate::router::fallback_shard(&db, place.shard);
         let shard = &db.shards[index];
         self.obs
             .refresh(self.shared.store.metrics(), &snapshot, &db);
-        let pool = crate::health::writable(&self.shared.health.report(), &db.name, shard);
-        let conn = self.timed_checkout(index, pool).await;
+        let (server, conn) = self
+            .checkout_server(&db.name, index, shard, place.read)
+            .await;
         let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.
@@ -31,9 +60,97 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             conn,
             shard: shard.name.clone(),
             index,
+            server,
+            wrote: false,
             _snapshot: snapshot.clone(),
         });
         self.sync_settings();
+        Ok(())
+    }
+
+    /// A connection to a replica of `shard` for a read that may use one (falling back to the
+    /// primary when none is usable or its checkout fails), else to the writable primary.
+    async fn checkout_server(
+        &self,
+        database: &str,
+        index: usize,
+        shard: &Shard,
+        read: bool,
+    ) -> (Server, Result<PooledConnection, CheckoutError>) {
+        let routing = self.router.as_ref().and_then(|r| r.replicas());
+        let replica = routing
+            .filter(|_| read && self.may_read_on_replica())
+            .and_then(|routing| self.replica_for(routing, database, shard));
+        if let Some(pool) = replica {
+            let at = crate::metrics::At {
+                shard: index,
+                replica: true,
+            };
+            if let Ok(conn) = self.timed_checkout(at, pool).await {
+                return (Server::Replica, Ok(conn));
+            }
+        }
+        (
+            Server::Primary,
+            self.primary_checkout(index, database, shard).await,
+        )
+    }
+
+    /// A connection to the writable primary of `shard`. An operator's promotion holds writes
+    /// back: a checkout that raced with its start gives the connection back and waits too (the
+    /// promotion waits for checked-out connections; the fences make one of the two see the
+    /// other).
+    pub(super) async fn primary_checkout(
+        &self,
+        index: usize,
+        database: &str,
+        shard: &Shard,
+    ) -> Result<PooledConnection, CheckoutError> {
+        let health = &self.shared.health;
+        loop {
+            self.wait_for_switchover(database, shard).await?;
+            let report = health.report();
+            let pool = crate::health::writable(&report, database, shard).ok_or_else(|| {
+                CheckoutError::Unreachable {
+                    shard: shard.name.to_string(),
+                    reason: "its configured primary was demoted by a promotion and the health \
+                             checks do not see the promoted server yet"
+                        .into(),
+                }
+            })?;
+            let conn = self.timed_checkout(index, pool).await?;
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            if !health.is_fenced(database, &shard.name) {
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// While an operator's promotion holds the shard's writes back, a new transaction waits
+    /// for it up to `pool.checkout_timeout_ms`, then fails with 08006 (retryable).
+    async fn wait_for_switchover(
+        &self,
+        database: &str,
+        shard: &Shard,
+    ) -> Result<(), CheckoutError> {
+        let health = &self.shared.health;
+        if !health.is_fenced(database, &shard.name) {
+            return Ok(());
+        }
+        let timeout = shard.primary.settings().checkout_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while health.is_fenced(database, &shard.name) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CheckoutError::Unreachable {
+                    shard: shard.name.to_string(),
+                    reason: format!(
+                        "its writes are held while a replica is promoted (waited {timeout:?}); \
+                         retry the transaction"
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 
@@ -79,11 +196,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Makes sure a backend is held; on failure answers a simple query with the error.
     pub(super) async fn ensure_backend_for_query(&mut self) -> bool {
-        self.ensure_backend_for_query_on(None).await
+        self.ensure_backend_for_query_on(Place::ANY).await
     }
 
-    pub(super) async fn ensure_backend_for_query_on(&mut self, want: Option<usize>) -> bool {
-        match self.ensure_backend_on(want, true).await {
+    pub(super) async fn ensure_backend_for_query_on(&mut self, place: Place) -> bool {
+        match self.ensure_backend_on(place, true).await {
             Ok(()) => true,
             Err(err) => {
                 self.push_synthetic(|out| client::query_error(out, &err, TxStatus::Idle));
@@ -94,16 +211,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Makes sure a backend is held; on failure reports the error and skips to Sync.
     pub(super) async fn ensure_backend_for_extended(&mut self) -> bool {
-        self.ensure_backend_for_extended_on(None, false).await
+        self.ensure_backend_for_extended_on(Place::ANY, false).await
     }
 
     /// `runs`: the message executes something (Bind, Execute), so a deferred BEGIN goes first.
     pub(super) async fn ensure_backend_for_extended_on(
         &mut self,
-        want: Option<usize>,
+        place: Place,
         runs: bool,
     ) -> bool {
-        match self.ensure_backend_on(want, runs).await {
+        match self.ensure_backend_on(place, runs).await {
             Ok(()) => true,
             Err(err) => {
                 self.extended_error(err);
@@ -112,10 +229,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Makes sure a backend on shard `want` (any, if `None`) is held. A held backend on another
-    /// shard is the caller's business (see `route::cross_shard`).
-    async fn ensure_backend_on(&mut self, want: Option<usize>, runs: bool) -> Result<(), PgError> {
-        let result = self.held_backend_on(want).await;
+    /// Makes sure a backend for `place` is held. A held backend on another shard is the caller's
+    /// business (see `route::cross_shard`), as is a held replica (`Session::replica_refusal`).
+    async fn ensure_backend_on(&mut self, place: Place, runs: bool) -> Result<(), PgError> {
+        let result = self.held_backend_on(place).await;
         if result.is_ok() {
             if runs {
                 self.start_deferred();
@@ -125,9 +242,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         result
     }
 
-    async fn held_backend_on(&mut self, want: Option<usize>) -> Result<(), PgError> {
+    async fn held_backend_on(&mut self, place: Place) -> Result<(), PgError> {
         if self.backend.is_none() {
-            return self.checkout(want).await;
+            return self.checkout(place).await;
         }
         if self.status == TxStatus::Idle && self.replies.is_empty() {
             // A held backend between transactions (session mode): settings may have changed.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::checkout::Place;
 use super::prepared::{Statement, SERVER_PREFIX};
 use super::replies::Pending;
 use super::route::Routed;
@@ -111,6 +112,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.push_synthetic(|out| query_error(out, &err, TxStatus::Idle));
             return Ok(());
         }
+        if let Some(err) = self.hint_refusal(&cmds) {
+            let status = self.status;
+            self.push_synthetic(|out| query_error(out, &err, status));
+            return Ok(());
+        }
         if let [SessionCommand::Deallocate { name }] = cmds.as_slice() {
             if statements == 1 && self.deallocate_locally(name.as_deref()) {
                 let tag = if name.is_some() {
@@ -129,7 +135,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = loop {
             match self.route_query(q.sql).await {
                 Routed::Done => return Ok(()),
-                Routed::To(want) => break want,
+                Routed::To(want) => break Place::primary(want),
+                Routed::Read(want) => break Place::read(want),
                 Routed::Fan(fan) if matches!(fan.job, super::fanout::Job::CopyIn(_)) => {
                     return self.fan_copy_query(q.sql, fan).await;
                 }
@@ -143,6 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.ensure_backend_for_query_on(want).await {
             return Ok(());
         }
+        self.note_may_write(want);
         self.pending_cmds.extend(cmds);
         self.unnamed_here = true; // this backend drops its unnamed statement too
         self.note_sent(q.sql, frame);
@@ -182,7 +190,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn on_parse(&mut self, p: Parse<'_>, frame: &Bytes) -> Result<(), SessionError> {
         let command = sql::statements(p.sql).next().and_then(sql::classify);
-        if let Some(err) = self.unpoolable(command.as_slice()) {
+        let cmds = command.as_slice();
+        if let Some(err) = self.unpoolable(cmds).or_else(|| self.hint_refusal(cmds)) {
             self.extended_error(err);
             return Ok(());
         }
@@ -261,7 +270,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = loop {
             match self.route_bind(&b).await {
                 Routed::Done => return Ok(()),
-                Routed::To(want) => break want,
+                Routed::To(want) => break Place::primary(want),
+                Routed::Read(want) => break Place::read(want),
                 Routed::Fan(fan) => {
                     self.fan_bind(&b, fan);
                     return Ok(());
@@ -272,6 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.ensure_backend_for_extended_on(want, true).await {
             return Ok(());
         }
+        self.note_may_write(want);
         if b.statement.is_empty() && !self.ensure_unnamed() {
             return Ok(());
         }
@@ -459,9 +470,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn forward_new(&mut self, frame: &Bytes, pending: Pending) -> Result<(), SessionError> {
         let ok = match pending {
             Pending::FunctionCall => self.ensure_backend_for_query().await,
-            _ => self.ensure_backend_for_extended_on(None, true).await,
+            _ => self.ensure_backend_for_extended_on(Place::ANY, true).await,
         };
         if ok {
+            if matches!(pending, Pending::FunctionCall) {
+                self.note_may_write(Place::ANY);
+            }
             self.forward(frame, pending);
         }
         Ok(())

@@ -308,18 +308,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let done = self.fan_write(&mut conns, *kind, request.sql(), &bodies);
                 let done = done.await;
                 self.after_broadcast(*kind, done.is_ok());
+                if done.is_ok() {
+                    self.note_unknown_commits(conns.iter().map(|c| c.name.as_str()));
+                }
                 done
             }
             Job::Insert { split, rows } => match &**split {
                 Ok(split) => {
                     let bodies = insert::bodies(split, rows, &fan.shards, request);
-                    self.fan_write(
-                        &mut conns,
-                        Broadcast::CrossShardWrite,
-                        request.sql(),
-                        &bodies,
-                    )
-                    .await
+                    let kind = Broadcast::CrossShardWrite;
+                    let done = self
+                        .fan_write(&mut conns, kind, request.sql(), &bodies)
+                        .await;
+                    if done.is_ok() {
+                        self.note_unknown_commits(conns.iter().map(|c| c.name.as_str()));
+                    }
+                    done
                 }
                 Err(e) => Err(super::route::route_error(e).into()),
             },
@@ -338,11 +342,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let snapshot = self.shared.store.load();
         let db = self.database(&snapshot)?;
         let mut conns = Vec::with_capacity(shards.len());
-        let health = self.shared.health.report();
         for &i in shards {
             let shard = &db.shards[i];
             let conn = self
-                .timed_checkout(i, crate::health::writable(&health, &db.name, shard))
+                .primary_checkout(i, &db.name, shard)
                 .await
                 .map_err(super::checkout_error)?;
             conns.push(ShardConn {

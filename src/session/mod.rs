@@ -10,9 +10,11 @@ mod cancel;
 mod checkout;
 mod client;
 mod fanout;
+mod hints;
 mod observe;
 pub(crate) mod prepared;
 mod relay;
+mod replica;
 mod replies;
 mod route;
 mod settings;
@@ -103,6 +105,11 @@ struct Held {
     shard: Arc<str>,
     /// The shard's index in its database: the transaction's pinned shard.
     index: usize,
+    /// Its primary, or a replica taking a read.
+    server: replica::Server,
+    /// A statement that may write has been sent in the current transaction (read-your-writes
+    /// asks for the WAL position when it ends).
+    wrote: bool,
     _snapshot: Arc<Snapshot>,
 }
 
@@ -160,6 +167,10 @@ pub struct Session<S> {
     tx_savepoint: bool,
     /// What this session records into the metrics, and its statements awaiting replies.
     obs: observe::Observer,
+    /// `SET shardgate.shard` and `shardgate.target_role`, as the settings say now.
+    hints: hints::Hints,
+    /// Where the session's last write transaction on each shard ended (read-your-writes).
+    commits: replica::Commits,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -197,7 +208,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             backend_fatal: None,
             pinned: false,
             statements: ClientStatements::default(),
-            settings,
             pending_cmds: Vec::new(),
             cycle_failed: false,
             portal_cmds: HashMap::new(),
@@ -213,6 +223,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tx_begin: None,
             tx_savepoint: false,
             obs: observe::Observer::default(),
+            hints: hints::Hints::of(settings.effective()),
+            commits: replica::Commits::default(),
+            settings,
         })
     }
 
@@ -227,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn startup_pinned(&mut self) -> Result<Vec<(String, String)>, SessionError> {
-        if let Err(e) = self.checkout(None).await {
+        if let Err(e) = self.checkout(checkout::Place::ANY).await {
             return Err(SessionError::Startup(PgError { fatal: true, ..e }));
         }
         self.flush_backend().await;
@@ -279,6 +292,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         Ok(n) if n > 0 => self.on_backend_data()?,
                         Ok(_) => self.backend_lost("the server closed the connection".into()),
                         Err(e) => self.backend_lost(e.to_string()),
+                    }
+                    if !self.bout.is_empty() {
+                        // What shardgate asks on its own (read-your-writes' WAL position).
+                        self.flush_backend().await;
                     }
                     self.flush_client().await?;
                 }
@@ -357,7 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn backend_lost(&mut self, reason: String) {
         let err = self.lost_error(&reason);
         if let Some(mut held) = self.backend.take() {
-            self.note_lost(held.index);
+            self.note_lost(held.at());
             held.conn.mark_broken();
             tracing::warn!(shard = %held.shard, backend = held.conn.name(), %reason, "backend connection lost");
         }

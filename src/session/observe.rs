@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::route::{Routed, StatementText};
 use super::Session;
 use crate::hotspots::Hotspots;
-use crate::metrics::{BackendError, DbMetrics, Decision, Kind, Metrics};
+use crate::metrics::{At, BackendError, DbMetrics, Decision, Kind, Metrics};
 use crate::pool::{CheckoutError, Pool, PooledConnection};
 use crate::protocol::frontend::{BindParams, Query};
 use crate::router::report::{kind_of, shadow_verdict};
@@ -45,11 +45,14 @@ impl Observer {
             return;
         }
         let names: Vec<Arc<str>> = db.shards.iter().map(|s| s.name.clone()).collect();
-        let handles = snapshot
-            .config
-            .metrics
-            .statements
-            .then(|| metrics.database(&db.name, &names));
+        let handles = snapshot.config.metrics.statements.then(|| {
+            let shards: Vec<(Arc<str>, bool)> = db
+                .shards
+                .iter()
+                .map(|s| (s.name.clone(), !s.replicas.is_empty()))
+                .collect();
+            metrics.database(&db.name, &shards)
+        });
         self.db = Some((snapshot.epoch, handles));
         let ms = snapshot.config.log.slow_query_ms;
         self.slow = (ms > 0).then(|| Slow {
@@ -70,7 +73,7 @@ impl Observer {
             let done = self.inflight.pop_front().expect("checked");
             let took = now.saturating_duration_since(done.sent);
             if let Some(db) = self.db() {
-                db.duration(done.shard, took);
+                db.duration(done.at, took);
             }
             if let Some(slow) = self.slow.as_ref().filter(|s| took >= s.after) {
                 slow.log(&done, took);
@@ -85,7 +88,7 @@ impl Observer {
 struct InFlight {
     ready: u64,
     sent: Instant,
-    shard: usize,
+    at: At,
     text: Option<Shown>,
 }
 
@@ -122,7 +125,7 @@ impl Slow {
             .chars()
             .take(500)
             .collect();
-        let shard = self.shards.get(done.shard).map_or("?", |s| s);
+        let shard = self.shards.get(done.at.shard).map_or("?", |s| s);
         tracing::warn!(target: "shardgate::slow", database = %self.database, %shard, ms = took.as_millis() as u64, %sql, "slow statement");
     }
 }
@@ -165,9 +168,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Counts a statement on the held backend's shard and starts its clock. It ends at the next
     /// ReadyForQuery the client is sent (its Query's, or its batch's Sync's).
     fn note_statement(&mut self, kind: Kind, text: Option<Shown>) {
-        let Some(shard) = self.pinned() else { return };
+        let Some(at) = self.held_at() else { return };
         match self.obs.db() {
-            Some(db) => db.query(shard, kind),
+            Some(db) => db.query(at, kind),
             // Nothing to time: only the slow-statement log would want the statement's clock.
             None if self.obs.slow.is_none() => return,
             None => {}
@@ -175,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.obs.inflight.push_back(InFlight {
             ready: self.replies.readies_asked(),
             sent: Instant::now(),
-            shard,
+            at,
             text,
         });
     }
@@ -229,11 +232,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return;
         };
         match (routed, plan) {
-            (Routed::To(Some(shard)), Plan::Keyed(k)) => match router.first_key(k, params) {
-                Some(key) => h.record(&k.table, &key, router.bucket(&key), *shard),
-                None => h.record_shard(*shard),
-            },
-            (Routed::To(Some(shard)), _) => h.record_shard(*shard),
+            (Routed::To(Some(shard)) | Routed::Read(Some(shard)), Plan::Keyed(k)) => {
+                match router.first_key(k, params) {
+                    Some(key) => h.record(&k.table, &key, router.bucket(&key), *shard),
+                    None => h.record_shard(*shard),
+                }
+            }
+            (Routed::To(Some(shard)) | Routed::Read(Some(shard)), _) => h.record_shard(*shard),
             (Routed::Fan(fan), _) => fan.shards.iter().for_each(|&s| h.record_shard(s)),
             _ => {}
         }
@@ -253,29 +258,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The held backend broke: its statements will get no reply.
-    pub(super) fn note_lost(&mut self, shard: usize) {
+    pub(super) fn note_lost(&mut self, at: At) {
         self.obs.inflight.clear();
         if let Some(db) = self.obs.db() {
-            db.backend_error(shard, BackendError::ConnectionLost);
+            db.backend_error(at, BackendError::ConnectionLost);
         }
     }
 
     /// Checks out a backend of shard `shard` (its index), timing the wait and counting failures.
     pub(super) async fn timed_checkout(
         &self,
-        shard: usize,
+        at: impl Into<At>,
         pool: &Pool,
     ) -> Result<PooledConnection, CheckoutError> {
         let started = Instant::now();
         let result = pool.checkout().await;
+        let at = at.into();
         if let Some(db) = self.obs.db() {
             match &result {
-                Ok(_) => db.checkout_wait(shard, started.elapsed()),
+                Ok(_) => db.checkout_wait(at, started.elapsed()),
                 Err(CheckoutError::Exhausted { .. }) => {
-                    db.backend_error(shard, BackendError::PoolTimeout)
+                    db.backend_error(at, BackendError::PoolTimeout)
                 }
                 Err(CheckoutError::Unreachable { .. }) => {
-                    db.backend_error(shard, BackendError::Unreachable)
+                    db.backend_error(at, BackendError::Unreachable)
                 }
             }
         }

@@ -51,6 +51,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             shard: held.shard.to_string(),
             why,
         };
+        // Read-your-writes: the WAL position asked after a write, and whether a transaction
+        // ended (so one may be asked now).
+        let mut commit_lsn = None;
+        let mut ended = false;
         while let Some(h) = peek_frame(&buf[consumed..], MAX_BACKEND_MESSAGE)
             .map_err(|_| desync("a message with a bad length"))?
         {
@@ -59,6 +63,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             consumed += h.total_len;
             match h.tag {
                 bmsg::PARAMETER_STATUS => note_parameter(&mut held.conn.server_params, body),
+                bmsg::DATA_ROW if self.replies.awaiting_commit_lsn() => {
+                    commit_lsn = Some(super::replica::lsn_of_data_row(body));
+                }
                 bmsg::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.cycle_failed = true,
                 bmsg::ERROR_RESPONSE => {
                     let fields = ErrorFields::parse(body).unwrap_or_default();
@@ -90,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.status = status;
                     if status == TxStatus::Idle {
                         self.transaction_ended(&mut held.conn);
+                        ended = true;
                     }
                 }
                 Verdict::Desync(why) => return Err(desync(why)),
@@ -106,6 +114,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if undo.settings_failed {
             // Reset everything before this backend's next use, whoever it serves.
             held.conn.session.settings_unknown = true;
+        }
+        if undo.commit_lsn_failed {
+            commit_lsn = Some(None);
+        }
+        if let Some(lsn) = commit_lsn {
+            self.note_commit_lsn(&held.shard, lsn);
+        }
+        if ended {
+            self.after_write_commit(held);
         }
         if undo.unnamed_lost {
             // Postgres dropped the old unnamed statement before the failed Parse: none is left,
@@ -143,6 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         self.pending_cmds.clear();
+        self.hints = super::hints::Hints::of(self.settings.effective());
         self.cycle_failed = false;
         self.forget_transaction();
     }

@@ -44,6 +44,10 @@ pub enum Pending {
     FunctionCall,
     /// The settings query injected at checkout: everything up to its ReadyForQuery is swallowed.
     Settings,
+    /// `pg_current_wal_insert_lsn()` asked after a write transaction (read-your-writes): its
+    /// replies are swallowed, the session reads the position from its DataRow; an error (the
+    /// client's next transaction had already failed, say) is swallowed too (`Undo`).
+    CommitLsn,
     /// A simple query shardgate injected (a deferred BEGIN): its replies are swallowed, but an
     /// error is passed on (the client must learn its transaction did not start as asked).
     Injected,
@@ -75,6 +79,7 @@ impl Pending {
                 | Pending::Query
                 | Pending::FunctionCall
                 | Pending::Settings
+                | Pending::CommitLsn
                 | Pending::Injected
         )
     }
@@ -86,6 +91,7 @@ impl Pending {
                 | Pending::InjectedUnnamedParse
                 | Pending::Raise
                 | Pending::Settings
+                | Pending::CommitLsn
                 | Pending::Injected
         )
     }
@@ -112,6 +118,8 @@ pub struct Undo {
     pub server_statements: Vec<u64>,
     /// The injected settings query failed (and was rolled back).
     pub settings_failed: bool,
+    /// The read-your-writes position query failed.
+    pub commit_lsn_failed: bool,
     /// The client's unnamed statement is gone (its Parse failed or was skipped).
     pub unnamed_lost: bool,
     /// An error came before the client's Sync reached the backend: the backend skips everything
@@ -181,6 +189,11 @@ impl Replies {
         self.readies_received = self.readies_asked; // none of them will come
     }
 
+    /// Whether the next reply answers the read-your-writes position query.
+    pub fn awaiting_commit_lsn(&self) -> bool {
+        matches!(self.queue.front(), Some(Pending::CommitLsn))
+    }
+
     /// Pops the synthetic replies and copy markers now at the front, returning the bytes to send.
     pub fn drain_front(&mut self, mut emit: impl FnMut(&[u8])) {
         while let Some(front) = self.queue.front() {
@@ -247,9 +260,14 @@ impl Replies {
                 self.queue.pop_front();
                 return Verdict::Ready { status, forward };
             }
-            (Pending::Query | Pending::Settings | Pending::FunctionCall | Pending::Injected, _) => {
-                false
-            }
+            (
+                Pending::Query
+                | Pending::Settings
+                | Pending::CommitLsn
+                | Pending::FunctionCall
+                | Pending::Injected,
+                _,
+            ) => false,
             _ => return Verdict::Desync("a reply that does not match the request it answers"),
         };
         let swallow = front.swallowed();
@@ -277,6 +295,10 @@ impl Replies {
                 undo.settings_failed = true;
                 return Verdict::Forward;
             }
+            Some(Pending::CommitLsn) => {
+                undo.commit_lsn_failed = true;
+                return Verdict::Swallow;
+            }
             Some(p) if p.ends_with_ready() => return Verdict::Forward,
             _ => {}
         }
@@ -286,6 +308,7 @@ impl Replies {
                 | Pending::Query
                 | Pending::FunctionCall
                 | Pending::Settings
+                | Pending::CommitLsn
                 | Pending::Injected => break,
                 // A client Parse with a registration was sent to this backend under the server
                 // name (it had not got the statement): refused or skipped, the backend still has

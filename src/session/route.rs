@@ -52,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.obs.refresh(self.shared.store.metrics(), &snapshot, db);
             }
         }
-        self.router.clone().filter(|r| r.is_sharded())
+        self.router.clone().filter(|r| r.routes())
     }
 
     /// The shard index of the held backend: the transaction's pinned shard.
@@ -68,6 +68,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         params: Option<&BindParams>,
     ) -> Result<Routed, (PgError, Rejection)> {
         let refused = |e: RouteError| (route_error(&e), e.rejection());
+        if let Some(shard) = self.hinted_shard(router) {
+            // `SET shardgate.shard`: like a `/* shardgate: shard=… */` comment on every statement.
+            return Ok(Routed::To(Some(shard)));
+        }
         match router.resolve(plan, params, self.pinned()) {
             Ok(Target::Any) => Ok(Routed::To(None)),
             Ok(Target::Shard(s)) => Ok(Routed::To(Some(s))),
@@ -198,8 +202,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             });
             return Routed::Done;
         }
-        self.decide(&router, &plan, sql, params.as_ref(), Self::refuse_query)
-            .await
+        let read = planned.replica_safe;
+        self.decide(
+            &router,
+            (&plan, read),
+            sql,
+            params.as_ref(),
+            Self::refuse_query,
+        )
+        .await
     }
 
     /// Routes a Bind: answers it locally (a deferred BEGIN or its end), refuses it, or says which
@@ -219,7 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sql) = text.sql() else {
             return Routed::To(None); // a Parse we could not read: the server reports it
         };
-        let plan = router.plan(sql);
+        let planned = router.planned(sql);
+        let plan = planned.plan;
         if self.must_wait(&plan) {
             return Routed::Wait;
         }
@@ -232,17 +244,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // A malformed Bind is routed without its keys; the server reports it.
         let params = BindParams::decode(b.rest).ok();
-        self.decide(&router, &plan, sql, params.as_ref(), Self::refuse_extended)
+        let read = planned.replica_safe;
+        let refuse = Self::refuse_extended;
+        self.decide(&router, (&plan, read), sql, params.as_ref(), refuse)
             .await
     }
 
     /// The shard a statement needs, or its refusal (reported by `refuse`): a failed local
     /// transaction takes nothing, and a pinned transaction takes a second shard only when it
-    /// may span shards ([`super::spanning`]).
+    /// may span shards ([`super::spanning`]). `read`: a replica may answer the statement.
     async fn decide(
         &mut self,
         router: &Router,
-        plan: &Plan,
+        (plan, read): (&Plan, bool),
         sql: &str,
         params: Option<&BindParams<'_>>,
         refuse: fn(&mut Self, PgError),
@@ -295,11 +309,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 (Routed::Done, why.map(Decision::Rejected))
             }
         };
+        let (routed, decision) = match (routed, decision) {
+            (Routed::To(want), Some(Decision::SingleShard)) => self.server_role(want, read, refuse),
+            other => other,
+        };
         decision.inspect(|&d| self.note_decision(d));
         if matches!(decision, Some(Decision::SingleShard | Decision::MultiShard)) {
             self.note_traffic(router, plan, params, &routed);
         }
         routed
+    }
+
+    /// A single-shard statement on the held backend, or as a read that may take a replica: a
+    /// held replica takes only reads (outside the client's explicit read-only transaction).
+    fn server_role(
+        &mut self,
+        want: Option<usize>,
+        read: bool,
+        refuse: fn(&mut Self, PgError),
+    ) -> (Routed, Option<Decision>) {
+        match self.replica_refusal(read) {
+            Some(_) if self.may_wait_for_earlier() => (Routed::Wait, None),
+            Some(err) => {
+                refuse(self, err);
+                let why = Rejection::WriteAfterReplicaRead;
+                (Routed::Done, Some(Decision::Rejected(why)))
+            }
+            None if read => (Routed::Read(want), Some(Decision::SingleShard)),
+            None => (Routed::To(want), Some(Decision::SingleShard)),
+        }
     }
 
     /// Reports `err` for an extended-protocol message and skips to Sync; a held backend's
@@ -498,6 +536,8 @@ pub(super) enum Routed {
     Done,
     /// Needs a backend on this shard (`None`: any).
     To(Option<usize>),
+    /// A read a replica may answer, on this shard (`None`: any).
+    Read(Option<usize>),
     /// Runs on several shards, outside any transaction.
     Fan(FanOut),
     /// Needs another shard than the backend held for the client's earlier batches: route it

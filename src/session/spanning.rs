@@ -142,7 +142,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.backend = Some(held);
             return Ok(());
         }
-        match self.checkout(Some(want)).await {
+        match self
+            .checkout(super::checkout::Place::primary(Some(want)))
+            .await
+        {
             Ok(()) => {
                 self.deferred_begin = self.tx_begin.clone();
                 Ok(())
@@ -180,11 +183,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .clone()
             .expect("checked at the switch");
         two_phase_commit(&coordinator, &mut conns).await?;
+        self.note_unknown_commits(held.iter().map(|c| c.name.as_str()));
         // Committed: the transaction's session commands (SET …) take effect for the client. The
         // backends' own settings are re-checked at their next use, since each ran only some.
         for cmd in commands {
             self.settings.apply(&cmd);
         }
+        self.hints = super::hints::Hints::of(self.settings.effective());
         Ok("COMMIT")
     }
 

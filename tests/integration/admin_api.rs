@@ -62,7 +62,7 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {
     call(addr, Method::GET, path, Some(TOKEN), "").await
 }
 
-async fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
+pub(crate) async fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
     call(addr, Method::POST, path, Some(TOKEN), body).await
 }
 

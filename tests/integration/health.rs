@@ -15,16 +15,23 @@ use crate::admin_api::{get, TOKEN};
 use crate::harness::{binaries, connect, db_error, PASSWORD, USER};
 
 /// A proxy in front of one shard: a primary and its streaming replica, checked every 100 ms.
-struct Pair {
-    proxy: Proxy,
+pub(crate) struct Pair {
+    pub proxy: Proxy,
     // Field order is drop order: the replica stops before its primary, both before the dir.
-    replica: Cluster,
-    primary: Cluster,
+    pub replica: Cluster,
+    pub primary: Cluster,
     _dir: TempDir,
+    /// The database's `routing:` line (YAML flow map), or empty.
+    routing: String,
 }
 
 impl Pair {
     async fn start() -> Pair {
+        Pair::start_with("").await
+    }
+
+    /// With `routing` as the database's `routing:` (a YAML flow map; empty for none).
+    pub async fn start_with(routing: &str) -> Pair {
         let (dir, primary, replica) = tokio::task::spawn_blocking(|| {
             let bins = binaries();
             let dir = TempDir::new("sg-health").expect("temp dir");
@@ -41,14 +48,15 @@ impl Pair {
         })
         .await
         .expect("cluster setup");
-        let config = Config::parse_with_env(&yaml(&primary, Some(&replica)), &|_| None)
-            .expect("valid test config");
+        let text = yaml(&primary, Some(&replica), routing);
+        let config = Config::parse_with_env(&text, &|_| None).expect("valid test config");
         let proxy = Proxy::start(config).await.expect("start proxy");
         Pair {
             proxy,
             replica,
             primary,
             _dir: dir,
+            routing: routing.to_string(),
         }
     }
 
@@ -56,7 +64,8 @@ impl Pair {
     fn reload(&self, with_replica: bool) {
         let path = self._dir.path().join("shardgate.yaml");
         let replica = with_replica.then_some(&self.replica);
-        std::fs::write(&path, yaml(&self.primary, replica)).expect("write config");
+        let text = yaml(&self.primary, replica, &self.routing);
+        std::fs::write(&path, text).expect("write config");
         self.proxy.reload_from(&path).expect("reload");
     }
 
@@ -78,7 +87,7 @@ impl Pair {
     }
 
     /// Polls the report until `ok` holds for the shard; fails with the last report if it never does.
-    async fn until(&self, what: &str, ok: impl Fn(&ShardHealth) -> bool) -> ShardHealth {
+    pub async fn until(&self, what: &str, ok: impl Fn(&ShardHealth) -> bool) -> ShardHealth {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let shard = self.shard();
@@ -104,7 +113,7 @@ impl Pair {
 }
 
 /// The proxy's config for `primary` and, when given, `replica` as s0's servers.
-fn yaml(primary: &Cluster, replica: Option<&Cluster>) -> String {
+fn yaml(primary: &Cluster, replica: Option<&Cluster>, routing: &str) -> String {
     let url = |c: &Cluster| format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/app", c.port());
     let replicas = replica
         .map(|r| format!("\"{}\"", url(r)))
@@ -114,12 +123,17 @@ fn yaml(primary: &Cluster, replica: Option<&Cluster>) -> String {
          admin: {{ listen: 127.0.0.1:0, token: {TOKEN} }}\n\
          users: [{{ name: {USER}, password: {PASSWORD} }}]\n\
          health: {{ interval_ms: 100, timeout_ms: 1000, failures_to_ban: 2 }}\n\
-         databases:\n  app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [{replicas}] }}\n",
-        url(primary)
+         databases:\n  app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [{replicas}] }}\n{}",
+        url(primary),
+        if routing.is_empty() {
+            String::new()
+        } else {
+            format!("    routing: {routing}\n")
+        }
     )
 }
 
-fn up_as(server: &ServerHealth, role: Role) -> bool {
+pub(crate) fn up_as(server: &ServerHealth, role: Role) -> bool {
     server.observed_role() == Some(role)
 }
 

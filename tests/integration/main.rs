@@ -18,6 +18,7 @@ mod pipelined;
 mod programs;
 mod protocol;
 mod reload;
+mod replicas;
 mod sharded_app;
 mod sharding;
 mod shards;

@@ -133,6 +133,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let settled = settle(&mut shards, copy, abort, self.two_phase()).await;
+        if settled.is_ok() {
+            self.note_unknown_commits(shards.iter().map(|s| s.conn.name.as_str()));
+        }
         self.publish_cancel(None);
         // The shards' notices (a trigger's, say) come before the COPY's answer, as from one server.
         let notices: Vec<Bytes> = shards
