@@ -1,8 +1,10 @@
 //! `shardgate demo`: a complete local setup with nothing installed but the PostgreSQL server
 //! binaries — two real clusters, a streaming replica, a sample schema and data, and the proxy.
 //!
-//! Until the sharding router lands, the demo serves each cluster as its own one-shard database
-//! (`app` on pg-s0 with its replica, `app_s1` on pg-s1); it becomes one sharded `app` with it.
+//! The clusters are two shards of one database `app`: `users` and `orders` hash-sharded on the
+//! user's id (buckets 0-511 on s0, 512-1023 on s1), `countries` a reference table on both, safe
+//! reads on s0 served by its replica. The sample rows are loaded through shardgate itself, so
+//! shardgate places them.
 
 use std::path::{Path, PathBuf};
 
@@ -36,16 +38,22 @@ pub struct Servers {
     pub s1: Cluster,
 }
 
+/// The same on every shard; each shard's order ids come from its own sequence, odd on s0 and
+/// even on s1, so they never collide.
 const SCHEMA: &str = "
 CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL);
 CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users, total numeric(10,2) NOT NULL,
                      created_at timestamptz NOT NULL DEFAULT now());
+ALTER SEQUENCE orders_id_seq INCREMENT BY 2 RESTART WITH FIRST_ORDER_ID;
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
 INSERT INTO countries VALUES ('FR', 'France'), ('JP', 'Japan'), ('BR', 'Brazil'), ('US', 'United States');
-INSERT INTO users SELECT i, 'user ' || i, 'user' || i || '@example.com' FROM generate_series(FROM_ID, TO_ID) i;
-INSERT INTO orders (user_id, total) SELECT 1 + (i % (TO_ID - FROM_ID + 1)) + FROM_ID - 1, (i % 500) + 0.99
-  FROM generate_series(1, 5000) i;
 ";
+
+/// Sample users (ids 1..=USERS) and orders (ORDERS of them, spread over the users).
+const USERS: i64 = 2000;
+const ORDERS: i64 = 5000;
+/// Rows per INSERT when loading through shardgate (each is split between the shards).
+const BATCH: i64 = 500;
 
 /// Starts the clusters and loads the sample data (blocking: runs initdb, pg_ctl, psql).
 pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
@@ -67,13 +75,11 @@ pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
     };
     let s0 = Cluster::start(&bins, dir, opts("pg-s0"))?;
     let s1 = Cluster::start(&bins, dir, opts("pg-s1"))?;
-    for (cluster, range) in [(&s0, (1, 1000)), (&s1, (1001, 2000))] {
+    for (cluster, first_order_id) in [(&s0, 1), (&s1, 2)] {
         cluster.create_user(USER, PASSWORD)?;
         cluster.create_database("app")?;
         cluster.grant_all("app", USER)?;
-        let sql = SCHEMA
-            .replace("FROM_ID", &range.0.to_string())
-            .replace("TO_ID", &range.1.to_string());
+        let sql = SCHEMA.replace("FIRST_ORDER_ID", &first_order_id.to_string());
         cluster.psql("app", &sql)?;
         cluster.grant_all("app", USER)?;
     }
@@ -92,11 +98,50 @@ pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16, admin_token: &
          pool: {{ mode: transaction, size: 10 }}\n\
          databases:\n\
          \x20 app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [\"{}\"] }}\n\
-         \x20 app_s1:\n    shards:\n      s1: {{ primary: \"{}\" }}\n",
+         \x20     s1: {{ primary: \"{}\" }}\n\
+         \x20   sharding:\n\
+         \x20     key_type: bigint\n\
+         \x20     function: hash\n\
+         \x20     buckets: 1024\n\
+         \x20     map: [{{ buckets: 0-511, shard: s0 }}, {{ buckets: 512-1023, shard: s1 }}]\n\
+         \x20   tables: {{ users: id, orders: user_id }}\n\
+         \x20   reference_tables: [countries]\n\
+         \x20   default_shard: s0\n\
+         \x20   routing: {{ read_replicas: true, max_replica_lag_ms: 1000, read_your_writes: true }}\n",
         url(&servers.s0),
         url(&servers.s0_replica),
         url(&servers.s1),
     )
+}
+
+/// Loads the sample users and orders through the proxy at `url`, in multi-row INSERTs that
+/// shardgate splits between the shards.
+async fn load_sample(url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    for first in (1..=USERS).step_by(BATCH as usize) {
+        let rows: Vec<String> = (first..first + BATCH)
+            .map(|i| format!("({i}, 'user {i}', 'user{i}@example.com')"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO users (id, name, email) VALUES {}",
+            rows.join(", ")
+        );
+        client.batch_execute(&sql).await?;
+    }
+    for first in (0..ORDERS).step_by(BATCH as usize) {
+        let rows: Vec<String> = (first..first + BATCH)
+            .map(|i| format!("({}, {}.99)", 1 + i % USERS, i % 500))
+            .collect();
+        let sql = format!(
+            "INSERT INTO orders (user_id, total) VALUES {}",
+            rows.join(", ")
+        );
+        client.batch_execute(&sql).await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
@@ -116,10 +161,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     )?;
     let proxy = Proxy::start_from(Config::load(&config_path)?, &config_path).await?;
     let addr = proxy.addr();
+    say!("Loading {USERS} users and {ORDERS} orders through shardgate …");
+    load_sample(&format!("postgres://{USER}:{PASSWORD}@{addr}/app")).await?;
     say!();
     say!("shardgate is running. Connect with:");
     say!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app\"");
-    say!("  psql \"postgres://{USER}:{PASSWORD}@{addr}/app_s1\"");
+    say!();
+    say!("  and try:  SELECT * FROM users WHERE id = 42;          -- one shard (its replica, for s0)");
+    say!("            SELECT count(*), sum(total) FROM orders;    -- both shards, merged");
+    say!("            /* shardgate: shard=s1 */ SELECT count(*) FROM users;");
     say!();
     say!(
         "  pg-s0:          127.0.0.1:{} (primary of shard s0)",

@@ -144,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.pending_cmds.contains(&SessionCommand::Untracked) {
             conn.session.settings_unknown = true;
         }
-        if !self.cycle_failed {
+        if !self.cycle_failed && !self.pending_cmds.is_empty() {
             for cmd in self.pending_cmds.drain(..) {
                 self.settings.apply(&cmd);
                 track_server_state(&mut conn.session, &cmd);
@@ -158,9 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ => {}
                 }
             }
+            self.hints = super::hints::Hints::of(self.settings.effective());
         }
         self.pending_cmds.clear();
-        self.hints = super::hints::Hints::of(self.settings.effective());
         self.cycle_failed = false;
         self.forget_transaction();
     }

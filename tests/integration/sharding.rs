@@ -292,6 +292,42 @@ async fn hints_and_keyless_statements_reach_the_right_shard() {
     );
 }
 
+/// `SET shardgate.shard` sends every statement of the session to that shard until it is reset;
+/// a shard that does not exist is refused when it is set.
+#[tokio::test]
+async fn the_session_shard_setting_pins_every_statement() {
+    let env = Sharded::start().await;
+    let c = env.connect().await;
+    for k in [first_key_on(0), first_key_on(1)] {
+        let sql = format!("INSERT INTO users (id, name) VALUES ({k}, 'u')");
+        c.batch_execute(&sql).await.unwrap();
+    }
+    let all: i64 = crate::harness::one(&c, "SELECT count(*) FROM users").await;
+    assert_eq!(all, 2, "both shards, merged");
+    c.batch_execute("SET shardgate.shard = 's1'").await.unwrap();
+    let db: String = crate::harness::one(&c, "SELECT current_database()::text").await;
+    assert_eq!(db, "app_s1");
+    let shown: String = crate::harness::one(&c, "SHOW shardgate.shard").await;
+    assert_eq!(shown, "s1");
+    let err = c
+        .batch_execute("SET shardgate.shard = 's9'")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&err),
+        (
+            "22023".to_string(),
+            "invalid value for parameter \"shardgate.shard\": \"s9\"".to_string()
+        )
+    );
+    // Still s1 (the refused SET changed nothing), also for a keyless read of a sharded table.
+    let pinned: i64 = crate::harness::one(&c, "SELECT count(*) FROM users").await;
+    assert_eq!(pinned, 1, "s1's row only");
+    c.batch_execute("RESET shardgate.shard").await.unwrap();
+    let db: String = crate::harness::one(&c, "SELECT current_database()::text").await;
+    assert_eq!(db, "app_s0", "the default shard again");
+}
+
 /// The two smallest positive keys owned by `shard`.
 fn keys_on(shard: usize) -> (i64, i64) {
     let mut keys = (1..).filter(|&k| owner(k) == shard);
