@@ -61,7 +61,7 @@ impl Pair {
     }
 
     /// Reloads from a file that names the replica or not.
-    fn reload(&self, with_replica: bool) {
+    pub fn reload(&self, with_replica: bool) {
         let path = self._dir.path().join("shardgate.yaml");
         let replica = with_replica.then_some(&self.replica);
         let text = yaml(&self.primary, replica, &self.routing);

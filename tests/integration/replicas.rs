@@ -26,7 +26,7 @@ async fn pair(routing: &str) -> Pair {
     pair.primary
         .psql("app", &format!("CREATE TABLE t (x int); GRANT ALL ON t TO {USER}; CREATE SEQUENCE s; GRANT ALL ON s TO {USER}"))
         .unwrap();
-    wait_replayed(
+    on_replica_until(
         &pair,
         "SELECT count(*) FROM pg_class WHERE relname = 't'",
         "1",
@@ -44,7 +44,7 @@ async fn client(pair: &Pair) -> Client {
 }
 
 /// Polls the replica directly until `sql` returns `want`.
-async fn wait_replayed(pair: &Pair, sql: &str, want: &str) {
+async fn on_replica_until(pair: &Pair, sql: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while pair.replica.psql("app", sql).ok().as_deref() != Some(want) {
         assert!(
@@ -253,7 +253,7 @@ async fn read_your_writes_never_returns_a_stale_read() {
     pair.replica
         .psql("app", "SELECT pg_wal_replay_resume()")
         .unwrap();
-    wait_replayed(&pair, "SELECT count(*) FROM t", "1000").await;
+    on_replica_until(&pair, "SELECT count(*) FROM t", "1000").await;
     // Once the checks see the replay, this session's reads return to the replica.
     let deadline = Instant::now() + Duration::from_secs(20);
     while answered_by(&c, "SELECT inet_server_port(), 1").await.0 != pair.replica.port() {
@@ -443,4 +443,31 @@ async fn the_admin_promote_loses_no_acknowledged_write() {
         "promote took {took:?}; {} writes acknowledged, {failed} refused with 08006 during the switch",
         acked.len()
     );
+}
+
+/// A reload that removes a replica drains it, never cuts it: a transaction open on it finishes
+/// there, later reads go to the primary, and shardgate's connections to it close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_replica_is_drained_not_cut() {
+    let pair = pair(ROUTING).await;
+    let c = client(&pair).await;
+    let replica = pair.replica.port();
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(
+        answered_by(&c, "SELECT inet_server_port()").await.0,
+        replica
+    );
+    pair.reload(false);
+    assert_eq!(
+        answered_by(&c, "SELECT inet_server_port(), 2").await.0,
+        replica,
+        "the open transaction goes on where it started"
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    let read = "SELECT inet_server_port()";
+    assert_eq!(answered_by(&c, read).await.0, pair.primary.port());
+    let ours = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{USER}' AND pid <> pg_backend_pid()"
+    );
+    on_replica_until(&pair, &ours, "0").await;
 }
