@@ -1,6 +1,7 @@
 //! A running proxy: config → topology snapshot → listener. `main`, `demo` and the tests all start
 //! shardgate through here, so they run the same code.
 
+use crate::control::ControlDb;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -89,7 +90,12 @@ impl Proxy {
         // Before serving, so INSERTs without a column list are routed from the first one.
         store.read_columns(None).await;
         let shutdown = CancellationToken::new();
-        let coordinator = start_coordinator(&store, &shutdown).await?;
+        let control = store.load().config.control.as_deref().map(ControlDb::new);
+        let control = control
+            .transpose()
+            .map_err(ProxyError::Control)?
+            .map(Arc::new);
+        let coordinator = start_coordinator(&store, control.clone(), &shutdown).await?;
         let health = Arc::new(Monitor::new());
         tokio::spawn(crate::health::run(
             store.clone(),
@@ -107,7 +113,8 @@ impl Proxy {
             health: health.clone(),
         });
         let state = Arc::new(State::new(shared, tls, max_clients));
-        let admin = crate::admin::Admin::new(store.clone(), health.clone(), hotspots, path);
+        let admin =
+            crate::admin::Admin::new(store.clone(), health.clone(), hotspots, control, path);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             Arc::new(admin),
@@ -174,13 +181,14 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(60);
 /// The control URL is read at start only: a reload does not change it.
 async fn start_coordinator(
     store: &Arc<Store>,
+    control: Option<Arc<ControlDb>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<Coordinator>>, ProxyError> {
     let config = store.load().config.clone();
-    let Some(url) = &config.control else {
+    let Some(control) = control else {
         return Ok(None);
     };
-    let coordinator = Arc::new(Coordinator::new(url).map_err(ProxyError::Control)?);
+    let coordinator = Arc::new(Coordinator::new(control));
     // Before serving: an in-doubt transaction holds its rows' locks until it is resolved.
     crate::twophase::recover_logged(&config, &coordinator).await;
     let store = store.clone();

@@ -8,6 +8,7 @@ mod config;
 mod databases;
 mod json;
 mod promote;
+mod reshard;
 mod route;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::ControlDb;
 use crate::health::Monitor;
 use crate::hotspots::Registry as Hotspots;
 use crate::router::Routers;
@@ -48,6 +50,8 @@ pub struct Admin {
     hotspots: Arc<Hotspots>,
     /// The admin API's own routers (plan caches), rebuilt per epoch like the sessions' ones.
     routers: Routers,
+    /// shardgate's own database (`control:`), where resharding jobs live; `None` without one.
+    control: Option<Arc<ControlDb>>,
     /// The file `POST /v1/config/reload` re-reads; `None` when the proxy was started from a
     /// config in memory (tests), which cannot be reloaded this way.
     config_path: Option<PathBuf>,
@@ -58,12 +62,14 @@ impl Admin {
         store: Arc<Store>,
         health: Arc<Monitor>,
         hotspots: Arc<Hotspots>,
+        control: Option<Arc<ControlDb>>,
         config_path: Option<PathBuf>,
     ) -> Admin {
         Admin {
             store,
             health,
             hotspots,
+            control,
             routers: Routers::default(),
             config_path,
         }
@@ -111,6 +117,9 @@ enum Endpoint {
     Route,
     Hotspots,
     Promote(String, String),
+    ReshardStart,
+    ReshardJob(String),
+    ReshardAction(String, String),
 }
 
 impl Endpoint {
@@ -128,6 +137,11 @@ impl Endpoint {
             ["v1", "config", "reload"] => Endpoint::Reload,
             ["v1", "route"] => Endpoint::Route,
             ["v1", "hotspots"] => Endpoint::Hotspots,
+            ["v1", "reshard"] => Endpoint::ReshardStart,
+            ["v1", "reshard", id] if !id.is_empty() => Endpoint::ReshardJob(id.to_string()),
+            ["v1", "reshard", id, action] if reshard::ACTIONS.contains(action) => {
+                Endpoint::ReshardAction(id.to_string(), action.to_string())
+            }
             ["v1", "databases", db, "shards", shard, "promote"]
                 if !db.is_empty() && !shard.is_empty() =>
             {
@@ -139,7 +153,11 @@ impl Endpoint {
 
     fn method(&self) -> Method {
         match self {
-            Endpoint::Reload | Endpoint::Route | Endpoint::Promote(..) => Method::POST,
+            Endpoint::Reload
+            | Endpoint::Route
+            | Endpoint::Promote(..)
+            | Endpoint::ReshardStart
+            | Endpoint::ReshardAction(..) => Method::POST,
             _ => Method::GET,
         }
     }
@@ -154,7 +172,8 @@ impl Endpoint {
 const ROUTES: &str =
     "GET /health, GET /ready, GET /metrics, GET /v1/databases, GET /v1/databases/{db}/shard-map, \
                       GET /v1/config, POST /v1/config/reload, POST /v1/route, GET /v1/hotspots, \
-                      POST /v1/databases/{db}/shards/{shard}/promote";
+                      POST /v1/databases/{db}/shards/{shard}/promote, POST /v1/reshard, \
+                      GET /v1/reshard/{id}, POST /v1/reshard/{id}/{pause|resume|cutover|rollback|abort|finish}";
 
 async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
     let reply = match dispatch(req, &admin).await {
@@ -204,6 +223,9 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
         Endpoint::Route => route::decide(admin, &body),
         Endpoint::Hotspots => Ok(hotspots(admin)),
         Endpoint::Promote(db, shard) => promote::promote(admin, &db, &shard, &body).await,
+        Endpoint::ReshardStart => reshard::start(admin, &body).await,
+        Endpoint::ReshardJob(id) => reshard::show(admin, &id).await,
+        Endpoint::ReshardAction(id, action) => reshard::act(admin, &id, &action).await,
     }
 }
 

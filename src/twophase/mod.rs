@@ -15,17 +15,12 @@
 
 mod recover;
 
-use std::str::FromStr;
-
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
 pub use recover::{recover, recover_logged, run_periodically, Recovered};
 
-/// The migrations of the control database, applied in order on the first control connection.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_decided_transactions",
-    include_str!("../../migrations/0001_decided_transactions.sql"),
-)];
+pub use crate::control::ControlError;
+use crate::control::{Client, ControlDb};
 
 /// The prefix of the prepared-transaction names shardgate gives; nothing else is touched.
 pub const GID_PREFIX: &str = "sg:";
@@ -40,92 +35,18 @@ pub fn new_txid() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("the control database is unreachable: {0}")]
-    Unreachable(String),
-    #[error("the control database refused {what}: {source}")]
-    Refused {
-        what: &'static str,
-        source: tokio_postgres::Error,
-    },
-    /// The decision's COMMIT was sent and no answer came: it may or may not be recorded.
-    #[error("the control database did not confirm the commit decision: {0}")]
-    Unknown(tokio_postgres::Error),
-}
-
-/// bb8 connections to the control database, through tokio-postgres (never client traffic).
-pub struct Control {
-    config: tokio_postgres::Config,
-}
-
-impl bb8::ManageConnection for Control {
-    type Connection = tokio_postgres::Client;
-    type Error = tokio_postgres::Error;
-
-    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "control database connection ended");
-            }
-        });
-        Ok(client)
-    }
-
-    async fn is_valid(&self, _conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        Ok(()) // test_on_check_out is off: a broken connection shows up as an error and is dropped
-    }
-
-    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.is_closed()
-    }
-}
-
 /// The coordinator of two-phase commits, over the control database.
 pub struct Coordinator {
-    pool: bb8::Pool<Control>,
-    migrated: OnceCell<()>,
+    db: Arc<ControlDb>,
 }
 
 impl Coordinator {
-    /// Connects lazily: a control database that is down fails the commits that need it, not the
-    /// proxy's start.
-    pub fn new(url: &str) -> Result<Coordinator, String> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| format!("control: not a valid Postgres URL: {e}"))?;
-        config.application_name("shardgate-control");
-        config.connect_timeout(std::time::Duration::from_secs(5));
-        let pool = bb8::Pool::builder()
-            .max_size(8)
-            .test_on_check_out(false)
-            .connection_timeout(std::time::Duration::from_secs(5))
-            .build_unchecked(Control { config });
-        Ok(Coordinator {
-            pool,
-            migrated: OnceCell::new(),
-        })
+    pub fn new(db: Arc<ControlDb>) -> Coordinator {
+        Coordinator { db }
     }
 
-    /// A control connection, with the migrations applied (once per process).
-    async fn client(&self) -> Result<bb8::PooledConnection<'static, Control>, ControlError> {
-        let client = self
-            .pool
-            .get_owned()
-            .await
-            .map_err(|e| ControlError::Unreachable(e.to_string()))?;
-        self.migrated
-            .get_or_try_init(|| async {
-                for (name, sql) in MIGRATIONS {
-                    client.batch_execute(sql).await.map_err(|source| {
-                        tracing::error!(migration = name, error = %source, "control database migration failed");
-                        ControlError::Refused { what: "shardgate's migrations", source }
-                    })?;
-                }
-                Ok::<(), ControlError>(())
-            })
-            .await?;
-        Ok(client)
+    async fn client(&self) -> Result<Client, ControlError> {
+        self.db.client().await
     }
 
     /// Step 1: opens the decision for `txid`, holding its lock until it is recorded or dropped.
@@ -198,7 +119,7 @@ impl Coordinator {
 /// An open decision: its control transaction holds the lock on its txid.
 pub struct Decision {
     /// Taken when the decision is recorded or abandoned; see `Drop`.
-    client: Option<bb8::PooledConnection<'static, Control>>,
+    client: Option<Client>,
     txid: String,
 }
 
@@ -249,7 +170,7 @@ impl Drop for Decision {
     }
 }
 
-async fn rollback(client: bb8::PooledConnection<'static, Control>, txid: &str) {
+async fn rollback(client: Client, txid: &str) {
     if let Err(e) = client.batch_execute("ROLLBACK").await {
         tracing::warn!(txid, error = %e, "could not roll back an abandoned commit decision");
     }

@@ -19,6 +19,7 @@ mod programs;
 mod protocol;
 mod reload;
 mod replicas;
+mod reshard;
 mod sharded_app;
 mod sharding;
 mod shards;

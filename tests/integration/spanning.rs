@@ -270,7 +270,8 @@ async fn in_doubt_transactions_are_committed_or_rolled_back_by_the_decision() {
     let undecided = twophase::new_txid();
     // What a proxy that crashed between PREPARE and COMMIT PREPARED leaves: prepared
     // transactions on the shards, and a decision for one of them only.
-    let coordinator = Coordinator::new(&shop.config().control.unwrap()).unwrap();
+    let control = shardgate::control::ControlDb::new(&shop.config().control.unwrap()).unwrap();
+    let coordinator = Coordinator::new(std::sync::Arc::new(control));
     coordinator
         .open(&decided)
         .await

@@ -1,0 +1,192 @@
+//! Pre-flight (DESIGN §3.1): before a move starts, its target must be reachable and hold every
+//! sharded table with the same columns, in the same order, as the source, and a primary key
+//! (backfill copies in key order, verification drills down by key). The sequences each table's
+//! columns draw from are noted: cutover advances them on the target.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{pairs, Move};
+use crate::backend::control::{self, describe, ControlConn};
+use crate::config::Config;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const APPLICATION_NAME: &str = "shardgate-reshard";
+
+/// What pre-flight found: the problems (empty: the move may start) and each table's shape.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub tables: Vec<TableReport>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One sharded table on one source shard.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub shard: String,
+    /// `name type`, in column order.
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    /// Sequences owned by its columns, with their last value on the source.
+    pub sequences: Vec<(String, Option<i64>)>,
+}
+
+/// Runs the checks for `moves` of `database`.
+pub async fn preflight(config: &Config, database: &str, moves: &[Move]) -> Report {
+    let mut report = Report::default();
+    let Some(db) = config.databases.get(database) else {
+        report.problems.push(format!("no database \"{database}\""));
+        return report;
+    };
+    let tables: Vec<&String> = db.tables.keys().collect();
+    for (from, to) in pairs(moves) {
+        let url = |shard: &str| db.shards.get(shard).map(|s| s.primary.clone());
+        let (Some(s_url), Some(t_url)) = (url(&from), url(&to)) else {
+            report
+                .problems
+                .push(format!("shard \"{from}\" or \"{to}\" is not configured"));
+            continue;
+        };
+        let source = connect(&from, &s_url, &mut report).await;
+        let target = connect(&to, &t_url, &mut report).await;
+        let (Some(source), Some(target)) = (source, target) else {
+            continue;
+        };
+        for table in &tables {
+            compare(table, (&from, &source), (&to, &target), &mut report).await;
+        }
+        source.close().await;
+        target.close().await;
+    }
+    report
+}
+
+async fn connect(shard: &str, url: &str, report: &mut Report) -> Option<ControlConn> {
+    match control::connect(url, TIMEOUT, APPLICATION_NAME).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            report
+                .problems
+                .push(format!("shard \"{shard}\" is unreachable: {e}"));
+            None
+        }
+    }
+}
+
+/// One table on the source and the target.
+async fn compare(
+    table: &str,
+    (from, source): (&str, &ControlConn),
+    (to, target): (&str, &ControlConn),
+    report: &mut Report,
+) {
+    let on_source = match shape(source, table).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            report
+                .problems
+                .push(format!("table \"{table}\" does not exist on \"{from}\""));
+            return;
+        }
+        Err(e) => {
+            report
+                .problems
+                .push(format!("table \"{table}\" on \"{from}\": {e}"));
+            return;
+        }
+    };
+    match shape(target, table).await {
+        Ok(Some(t)) => {
+            if t.columns != on_source.columns {
+                report.problems.push(format!(
+                    "table \"{table}\" has other columns on \"{to}\" ({}) than on \"{from}\" ({}): \
+                     create it on \"{to}\" with the same columns in the same order",
+                    t.columns.join(", "),
+                    on_source.columns.join(", ")
+                ));
+            }
+            if t.primary_key.is_empty() {
+                report
+                    .problems
+                    .push(format!("table \"{table}\" has no primary key on \"{to}\""));
+            }
+        }
+        Ok(None) => report.problems.push(format!(
+            "table \"{table}\" does not exist on \"{to}\": create it there (same columns, same \
+             order, same primary key) before the move"
+        )),
+        Err(e) => report
+            .problems
+            .push(format!("table \"{table}\" on \"{to}\": {e}")),
+    }
+    if on_source.primary_key.is_empty() {
+        report.problems.push(format!(
+            "table \"{table}\" has no primary key on \"{from}\": backfill and verification need one"
+        ));
+    }
+    report.tables.push(TableReport {
+        table: table.to_string(),
+        shard: from.to_string(),
+        ..on_source
+    });
+}
+
+const COLUMNS: &str = "SELECT a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod) \
+     FROM pg_catalog.pg_attribute a \
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum";
+const PRIMARY_KEY: &str = "SELECT a.attname::text \
+     FROM pg_catalog.pg_index i \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+     WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+     ORDER BY array_position(i.indkey::int2[], a.attnum)";
+const SEQUENCES: &str = "SELECT s.oid::regclass::text, q.last_value \
+     FROM pg_catalog.pg_depend d \
+     JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+     JOIN pg_catalog.pg_sequences q \
+       ON q.schemaname = s.relnamespace::regnamespace::text AND q.sequencename = s.relname \
+     WHERE d.refobjid = to_regclass($1) AND d.deptype IN ('a', 'i') \
+     ORDER BY 1";
+
+/// A table's columns, primary key and sequences on one shard; `None` if it does not exist.
+async fn shape(conn: &ControlConn, table: &str) -> Result<Option<TableReport>, String> {
+    let c = &conn.client;
+    let texts = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    let columns = texts(
+        c.query(COLUMNS, &[&table])
+            .await
+            .map_err(|e| describe(&e))?,
+    );
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let primary_key = texts(
+        c.query(PRIMARY_KEY, &[&table])
+            .await
+            .map_err(|e| describe(&e))?,
+    );
+    let sequences = c
+        .query(SEQUENCES, &[&table])
+        .await
+        .map_err(|e| describe(&e))?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1)))
+        .collect();
+    Ok(Some(TableReport {
+        table: table.to_string(),
+        shard: String::new(),
+        columns,
+        primary_key,
+        sequences,
+    }))
+}

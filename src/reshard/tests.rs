@@ -1,0 +1,93 @@
+use super::*;
+
+fn config(extra_shard: bool) -> Config {
+    let s2 = if extra_shard {
+        "      s2: { primary: \"postgres://u:p@127.0.0.1:5434/app\" }\n"
+    } else {
+        ""
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:6432\n\
+         users: [{{ name: u, password: p }}]\n\
+         databases:\n  app:\n    shards:\n\
+         \x20     s0: {{ primary: \"postgres://u:p@127.0.0.1:5432/app\" }}\n\
+         \x20     s1: {{ primary: \"postgres://u:p@127.0.0.1:5433/app\" }}\n{s2}\
+         \x20   sharding:\n      key_type: bigint\n      function: hash\n      buckets: 1024\n\
+         \x20     map: [{{ buckets: 0-511, shard: s0 }}, {{ buckets: 512-1023, shard: s1 }}]\n\
+         \x20   tables: {{ users: id }}\n"
+    );
+    Config::parse_with_env(&yaml, &|_| None).expect("valid")
+}
+
+fn req(buckets: &str, to: &str) -> MoveRequest {
+    MoveRequest {
+        buckets: buckets.into(),
+        to: to.into(),
+    }
+}
+
+#[test]
+fn a_move_takes_its_source_from_the_map_and_may_go_to_a_new_shard() {
+    let moves = plan_moves(
+        &config(true),
+        "app",
+        &[req("768-1023", "s2"), req("0-9", "s1")],
+    );
+    assert_eq!(
+        moves.unwrap(),
+        vec![
+            Move {
+                buckets: "768-1023".into(),
+                first: 768,
+                last: 1023,
+                from: "s1".into(),
+                to: "s2".into()
+            },
+            Move {
+                buckets: "0-9".into(),
+                first: 0,
+                last: 9,
+                from: "s0".into(),
+                to: "s1".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn moves_that_cannot_be_done_say_why() {
+    let c = config(false);
+    let cases = [
+        ("nope", vec![req("0-9", "s1")], "no database \"nope\" in the config"),
+        ("app", vec![], "no moves: give at least one {\"buckets\": \"a-b\", \"to\": \"shard\"}"),
+        (
+            "app",
+            vec![req("0-9", "s9")],
+            "buckets 0-9: no shard \"s9\" in the config (its shards: [\"s0\", \"s1\"]); add it to the config first",
+        ),
+        (
+            "app",
+            vec![req("500-600", "s1")],
+            "buckets 500-600: owned by \"s0\" and \"s1\" (from bucket 512); move one shard's buckets per range",
+        ),
+        ("app", vec![req("600-700", "s1")], "buckets 600-700: already on \"s1\""),
+        (
+            "app",
+            vec![req("0-9", "s1"), req("5-20", "s1")],
+            "buckets 5-20 overlap 0-9",
+        ),
+    ];
+    for (db, moves, want) in cases {
+        assert_eq!(plan_moves(&c, db, &moves).unwrap_err(), want);
+    }
+    assert!(plan_moves(&c, "app", &[req("0-2000", "s1")]).is_err());
+}
+
+#[test]
+fn phases_round_trip_and_say_what_they_allow() {
+    for p in Phase::ALL {
+        assert_eq!(Phase::parse(p.name()), Some(p));
+    }
+    assert!(Phase::Preflight.may_abort() && !Phase::Cutover.may_abort());
+    assert!(Phase::Aborted.is_final() && !Phase::Backfill.is_final());
+}

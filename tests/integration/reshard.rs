@@ -1,0 +1,139 @@
+//! Resharding jobs (issue 6), the part that exists so far: moves checked against the map,
+//! pre-flight against the real shards, jobs in the control database shown and aborted through
+//! the admin API.
+
+use serde_json::{json, Value};
+
+use crate::admin_api::{get, post, TOKEN};
+use crate::shards::{Shards, ShardsOptions};
+
+const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text);\
+    CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL, total int);";
+
+async fn shop() -> Shards {
+    Shards::start(
+        ShardsOptions::new(2)
+            .schema(SCHEMA)
+            .table("users", "id")
+            .table("orders", "user_id")
+            .two_phase()
+            .admin_token(TOKEN),
+    )
+    .await
+}
+
+/// Buckets 0-1 (s0's) to s1.
+const MOVE: &str = r#"{"database": "app", "moves": [{"buckets": "0-1", "to": "s1"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_says_what_is_missing_and_starts_nothing() {
+    let shop = shop().await;
+    // No job yet (this also creates shardgate's tables in the control database).
+    assert_eq!(get(shop.admin_addr(), "/v1/reshard/1").await.status, 404);
+    shop.direct(
+        1,
+        "ALTER TABLE users DROP COLUMN name; ALTER TABLE orders DROP CONSTRAINT orders_pkey",
+    );
+    let answer = post(shop.admin_addr(), "/v1/reshard", MOVE).await;
+    assert_eq!(answer.status, 409);
+    let body = answer.json();
+    assert_eq!(body["error"], "preflight_failed");
+    assert_eq!(
+        body["problems"],
+        json!([
+            "table \"orders\" has no primary key on \"s1\"",
+            "table \"users\" has other columns on \"s1\" (id bigint) than on \"s0\" (id bigint, \
+             name text): create it on \"s1\" with the same columns in the same order",
+        ])
+    );
+    assert_eq!(
+        shop.control("SELECT count(*) FROM shardgate.reshard_jobs"),
+        "0"
+    );
+    // A move the map does not allow never reaches the shards.
+    let split = r#"{"database": "app", "moves": [{"buckets": "0-5", "to": "s1"}]}"#;
+    let answer = post(shop.admin_addr(), "/v1/reshard", split).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(
+        answer.json()["detail"],
+        "buckets 0-5: owned by \"s0\" and \"s1\" (from bucket 4); move one shard's buckets per range"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_recorded_shown_and_aborted() {
+    let shop = shop().await;
+    let admin = shop.admin_addr();
+    let started = post(admin, "/v1/reshard", MOVE).await;
+    assert_eq!(started.status, 202, "{}", started.json());
+    let id = started.json()["id"].as_i64().unwrap();
+    assert_eq!(started.json()["phase"], "preflight");
+    let job = get(admin, &format!("/v1/reshard/{id}")).await.json();
+    assert_eq!(job["phase"], "preflight");
+    assert_eq!(
+        job["moves"],
+        json!([{"buckets": "0-1", "first": 0, "last": 1, "from": "s0", "to": "s1"}])
+    );
+    let tables = job["preflight"]["tables"].as_array().unwrap();
+    let table = |name: &str| -> &Value { tables.iter().find(|t| t["table"] == name).unwrap() };
+    assert_eq!(table("users")["primary_key"], json!(["id"]));
+    assert_eq!(table("users")["columns"], json!(["id bigint", "name text"]));
+    assert_eq!(table("orders")["sequences"][0][0], "orders_id_seq");
+    assert!(job["history"][0]["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("pre-flight passed"));
+    // One job per database at a time; actions need their phase.
+    let again = post(admin, "/v1/reshard", MOVE).await;
+    assert_eq!(
+        (again.status, again.json()["error"].clone()),
+        (409, json!("job_in_progress"))
+    );
+    let cutover = post(admin, &format!("/v1/reshard/{id}/cutover"), "").await;
+    assert_eq!(cutover.status, 409);
+    assert_eq!(
+        cutover.json()["detail"],
+        format!("job {id} is in phase preflight: cutover needs verification to have passed (phase ready)")
+    );
+    let aborted = post(admin, &format!("/v1/reshard/{id}/abort"), "").await;
+    assert_eq!(
+        (aborted.status, aborted.json()["phase"].clone()),
+        (202, json!("aborted"))
+    );
+    let job = get(admin, &format!("/v1/reshard/{id}")).await.json();
+    assert_eq!(job["history"][1]["note"], "aborted by the operator");
+    assert_eq!(
+        post(admin, &format!("/v1/reshard/{id}/abort"), "")
+            .await
+            .status,
+        409
+    );
+    // The database is free again; every migration is recorded once.
+    assert_eq!(post(admin, "/v1/reshard", MOVE).await.status, 202);
+    assert_eq!(
+        shop.control(
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM shardgate.migrations"
+        ),
+        "1,2"
+    );
+    assert_eq!(get(admin, "/v1/reshard/999999").await.status, 404);
+}
+
+/// Proxies starting together against one control database apply each migration once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proxies_apply_each_migration_once() {
+    let shop = shop().await;
+    let url = shop.config().control.unwrap();
+    let dbs: Vec<shardgate::control::ControlDb> = (0..4)
+        .map(|_| shardgate::control::ControlDb::new(&url).unwrap())
+        .collect();
+    let clients = futures_util::future::join_all(dbs.iter().map(|db| db.client())).await;
+    assert!(clients.iter().all(Result::is_ok));
+    assert_eq!(
+        shop.control(
+            "SELECT string_agg(version::text || ' ' || name, ', ' ORDER BY version) \
+             FROM shardgate.migrations"
+        ),
+        "1 0001_decided_transactions, 2 0002_resharding"
+    );
+}
