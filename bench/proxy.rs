@@ -65,6 +65,8 @@ struct Settings {
     modes: Vec<Mode>,
     /// Also run each shardgate with per-statement metrics and hotspots off (`BENCH_UNOBSERVED=1`).
     unobserved: bool,
+    /// Also run each shardgate with one tokio worker thread (`BENCH_ONE_THREAD=1`).
+    one_thread: bool,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
             clients,
             modes,
             unobserved: env_num("BENCH_UNOBSERVED", 0u8)? != 0,
+            one_thread: env_num("BENCH_ONE_THREAD", 0u8)? != 0,
         })
     }
 }
@@ -268,6 +271,7 @@ fn start_targets(
             name: "shardgate",
             sharding: "",
             observed: true,
+            threads: None,
         },
         std::slice::from_ref(direct),
     )];
@@ -276,11 +280,23 @@ fn start_targets(
             name: "shardgate-routed",
             sharding: &sharding,
             observed: true,
+            threads: None,
         };
         specs.push((spec, shards));
     }
+    let originals = specs.len();
     if settings.unobserved {
-        let twins: Vec<_> = specs.iter().map(|(s, l)| (unobserved(s), *l)).collect();
+        let twins: Vec<_> = specs[..originals]
+            .iter()
+            .map(|(s, l)| (unobserved(s), *l))
+            .collect();
+        specs.extend(twins);
+    }
+    if settings.one_thread {
+        let twins: Vec<_> = specs[..originals]
+            .iter()
+            .map(|(s, l)| (one_thread(s), *l))
+            .collect();
         specs.extend(twins);
     }
     for (spec, logins) in &specs {
@@ -299,8 +315,21 @@ fn unobserved<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     };
     Shardgate {
         name,
-        sharding: spec.sharding,
         observed: false,
+        ..*spec
+    }
+}
+
+/// `spec` on a runtime with one worker thread (`BENCH_ONE_THREAD=1`).
+fn one_thread<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
+    let name = match spec.name {
+        "shardgate" => "shardgate-1thread",
+        _ => "shardgate-routed-1thread",
+    };
+    Shardgate {
+        name,
+        threads: Some(1),
+        ..*spec
     }
 }
 
@@ -481,6 +510,14 @@ fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
             ("targets", routed::describe_targets()),
         ],
     };
+    if s.one_thread {
+        lines.push((
+            "1thread",
+            "each shardgate-…-1thread is the shardgate above it with TOKIO_WORKER_THREADS=1 (one \
+             worker thread instead of one per core)"
+                .to_string(),
+        ));
+    }
     if s.unobserved {
         lines.push((
             "unobserved",

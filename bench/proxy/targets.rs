@@ -143,6 +143,8 @@ pub struct Shardgate<'a> {
     /// Per-statement metrics and hotspot tracking on (shardgate's default) or off (`metrics:
     /// { statements: false, hotspots: false }`), to measure what they cost.
     pub observed: bool,
+    /// `TOKIO_WORKER_THREADS` for its runtime; `None`: tokio's default, one per core.
+    pub threads: Option<u32>,
 }
 
 /// Starts the shardgate binary built alongside this bench as `spec` says, in front of `shards`
@@ -164,6 +166,9 @@ pub fn start_shardgate(
     cmd.arg("--config")
         .arg(&config)
         .args(["--log-level", "warn"]);
+    if let Some(n) = spec.threads {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
     let proxy = spawn(cmd, &dir.join("shardgate.log"))?;
     let login = Login {
         port,
