@@ -309,28 +309,30 @@ fn start_targets(
 
 /// `spec` with per-statement metrics and hotspot tracking off (`BENCH_UNOBSERVED=1`).
 fn unobserved<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
-    let name = match spec.name {
-        "shardgate" => "shardgate-unobserved",
-        _ => "shardgate-routed-unobserved",
-    };
+    let names = ["shardgate-unobserved", "shardgate-routed-unobserved"];
     Shardgate {
-        name,
         observed: false,
-        ..*spec
+        ..renamed(spec, names)
     }
 }
 
 /// `spec` on a runtime with one worker thread (`BENCH_ONE_THREAD=1`).
 fn one_thread<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
-    let name = match spec.name {
-        "shardgate" => "shardgate-1thread",
-        _ => "shardgate-routed-1thread",
-    };
+    let names = ["shardgate-1thread", "shardgate-routed-1thread"];
     Shardgate {
-        name,
         threads: Some(1),
-        ..*spec
+        ..renamed(spec, names)
     }
+}
+
+/// A twin of `spec` named `[pass-through twin, routed twin]`.
+fn renamed<'a>(spec: &Shardgate<'a>, [plain, routed]: [&'static str; 2]) -> Shardgate<'a> {
+    let name = if spec.name == "shardgate" {
+        plain
+    } else {
+        routed
+    };
+    Shardgate { name, ..*spec }
 }
 
 /// Runs every combination `reps` times. Within a repetition the targets take turns on each

@@ -204,9 +204,14 @@ impl Router {
     /// `WHERE id = $1`), and the literals are returned as those parameters' values. Only a
     /// statement whose shape then needs exactly one shard is routed this way (its own text is
     /// what the shard gets); anything else is `None`, to be planned from its own text.
+    /// In a database with one shard (and replicas) every statement with a number is taken by
+    /// its shape, with no parameters: its plan is the only shard anyway.
     pub fn plan_shape<'a>(&self, sql: &'a str) -> Option<(Planned, Params<'a>)> {
         if !self.sharded {
-            return None;
+            // One shard with replicas: the shape still decides whether a replica may answer,
+            // so statements that differ only in their numbers are parsed once.
+            let (shape, _) = lex::integer_literals(sql).filter(|_| self.routing.read_replicas)?;
+            return Some((self.planned(&shape), Params::text(Vec::new())));
         }
         let (shape, literals) = lex::integer_literals(sql)?;
         let planned = self.planned(&shape);

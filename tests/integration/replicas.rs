@@ -55,6 +55,22 @@ async fn on_replica_until(pair: &Pair, sql: &str, want: &str) {
     }
 }
 
+/// Which server of `pair` has `port`: "primary" or "replica".
+fn role_of(pair: &Pair, port: u16) -> &'static str {
+    if port == pair.primary.port() {
+        "primary"
+    } else if port == pair.replica.port() {
+        "replica"
+    } else {
+        "neither"
+    }
+}
+
+/// Which server of `pair` answered `sql`, whose first column is `inet_server_port()`.
+async fn who(pair: &Pair, c: &Client, sql: &str) -> &'static str {
+    role_of(pair, answered_by(c, sql).await.0)
+}
+
 /// The port of the server that answered a simple query whose first column is
 /// `inet_server_port()` (and the row's other columns).
 async fn answered_by(c: &Client, sql: &str) -> (u16, Vec<String>) {
@@ -79,17 +95,8 @@ async fn answered_by(c: &Client, sql: &str) -> (u16, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_reads_go_to_the_replica_and_everything_else_to_the_primary() {
     let pair = pair(ROUTING).await;
-    let (primary, replica) = (pair.primary.port(), pair.replica.port());
     let c = client(&pair).await;
-    let on = |port: u16| {
-        if port == primary {
-            "primary"
-        } else if port == replica {
-            "replica"
-        } else {
-            "?"
-        }
-    };
+    let on = |port: u16| role_of(&pair, port);
     let cases = [
         (
             "INSERT INTO t VALUES (2) RETURNING inet_server_port()",
@@ -118,7 +125,7 @@ async fn safe_reads_go_to_the_replica_and_everything_else_to_the_primary() {
         ),
     ];
     for (sql, want) in cases {
-        assert_eq!(on(answered_by(&c, sql).await.0), want, "{sql}");
+        assert_eq!(who(&pair, &c, sql).await, want, "{sql}");
     }
     // Extended protocol: the unnamed statement and a named one, with a parameter.
     let row = c
@@ -136,18 +143,12 @@ async fn safe_reads_go_to_the_replica_and_everything_else_to_the_primary() {
     );
     // Transactions: read-write ones stay on the primary, READ ONLY ones may take the replica.
     c.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(
-        on(answered_by(&c, "SELECT inet_server_port()").await.0),
-        "primary"
-    );
+    assert_eq!(who(&pair, &c, "SELECT inet_server_port()").await, "primary");
     c.batch_execute("COMMIT").await.unwrap();
     c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(who(&pair, &c, "SELECT inet_server_port()").await, "replica");
     assert_eq!(
-        on(answered_by(&c, "SELECT inet_server_port()").await.0),
-        "replica"
-    );
-    assert_eq!(
-        on(answered_by(&c, "SELECT inet_server_port(), 2").await.0),
+        who(&pair, &c, "SELECT inet_server_port(), 2").await,
         "replica"
     );
     let refused = c
@@ -164,10 +165,7 @@ async fn safe_reads_go_to_the_replica_and_everything_else_to_the_primary() {
     c.batch_execute("SET shardgate.target_role = 'primary'")
         .await
         .unwrap();
-    assert_eq!(
-        on(answered_by(&c, "SELECT inet_server_port()").await.0),
-        "primary"
-    );
+    assert_eq!(who(&pair, &c, "SELECT inet_server_port()").await, "primary");
     let bad = c
         .batch_execute("SET shardgate.target_role = 'replicas'")
         .await
@@ -182,10 +180,7 @@ async fn safe_reads_go_to_the_replica_and_everything_else_to_the_primary() {
     c.batch_execute("SET shardgate.target_role = auto")
         .await
         .unwrap();
-    assert_eq!(
-        on(answered_by(&c, "SELECT inet_server_port()").await.0),
-        "replica"
-    );
+    assert_eq!(who(&pair, &c, "SELECT inet_server_port()").await, "replica");
     // The replica's own statistics agree: it committed the reads sent to it.
     let commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'";
     let before: u64 = pair.replica.psql("app", commits).unwrap().parse().unwrap();
