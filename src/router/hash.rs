@@ -62,6 +62,27 @@ pub fn bucket_of(hash: u64, buckets: u32) -> u32 {
     (hash % u64::from(buckets)) as u32
 }
 
+/// The SQL expression of the bucket of `column` (a column name or any expression of the key's
+/// type) among `buckets`, computed by the server with its own extended hash functions: what lets
+/// backfill and verification select one bucket range's rows in SQL (DESIGN §2.3). Equal to
+/// [`bucket_of`] of this module's hashes for every key (tested against real servers).
+pub fn bucket_sql(column: &str, key_type: crate::config::KeyType, buckets: u32) -> String {
+    use crate::config::KeyType;
+    let seed = HASH_PARTITION_SEED as i64;
+    let hash = match key_type {
+        // hashint8extended folds like hashint4extended, so integer keys of every width agree.
+        KeyType::Bigint | KeyType::Integer => {
+            format!("pg_catalog.hashint8extended(({column})::bigint, {seed})")
+        }
+        KeyType::Text => format!("pg_catalog.hashtextextended(({column})::text, {seed})"),
+        KeyType::Uuid => format!("pg_catalog.uuid_hash_extended(({column})::uuid, {seed})"),
+    };
+    // The signed bigint as an unsigned 64-bit number, plus hash_combine64's constant, modulo
+    // 2^64, then the remainder: numeric arithmetic, exact.
+    let two64 = "18446744073709551616";
+    format!("(((({hash})::numeric + {two64} + {COMBINE64}) % {two64}) % {buckets})::int")
+}
+
 /// `hash_combine64(0, colhash)`: the row hash of a key with one column.
 fn combine_first(colhash: u64) -> u64 {
     colhash.wrapping_add(COMBINE64)

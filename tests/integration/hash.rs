@@ -8,7 +8,7 @@
 
 use shardgate::cluster::{Cluster, ClusterOptions, TempDir};
 use shardgate::config::KeyType;
-use shardgate::router::hash::{bucket_of, hash_int, hash_text};
+use shardgate::router::hash::{bucket_of, bucket_sql, hash_int, hash_text};
 use shardgate::router::key::KeyValue;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -85,6 +85,36 @@ impl Server {
                 refused, total,
                 "{table}: a wrong remainder must be refused for every key (MODULUS {modulus})"
             );
+        }
+    }
+
+    /// The server computes, with [`bucket_sql`], the same bucket as shardgate for every key.
+    async fn assert_sql_buckets<T: ToSql + Sync>(
+        &self,
+        array: &str,
+        key_type: KeyType,
+        keys: &[T],
+        hashes: &[u64],
+    ) {
+        for modulus in MODULI {
+            let expr = bucket_sql("k", key_type, modulus);
+            let sql = format!(
+                "SELECT array_agg({expr} ORDER BY n) FROM unnest({array}) WITH ORDINALITY AS t(k, n)"
+            );
+            let keys: Vec<&T> = keys.iter().collect();
+            let theirs: Vec<i32> = self
+                .client
+                .query_one(&sql, &[&keys])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0);
+            let ours: Vec<i32> = hashes.iter().map(|&h| remainder(h, modulus)).collect();
+            let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differ, 0,
+                "{key_type:?}: SQL buckets differ for {differ} keys (MODULUS {modulus})"
+            );
+            assert_eq!(theirs.len(), keys.len());
         }
     }
 
@@ -255,6 +285,9 @@ async fn bigint_keys_land_in_the_partition_postgres_picks() {
     server
         .assert_placement("hk_int8", "$1::int8[]", &keys, &hashes)
         .await;
+    server
+        .assert_sql_buckets("$1::int8[]", KeyType::Bigint, &keys, &hashes)
+        .await;
 }
 
 /// Integer keys arrive as text, as int4 and as int2 (binary): every width lands alike.
@@ -268,6 +301,9 @@ async fn integer_keys_of_every_width_land_in_the_partition_postgres_picks() {
         .collect();
     server
         .assert_placement("hk_int4", "$1::int4[]", &keys, &hashes)
+        .await;
+    server
+        .assert_sql_buckets("$1::int4[]", KeyType::Integer, &keys, &hashes)
         .await;
 
     let small: Vec<i16> = keys.iter().filter_map(|&k| i16::try_from(k).ok()).collect();
@@ -293,6 +329,9 @@ async fn text_keys_land_in_the_partition_postgres_picks() {
     server
         .assert_placement("hk_text", "$1::text[]", &keys, &hashes)
         .await;
+    server
+        .assert_sql_buckets("$1::text[]", KeyType::Text, &keys, &hashes)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,6 +341,9 @@ async fn uuid_keys_land_in_the_partition_postgres_picks() {
     let hashes: Vec<u64> = keys.iter().map(|k| parsed_hash(KeyType::Uuid, k)).collect();
     server
         .assert_placement("hk_uuid", "$1::text[]::uuid[]", &keys, &hashes)
+        .await;
+    server
+        .assert_sql_buckets("$1::text[]::uuid[]", KeyType::Uuid, &keys, &hashes)
         .await;
 }
 
