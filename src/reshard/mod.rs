@@ -6,6 +6,7 @@
 //! recorded with their history ([`jobs`]) and shown by `GET /v1/reshard/{id}`. Dual-write,
 //! backfill, verification and cutover come next: a job stops after pre-flight until they do.
 
+pub mod backfill;
 pub mod jobs;
 pub mod preflight;
 

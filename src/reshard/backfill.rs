@@ -1,0 +1,206 @@
+//! Backfill (DESIGN §3.3): a move's rows copied from the source shard to the target in
+//! primary-key order, one batch at a time, each under the per-key advisory locks writers of those
+//! keys take too, as upserts, so a batch can be copied again (after a crash before its checkpoint
+//! was saved) with the same result.
+//!
+//! A batch, in one transaction on the source and one on the target:
+//! 1. the next `batch` primary keys of the moved buckets after the checkpoint, and their sharding
+//!    keys (no lock yet);
+//! 2. `pg_advisory_xact_lock(table, key)` for each of those keys, in order, on the source;
+//! 3. the row images of that primary-key range, read again under the locks (as JSON: every type
+//!    round-trips through its text form);
+//! 4. on the target: the range's rows that the source no longer has are deleted, the others are
+//!    upserted; the target commits, then the source (releasing the locks).
+//!
+//! The checkpoint is the last primary key of the batch (each column as text).
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::backend::control::describe;
+use crate::config::KeyType;
+use crate::router::hash::bucket_sql;
+
+/// One table's share of a move.
+#[derive(Debug, Clone)]
+pub struct TableCopy {
+    /// As configured (possibly schema-qualified), used verbatim in SQL.
+    pub table: String,
+    pub key_column: String,
+    pub primary_key: Vec<String>,
+    pub key_type: KeyType,
+    pub buckets: u32,
+    pub first: u32,
+    pub last: u32,
+}
+
+/// Where a table's copy stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The last primary key copied, each column as text; `None` before the first batch.
+    pub last_key: Option<Vec<String>>,
+    pub rows: i64,
+    pub done: bool,
+}
+
+/// The SQL lock writers and backfill take on one sharding key of a table (a transaction lock:
+/// held until that transaction ends).
+pub fn key_lock_sql(table: &str, key: &str) -> String {
+    format!(
+        "pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}), pg_catalog.hashtext(({key})::text))",
+        literal(&format!("shardgate:{table}"))
+    )
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl TableCopy {
+    fn pk(&self) -> String {
+        self.primary_key
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The moved buckets, after the checkpoint (and up to `upto`, when given).
+    fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
+        let key = quote_ident(&self.key_column);
+        let mut sql = format!(
+            "{} BETWEEN {} AND {}",
+            bucket_sql(&key, self.key_type, self.buckets),
+            self.first,
+            self.last
+        );
+        let tuple = |values: &[String]| {
+            values
+                .iter()
+                .map(|v| literal(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(after) = after {
+            sql += &format!(" AND ({}) > ({})", self.pk(), tuple(after));
+        }
+        if let Some(upto) = upto {
+            sql += &format!(" AND ({}) <= ({})", self.pk(), tuple(upto));
+        }
+        sql
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Copies the batch after `from`; returns the checkpoint after it (`done` when nothing was left).
+pub async fn copy_batch(
+    source: &mut Client,
+    target: &mut Client,
+    t: &TableCopy,
+    from: &Checkpoint,
+    batch: i64,
+) -> Result<Checkpoint, String> {
+    let src = source.transaction().await.map_err(|e| describe(&e))?;
+    let after = from.last_key.as_deref();
+    let pk_text: Vec<String> = t
+        .primary_key
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(c)))
+        .collect();
+    let next = format!(
+        // Aliased: ORDER BY would take an output column named like a key column first.
+        "SELECT ARRAY[{}] AS sg_pk, ({})::text AS sg_key FROM {} WHERE {} ORDER BY {} LIMIT {batch}",
+        pk_text.join(", "),
+        quote_ident(&t.key_column),
+        t.table,
+        t.range(after, None),
+        t.pk()
+    );
+    let rows = src.query(&next, &[]).await.map_err(|e| describe(&e))?;
+    let Some(last_row) = rows.last() else {
+        return Ok(Checkpoint {
+            done: true,
+            ..from.clone()
+        });
+    };
+    let upto: Vec<String> = last_row.get(0);
+    let mut keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
+    keys.sort();
+    keys.dedup();
+    let locks: Vec<String> = keys
+        .iter()
+        .map(|k| format!("SELECT {};", key_lock_sql(&t.table, &literal(k))))
+        .collect();
+    src.batch_execute(&locks.concat())
+        .await
+        .map_err(|e| describe(&e))?;
+    let images = format!(
+        "SELECT coalesce(json_agg(r), '[]')::text, count(*) FROM (SELECT * FROM {} WHERE {} ORDER BY {}) r",
+        t.table,
+        t.range(after, Some(&upto)),
+        t.pk()
+    );
+    let row = src
+        .query_one(&images, &[])
+        .await
+        .map_err(|e| describe(&e))?;
+    let (json, copied): (String, i64) = (row.get(0), row.get(1));
+    write_target(target, t, after, &upto, &json).await?;
+    src.commit().await.map_err(|e| describe(&e))?;
+    Ok(Checkpoint {
+        last_key: Some(upto),
+        rows: from.rows + copied,
+        done: false,
+    })
+}
+
+/// Makes the target's rows of the range exactly `json` (the source's row images).
+async fn write_target(
+    target: &mut Client,
+    t: &TableCopy,
+    after: Option<&[String]>,
+    upto: &[String],
+    json: &str,
+) -> Result<(), String> {
+    let tx = target.transaction().await.map_err(|e| describe(&e))?;
+    let columns: Vec<String> = tx
+        .query(
+            "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            &[&t.table],
+        )
+        .await
+        .map_err(|e| describe(&e))?
+        .iter()
+        .map(|r| quote_ident(r.get::<_, &str>(0)))
+        .collect();
+    let list = columns.join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let images = format!("json_populate_recordset(NULL::{}, $1::text::json)", t.table);
+    let delete = format!(
+        "DELETE FROM {table} WHERE {range} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
+        table = t.table,
+        range = t.range(after, Some(upto)),
+        pk = t.pk(),
+    );
+    tx.execute(&delete, &[&json])
+        .await
+        .map_err(|e| describe(&e))?;
+    let upsert = format!(
+        "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
+         ON CONFLICT ({pk}) DO UPDATE SET {}",
+        updates.join(", "),
+        table = t.table,
+        pk = t.pk(),
+    );
+    tx.execute(&upsert, &[&json])
+        .await
+        .map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))
+}
