@@ -52,12 +52,12 @@ pub fn key_lock_sql(table: &str, key: &str) -> String {
     )
 }
 
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 impl TableCopy {
-    fn pk(&self) -> String {
+    pub(super) fn pk(&self) -> String {
         self.primary_key
             .iter()
             .map(|c| quote_ident(c))
@@ -66,7 +66,7 @@ impl TableCopy {
     }
 
     /// The moved buckets, after the checkpoint (and up to `upto`, when given).
-    fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
+    pub(super) fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
         let key = quote_ident(&self.key_column);
         let mut sql = format!(
             "{} BETWEEN {} AND {}",
@@ -91,7 +91,7 @@ impl TableCopy {
     }
 }
 
-fn quote_ident(name: &str) -> String {
+pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -148,7 +148,7 @@ pub async fn copy_batch(
         .await
         .map_err(|e| describe(&e))?;
     let (json, copied): (String, i64) = (row.get(0), row.get(1));
-    write_target(target, t, after, &upto, &json).await?;
+    write_target(target, t, &t.range(after, Some(&upto)), &json).await?;
     src.commit().await.map_err(|e| describe(&e))?;
     Ok(Checkpoint {
         last_key: Some(upto),
@@ -157,12 +157,12 @@ pub async fn copy_batch(
     })
 }
 
-/// Makes the target's rows of the range exactly `json` (the source's row images).
-async fn write_target(
+/// Makes the target's rows that satisfy `rows` (SQL over the table's columns) exactly `json`
+/// (the source's row images of the same rows).
+pub(super) async fn write_target(
     target: &mut Client,
     t: &TableCopy,
-    after: Option<&[String]>,
-    upto: &[String],
+    rows: &str,
     json: &str,
 ) -> Result<(), String> {
     let tx = target.transaction().await.map_err(|e| describe(&e))?;
@@ -184,9 +184,8 @@ async fn write_target(
         .collect();
     let images = format!("json_populate_recordset(NULL::{}, $1::text::json)", t.table);
     let delete = format!(
-        "DELETE FROM {table} WHERE {range} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
+        "DELETE FROM {table} WHERE {rows} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
         table = t.table,
-        range = t.range(after, Some(upto)),
         pk = t.pk(),
     );
     tx.execute(&delete, &[&json])

@@ -9,6 +9,7 @@
 pub mod backfill;
 pub mod jobs;
 pub mod preflight;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -138,11 +138,12 @@ async fn concurrent_proxies_apply_each_migration_once() {
     );
 }
 
-/// Backfill alone: the moved buckets' rows, every type intact, copied in batches; a copy
-/// interrupted and resumed from its checkpoint, or run again from the start, ends with the
-/// target holding exactly the source's rows of those buckets.
+/// Backfill and verification on their own (no client traffic yet): the moved buckets' rows,
+/// every type intact, copied in batches; a copy interrupted and resumed from its checkpoint, or
+/// run again from the start, ends with the target holding exactly the source's rows of those
+/// buckets; verification then finds exactly the keys damaged on the target and repairs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_copies_exactly_the_moved_buckets_and_resumes() {
+async fn backfill_and_verification_leave_exactly_the_moved_rows() {
     use shardgate::config::KeyType;
     use shardgate::reshard::backfill::{copy_batch, Checkpoint, TableCopy};
     let shop = Shards::start(
@@ -222,5 +223,44 @@ async fn backfill_copies_exactly_the_moved_buckets_and_resumes() {
         ),
     );
     copy(Checkpoint::default(), usize::MAX).await;
+    assert_eq!(shop.direct(1, &digest), shop.direct(0, &digest));
+
+    // Verification: equal now; after the target is damaged, the damaged keys are found,
+    // repaired, and the buckets compare equal again.
+    use shardgate::reshard::verify::{compare, differing_keys, repair};
+    let mut source = crate::harness::connect(&shop.shard_url(0)).await;
+    let mut target = crate::harness::connect(&shop.shard_url(1)).await;
+    assert_eq!(compare(&source, &target, &table).await.unwrap(), vec![]);
+    let keys: Vec<String> = shop
+        .direct(
+            0,
+            &format!("SELECT DISTINCT id FROM items WHERE {in_range} ORDER BY id LIMIT 3"),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    shop.direct(
+        1,
+        &format!(
+            "UPDATE items SET name = 'changed' WHERE id = {0} AND line = 1;              DELETE FROM items WHERE id = {1} AND line = 3;              INSERT INTO items (id, line, name) VALUES ({2}, 99, 'extra')",
+            keys[0], keys[1], keys[2]
+        ),
+    );
+    let diffs = compare(&source, &target, &table).await.unwrap();
+    assert!(!diffs.is_empty() && diffs.len() <= 3, "{diffs:?}");
+    let mut found = Vec::new();
+    for d in &diffs {
+        found.extend(
+            differing_keys(&source, &target, &table, d.bucket)
+                .await
+                .unwrap(),
+        );
+    }
+    found.sort_by_key(|k| k.parse::<i64>().unwrap());
+    assert_eq!(found, keys, "exactly the damaged keys");
+    repair(&mut source, &mut target, &table, &found)
+        .await
+        .unwrap();
+    assert_eq!(compare(&source, &target, &table).await.unwrap(), vec![]);
     assert_eq!(shop.direct(1, &digest), shop.direct(0, &digest));
 }

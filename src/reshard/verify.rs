@@ -1,0 +1,166 @@
+//! Verification (DESIGN §3.4): the source and the target compared for a move's buckets, table by
+//! table, one bucket at a time (a bucket is the chunk: its rows are selected by the same
+//! expression on both sides) by row count and an order-independent checksum of the row images;
+//! a bucket that differs is drilled down to the primary keys whose rows differ, and those rows'
+//! sharding keys are copied again under their key locks, then the bucket is compared again.
+//!
+//! Row images are compared as text, so both sides are read with the same output settings (UTC,
+//! ISO dates, exact floats, hex bytea): equal data then prints equal.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::backfill::{key_lock_sql, literal, quote_ident, write_target, TableCopy};
+use crate::backend::control::describe;
+use crate::router::hash::bucket_sql;
+
+/// What both sides are read with.
+pub const SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+/// One bucket's figures on one side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    pub rows: i64,
+    /// Sum of the first 64 bits of each row image's md5, modulo 2^64, as text.
+    pub checksum: String,
+}
+
+/// A bucket whose figures differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BucketDiff {
+    pub bucket: u32,
+    pub source: Figures,
+    pub target: Figures,
+}
+
+fn bucket_expr(t: &TableCopy) -> String {
+    bucket_sql(&quote_ident(&t.key_column), t.key_type, t.buckets)
+}
+
+/// Per bucket of the move: rows and checksum.
+async fn figures(c: &Client, t: &TableCopy) -> Result<Vec<(u32, Figures)>, String> {
+    let sql = format!(
+        "SELECT b, count(*), (sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric \
+             + 9223372036854775808) % 18446744073709551616)::text \
+         FROM (SELECT {bucket} AS b, r FROM {table} r) s \
+         WHERE b BETWEEN {first} AND {last} GROUP BY b ORDER BY b",
+        bucket = bucket_expr(t),
+        table = t.table,
+        first = t.first,
+        last = t.last,
+    );
+    c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
+    let rows = c.query(&sql, &[]).await.map_err(|e| describe(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let bucket: i32 = r.get(0);
+            let figures = Figures {
+                rows: r.get(1),
+                checksum: r.get(2),
+            };
+            (bucket as u32, figures)
+        })
+        .collect())
+}
+
+/// The buckets of the move whose rows differ between `source` and `target`.
+pub async fn compare(
+    source: &Client,
+    target: &Client,
+    t: &TableCopy,
+) -> Result<Vec<BucketDiff>, String> {
+    let (s, d) = (figures(source, t).await?, figures(target, t).await?);
+    let empty = Figures {
+        rows: 0,
+        checksum: "0".into(),
+    };
+    let at = |list: &[(u32, Figures)], b: u32| {
+        list.iter()
+            .find(|(x, _)| *x == b)
+            .map_or(empty.clone(), |(_, f)| f.clone())
+    };
+    Ok((t.first..=t.last)
+        .map(|b| BucketDiff {
+            bucket: b,
+            source: at(&s, b),
+            target: at(&d, b),
+        })
+        .filter(|d| d.source != d.target)
+        .collect())
+}
+
+/// The sharding keys (as text) of the rows of `bucket` that differ, or exist on one side only.
+pub async fn differing_keys(
+    source: &Client,
+    target: &Client,
+    t: &TableCopy,
+    bucket: u32,
+) -> Result<Vec<String>, String> {
+    let sql = format!(
+        "SELECT ({key})::text, md5(r::text) FROM {table} r WHERE {bucket_expr} = {bucket}",
+        key = quote_ident(&t.key_column),
+        table = t.table,
+        bucket_expr = bucket_expr(t),
+    );
+    let (s, d) = (
+        row_digests(source, &sql).await?,
+        row_digests(target, &sql).await?,
+    );
+    let mut keys: Vec<String> = s
+        .iter()
+        .filter(|p| d.binary_search(p).is_err())
+        .chain(d.iter().filter(|p| s.binary_search(p).is_err()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// (sharding key, row digest) pairs, sorted.
+async fn row_digests(c: &Client, sql: &str) -> Result<Vec<(String, String)>, String> {
+    c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
+    let rows = c.query(sql, &[]).await.map_err(|e| describe(&e))?;
+    let mut pairs: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    pairs.sort();
+    Ok(pairs)
+}
+
+/// Copies every row of these sharding keys again, under their key locks on the source.
+pub async fn repair(
+    source: &mut Client,
+    target: &mut Client,
+    t: &TableCopy,
+    keys: &[String],
+) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let src = source.transaction().await.map_err(|e| describe(&e))?;
+    let locks: Vec<String> = keys
+        .iter()
+        .map(|k| format!("SELECT {};", key_lock_sql(&t.table, &literal(k))))
+        .collect();
+    src.batch_execute(&locks.concat())
+        .await
+        .map_err(|e| describe(&e))?;
+    let list: Vec<String> = keys.iter().map(|k| literal(k)).collect();
+    let rows = format!(
+        "({})::text IN ({})",
+        quote_ident(&t.key_column),
+        list.join(", ")
+    );
+    let images = format!(
+        "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",
+        t.table
+    );
+    let json: String = src
+        .query_one(&images, &[])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    write_target(target, t, &rows, &json).await?;
+    src.commit().await.map_err(|e| describe(&e))
+}
