@@ -96,6 +96,14 @@ impl Proxy {
             .map_err(ProxyError::Control)?
             .map(Arc::new);
         let coordinator = start_coordinator(&store, control.clone(), &shutdown).await?;
+        if let Some(db) = &control {
+            let id = crate::reshard::heartbeat::proxy_id(addr);
+            tokio::spawn(crate::reshard::heartbeat::run(
+                db.clone(),
+                id,
+                shutdown.clone(),
+            ));
+        }
         let health = Arc::new(Monitor::new());
         tokio::spawn(crate::health::run(
             store.clone(),

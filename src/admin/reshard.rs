@@ -65,6 +65,9 @@ pub async fn start(admin: &Admin, body: &[u8]) -> Result<Reply, ApiError> {
 pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
     let db = control(admin)?;
     let job = jobs::get(db, job_id(id)?).await.map_err(job_error)?;
+    let proxies = crate::reshard::heartbeat::live(db)
+        .await
+        .map_err(|e| job_error(e.into()))?;
     Ok(reply(
         StatusCode::OK,
         json!({
@@ -78,6 +81,7 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
             "preflight": job.preflight,
             "error": job.error,
             "history": job.history,
+            "proxies": proxies,
         }),
     ))
 }

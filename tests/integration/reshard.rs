@@ -83,6 +83,13 @@ async fn a_job_is_recorded_shown_and_aborted() {
         .as_str()
         .unwrap()
         .starts_with("pre-flight passed"));
+    // This proxy's heartbeat, with its listen address.
+    let proxies = job["proxies"].as_array().unwrap();
+    assert_eq!(proxies.len(), 1, "{job}");
+    let proxy = proxies[0]["proxy_id"].as_str().unwrap();
+    let ours = format!("127.0.0.1:{}/", shop.port());
+    assert!(proxy.starts_with(&ours), "{proxy}");
+    assert!(proxies[0]["seen_ms_ago"].as_i64().unwrap() < 10_000);
     // One job per database at a time; actions need their phase.
     let again = post(admin, "/v1/reshard", MOVE).await;
     assert_eq!(
