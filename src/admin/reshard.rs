@@ -68,6 +68,12 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
     let proxies = crate::reshard::heartbeat::live(db)
         .await
         .map_err(|e| job_error(e.into()))?;
+    let tables: Vec<serde_json::Value> = jobs::checkpoints(db, job.id)
+        .await
+        .map_err(|e| job_error(e.into()))?
+        .into_iter()
+        .map(|(table, at)| json!({ "table": table, "rows_copied": at.rows, "done": at.done }))
+        .collect();
     Ok(reply(
         StatusCode::OK,
         json!({
@@ -76,7 +82,7 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
             "phase": job.phase,
             "paused": job.paused,
             "moves": job.moves,
-            "progress": {},
+            "progress": { "tables": tables },
             "verification": null,
             "preflight": job.preflight,
             "error": job.error,

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::backfill::Checkpoint;
 use super::preflight::Report;
 use super::{Move, Phase};
 use crate::control::{ControlDb, ControlError};
@@ -196,4 +197,52 @@ pub async fn refuse_action(db: &ControlDb, id: i64, action: &str) -> JobError {
         _ => "unknown action",
     };
     JobError::Conflict { id, phase, why }
+}
+
+/// Saves where a table's backfill stands (after each batch: a crash re-copies at most one).
+pub async fn save_checkpoint(
+    db: &ControlDb,
+    id: i64,
+    table: &str,
+    at: &Checkpoint,
+) -> Result<(), ControlError> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "INSERT INTO shardgate.reshard_checkpoints (job_id, table_name, last_key, rows_copied, done) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (job_id, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
+             rows_copied = EXCLUDED.rows_copied, done = EXCLUDED.done, updated_at = now()",
+            &[&id, &table, &at.last_key, &at.rows, &at.done],
+        )
+        .await
+        .map_err(refused("the checkpoint"))?;
+    Ok(())
+}
+
+/// Every table's checkpoint of job `id`, by table name (a table not started has none).
+pub async fn checkpoints(
+    db: &ControlDb,
+    id: i64,
+) -> Result<Vec<(String, Checkpoint)>, ControlError> {
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT table_name, last_key, rows_copied, done FROM shardgate.reshard_checkpoints \
+             WHERE job_id = $1 ORDER BY table_name",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the checkpoints"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let at = Checkpoint {
+                last_key: r.get(1),
+                rows: r.get(2),
+                done: r.get(3),
+            };
+            (r.get(0), at)
+        })
+        .collect())
 }

@@ -90,6 +90,24 @@ async fn a_job_is_recorded_shown_and_aborted() {
     let ours = format!("127.0.0.1:{}/", shop.port());
     assert!(proxy.starts_with(&ours), "{proxy}");
     assert!(proxies[0]["seen_ms_ago"].as_i64().unwrap() < 10_000);
+    // Backfill's checkpoints are kept with the job and shown as its progress.
+    let db = shardgate::control::ControlDb::new(&shop.config().control.unwrap()).unwrap();
+    let at = shardgate::reshard::backfill::Checkpoint {
+        last_key: Some(vec!["42".into()]),
+        rows: 100,
+        done: false,
+    };
+    let jobs = shardgate::reshard::jobs::save_checkpoint(&db, id, "users", &at);
+    jobs.await.unwrap();
+    let saved = shardgate::reshard::jobs::checkpoints(&db, id)
+        .await
+        .unwrap();
+    assert_eq!(saved, vec![("users".to_string(), at)]);
+    let job = get(admin, &format!("/v1/reshard/{id}")).await.json();
+    assert_eq!(
+        job["progress"],
+        json!({ "tables": [{ "table": "users", "rows_copied": 100, "done": false }] })
+    );
     // One job per database at a time; actions need their phase.
     let again = post(admin, "/v1/reshard", MOVE).await;
     assert_eq!(
