@@ -51,6 +51,17 @@ enum Command {
         database: Option<String>,
         sql: String,
     },
+    /// Resharding jobs, through the admin API of a running shardgate.
+    Reshard {
+        /// The admin API.
+        #[arg(long, env = "SHARDGATE_ADMIN", default_value = "http://127.0.0.1:6480")]
+        admin: String,
+        /// The admin API's bearer token (`admin.token` in its config).
+        #[arg(long, env = "SHARDGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: ReshardAction,
+    },
     /// Classify every statement in a file (e.g. a pg_stat_statements export) as single-shard,
     /// multi-shard or rejected, with reasons.
     CheckQueries {
@@ -59,6 +70,42 @@ enum Command {
         #[arg(long)]
         database: Option<String>,
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReshardAction {
+    /// Check the moves, run pre-flight and record the job.
+    Start {
+        #[arg(long)]
+        database: String,
+        /// BUCKETS:SHARD, e.g. 512-767:s2; repeat for several.
+        #[arg(long = "move", required = true)]
+        moves: Vec<String>,
+    },
+    /// Show a job; with --watch, follow it until it ends.
+    Status {
+        id: i64,
+        #[arg(long)]
+        watch: bool,
+    },
+    Pause {
+        id: i64,
+    },
+    Resume {
+        id: i64,
+    },
+    Cutover {
+        id: i64,
+    },
+    Rollback {
+        id: i64,
+    },
+    Abort {
+        id: i64,
+    },
+    Finish {
+        id: i64,
     },
 }
 
@@ -97,9 +144,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::CheckQueries { config, database, file }), _) => {
             check_queries(&config, database.as_deref(), &file)
         }
+        (Some(Command::Reshard { admin, token, action }), _) => reshard(&admin, token, action).await,
         (None, Some(config)) => run(config).await,
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run the proxy, or try `shardgate demo` (see --help)"),
     }
+}
+
+async fn reshard(admin: &str, token: Option<String>, action: ReshardAction) -> anyhow::Result<()> {
+    use shardgate::reshard::cli;
+    let client = cli::AdminClient::new(admin, token)?;
+    let (id, name) = match action {
+        ReshardAction::Start { database, moves } => {
+            return cli::start(&client, &database, &moves).await.map(drop)
+        }
+        ReshardAction::Status { id, watch } => return cli::status(&client, id, watch).await,
+        ReshardAction::Pause { id } => (id, "pause"),
+        ReshardAction::Resume { id } => (id, "resume"),
+        ReshardAction::Cutover { id } => (id, "cutover"),
+        ReshardAction::Rollback { id } => (id, "rollback"),
+        ReshardAction::Abort { id } => (id, "abort"),
+        ReshardAction::Finish { id } => (id, "finish"),
+    };
+    cli::act(&client, id, name).await
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {

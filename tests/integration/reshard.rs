@@ -289,3 +289,47 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
     assert_eq!(compare(&source, &target, &table).await.unwrap(), vec![]);
     assert_eq!(shop.direct(1, &digest), shop.direct(0, &digest));
 }
+
+/// `shardgate reshard …` drives the same routes from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reshard_command_starts_shows_and_aborts_a_job() {
+    let shop = shop().await;
+    let admin = format!("http://{}", shop.admin_addr());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["reshard", "--admin", &admin, "--token", TOKEN])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = run(&["start", "--database", "app", "--move", "0-1:s1"]);
+    assert!(ok, "{err}");
+    let id: i64 = out
+        .strip_prefix("job ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(out, format!("job {id} started: phase preflight\n"));
+    let (ok, out, _) = run(&["status", &id.to_string()]);
+    assert!(ok);
+    assert!(
+        out.starts_with(&format!(
+            "job {id} · database app · phase preflight\n  buckets 0-1 : s0 → s1\n"
+        )),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["cutover", &id.to_string()]);
+    assert!(!ok);
+    assert!(err.contains("409 wrong_phase: job"), "{err}");
+    let (ok, out, _) = run(&["abort", &id.to_string()]);
+    assert!(ok);
+    assert_eq!(out, format!("job {id}: abort accepted, phase aborted\n"));
+    let (ok, _, err) = run(&["start", "--database", "app", "--move", "0-5:s1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("400 bad_request: buckets 0-5: owned by"),
+        "{err}"
+    );
+}

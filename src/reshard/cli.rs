@@ -1,0 +1,188 @@
+//! `shardgate reshard start|status|pause|resume|cutover|rollback|abort|finish`: the admin API's
+//! resharding routes from the command line, for the operator at the proxy's host.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use serde_json::{json, Value};
+
+/// Where the admin API is and the token it wants.
+pub struct AdminClient {
+    /// `host:port`.
+    pub address: String,
+    pub token: Option<String>,
+}
+
+impl AdminClient {
+    /// From `http://host:port` (or `host:port`).
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<AdminClient> {
+        let address = url
+            .strip_prefix("http://")
+            .unwrap_or(url)
+            .trim_end_matches('/');
+        if address.contains('/') || !address.contains(':') || url.starts_with("https://") {
+            bail!("--admin must look like http://127.0.0.1:6480 (plain HTTP, host and port), not {url:?}");
+        }
+        Ok(AdminClient {
+            address: address.to_string(),
+            token,
+        })
+    }
+
+    /// One request; the status and the JSON answer.
+    async fn call(&self, method: Method, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.address))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.address)
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_string())))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// The answer, or its `{error, detail}` as the error.
+    async fn expect(&self, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            let problems = value["problems"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| format!("\n  - {s}"))
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            bail!(
+                "{status} {}: {}{problems}",
+                value["error"].as_str().unwrap_or("error"),
+                value["detail"].as_str().unwrap_or("(no detail)")
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// `start --database D --move a-b:shard …`: the new job's id.
+pub async fn start(client: &AdminClient, database: &str, moves: &[String]) -> anyhow::Result<i64> {
+    let moves = moves
+        .iter()
+        .map(|m| {
+            let (buckets, to) = m
+                .split_once(':')
+                .with_context(|| format!("--move {m:?}: write BUCKETS:SHARD, e.g. 512-767:s2"))?;
+            Ok(json!({ "buckets": buckets, "to": to }))
+        })
+        .collect::<anyhow::Result<Vec<Value>>>()?;
+    let body = json!({ "database": database, "moves": moves });
+    let answer = client.expect(Method::POST, "/v1/reshard", body).await?;
+    let id = answer["id"].as_i64().context("the answer has no job id")?;
+    println!(
+        "job {id} started: phase {}",
+        answer["phase"].as_str().unwrap_or("?")
+    );
+    Ok(id)
+}
+
+/// `status ID`: the job, once; with `watch`, a line refreshed every second until the job ends.
+pub async fn status(client: &AdminClient, id: i64, watch: bool) -> anyhow::Result<()> {
+    let path = format!("/v1/reshard/{id}");
+    let job = client.expect(Method::GET, &path, Value::Null).await?;
+    print!("{}", describe(&job));
+    if !watch {
+        return Ok(());
+    }
+    let mut last = (Instant::now(), copied(&job));
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let job = client.expect(Method::GET, &path, Value::Null).await?;
+        let (rows, at) = (copied(&job), Instant::now());
+        let rate = (rows - last.1) as f64 / at.duration_since(last.0).as_secs_f64();
+        last = (at, rows);
+        let phase = job["phase"].as_str().unwrap_or("?");
+        print!("\r{phase:<20} {rows:>12} rows copied {rate:>10.0} rows/s   ");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if matches!(phase, "finished" | "rolled_back" | "aborted" | "failed") {
+            println!();
+            return Ok(());
+        }
+    }
+}
+
+/// `pause|resume|cutover|rollback|abort|finish ID`.
+pub async fn act(client: &AdminClient, id: i64, action: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/reshard/{id}/{action}");
+    let answer = client.expect(Method::POST, &path, json!({})).await?;
+    println!(
+        "job {id}: {action} accepted, phase {}",
+        answer["phase"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn copied(job: &Value) -> i64 {
+    job["progress"]["tables"].as_array().map_or(0, |t| {
+        t.iter().filter_map(|t| t["rows_copied"].as_i64()).sum()
+    })
+}
+
+/// The job as a few lines of text.
+pub fn describe(job: &Value) -> String {
+    let mut out = format!(
+        "job {} · database {} · phase {}{}\n",
+        job["id"],
+        job["database"].as_str().unwrap_or("?"),
+        job["phase"].as_str().unwrap_or("?"),
+        if job["paused"] == json!(true) {
+            " (paused)"
+        } else {
+            ""
+        }
+    );
+    for m in job["moves"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  buckets {} : {} → {}\n",
+            m["buckets"].as_str().unwrap_or("?"),
+            m["from"].as_str().unwrap_or("?"),
+            m["to"].as_str().unwrap_or("?")
+        );
+    }
+    for t in job["progress"]["tables"].as_array().into_iter().flatten() {
+        let done = if t["done"] == json!(true) {
+            " (done)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "  {}: {} rows copied{done}\n",
+            t["table"].as_str().unwrap_or("?"),
+            t["rows_copied"]
+        );
+    }
+    for h in job["history"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {} {}: {}\n",
+            h["at"].as_str().unwrap_or("?"),
+            h["phase"].as_str().unwrap_or("?"),
+            h["note"].as_str().unwrap_or("")
+        );
+    }
+    out
+}
