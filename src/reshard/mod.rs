@@ -7,6 +7,7 @@
 //! backfill, verification and cutover come next: a job stops after pre-flight until they do.
 
 pub mod backfill;
+pub mod capture;
 pub mod cli;
 pub mod heartbeat;
 pub mod jobs;

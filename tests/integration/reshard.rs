@@ -333,3 +333,61 @@ async fn the_reshard_command_starts_shows_and_aborts_a_job() {
         "{err}"
     );
 }
+
+/// Dual-write's capture on the source: the keys of the moved buckets a transaction changed
+/// (insert, update, delete), and only those, recorded under that transaction and taken back
+/// before its commit; nothing from a rolled-back transaction; nothing once removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_records_exactly_the_moved_keys_a_transaction_changed() {
+    use shardgate::config::KeyType;
+    use shardgate::reshard::capture::{install_sql, remove_sql, CHANGED_SQL, SETUP_SQL};
+    use shardgate::router::hash::{bucket_of, hash_int};
+    let shop = shop().await;
+    let moved = |k: &i64| bucket_of(hash_int(*k), 8) <= 1;
+    let ins: Vec<i64> = (1..).filter(moved).take(4).collect();
+    let out: i64 = (1..).find(|k| !moved(k)).unwrap();
+    let c = crate::harness::connect(&shop.shard_url(0)).await;
+    c.batch_execute(&format!(
+        "INSERT INTO users VALUES ({}, 'a'), ({}, 'b'); {SETUP_SQL}; {}",
+        ins[1],
+        ins[2],
+        install_sql("users", "id", KeyType::Bigint, 8, (0, 1))
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO users VALUES ({0}, 'new'), ({out}, 'other'); \
+         UPDATE users SET name = 'x' WHERE id = {1}; DELETE FROM users WHERE id = {2}",
+        ins[0], ins[1], ins[2]
+    ))
+    .await
+    .unwrap();
+    let rows = c.query(CHANGED_SQL, &[]).await.unwrap();
+    let mut got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = ins[..3]
+        .iter()
+        .map(|k| ("users".to_string(), k.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    c.batch_execute("COMMIT").await.unwrap();
+    let left = "SELECT count(*) FROM shardgate.changed_keys";
+    assert_eq!(shop.direct(0, left), "0", "taken back before the commit");
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO users VALUES ({}, 'r'); ROLLBACK",
+        ins[3]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        shop.direct(0, left),
+        "0",
+        "a rolled-back write leaves nothing"
+    );
+    c.batch_execute(&remove_sql("users")).await.unwrap();
+    c.batch_execute(&format!("INSERT INTO users VALUES ({}, 'after')", ins[3]))
+        .await
+        .unwrap();
+    assert_eq!(shop.direct(0, left), "0", "removed: nothing captured");
+}
