@@ -83,6 +83,9 @@ pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
         cluster.psql("app", &sql)?;
         cluster.grant_all("app", USER)?;
     }
+    // shardgate's own database (resharding jobs, two-phase commit decisions), on pg-s0.
+    s0.create_database("shardgate")?;
+    s0.grant_all("shardgate", USER)?;
     let s0_replica = s0.start_replica("pg-s0-replica")?;
     Ok(Servers { s0_replica, s0, s1 })
 }
@@ -96,6 +99,7 @@ pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16, admin_token: &
          admin: {{ listen: 127.0.0.1:{admin_port}, token: \"{admin_token}\" }}\n\
          users:\n  - {{ name: {USER}, password: {PASSWORD} }}\n\
          pool: {{ mode: transaction, size: 10 }}\n\
+         control: \"postgres://{USER}:{PASSWORD}@127.0.0.1:{control_port}/shardgate\"\n\
          databases:\n\
          \x20 app:\n    shards:\n      s0: {{ primary: \"{}\", replicas: [\"{}\"] }}\n\
          \x20     s1: {{ primary: \"{}\" }}\n\
@@ -111,6 +115,7 @@ pub fn config_yaml(servers: &Servers, port: u16, admin_port: u16, admin_token: &
         url(&servers.s0),
         url(&servers.s0_replica),
         url(&servers.s1),
+        control_port = servers.s0.port(),
     )
 }
 
@@ -170,6 +175,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     say!("  and try:  SELECT * FROM users WHERE id = 42;          -- one shard (its replica, for s0)");
     say!("            SELECT count(*), sum(total) FROM orders;    -- both shards, merged");
     say!("            /* shardgate: shard=s1 */ SELECT count(*) FROM users;");
+    say!(
+        "  resharding: shardgate reshard --admin http://{} --token {admin_token} start --database app --move 0-255:s1",
+        proxy.admin_addr()
+    );
     say!();
     say!(
         "  pg-s0:          127.0.0.1:{} (primary of shard s0)",

@@ -373,6 +373,22 @@ async fn demo_starts_everything_serves_queries_and_ctrl_c_stops_it() {
         printed.contains(&format!("admin API:      http://127.0.0.1:{admin_port}")),
         "{printed}"
     );
+    // The printed resharding command works as printed: its pre-flight passes, a job starts.
+    let line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("resharding: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let args: Vec<&str> = line.split_whitespace().skip(2).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("job 1 started: phase preflight"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let c = connect(&format!("postgres://app:demo@127.0.0.1:{port}/app")).await;
     let count = |sql: &'static str| {
         let c = &c;
