@@ -97,12 +97,15 @@ impl Proxy {
             .map(Arc::new);
         let coordinator = start_coordinator(&store, control.clone(), &shutdown).await?;
         if let Some(db) = &control {
+            // Before serving: a map a cutover persisted is where the data is now.
+            crate::reshard::epochs::take(db, &store).await;
+            let follow =
+                crate::reshard::epochs::follow(db.clone(), store.clone(), shutdown.clone());
+            tokio::spawn(follow);
             let id = crate::reshard::heartbeat::proxy_id(addr);
-            tokio::spawn(crate::reshard::heartbeat::run(
-                db.clone(),
-                id,
-                shutdown.clone(),
-            ));
+            let beat =
+                crate::reshard::heartbeat::run(db.clone(), store.clone(), id, shutdown.clone());
+            tokio::spawn(beat);
         }
         let health = Arc::new(Monitor::new());
         tokio::spawn(crate::health::run(

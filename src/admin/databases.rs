@@ -126,7 +126,12 @@ fn ban(health: &ServerHealth) -> Option<Value> {
 }
 
 /// The shard map of one database as the running snapshot has it, with the epoch.
-pub fn shard_map(snapshot: &Snapshot, database: &str) -> Result<Reply, ApiError> {
+/// `map_epochs`: per database, the epoch of the map resharding persisted, if one is in force.
+pub fn shard_map(
+    snapshot: &Snapshot,
+    map_epochs: &Value,
+    database: &str,
+) -> Result<Reply, ApiError> {
     let Some(db) = snapshot.config.databases.get(database) else {
         let known: Vec<&String> = snapshot.config.databases.keys().collect();
         return Err(ApiError::not_found(
@@ -139,6 +144,7 @@ pub fn shard_map(snapshot: &Snapshot, database: &str) -> Result<Reply, ApiError>
     Ok(ok(json!({
         "database": database,
         "epoch": snapshot.epoch,
+        "map_epoch": map_epochs.get(database),
         "function": sharding.map(|s| function_name(s.function)),
         "key_type": sharding.map(|s| format!("{:?}", s.key_type).to_lowercase()),
         "buckets": sharding.and_then(|s| s.buckets),

@@ -217,7 +217,10 @@ async fn dispatch(req: Request<Incoming>, admin: &Admin) -> Result<Reply, ApiErr
         Endpoint::Ready => Ok(ready(&admin.store).await),
         Endpoint::Metrics => Ok(json::prometheus(scrape(admin))),
         Endpoint::Databases => Ok(databases::list(&admin.store.load(), &admin.health.report())),
-        Endpoint::ShardMap(db) => databases::shard_map(&admin.store.load(), &db),
+        Endpoint::ShardMap(db) => {
+            let epochs = admin.store.persisted_epochs();
+            databases::shard_map(&admin.store.load(), &epochs, &db)
+        }
         Endpoint::Config => Ok(config::show(&admin.store.load())),
         Endpoint::Reload => config::reload(&admin.store, admin.config_path.as_deref()),
         Endpoint::Route => route::decide(admin, &body),

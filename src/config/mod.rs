@@ -485,6 +485,12 @@ impl Config {
         Err(ConfigError { issues })
     }
 
+    /// The validation [`Config::parse`] runs, for a config changed after parsing (a shard map
+    /// persisted by resharding): every issue, without line numbers.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        validate::validate(self)
+    }
+
     /// Checks that the files the config names exist and can be read (the TLS certificate and key).
     /// Not part of [`Config::parse`], so a config can be checked on a machine without the files;
     /// `check-config` and startup call it. Relative paths are taken from the working directory.

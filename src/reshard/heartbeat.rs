@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{ControlDb, ControlError};
+use crate::topology::Store;
 
 /// How often a proxy says it is alive.
 pub const EVERY: Duration = Duration::from_secs(2);
@@ -31,11 +32,11 @@ pub fn proxy_id(listen: std::net::SocketAddr) -> String {
 }
 
 /// Beats until `stop`; a control database that is down is logged once per outage.
-pub async fn run(db: Arc<ControlDb>, id: String, stop: CancellationToken) {
+pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: CancellationToken) {
     let started = SystemTime::now();
     let mut failing = false;
     loop {
-        match beat(&db, &id, started).await {
+        match beat(&db, &id, started, store.persisted_epochs()).await {
             Ok(()) if failing => {
                 tracing::info!("heartbeats reach the control database again");
                 failing = false;
@@ -54,10 +55,13 @@ pub async fn run(db: Arc<ControlDb>, id: String, stop: CancellationToken) {
     }
 }
 
-async fn beat(db: &ControlDb, id: &str, started: SystemTime) -> Result<(), ControlError> {
+async fn beat(
+    db: &ControlDb,
+    id: &str,
+    started: SystemTime,
+    epochs: serde_json::Value,
+) -> Result<(), ControlError> {
     let client = db.client().await?;
-    // No epoch overlays are applied by this version yet: it has taken the map of its config.
-    let epochs = serde_json::json!({});
     client
         .execute(
             "INSERT INTO shardgate.proxy_heartbeats (proxy_id, started_at, seen_at, epochs) \

@@ -9,6 +9,7 @@
 pub mod backfill;
 pub mod capture;
 pub mod cli;
+pub mod epochs;
 pub mod heartbeat;
 pub mod jobs;
 pub mod preflight;

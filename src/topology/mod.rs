@@ -5,6 +5,7 @@
 //! ends, so a transaction never sees two routing epochs and a reload never cuts one off.
 
 pub mod columns;
+pub mod persisted;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -174,6 +175,8 @@ fn target_from_url(url: &str) -> Result<Target, String> {
 /// that whoever can see the topology — sessions, the admin API — can record and render them).
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// The shard maps resharding persisted, which override the config file's ([`persisted`]).
+    persisted: Mutex<persisted::PersistedMaps>,
     /// Held by whoever builds the next snapshot (a std mutex: nothing awaits while holding it):
     /// SIGHUP, the admin API and newly read columns must each build on the latest snapshot, or
     /// one swap would silently undo another and reuse an epoch.
@@ -185,6 +188,7 @@ impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
         Store {
             current: ArcSwap::from_pointee(snapshot),
+            persisted: Mutex::default(),
             writer: Mutex::new(()),
             metrics: Arc::default(),
         }
@@ -250,6 +254,7 @@ impl Store {
     pub fn reload(&self, config: Config) -> Result<u64, TopologyError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.load();
+        let config = persisted::apply(config, &self.persisted_maps());
         let moves = ownership::moves(&previous.config, &config);
         if !moves.is_empty() {
             self.metrics.reload(false);
@@ -261,6 +266,41 @@ impl Store {
         let epoch = next.epoch;
         self.current.store(Arc::new(next));
         Ok(epoch)
+    }
+
+    fn persisted_maps(&self) -> persisted::PersistedMaps {
+        self.persisted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The epochs of the persisted maps in force, per database.
+    pub fn persisted_epochs(&self) -> serde_json::Value {
+        persisted::epochs(&self.persisted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Takes the shard maps resharding persisted: swaps in a snapshot with them when any epoch
+    /// is new. `Ok(false)`: nothing new. A map that does not fit the config (a shard it does not
+    /// have, buckets not covered) is refused with the reasons, and nothing changes.
+    pub fn adopt_maps(&self, maps: persisted::PersistedMaps) -> Result<bool, String> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let epochs = |m: &persisted::PersistedMaps| persisted::epochs(m);
+        if epochs(&maps) == epochs(&self.persisted_maps()) {
+            return Ok(false);
+        }
+        let previous = self.load();
+        let config = persisted::apply((*previous.config).clone(), &maps);
+        let issues = config.validate();
+        if !issues.is_empty() {
+            let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            return Err(text.join("; "));
+        }
+        let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)
+            .map_err(|e| e.to_string())?;
+        self.current.store(Arc::new(next));
+        *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = maps;
+        Ok(true)
     }
 
     /// Swaps in a snapshot that differs only in `database`'s columns.

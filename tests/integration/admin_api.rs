@@ -218,6 +218,7 @@ async fn databases_and_shard_map_show_the_topology() {
         json!({
             "database": "app",
             "epoch": 1,
+            "map_epoch": null,
             "function": "hash",
             "key_type": "bigint",
             "buckets": 8,

@@ -391,3 +391,71 @@ async fn capture_records_exactly_the_moved_keys_a_transaction_changed() {
         .unwrap();
     assert_eq!(shop.direct(0, left), "0", "removed: nothing captured");
 }
+
+/// A shard map persisted in the control database (what a cutover writes) is taken by every
+/// shardgate sharing it — the running one within a second, a new one before it serves — a
+/// config reload does not undo it, and a map that does not fit the config is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_map_is_taken_by_every_proxy_and_a_reload_keeps_it() {
+    use shardgate::router::hash::{bucket_of, hash_int};
+    let shop = shop().await;
+    let admin = shop.admin_addr();
+    let in_bucket_0: Vec<i64> = (1..)
+        .filter(|k| bucket_of(hash_int(*k), 8) == 0)
+        .take(3)
+        .collect();
+    shop.control(
+        "INSERT INTO shardgate.epochs (database, epoch, map) VALUES ('app', 1, \
+         '[{\"buckets\": \"0-1\", \"shard\": \"s1\"}, {\"buckets\": \"2-3\", \"shard\": \"s0\"}, \
+           {\"buckets\": \"4-7\", \"shard\": \"s1\"}]')",
+    );
+    let map_epoch = || async { get(admin, "/v1/databases/app/shard-map").await.json() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while map_epoch().await["map_epoch"] != json!(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the map was never taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let shards = &map_epoch().await["shards"];
+    assert_eq!(
+        shards[1],
+        json!({ "name": "s1", "buckets": ["0-1", "4-7"] })
+    );
+    let insert = |url: String, k: i64| async move {
+        let c = crate::harness::connect(&url).await;
+        c.execute("INSERT INTO users (id, name) VALUES ($1, 'moved')", &[&k])
+            .await
+            .unwrap();
+    };
+    let on = |shard: usize, k: i64| {
+        shop.direct(shard, &format!("SELECT count(*) FROM users WHERE id = {k}"))
+    };
+    insert(shop.url(), in_bucket_0[0]).await;
+    assert_eq!(
+        (on(0, in_bucket_0[0]), on(1, in_bucket_0[0])),
+        ("0".into(), "1".into())
+    );
+    // A reload of the file (which still has the old map) keeps the persisted one.
+    shop.reload();
+    insert(shop.url(), in_bucket_0[1]).await;
+    assert_eq!(on(1, in_bucket_0[1]), "1");
+    // A second shardgate takes it before it serves.
+    let second = shardgate::proxy::Proxy::start(shop.config()).await.unwrap();
+    let url = format!(
+        "postgres://{}:{}@{}/app",
+        crate::harness::USER,
+        crate::harness::PASSWORD,
+        second.addr()
+    );
+    insert(url, in_bucket_0[2]).await;
+    assert_eq!(on(1, in_bucket_0[2]), "1");
+    // A map naming a shard the config does not have is refused: the epoch-1 map stays.
+    shop.control(
+        "UPDATE shardgate.epochs SET epoch = 2, map = '[{\"buckets\": \"0-7\", \"shard\": \"s9\"}]'",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(map_epoch().await["map_epoch"], json!(1));
+    second.shutdown().await;
+}

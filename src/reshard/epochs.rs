@@ -1,0 +1,72 @@
+//! Following the shard maps resharding persists in the control database (`shardgate.epochs`):
+//! read once before the proxy serves, then every [`EVERY`], and taken by the topology store
+//! ([`crate::topology::persisted`]) whenever an epoch is new. Every shardgate sharing the
+//! control database so serves the same map within a second of a cutover.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{ControlDb, ControlError};
+use crate::topology::persisted::{PersistedMap, PersistedMaps};
+use crate::topology::Store;
+
+/// How often the epochs are read.
+pub const EVERY: Duration = Duration::from_secs(1);
+
+/// The persisted maps, per database.
+pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT database, epoch, map::text FROM shardgate.epochs",
+            &[],
+        )
+        .await
+        .map_err(|source| ControlError::Refused {
+            what: "the shard-map epochs",
+            source,
+        })?;
+    let mut maps = PersistedMaps::new();
+    for row in rows {
+        let (database, epoch, text): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
+        match serde_json::from_str(&text) {
+            Ok(map) => {
+                maps.insert(database, PersistedMap { epoch, map });
+            }
+            Err(e) => {
+                tracing::error!(%database, epoch, error = %e, "a persisted shard map is not a map; it is ignored");
+            }
+        }
+    }
+    Ok(maps)
+}
+
+/// Reads the maps and hands them to `store`; logs what changed or went wrong.
+pub async fn take(db: &ControlDb, store: &Store) {
+    match read(db).await {
+        Ok(maps) => match store.adopt_maps(maps) {
+            Ok(true) => {
+                let epochs = store.persisted_epochs();
+                tracing::warn!(%epochs, "shard maps from the control database taken (a resharding cutover)");
+            }
+            Ok(false) => {}
+            Err(why) => {
+                tracing::error!(%why, "a shard map in the control database does not fit the config; the current map stays")
+            }
+        },
+        Err(e) => tracing::debug!(error = %e, "cannot read the shard-map epochs"),
+    }
+}
+
+/// Follows the epochs until `stop`.
+pub async fn follow(db: Arc<ControlDb>, store: Arc<Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        take(&db, &store).await;
+    }
+}
