@@ -127,16 +127,8 @@ pub async fn copy_batch(
         });
     };
     let upto: Vec<String> = last_row.get(0);
-    let mut keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
-    keys.sort();
-    keys.dedup();
-    let locks: Vec<String> = keys
-        .iter()
-        .map(|k| format!("SELECT {};", key_lock_sql(&t.table, &literal(k))))
-        .collect();
-    src.batch_execute(&locks.concat())
-        .await
-        .map_err(|e| describe(&e))?;
+    let keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
+    lock_keys(&src, &t.table, keys).await?;
     let images = format!(
         "SELECT coalesce(json_agg(r), '[]')::text, count(*) FROM (SELECT * FROM {} WHERE {} ORDER BY {}) r",
         t.table,
@@ -155,6 +147,24 @@ pub async fn copy_batch(
         rows: from.rows + copied,
         done: false,
     })
+}
+
+/// Takes the key locks of `keys` of `table` in the source transaction `tx`, in one order for
+/// every taker (sorted), so two of them never wait on each other.
+pub(super) async fn lock_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    mut keys: Vec<String>,
+) -> Result<(), String> {
+    keys.sort();
+    keys.dedup();
+    let locks: Vec<String> = keys
+        .iter()
+        .map(|k| format!("SELECT {};", key_lock_sql(table, &literal(k))))
+        .collect();
+    tx.batch_execute(&locks.concat())
+        .await
+        .map_err(|e| describe(&e))
 }
 
 /// Makes the target's rows that satisfy `rows` (SQL over the table's columns) exactly `json`

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::backfill::{key_lock_sql, literal, quote_ident, write_target, TableCopy};
+use super::backfill::{literal, lock_keys, quote_ident, write_target, TableCopy};
 use crate::backend::control::describe;
 use crate::router::hash::bucket_sql;
 
@@ -139,13 +139,7 @@ pub async fn repair(
         return Ok(());
     }
     let src = source.transaction().await.map_err(|e| describe(&e))?;
-    let locks: Vec<String> = keys
-        .iter()
-        .map(|k| format!("SELECT {};", key_lock_sql(&t.table, &literal(k))))
-        .collect();
-    src.batch_execute(&locks.concat())
-        .await
-        .map_err(|e| describe(&e))?;
+    lock_keys(&src, &t.table, keys.to_vec()).await?;
     let list: Vec<String> = keys.iter().map(|k| literal(k)).collect();
     let rows = format!(
         "({})::text IN ({})",
