@@ -98,7 +98,7 @@ impl Proxy {
         let coordinator = start_coordinator(&store, control.clone(), &shutdown).await?;
         if let Some(db) = &control {
             // Before serving: a map a cutover persisted is where the data is now.
-            crate::reshard::epochs::take(db, &store).await;
+            crate::reshard::epochs::take_at_start(db, &store).await;
             let follow =
                 crate::reshard::epochs::follow(db.clone(), store.clone(), shutdown.clone());
             tokio::spawn(follow);

@@ -43,20 +43,37 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
     Ok(maps)
 }
 
-/// Reads the maps and hands them to `store`; logs what changed or went wrong.
+/// Before serving: as [`take`], but an unreadable control database is an error worth a loud
+/// line — until it answers, routing follows the config file's map, which a past cutover may have
+/// made stale.
+pub async fn take_at_start(db: &ControlDb, store: &Store) {
+    match read(db).await {
+        Ok(maps) => adopt(store, maps),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the shard maps resharding persisted: routing follows the config file's map until the control database answers (copy any cutover's map into the file to be safe)")
+        }
+    }
+}
+
+/// Reads the maps and hands them to `store`.
 pub async fn take(db: &ControlDb, store: &Store) {
     match read(db).await {
-        Ok(maps) => match store.adopt_maps(maps) {
-            Ok(true) => {
-                let epochs = store.persisted_epochs();
-                tracing::warn!(%epochs, "shard maps from the control database taken (a resharding cutover)");
-            }
-            Ok(false) => {}
-            Err(why) => {
-                tracing::error!(%why, "a shard map in the control database does not fit the config; the current map stays")
-            }
-        },
+        Ok(maps) => adopt(store, maps),
         Err(e) => tracing::debug!(error = %e, "cannot read the shard-map epochs"),
+    }
+}
+
+/// Hands the maps to `store`; logs what changed or why they were refused.
+fn adopt(store: &Store, maps: PersistedMaps) {
+    match store.adopt_maps(maps) {
+        Ok(true) => {
+            let epochs = store.persisted_epochs();
+            tracing::warn!(%epochs, "shard maps from the control database taken (a resharding cutover)");
+        }
+        Ok(false) => {}
+        Err(why) => {
+            tracing::error!(%why, "a shard map in the control database does not fit the config; the current map stays")
+        }
     }
 }
 
