@@ -46,8 +46,17 @@ pub struct Checkpoint {
 /// The SQL lock writers and backfill take on one sharding key of a table (a transaction lock:
 /// held until that transaction ends).
 pub fn key_lock_sql(table: &str, key: &str) -> String {
+    key_lock_call("pg_advisory_xact_lock", table, key)
+}
+
+/// As [`key_lock_sql`], but without waiting: true if taken.
+pub fn try_key_lock_sql(table: &str, key: &str) -> String {
+    key_lock_call("pg_try_advisory_xact_lock", table, key)
+}
+
+fn key_lock_call(function: &str, table: &str, key: &str) -> String {
     format!(
-        "pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}), pg_catalog.hashtext(({key})::text))",
+        "pg_catalog.{function}(pg_catalog.hashtext({}), pg_catalog.hashtext(({key})::text))",
         literal(&format!("shardgate:{table}"))
     )
 }
@@ -140,7 +149,9 @@ pub async fn copy_batch(
         .await
         .map_err(|e| describe(&e))?;
     let (json, copied): (String, i64) = (row.get(0), row.get(1));
-    write_target(target, t, &t.range(after, Some(&upto)), &json).await?;
+    let tgt = syncing(target).await?;
+    write_target(&tgt, t, &t.range(after, Some(&upto)), &json).await?;
+    tgt.commit().await.map_err(|e| describe(&e))?;
     src.commit().await.map_err(|e| describe(&e))?;
     Ok(Checkpoint {
         last_key: Some(upto),
@@ -150,7 +161,9 @@ pub async fn copy_batch(
 }
 
 /// Takes the key locks of `keys` of `table` in the source transaction `tx`, in one order for
-/// every taker (sorted), so two of them never wait on each other.
+/// every copier (sorted), so two of them never wait on each other. A client transaction takes
+/// its keys in any order, so a copier waits for one at most [`LOCK_WAIT`] and then gives up
+/// its batch (releasing what it took): a client is never the victim of a deadlock with it.
 pub(super) async fn lock_keys(
     tx: &tokio_postgres::Transaction<'_>,
     table: &str,
@@ -162,20 +175,32 @@ pub(super) async fn lock_keys(
         .iter()
         .map(|k| format!("SELECT {};", key_lock_sql(table, &literal(k))))
         .collect();
-    tx.batch_execute(&locks.concat())
+    let sql = format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'; {}", locks.concat());
+    tx.batch_execute(&sql).await.map_err(|e| describe(&e))
+}
+
+/// How long a copier waits for one key lock before it gives up and retries its batch.
+pub const LOCK_WAIT: &str = "100ms";
+
+/// A transaction on the receiving side whose writes the capture there does not record.
+pub(super) async fn syncing(
+    target: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, String> {
+    let tx = target.transaction().await.map_err(|e| describe(&e))?;
+    tx.batch_execute("SET LOCAL shardgate.syncing = 'on'")
         .await
-        .map_err(|e| describe(&e))
+        .map_err(|e| describe(&e))?;
+    Ok(tx)
 }
 
 /// Makes the target's rows that satisfy `rows` (SQL over the table's columns) exactly `json`
 /// (the source's row images of the same rows).
 pub(super) async fn write_target(
-    target: &mut Client,
+    tx: &tokio_postgres::Transaction<'_>,
     t: &TableCopy,
     rows: &str,
     json: &str,
 ) -> Result<(), String> {
-    let tx = target.transaction().await.map_err(|e| describe(&e))?;
     let columns: Vec<String> = tx
         .query(
             "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) \
@@ -211,5 +236,5 @@ pub(super) async fn write_target(
     tx.execute(&upsert, &[&json])
         .await
         .map_err(|e| describe(&e))?;
-    tx.commit().await.map_err(|e| describe(&e))
+    Ok(())
 }

@@ -1,58 +1,124 @@
-//! Dual-write's capture on the source shard (DESIGN §3.2): which sharding keys of the moved
-//! buckets a transaction changed, recorded by the source itself, so that before the transaction
-//! commits shardgate can copy exactly those keys' rows to the target — whatever statement,
-//! function or cascade changed them, and without re-running anything.
+//! Dual-write's capture (DESIGN §3.2): which rows of the moved buckets a transaction changed,
+//! recorded by the shard itself in that transaction, so that the target's copy of exactly those
+//! rows is brought up to date from their row images — whatever statement, function or cascade
+//! changed them, and without re-running anything.
 //!
-//! While a move is in dual-write, each sharded table on the source has a row trigger that, for
-//! a row whose key is in the moved buckets (old and new row alike), inserts the key into
-//! `shardgate.changed_keys` under the transaction's id. The table is unlogged (a crash aborts the
-//! transactions whose rows it held anyway) and transactional: a rolled-back write leaves nothing.
-//! shardgate reads and deletes its transaction's rows just before COMMIT.
+//! While a move is dual-written, each sharded table on the authoritative side has a row trigger
+//! that, for a row of the moved buckets (old and new row alike):
+//! 1. takes the move's *fence* in shared mode: cutover takes it exclusively, so it waits for the
+//!    writers in flight and holds new ones;
+//! 2. checks the side is still authoritative for the move (a writer the fence held while the
+//!    buckets were cut over gets `40001`, never a write the new owner would not see);
+//! 3. takes the per-key lock (`pg_advisory_xact_lock` on (table, key)) that serializes the key's
+//!    writers — clients, backfill, the sync and repair — until commit;
+//! 4. appends the row's primary key to `shardgate.reshard_changes`, a logged table, in the same
+//!    transaction: a committed change is durably marked for copying the moment it commits.
+//!
+//! [`super::sync`] copies the marked rows to the other side. Writes by shardgate's own copiers
+//! set `shardgate.syncing` and are not captured.
 
-use crate::config::KeyType;
 use crate::router::hash::bucket_sql;
 
-use super::backfill::{literal, quote_ident};
+use super::backfill::{key_lock_sql, literal, quote_ident, TableCopy};
 
-/// The schema and table the triggers write to, created on the source when dual-write starts.
+/// The tables the triggers use, created on both sides when dual-write starts.
 pub const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS shardgate; \
-    CREATE UNLOGGED TABLE IF NOT EXISTS shardgate.changed_keys ( \
-        xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(), \
+    CREATE TABLE IF NOT EXISTS shardgate.reshard_changes ( \
+        id bigserial PRIMARY KEY, \
+        job_id bigint NOT NULL, \
         table_name text NOT NULL, \
         sharding_key text NOT NULL, \
-        PRIMARY KEY (xid, table_name, sharding_key))";
+        pk jsonb NOT NULL); \
+    CREATE INDEX IF NOT EXISTS reshard_changes_job ON shardgate.reshard_changes (job_id, id); \
+    CREATE TABLE IF NOT EXISTS shardgate.reshard_roles ( \
+        job_id bigint PRIMARY KEY, \
+        role text NOT NULL CHECK (role IN ('authoritative', 'shadow')))";
 
-/// The keys the current transaction changed, per table (run inside it, just before COMMIT).
-pub const CHANGED_SQL: &str = "DELETE FROM shardgate.changed_keys \
-    WHERE xid = pg_catalog.pg_current_xact_id_if_assigned() \
-    RETURNING table_name, sharding_key";
+/// What a side is for a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Takes the clients' writes of the moved buckets, captured for the other side.
+    Authoritative,
+    /// Receives copies only; a client's write of the moved buckets is refused.
+    Shadow,
+}
 
-/// What installs the capture on one table: its trigger function and trigger.
-pub fn install_sql(
-    table: &str,
-    key_column: &str,
-    key_type: KeyType,
-    buckets: u32,
-    (first, last): (u32, u32),
-) -> String {
-    let key = quote_ident(key_column);
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Authoritative => "authoritative",
+            Role::Shadow => "shadow",
+        }
+    }
+}
+
+/// Sets this side's role for `job` (run where the fence is held exclusively, at cutover).
+pub fn role_sql(job: i64, role: Role) -> String {
+    format!(
+        "INSERT INTO shardgate.reshard_roles VALUES ({job}, '{0}') \
+         ON CONFLICT (job_id) DO UPDATE SET role = '{0}'",
+        role.name()
+    )
+}
+
+/// The fence of `job` (an advisory lock key pair), in the form `pg_advisory_*lock*` take.
+pub fn fence_key(job: i64) -> String {
+    format!("pg_catalog.hashtext('shardgate:fence'), {}", fence_low(job))
+}
+
+/// The job id folded into the advisory lock's 32-bit second key.
+fn fence_low(job: i64) -> i32 {
+    (job % i64::from(i32::MAX)) as i32
+}
+
+/// What installs the capture of `job` on one table: its trigger function and trigger.
+pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
+    let key = quote_ident(&t.key_column);
     let moved = |row: &str| {
-        let expr = bucket_sql(&format!("{row}.{key}"), key_type, buckets);
-        format!("{row}.{key} IS NOT NULL AND {expr} BETWEEN {first} AND {last}")
+        let expr = bucket_sql(&format!("{row}.{key}"), t.key_type, t.buckets);
+        format!(
+            "{row}.{key} IS NOT NULL AND {expr} BETWEEN {} AND {}",
+            t.first, t.last
+        )
+    };
+    let pk = |row: &str| {
+        let fields: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|c| format!("{}, {row}.{}", literal(c), quote_ident(c)))
+            .collect();
+        format!("pg_catalog.jsonb_build_object({})", fields.join(", "))
     };
     let record = |row: &str| {
         format!(
-            "INSERT INTO shardgate.changed_keys (table_name, sharding_key) \
-             VALUES ({}, ({row}.{key})::text) ON CONFLICT DO NOTHING;",
-            literal(table)
+            "PERFORM {lock}; \
+             INSERT INTO shardgate.reshard_changes (job_id, table_name, sharding_key, pk) \
+             VALUES ({job}, {name}, ({row}.{key})::text, {pk});",
+            lock = key_lock_sql(&t.table, &format!("{row}.{key}")),
+            name = literal(&t.table),
+            pk = pk(row),
         )
     };
-    let function = function_name(table);
+    let refusal = literal(&format!(
+        "buckets {}-{} of table {} moved to shard \"{elsewhere}\" while this transaction was writing them",
+        t.first, t.last, t.table
+    ));
+    let function = function_name(&t.table);
     format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $sg$ \
+         DECLARE old_moved boolean := TG_OP <> 'INSERT' AND {old_moved}; \
+                 new_moved boolean := TG_OP <> 'DELETE' AND {new_moved}; \
          BEGIN \
-           IF TG_OP <> 'INSERT' AND {old_moved} THEN {record_old} END IF; \
-           IF TG_OP <> 'DELETE' AND {new_moved} THEN {record_new} END IF; \
+           IF pg_catalog.current_setting('shardgate.syncing', true) = 'on' \
+              OR NOT (old_moved OR new_moved) THEN RETURN NULL; END IF; \
+           PERFORM pg_catalog.pg_advisory_xact_lock_shared({fence}); \
+           IF NOT EXISTS (SELECT FROM shardgate.reshard_roles \
+                          WHERE job_id = {job} AND role = 'authoritative') THEN \
+             RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = {refusal}, \
+               HINT = 'Retry the transaction: shardgate routes it to the shard that owns the rows now.'; \
+           END IF; \
+           IF old_moved THEN {record_old} END IF; \
+           IF new_moved THEN {record_new} END IF; \
            RETURN NULL; \
          END $sg$; \
          DROP TRIGGER IF EXISTS shardgate_capture ON {table}; \
@@ -60,16 +126,26 @@ pub fn install_sql(
            FOR EACH ROW EXECUTE FUNCTION {function}()",
         old_moved = moved("OLD"),
         new_moved = moved("NEW"),
+        fence = fence_key(job),
         record_old = record("OLD"),
         record_new = record("NEW"),
+        table = t.table,
     )
 }
 
-/// What removes it again (at finish, rollback or abort).
+/// What removes a table's capture again (at finish, rollback or abort).
 pub fn remove_sql(table: &str) -> String {
     format!(
         "DROP TRIGGER IF EXISTS shardgate_capture ON {table}; DROP FUNCTION IF EXISTS {}()",
         function_name(table)
+    )
+}
+
+/// Forgets `job` on a side once no trigger of it is left (its changes all copied).
+pub fn forget_sql(job: i64) -> String {
+    format!(
+        "DELETE FROM shardgate.reshard_roles WHERE job_id = {job}; \
+         DELETE FROM shardgate.reshard_changes WHERE job_id = {job}"
     )
 }
 

@@ -13,6 +13,7 @@ pub mod epochs;
 pub mod heartbeat;
 pub mod jobs;
 pub mod preflight;
+pub mod sync;
 pub mod verify;
 
 use std::collections::BTreeMap;

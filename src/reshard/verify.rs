@@ -10,7 +10,7 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::backfill::{literal, lock_keys, quote_ident, write_target, TableCopy};
+use super::backfill::{literal, lock_keys, quote_ident, syncing, write_target, TableCopy};
 use crate::backend::control::describe;
 use crate::router::hash::bucket_sql;
 
@@ -155,6 +155,8 @@ pub async fn repair(
         .await
         .map_err(|e| describe(&e))?
         .get(0);
-    write_target(target, t, &rows, &json).await?;
+    let tgt = syncing(target).await?;
+    write_target(&tgt, t, &rows, &json).await?;
+    tgt.commit().await.map_err(|e| describe(&e))?;
     src.commit().await.map_err(|e| describe(&e))
 }

@@ -334,62 +334,154 @@ async fn the_reshard_command_starts_shows_and_aborts_a_job() {
     );
 }
 
-/// Dual-write's capture on the source: the keys of the moved buckets a transaction changed
-/// (insert, update, delete), and only those, recorded under that transaction and taken back
-/// before its commit; nothing from a rolled-back transaction; nothing once removed.
+/// Dual-write's capture and copy: the rows of the moved buckets a committed transaction changed
+/// (insert, update, delete), and only those, are marked on the source in that transaction and
+/// copied to the target as their current images; nothing from a rolled-back transaction; a key
+/// a writer holds waits for the next batch; a shadow side refuses clients' writes of the moved
+/// buckets with 40001 but takes shardgate's copies; nothing once removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capture_records_exactly_the_moved_keys_a_transaction_changed() {
+async fn capture_marks_exactly_the_changed_rows_and_the_copy_brings_them_over() {
     use shardgate::config::KeyType;
-    use shardgate::reshard::capture::{install_sql, remove_sql, CHANGED_SQL, SETUP_SQL};
+    use shardgate::reshard::backfill::TableCopy;
+    use shardgate::reshard::capture::{install_sql, remove_sql, role_sql, Role, SETUP_SQL};
+    use shardgate::reshard::sync::{copy_changes, Batch};
     use shardgate::router::hash::{bucket_of, hash_int};
     let shop = shop().await;
     let moved = |k: &i64| bucket_of(hash_int(*k), 8) <= 1;
     let ins: Vec<i64> = (1..).filter(moved).take(4).collect();
     let out: i64 = (1..).find(|k| !moved(k)).unwrap();
-    let c = crate::harness::connect(&shop.shard_url(0)).await;
-    c.batch_execute(&format!(
-        "INSERT INTO users VALUES ({}, 'a'), ({}, 'b'); {SETUP_SQL}; {}",
-        ins[1],
-        ins[2],
-        install_sql("users", "id", KeyType::Bigint, 8, (0, 1))
-    ))
-    .await
-    .unwrap();
-    c.batch_execute(&format!(
-        "BEGIN; INSERT INTO users VALUES ({0}, 'new'), ({out}, 'other'); \
-         UPDATE users SET name = 'x' WHERE id = {1}; DELETE FROM users WHERE id = {2}",
-        ins[0], ins[1], ins[2]
-    ))
-    .await
-    .unwrap();
-    let rows = c.query(CHANGED_SQL, &[]).await.unwrap();
-    let mut got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    got.sort();
-    let mut want: Vec<(String, String)> = ins[..3]
-        .iter()
-        .map(|k| ("users".to_string(), k.to_string()))
-        .collect();
-    want.sort();
-    assert_eq!(got, want);
-    c.batch_execute("COMMIT").await.unwrap();
-    let left = "SELECT count(*) FROM shardgate.changed_keys";
-    assert_eq!(shop.direct(0, left), "0", "taken back before the commit");
-    c.batch_execute(&format!(
-        "BEGIN; INSERT INTO users VALUES ({}, 'r'); ROLLBACK",
-        ins[3]
-    ))
-    .await
-    .unwrap();
-    assert_eq!(
-        shop.direct(0, left),
-        "0",
-        "a rolled-back write leaves nothing"
+    let users = TableCopy {
+        table: "users".into(),
+        key_column: "id".into(),
+        primary_key: vec!["id".into()],
+        key_type: KeyType::Bigint,
+        buckets: 8,
+        first: 0,
+        last: 1,
+    };
+    let tables = [users.clone()];
+    let mut s0 = crate::harness::connect(&shop.shard_url(0)).await;
+    let mut s1 = crate::harness::connect(&shop.shard_url(1)).await;
+    let seed = format!(
+        "INSERT INTO users VALUES ({}, 'a'), ({}, 'b');",
+        ins[1], ins[2]
     );
-    c.batch_execute(&remove_sql("users")).await.unwrap();
-    c.batch_execute(&format!("INSERT INTO users VALUES ({}, 'after')", ins[3]))
+    s1.batch_execute(&format!("{seed} {SETUP_SQL}"))
         .await
         .unwrap();
-    assert_eq!(shop.direct(0, left), "0", "removed: nothing captured");
+    s0.batch_execute(&format!(
+        "{seed} {SETUP_SQL}; {}; {}",
+        role_sql(1, Role::Authoritative),
+        install_sql(1, &users, "s1")
+    ))
+    .await
+    .unwrap();
+    s0.batch_execute(&format!(
+        "BEGIN; INSERT INTO users VALUES ({0}, 'new'), ({out}, 'other'); \
+         UPDATE users SET name = 'x' WHERE id = {1}; DELETE FROM users WHERE id = {2}; COMMIT; \
+         BEGIN; INSERT INTO users VALUES ({3}, 'r'); ROLLBACK",
+        ins[0], ins[1], ins[2], ins[3]
+    ))
+    .await
+    .unwrap();
+    let marks = "SELECT string_agg(sharding_key || ' ' || pk::text, ', ' ORDER BY id) \
+                 FROM shardgate.reshard_changes";
+    assert_eq!(
+        shop.direct(0, marks),
+        format!(
+            "{0} {{\"id\": {0}}}, {1} {{\"id\": {1}}}, {1} {{\"id\": {1}}}, {2} {{\"id\": {2}}}",
+            ins[0], ins[1], ins[2]
+        ),
+        "old and new row of the update; nothing of the other bucket or the rollback"
+    );
+    let copied = copy_changes(&mut s0, &mut s1, 1, &tables, 100);
+    assert_eq!(
+        copied.await.unwrap(),
+        Batch {
+            copied: 4,
+            deferred: 0
+        }
+    );
+    let rows = "SELECT string_agg(id || ' ' || name, ', ' ORDER BY id) FROM users";
+    assert_eq!(
+        shop.direct(1, rows),
+        format!("{} new, {} x", ins[0], ins[1]),
+        "exactly the moved rows"
+    );
+    assert_eq!(
+        shop.direct(0, "SELECT count(*) FROM shardgate.reshard_changes"),
+        "0"
+    );
+
+    // A key a writer holds is left for the next batch.
+    let writer = crate::harness::connect(&shop.shard_url(0)).await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; UPDATE users SET name = 'held' WHERE id = {}",
+            ins[0]
+        ))
+        .await
+        .unwrap();
+    shop.direct(
+        0,
+        &format!("UPDATE users SET name = 'y' WHERE id = {}", ins[1]),
+    );
+    let copied = copy_changes(&mut s0, &mut s1, 1, &tables, 100).await;
+    assert_eq!(
+        copied.unwrap(),
+        Batch {
+            copied: 2,
+            deferred: 0
+        },
+        "the writer's marks are not visible yet"
+    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    let copied = copy_changes(&mut s0, &mut s1, 1, &tables, 100).await;
+    assert_eq!(
+        copied.unwrap(),
+        Batch {
+            copied: 2,
+            deferred: 0
+        }
+    );
+    assert_eq!(
+        shop.direct(1, rows),
+        format!("{} held, {} y", ins[0], ins[1])
+    );
+
+    // A shadow side refuses a client's write of the moved buckets, takes shardgate's.
+    s0.batch_execute(&role_sql(1, Role::Shadow)).await.unwrap();
+    let refused = s0
+        .batch_execute(&format!(
+            "UPDATE users SET name = 'z' WHERE id = {}",
+            ins[0]
+        ))
+        .await
+        .unwrap_err();
+    let db = refused.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "40001");
+    assert_eq!(
+        db.message(),
+        "buckets 0-1 of table users moved to shard \"s1\" while this transaction was writing them"
+    );
+    s0.batch_execute(&format!("UPDATE users SET name = 'o' WHERE id = {out}"))
+        .await
+        .unwrap();
+    s0.batch_execute(&format!(
+        "BEGIN; SET LOCAL shardgate.syncing = 'on'; UPDATE users SET name = 'z' WHERE id = {}; COMMIT",
+        ins[0]
+    ))
+    .await
+    .unwrap();
+    s0.batch_execute(&remove_sql("users")).await.unwrap();
+    s0.batch_execute(&format!("INSERT INTO users VALUES ({}, 'after')", ins[3]))
+        .await
+        .unwrap();
+    assert_eq!(
+        shop.direct(0, "SELECT count(*) FROM shardgate.reshard_changes"),
+        "0",
+        "nothing marked by shardgate's own writes, nor once removed"
+    );
 }
 
 /// A shard map persisted in the control database (what a cutover writes) is taken by every
