@@ -16,6 +16,9 @@ use crate::reshard::{plan_moves, preflight, MoveRequest};
 struct StartRequest {
     database: String,
     moves: Vec<MoveRequest>,
+    /// Backfill's throttle; none: as fast as the source allows, backing off when it slows.
+    #[serde(default)]
+    rows_per_second: Option<u64>,
 }
 
 /// The actions of `POST /v1/reshard/{id}/{action}`.
@@ -51,7 +54,13 @@ pub async fn start(admin: &Admin, body: &[u8]) -> Result<Reply, ApiError> {
         )
         .with_extra("problems", json!(report.problems)));
     }
-    let id = jobs::create(db, &req.database, &moves, &report)
+    let id = jobs::create(
+        db,
+        &req.database,
+        &moves,
+        &report,
+        json!({ "rows_per_second": req.rows_per_second }),
+    )
         .await
         .map_err(job_error)?;
     tracing::info!(job = id, database = %req.database, "resharding job recorded");
@@ -95,11 +104,10 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
 pub async fn act(admin: &Admin, id: &str, action: &str) -> Result<Reply, ApiError> {
     let db = control(admin)?;
     let id = job_id(id)?;
-    let result = match action {
-        "abort" => jobs::abort(db, id).await,
-        other => Err(jobs::refuse_action(db, id, other).await),
-    };
-    result.map_err(job_error)?;
+    let action = jobs::Action::parse(action).ok_or_else(|| {
+        ApiError::bad_request(format!("unknown action {action:?}: one of {ACTIONS:?}"))
+    })?;
+    jobs::act(db, id, action).await.map_err(job_error)?;
     let job = jobs::get(db, id).await.map_err(job_error)?;
     Ok(reply(
         StatusCode::ACCEPTED,

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_resharding",
         include_str!("../../migrations/0002_resharding.sql"),
     ),
+    (
+        3,
+        "0003_reshard_driving",
+        include_str!("../../migrations/0003_reshard_driving.sql"),
+    ),
 ];
 
 /// Taken while migrating: one proxy at a time (any 64-bit constant shardgate alone uses).

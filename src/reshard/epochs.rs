@@ -1,7 +1,7 @@
 //! Following the shard maps resharding persists in the control database (`shardgate.epochs`):
 //! read once before the proxy serves, then every [`EVERY`], and taken by the topology store
 //! ([`crate::topology::persisted`]) whenever an epoch is new. Every shardgate sharing the
-//! control database so serves the same map within a second of a cutover.
+//! control database so serves the same map within a tenth of a second of a cutover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,9 @@ use crate::control::{ControlDb, ControlError};
 use crate::topology::persisted::{PersistedMap, PersistedMaps};
 use crate::topology::Store;
 
-/// How often the epochs are read.
-pub const EVERY: Duration = Duration::from_secs(1);
+/// How often the epochs are read: a cutover holds the moved buckets' writers until every live
+/// shardgate has taken the new map, so this bounds that hold (with the heartbeat that follows).
+pub const EVERY: Duration = Duration::from_millis(100);
 
 /// The persisted maps, per database.
 pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {

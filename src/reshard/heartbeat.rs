@@ -36,7 +36,8 @@ pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: Cancel
     let started = SystemTime::now();
     let mut failing = false;
     loop {
-        match beat(&db, &id, started, store.persisted_epochs()).await {
+        let epochs = store.persisted_epochs();
+        match beat(&db, &id, started, epochs.clone()).await {
             Ok(()) if failing => {
                 tracing::info!("heartbeats reach the control database again");
                 failing = false;
@@ -48,12 +49,19 @@ pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: Cancel
             }
             Err(_) => {}
         }
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = stop.cancelled() => return,
+        // Beat at once when an epoch is taken: a cutover waits for this acknowledgement.
+        let next = tokio::time::Instant::now() + EVERY;
+        while tokio::time::Instant::now() < next && store.persisted_epochs() == epochs {
+            tokio::select! {
+                _ = tokio::time::sleep(NOTICE) => {}
+                _ = stop.cancelled() => return,
+            }
         }
     }
 }
+
+/// How soon a newly taken epoch is acknowledged.
+const NOTICE: Duration = Duration::from_millis(10);
 
 async fn beat(
     db: &ControlDb,

@@ -57,15 +57,16 @@ pub async fn create(
     database: &str,
     moves: &[Move],
     report: &Report,
+    options: Value,
 ) -> Result<i64, JobError> {
     let client = db.client().await?;
     let moves = serde_json::to_value(moves).expect("moves serialize");
     let preflight = serde_json::to_value(report).expect("report serializes");
     let inserted = client
         .query_one(
-            "INSERT INTO shardgate.reshard_jobs (database, moves, phase, preflight) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&database, &moves, &Phase::Preflight.name(), &preflight],
+            "INSERT INTO shardgate.reshard_jobs (database, moves, phase, preflight, options) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&database, &moves, &Phase::Preflight.name(), &preflight, &options],
         )
         .await;
     let id: i64 = match inserted {
@@ -83,8 +84,7 @@ pub async fn create(
         }
         Err(e) => return Err(refused("the new job")(e).into()),
     };
-    let text = "pre-flight passed; job recorded. Dual-write, backfill, verification and cutover \
-                are not in this version yet: the job waits here until they are (abort it meanwhile)";
+    let text = "pre-flight passed; job recorded: dual-write starts when a shardgate's driver takes it";
     note(&*client, id, Phase::Preflight, text).await?;
     Ok(id)
 }
@@ -145,14 +145,76 @@ pub async fn get(db: &ControlDb, id: i64) -> Result<Job, JobError> {
     })
 }
 
-/// Aborts a job that has not cut anything over: nothing on the shards is undone (the target's
-/// copies of moved rows, if any, are left for the operator to drop).
-pub async fn abort(db: &ControlDb, id: i64) -> Result<(), JobError> {
+/// An operator's action on a job: the phase it needs and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Cutover,
+    Rollback,
+    Abort,
+    Finish,
+}
+
+impl Action {
+    pub fn parse(name: &str) -> Option<Action> {
+        Some(match name {
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "cutover" => Action::Cutover,
+            "rollback" => Action::Rollback,
+            "abort" => Action::Abort,
+            "finish" => Action::Finish,
+            _ => return None,
+        })
+    }
+
+    /// The phases it is allowed in, and why not elsewhere.
+    fn needs(self) -> (&'static [Phase], &'static str) {
+        const RUNNING: &[Phase] = &[Phase::DualWrite, Phase::Backfill, Phase::Verify];
+        match self {
+            Action::Pause | Action::Resume => (
+                RUNNING,
+                "only dual-write, backfill and verification can be paused and resumed",
+            ),
+            Action::Cutover => (
+                &[Phase::Ready],
+                "cutover needs verification to have passed (phase ready)",
+            ),
+            Action::Rollback => (
+                &[Phase::Cutover, Phase::ReverseDualWrite],
+                "rollback needs a cut-over move (phase cutover or reverse_dual_write); before that, abort",
+            ),
+            Action::Abort => (
+                &[Phase::Preflight, Phase::DualWrite, Phase::Backfill, Phase::Verify, Phase::Ready],
+                "abort is possible until the first slice is cut over; after that, roll back",
+            ),
+            Action::Finish => (
+                &[Phase::ReverseDualWrite],
+                "finish needs every slice cut over (phase reverse_dual_write)",
+            ),
+        }
+    }
+
+    /// The phase it leads to (`None`: the phase stays, the paused flag changes).
+    fn leads_to(self) -> Option<Phase> {
+        match self {
+            Action::Pause | Action::Resume => None,
+            Action::Cutover => Some(Phase::Cutover),
+            Action::Rollback => Some(Phase::RollingBack),
+            Action::Abort => Some(Phase::Aborted),
+            Action::Finish => Some(Phase::Finishing),
+        }
+    }
+}
+
+/// Runs an operator's action: the job's driver (in whichever shardgate holds it) carries it out.
+pub async fn act(db: &ControlDb, id: i64, action: Action) -> Result<(), JobError> {
     let mut client = db.client().await?;
     let tx = client
         .transaction()
         .await
-        .map_err(refused("the abort's transaction"))?;
+        .map_err(refused("the action's transaction"))?;
     let row = tx
         .query_opt(
             "SELECT phase FROM shardgate.reshard_jobs WHERE id = $1 FOR UPDATE",
@@ -162,41 +224,138 @@ pub async fn abort(db: &ControlDb, id: i64) -> Result<(), JobError> {
         .map_err(refused("the job lookup"))?
         .ok_or(JobError::NotFound(id))?;
     let phase: String = row.get(0);
-    if !Phase::parse(&phase).is_some_and(Phase::may_abort) {
-        return Err(JobError::Conflict {
-            id,
-            phase,
-            why: "abort is possible until the first slice is cut over; after that, roll back",
-        });
-    }
+    let (allowed, why) = action.needs();
+    let Some(current) = Phase::parse(&phase).filter(|p| allowed.contains(p)) else {
+        return Err(JobError::Conflict { id, phase, why });
+    };
+    let (to, paused) = match action {
+        Action::Pause => (current, true),
+        Action::Resume | Action::Cutover | Action::Rollback | Action::Abort | Action::Finish => {
+            (action.leads_to().unwrap_or(current), false)
+        }
+    };
     tx.execute(
-        "UPDATE shardgate.reshard_jobs SET phase = $2, paused = false, updated_at = now() \
+        "UPDATE shardgate.reshard_jobs SET phase = $2, paused = $3, updated_at = now() \
          WHERE id = $1",
-        &[&id, &Phase::Aborted.name()],
+        &[&id, &to.name(), &paused],
     )
     .await
-    .map_err(refused("the abort"))?;
-    note(&tx, id, Phase::Aborted, "aborted by the operator").await?;
-    tx.commit().await.map_err(refused("the abort"))?;
+    .map_err(refused("the action"))?;
+    note(&tx, id, to, &format!("{action:?} asked by the operator").to_lowercase()).await?;
+    tx.commit().await.map_err(refused("the action"))?;
     Ok(())
 }
 
-/// The refusal of an action this version cannot run yet in the job's phase.
-pub async fn refuse_action(db: &ControlDb, id: i64, action: &str) -> JobError {
-    let phase = match get(db, id).await {
-        Ok(job) => job.phase.to_string(),
-        Err(e) => return e,
-    };
-    let why = match action {
-        "cutover" => "cutover needs verification to have passed (phase ready)",
-        "rollback" => "rollback needs a cut-over slice (phase cutover or reverse_dual_write)",
-        "finish" => "finish needs every slice cut over (phase reverse_dual_write)",
-        "pause" | "resume" => {
-            "only dual-write, backfill and verification can be paused and resumed"
-        }
-        _ => "unknown action",
-    };
-    JobError::Conflict { id, phase, why }
+/// Moves a job from phase `from` to `to` with a line of history, if it is still in `from` (an
+/// operator's action may have moved it meanwhile); whether it moved.
+pub async fn advance(
+    db: &ControlDb,
+    id: i64,
+    from: Phase,
+    to: Phase,
+    text: &str,
+) -> Result<bool, ControlError> {
+    let mut client = db.client().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(refused("the phase change"))?;
+    let moved = tx
+        .execute(
+            "UPDATE shardgate.reshard_jobs SET phase = $3, error = NULL, updated_at = now() \
+             WHERE id = $1 AND phase = $2",
+            &[&id, &from.name(), &to.name()],
+        )
+        .await
+        .map_err(refused("the phase change"))?
+        == 1;
+    if moved {
+        note(&tx, id, to, text).await?;
+    }
+    tx.commit().await.map_err(refused("the phase change"))?;
+    Ok(moved)
+}
+
+/// A line of history in the job's current phase (progress worth keeping, a retried attempt).
+pub async fn remark(db: &ControlDb, id: i64, phase: Phase, text: &str) -> Result<(), ControlError> {
+    note(&*db.client().await?, id, phase, text).await
+}
+
+/// Shows what stopped the driver last (cleared by the next phase change).
+pub async fn set_error(db: &ControlDb, id: i64, error: &str) -> Result<(), ControlError> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "UPDATE shardgate.reshard_jobs SET error = $2, updated_at = now() WHERE id = $1",
+            &[&id, &error],
+        )
+        .await
+        .map_err(refused("the job's error"))?;
+    Ok(())
+}
+
+/// What the driver reads at each step.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub phase: Phase,
+    pub paused: bool,
+    pub cleaned: bool,
+    pub database: String,
+    pub moves: Vec<Move>,
+    pub preflight: Value,
+    pub options: Value,
+}
+
+pub async fn state(db: &ControlDb, id: i64) -> Result<State, JobError> {
+    let client = db.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT phase, paused, cleaned, database, moves, coalesce(preflight, 'null'), options \
+             FROM shardgate.reshard_jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the job lookup"))?
+        .ok_or(JobError::NotFound(id))?;
+    let phase: String = row.get(0);
+    let moves: Value = row.get(4);
+    Ok(State {
+        phase: Phase::parse(&phase).unwrap_or(Phase::Failed),
+        paused: row.get(1),
+        cleaned: row.get(2),
+        database: row.get(3),
+        moves: serde_json::from_value(moves).unwrap_or_default(),
+        preflight: row.get(5),
+        options: row.get(6),
+    })
+}
+
+/// The jobs a driver has work on: not over, or over with the shards not cleaned yet.
+pub async fn unsettled(db: &ControlDb) -> Result<Vec<i64>, ControlError> {
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT id FROM shardgate.reshard_jobs \
+             WHERE phase NOT IN ('finished', 'rolled_back', 'aborted', 'failed') OR NOT cleaned \
+             ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(refused("the jobs in progress"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The shards hold nothing of the job any more.
+pub async fn mark_cleaned(db: &ControlDb, id: i64) -> Result<(), ControlError> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "UPDATE shardgate.reshard_jobs SET cleaned = true WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the job's cleanup"))?;
+    Ok(())
 }
 
 /// Saves where a table's backfill stands (after each batch: a crash re-copies at most one).

@@ -9,11 +9,16 @@
 pub mod backfill;
 pub mod capture;
 pub mod cli;
+pub mod cutover;
+pub mod driver;
+pub mod ending;
 pub mod epochs;
 pub mod heartbeat;
 pub mod jobs;
 pub mod preflight;
+pub mod steps;
 pub mod sync;
+pub mod work;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -32,6 +37,7 @@ pub enum Phase {
     Ready,
     Cutover,
     ReverseDualWrite,
+    RollingBack,
     Finishing,
     Finished,
     RolledBack,
@@ -40,7 +46,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::Preflight,
         Phase::DualWrite,
         Phase::Backfill,
@@ -48,6 +54,7 @@ impl Phase {
         Phase::Ready,
         Phase::Cutover,
         Phase::ReverseDualWrite,
+        Phase::RollingBack,
         Phase::Finishing,
         Phase::Finished,
         Phase::RolledBack,
@@ -64,6 +71,7 @@ impl Phase {
             Phase::Ready => "ready",
             Phase::Cutover => "cutover",
             Phase::ReverseDualWrite => "reverse_dual_write",
+            Phase::RollingBack => "rolling_back",
             Phase::Finishing => "finishing",
             Phase::Finished => "finished",
             Phase::RolledBack => "rolled_back",

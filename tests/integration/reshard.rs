@@ -159,7 +159,7 @@ async fn concurrent_proxies_apply_each_migration_once() {
             "SELECT string_agg(version::text || ' ' || name, ', ' ORDER BY version) \
              FROM shardgate.migrations"
         ),
-        "1 0001_decided_transactions, 2 0002_resharding"
+        "1 0001_decided_transactions, 2 0002_resharding, 3 0003_reshard_driving"
     );
 }
 

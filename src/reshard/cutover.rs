@@ -1,0 +1,198 @@
+//! Cutover (DESIGN §3.5), one move (a slice of buckets) at a time, and the same switch the other
+//! way for rollback (§3.6). While the side that owns the slice holds the move's fence
+//! exclusively, no transaction can write the slice there (the capture trigger takes the fence in
+//! shared mode first) — so the wait is only for writers of the slice, never others:
+//! 1. take the fence, waiting at most [`HOLD`] for the slice's writers in flight (past it the
+//!    attempt is given up and dual-write goes on);
+//! 2. copy every marked change still waiting;
+//! 3. advance the other side's sequences past this side's values;
+//! 4. swap the roles: the other side takes writes and marks them, this one refuses clients;
+//! 5. publish the map in which the other side owns the slice, and wait (again at most
+//!    [`HOLD`]) until every live shardgate has taken it;
+//! 6. release the fence: writers it held continue — a shardgate that has taken the new map sends
+//!    new ones to the new owner.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::capture::{fence_key, role_sql, Role};
+use super::driver::Next;
+use super::jobs::{self, advance};
+use super::steps::owner_now;
+use super::sync::{copy_changes, pending};
+use super::work::{acknowledged, connect, map_with, publish, run, MoveWork, Work};
+use super::Phase;
+use crate::backend::control::describe;
+use crate::control::ControlDb;
+use crate::topology::Store;
+
+/// The longest the slice's writers are held, per wait.
+pub const HOLD: Duration = Duration::from_secs(2);
+
+/// Which way a switch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Source to target: cutover.
+    Forward,
+    /// Target back to source: rollback.
+    Back,
+}
+
+/// What a switch attempt came to.
+pub enum Switched {
+    /// The other side owns the slice; the hold lasted this long.
+    Done(Duration),
+    /// Given up (nothing changed); why.
+    Abandoned(String),
+}
+
+/// Cuts every move over that is not yet.
+pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
+    for m in &work.moves {
+        if owner_now(&store.load().config, work, m.mv.first)? == m.mv.to {
+            continue;
+        }
+        match switch(db, store, work, m, Way::Forward).await? {
+            Switched::Done(held) => {
+                let text = format!(
+                    "buckets {} cut over to \"{}\" (writers of them held {} ms)",
+                    m.mv.buckets,
+                    m.mv.to,
+                    held.as_millis()
+                );
+                jobs::remark(db, work.id, Phase::Cutover, &text)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Switched::Abandoned(why) => {
+                let text = format!(
+                    "cutover of buckets {} given up: {why}; dual-write goes on, trying again in 2 s",
+                    m.mv.buckets
+                );
+                jobs::remark(db, work.id, Phase::Cutover, &text)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Next::After(Duration::from_secs(2)));
+            }
+        }
+    }
+    let text = "every move cut over: the targets own the buckets; the sources are kept up to date \
+                (reverse dual-write) until finish, and rollback is possible until then";
+    advance(db, work.id, Phase::Cutover, Phase::ReverseDualWrite, text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Next::Now)
+}
+
+/// Hands move `m`'s slice to the other side.
+pub async fn switch(
+    db: &ControlDb,
+    store: &Store,
+    work: &Work,
+    m: &MoveWork,
+    way: Way,
+) -> Result<Switched, String> {
+    let (from, to, to_shard) = match way {
+        Way::Forward => (&m.source_url, &m.target_url, &m.mv.to),
+        Way::Back => (&m.target_url, &m.source_url, &m.mv.from),
+    };
+    let fence = connect(from).await?;
+    let fence_sql = format!(
+        "SET lock_timeout = '{}ms'; SELECT pg_catalog.pg_advisory_lock({})",
+        HOLD.as_millis(),
+        fence_key(work.id)
+    );
+    if let Err(e) = fence.client.batch_execute(&fence_sql).await {
+        fence.close().await;
+        let why = describe(&e);
+        return match e.code() {
+            Some(c) if c.code() == "55P03" => Ok(Switched::Abandoned(format!(
+                "the moved buckets' writers still ran after {} ms",
+                HOLD.as_millis()
+            ))),
+            _ => Err(why),
+        };
+    }
+    let held = Instant::now();
+    let result = under_fence(db, store, work, m, (&fence.client, to, to_shard), held).await;
+    // Closing the connection releases the fence whatever happened.
+    fence.close().await;
+    result.map(|r| match r {
+        Some(why) => Switched::Abandoned(why),
+        None => Switched::Done(held.elapsed()),
+    })
+}
+
+/// Steps 2–5 of the switch; `Some(why)` if it was given up before anything changed.
+async fn under_fence(
+    db: &ControlDb,
+    store: &Store,
+    work: &Work,
+    m: &MoveWork,
+    (fence, to_url, to_shard): (&tokio_postgres::Client, &str, &str),
+    held: Instant,
+) -> Result<Option<String>, String> {
+    let mut source = connect(&fence_url(m, to_url)).await?;
+    let mut target = connect(to_url).await?;
+    // Marks claimed by the background copier count until it commits: wait for none at all.
+    while pending(&source.client, work.id).await? > 0 {
+        if held.elapsed() > HOLD {
+            return Ok(Some("marked changes were still being copied".into()));
+        }
+        copy_changes(&mut source.client, &mut target.client, work.id, &m.tables, 10_000).await?;
+    }
+    for seq in &m.sequences {
+        advance_sequence(&source.client, &target.client, seq).await?;
+    }
+    run(&target.client, &role_sql(work.id, Role::Authoritative)).await?;
+    run(fence, &role_sql(work.id, Role::Shadow)).await?;
+    let config = store.load().config.clone();
+    let sharding = config
+        .databases
+        .get(&work.database)
+        .and_then(|d| d.sharding.as_ref())
+        .ok_or("the database is no longer sharded")?;
+    let map = map_with(sharding, m.mv.first, m.mv.last, to_shard)?;
+    let overlay = json!({ "job": work.id, "state": "reverse_dual_write" });
+    let epoch = publish(db, &work.database, &map, &overlay)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !acknowledged(db, &work.database, epoch, HOLD).await {
+        tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved buckets to the old owner are refused (40001) until it does");
+    }
+    source.close().await;
+    target.close().await;
+    Ok(None)
+}
+
+/// The side the fence is on: the one that is not `to`.
+fn fence_url(m: &MoveWork, to: &str) -> String {
+    if to == m.target_url {
+        m.source_url.clone()
+    } else {
+        m.target_url.clone()
+    }
+}
+
+/// Makes `seq` on `to` hand out only values past the ones `from` handed out.
+async fn advance_sequence(
+    from: &tokio_postgres::Client,
+    to: &tokio_postgres::Client,
+    seq: &str,
+) -> Result<(), String> {
+    let last: Option<i64> = from
+        .query_one("SELECT pg_catalog.pg_sequence_last_value($1::regclass)", &[&seq])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    let Some(last) = last else { return Ok(()) };
+    to.execute(
+        "SELECT pg_catalog.setval($1::regclass, $2) \
+         WHERE coalesce(pg_catalog.pg_sequence_last_value($1::regclass), 0) < $2",
+        &[&seq, &last],
+    )
+    .await
+    .map_err(|e| describe(&e))?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The job's steps up to cutover: dual-write on (DESIGN §3.2), every proxy's acknowledgement,
+//! backfill (§3.3) and verification (§3.4). Each can be run again after a crash: installing the
+//! capture replaces it, backfill goes on from its checkpoint, verification starts a new run.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::backfill::{copy_batch, Checkpoint, TableCopy};
+use super::capture::{install_sql, role_sql, Role, SETUP_SQL};
+use super::driver::Next;
+use super::jobs::{self, advance};
+use super::verify::{compare, differing_keys, repair};
+use super::work::{connect, lagging, map_with, publish, run, MoveWork, Work};
+use super::Phase;
+use crate::config::Config;
+use crate::control::ControlDb;
+
+/// Installs the capture on both sides of every move (authoritative source, shadow target) and
+/// publishes the dual-write epoch.
+pub async fn start_dual_write(db: &ControlDb, config: &Config, work: &Work) -> Result<Next, String> {
+    for m in &work.moves {
+        let installs = |role: Role, elsewhere: &str| {
+            let mut sql = format!("{SETUP_SQL}; {};", role_sql(work.id, role));
+            for t in &m.tables {
+                sql += &install_sql(work.id, t, elsewhere);
+                sql += ";";
+            }
+            sql
+        };
+        let source = connect(&m.source_url).await?;
+        run(&source.client, &installs(Role::Authoritative, &m.mv.to)).await?;
+        source.close().await;
+        let target = connect(&m.target_url).await?;
+        run(&target.client, &installs(Role::Shadow, &m.mv.from)).await?;
+        target.close().await;
+    }
+    let map = current_map(config, work)?;
+    let overlay = json!({ "job": work.id, "state": "dual_write" });
+    let epoch = publish(db, &work.database, &map, &overlay)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = format!(
+        "dual-write on (epoch {epoch}): every change of the moved buckets on the source is marked \
+         there in its own transaction and copied to the target"
+    );
+    advance(db, work.id, Phase::Preflight, Phase::DualWrite, &text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Next::Now)
+}
+
+/// The database's map as served now, in the epochs' form.
+pub fn current_map(config: &Config, work: &Work) -> Result<serde_json::Value, String> {
+    let sharding = config
+        .databases
+        .get(&work.database)
+        .and_then(|d| d.sharding.as_ref())
+        .ok_or("the database is no longer sharded")?;
+    let first = &work.moves[0].mv;
+    map_with(sharding, first.first, first.last, &owner_now(config, work, first.first)?)
+}
+
+/// The shard that owns `bucket` in the map served now.
+pub fn owner_now(config: &Config, work: &Work, bucket: u32) -> Result<String, String> {
+    let sharding = config
+        .databases
+        .get(&work.database)
+        .and_then(|d| d.sharding.as_ref())
+        .ok_or("the database is no longer sharded")?;
+    let count = sharding.buckets.unwrap_or(0);
+    for entry in &sharding.map {
+        let (a, b) = crate::config::parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
+        if (a..=b).contains(&bucket) {
+            return Ok(entry.shard.clone());
+        }
+    }
+    Err(format!("bucket {bucket} has no owner in the map"))
+}
+
+/// Backfill waits until every live shardgate has taken the dual-write epoch.
+pub async fn await_acknowledgements(db: &ControlDb, work: &Work) -> Result<Next, String> {
+    let client = db.client().await.map_err(|e| e.to_string())?;
+    let epoch: i64 = client
+        .query_one(
+            "SELECT epoch FROM shardgate.epochs WHERE database = $1",
+            &[&work.database],
+        )
+        .await
+        .map_err(|e| crate::backend::control::describe(&e))?
+        .get(0);
+    drop(client);
+    let behind = lagging(db, &work.database, epoch).await.map_err(|e| e.to_string())?;
+    if behind > 0 {
+        return Ok(Next::After(Duration::from_millis(100)));
+    }
+    let text = format!("every live shardgate has taken epoch {epoch}; backfill starts");
+    advance(db, work.id, Phase::DualWrite, Phase::Backfill, &text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Next::Now)
+}
+
+/// A table's checkpoint name: the table, with the buckets when the job has several moves.
+fn checkpoint_name(t: &TableCopy, moves: usize) -> String {
+    if moves == 1 {
+        t.table.clone()
+    } else {
+        format!("{} {}-{}", t.table, t.first, t.last)
+    }
+}
+
+/// Backfill from the checkpoints until every table is copied, or the job is paused or moved.
+pub async fn backfill(db: &ControlDb, work: &Work) -> Result<Next, String> {
+    let saved = jobs::checkpoints(db, work.id).await.map_err(|e| e.to_string())?;
+    let mut rows = 0;
+    for m in &work.moves {
+        for t in &m.tables {
+            let name = checkpoint_name(t, work.moves.len());
+            let at = saved
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            match copy_table(db, work, m, t, &name, at).await? {
+                Copied::Done(n) => rows += n,
+                Copied::Interrupted => return Ok(Next::Now),
+            }
+        }
+    }
+    let text = format!("backfill done: {rows} rows copied; verification starts");
+    advance(db, work.id, Phase::Backfill, Phase::Verify, &text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Next::Now)
+}
+
+enum Copied {
+    Done(i64),
+    /// Paused, aborted, or another phase: the driver looks again.
+    Interrupted,
+}
+
+/// Batch sizes backfill moves between: it halves after a slow batch (the source is busy) and
+/// grows after a quick one.
+const BATCH: (i64, i64, i64) = (100, 1000, 5000);
+const SLOW: Duration = Duration::from_millis(500);
+
+async fn copy_table(
+    db: &ControlDb,
+    work: &Work,
+    m: &MoveWork,
+    t: &TableCopy,
+    name: &str,
+    mut at: Checkpoint,
+) -> Result<Copied, String> {
+    let (min, mut batch, max) = BATCH;
+    let mut source = connect(&m.source_url).await?;
+    let mut target = connect(&m.target_url).await?;
+    while !at.done {
+        let state = jobs::state(db, work.id).await.map_err(|e| e.to_string())?;
+        if state.phase != Phase::Backfill || state.paused {
+            return Ok(Copied::Interrupted);
+        }
+        let started = Instant::now();
+        let before = at.rows;
+        match copy_batch(&mut source.client, &mut target.client, t, &at, batch).await {
+            Ok(next) => at = next,
+            // A key lock a writer held for longer than a copier waits: the batch again.
+            Err(e) if e.contains("55P03") => {
+                batch = (batch / 2).max(min);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => return Err(format!("backfill of table {}: {e}", t.table)),
+        }
+        jobs::save_checkpoint(db, work.id, name, &at)
+            .await
+            .map_err(|e| e.to_string())?;
+        let took = started.elapsed();
+        batch = if took > SLOW { (batch / 2).max(min) } else { (batch * 2).min(max) };
+        if let Some(rps) = work.rows_per_second {
+            let due = Duration::from_secs_f64((at.rows - before) as f64 / rps as f64);
+            tokio::time::sleep(due.saturating_sub(took)).await;
+        }
+    }
+    source.close().await;
+    target.close().await;
+    Ok(Copied::Done(at.rows))
+}
+
+/// One verification run: every table of every move compared bucket by bucket; differing
+/// buckets drilled down to their keys, which are copied again, then compared again.
+pub async fn verify(db: &ControlDb, work: &Work) -> Result<Next, String> {
+    let run_no = next_run(db, work.id).await?;
+    let mut summary = Summary::default();
+    for m in &work.moves {
+        let mut source = connect(&m.source_url).await?;
+        let mut target = connect(&m.target_url).await?;
+        for t in &m.tables {
+            summary.tables += 1;
+            summary.buckets += u64::from(t.last - t.first + 1);
+            let diffs = compare(&source.client, &target.client, t).await?;
+            if diffs.is_empty() {
+                continue;
+            }
+            // A change committed between the two reads is copied within milliseconds: look again.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for d in compare(&source.client, &target.client, t).await? {
+                let keys = differing_keys(&source.client, &target.client, t, d.bucket).await?;
+                repair(&mut source.client, &mut target.client, t, &keys).await?;
+                summary.differing += 1;
+                summary.repaired += keys.len() as u64;
+                record(db, work.id, run_no, t, &d, &keys).await?;
+            }
+            summary.remaining += compare(&source.client, &target.client, t).await?.len() as u64;
+        }
+        source.close().await;
+        target.close().await;
+    }
+    let text = format!(
+        "verification run {run_no}: {} tables, {} buckets compared, {} differed, {} keys copied again, {} still differ",
+        summary.tables, summary.buckets, summary.differing, summary.repaired, summary.remaining
+    );
+    if summary.remaining > 0 {
+        jobs::remark(db, work.id, Phase::Verify, &format!("{text}; verifying again"))
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Next::After(Duration::from_secs(1)));
+    }
+    advance(db, work.id, Phase::Verify, Phase::Ready, &format!("{text}: ready for cutover"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Next::Now)
+}
+
+#[derive(Default)]
+struct Summary {
+    tables: u64,
+    buckets: u64,
+    differing: u64,
+    repaired: u64,
+    remaining: u64,
+}
+
+async fn next_run(db: &ControlDb, id: i64) -> Result<i32, String> {
+    let client = db.client().await.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(run), 0) + 1 FROM shardgate.reshard_verification WHERE job_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| crate::backend::control::describe(&e))?;
+    Ok(row.get(0))
+}
+
+/// A bucket that differed, with the keys copied again.
+async fn record(
+    db: &ControlDb,
+    id: i64,
+    run_no: i32,
+    t: &TableCopy,
+    d: &super::verify::BucketDiff,
+    keys: &[String],
+) -> Result<(), String> {
+    let client = db.client().await.map_err(|e| e.to_string())?;
+    client
+        .execute(
+            "INSERT INTO shardgate.reshard_verification (job_id, run, table_name, chunk, \
+             source_rows, target_rows, source_checksum, target_checksum, repaired_keys) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            &[
+                &id,
+                &run_no,
+                &t.table,
+                &(d.bucket as i32),
+                &d.source.rows,
+                &d.target.rows,
+                &d.source.checksum,
+                &d.target.checksum,
+                &keys,
+            ],
+        )
+        .await
+        .map_err(|e| crate::backend::control::describe(&e))?;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! What a job's driver works with: each move's shards, the tables it copies, the sequences it
+//! advances; and the epochs it publishes for every shardgate to take.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+use super::backfill::TableCopy;
+use super::jobs::State;
+use super::Move;
+use crate::backend::control::{self, ControlConn};
+use crate::config::{parse_bucket_range, Config, ShardingConfig};
+use crate::control::{ControlDb, ControlError};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+pub const APPLICATION_NAME: &str = "shardgate-reshard";
+
+/// One move with everything needed to carry it out.
+#[derive(Debug, Clone)]
+pub struct MoveWork {
+    pub mv: Move,
+    pub source_url: String,
+    pub target_url: String,
+    pub tables: Vec<TableCopy>,
+    /// The sequences of its tables' columns (as pre-flight found them on the source).
+    pub sequences: Vec<String>,
+}
+
+/// A job as its driver sees it.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub id: i64,
+    pub database: String,
+    pub moves: Vec<MoveWork>,
+    /// Backfill's throttle, if the job was started with one.
+    pub rows_per_second: Option<u64>,
+}
+
+impl Work {
+    pub fn new(id: i64, state: &State, config: &Config) -> Result<Work, String> {
+        let db = config
+            .databases
+            .get(&state.database)
+            .ok_or_else(|| format!("database \"{}\" is no longer in the config", state.database))?;
+        let sharding = db
+            .sharding
+            .as_ref()
+            .ok_or_else(|| format!("database \"{}\" is no longer sharded", state.database))?;
+        let url = |shard: &str| {
+            db.shards
+                .get(shard)
+                .map(|s| s.primary.clone())
+                .ok_or_else(|| format!("shard \"{shard}\" is no longer in the config; put it back"))
+        };
+        let reported = state.preflight["tables"].as_array().cloned().unwrap_or_default();
+        let mut moves = Vec::new();
+        for mv in &state.moves {
+            let mut tables = Vec::new();
+            let mut sequences = Vec::new();
+            for (table, key_column) in &db.tables {
+                let found = reported
+                    .iter()
+                    .find(|t| t["table"] == table.as_str() && t["shard"] == mv.from.as_str())
+                    .ok_or_else(|| format!("pre-flight did not see table \"{table}\" on \"{}\"", mv.from))?;
+                let texts = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                };
+                tables.push(TableCopy {
+                    table: table.clone(),
+                    key_column: key_column.clone(),
+                    primary_key: texts(&found["primary_key"]),
+                    key_type: sharding.key_type,
+                    buckets: sharding.buckets.unwrap_or(0),
+                    first: mv.first,
+                    last: mv.last,
+                });
+                let named = found["sequences"].as_array().into_iter().flatten();
+                sequences.extend(named.filter_map(|s| s[0].as_str().map(str::to_string)));
+            }
+            moves.push(MoveWork {
+                mv: mv.clone(),
+                source_url: url(&mv.from)?,
+                target_url: url(&mv.to)?,
+                tables,
+                sequences,
+            });
+        }
+        Ok(Work {
+            id,
+            database: state.database.clone(),
+            moves,
+            rows_per_second: state.options["rows_per_second"].as_u64().filter(|n| *n > 0),
+        })
+    }
+}
+
+/// shardgate's own connection to a shard, for the job.
+pub async fn connect(url: &str) -> Result<ControlConn, String> {
+    control::connect(url, TIMEOUT, APPLICATION_NAME).await
+}
+
+/// The database's map with buckets `first..=last` owned by `owner`, as the epochs store it.
+pub fn map_with(sharding: &ShardingConfig, first: u32, last: u32, owner: &str) -> Result<Value, String> {
+    let count = sharding.buckets.unwrap_or(0);
+    let mut owners = vec![String::new(); count as usize];
+    for entry in &sharding.map {
+        let (a, b) = parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
+        for o in &mut owners[a as usize..=b as usize] {
+            o.clone_from(&entry.shard);
+        }
+    }
+    for o in &mut owners[first as usize..=last as usize] {
+        *o = owner.to_string();
+    }
+    let mut entries: Vec<Value> = Vec::new();
+    let mut start = 0usize;
+    for b in 1..=owners.len() {
+        if b == owners.len() || owners[b] != owners[start] {
+            let buckets = if b - 1 == start {
+                start.to_string()
+            } else {
+                format!("{start}-{}", b - 1)
+            };
+            entries.push(json!({ "shard": owners[start], "buckets": buckets }));
+            start = b;
+        }
+    }
+    Ok(Value::Array(entries))
+}
+
+/// Publishes `map` and `overlay` for `database` as a new epoch; the epoch.
+pub async fn publish(
+    db: &ControlDb,
+    database: &str,
+    map: &Value,
+    overlay: &Value,
+) -> Result<i64, ControlError> {
+    let client = db.client().await?;
+    let row = client
+        .query_one(
+            "INSERT INTO shardgate.epochs (database, epoch, map, overlay) VALUES ($1, 1, $2, $3) \
+             ON CONFLICT (database) DO UPDATE SET epoch = epochs.epoch + 1, map = EXCLUDED.map, \
+             overlay = EXCLUDED.overlay, updated_at = now() RETURNING epoch",
+            &[&database, map, overlay],
+        )
+        .await
+        .map_err(|source| ControlError::Refused {
+            what: "the new epoch",
+            source,
+        })?;
+    Ok(row.get(0))
+}
+
+/// How many live shardgates have not taken `epoch` of `database` yet.
+pub async fn lagging(db: &ControlDb, database: &str, epoch: i64) -> Result<usize, ControlError> {
+    let live = super::heartbeat::live(db).await?;
+    Ok(live
+        .iter()
+        .filter(|h| h.epochs[database].as_i64().unwrap_or(0) < epoch)
+        .count())
+}
+
+/// Waits until every live shardgate has taken `epoch`, for at most `bound`; whether they did.
+pub async fn acknowledged(db: &ControlDb, database: &str, epoch: i64, bound: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if matches!(lagging(db, database, epoch).await, Ok(0)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `sql` and maps the error to its description.
+pub async fn run(c: &Client, sql: &str) -> Result<(), String> {
+    c.batch_execute(sql).await.map_err(|e| control::describe(&e))
+}
