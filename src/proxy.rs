@@ -107,7 +107,12 @@ impl Proxy {
                 crate::reshard::heartbeat::run(db.clone(), store.clone(), id, shutdown.clone());
             tokio::spawn(beat);
             let url = store.load().config.control.clone().unwrap_or_default();
-            let driver = crate::reshard::driver::Driver::new(db.clone(), url, store.clone(), shutdown.clone());
+            let driver = crate::reshard::driver::Driver::new(
+                db.clone(),
+                url,
+                store.clone(),
+                shutdown.clone(),
+            );
             tokio::spawn(driver.run());
         }
         let health = Arc::new(Monitor::new());

@@ -61,8 +61,8 @@ pub async fn start(admin: &Admin, body: &[u8]) -> Result<Reply, ApiError> {
         &report,
         json!({ "rows_per_second": req.rows_per_second }),
     )
-        .await
-        .map_err(job_error)?;
+    .await
+    .map_err(job_error)?;
     tracing::info!(job = id, database = %req.database, "resharding job recorded");
     Ok(reply(
         StatusCode::ACCEPTED,

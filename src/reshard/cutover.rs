@@ -140,7 +140,14 @@ async fn under_fence(
         if held.elapsed() > HOLD {
             return Ok(Some("marked changes were still being copied".into()));
         }
-        copy_changes(&mut source.client, &mut target.client, work.id, &m.tables, 10_000).await?;
+        copy_changes(
+            &mut source.client,
+            &mut target.client,
+            work.id,
+            &m.tables,
+            10_000,
+        )
+        .await?;
     }
     for seq in &m.sequences {
         advance_sequence(&source.client, &target.client, seq).await?;
@@ -182,14 +189,17 @@ async fn advance_sequence(
     seq: &str,
 ) -> Result<(), String> {
     let last: Option<i64> = from
-        .query_one("SELECT pg_catalog.pg_sequence_last_value($1::regclass)", &[&seq])
+        .query_one(
+            "SELECT pg_catalog.pg_sequence_last_value($1::text::regclass)",
+            &[&seq],
+        )
         .await
         .map_err(|e| describe(&e))?
         .get(0);
     let Some(last) = last else { return Ok(()) };
     to.execute(
-        "SELECT pg_catalog.setval($1::regclass, $2) \
-         WHERE coalesce(pg_catalog.pg_sequence_last_value($1::regclass), 0) < $2",
+        "SELECT pg_catalog.setval($1::text::regclass, $2) \
+         WHERE coalesce(pg_catalog.pg_sequence_last_value($1::text::regclass), 0) < $2",
         &[&seq, &last],
     )
     .await

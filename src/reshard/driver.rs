@@ -150,7 +150,9 @@ impl Driver {
             Phase::Cutover => super::cutover::cut_over(db, &self.store, &work).await,
             Phase::RollingBack => ending::roll_back(db, &self.store, &work).await,
             Phase::Finishing => ending::finish(db, &self.store, &work).await,
-            Phase::Aborted if !state.cleaned => ending::clean_up_abort(db, &self.store, &work).await,
+            Phase::Aborted if !state.cleaned => {
+                ending::clean_up_abort(db, &self.store, &work).await
+            }
             Phase::Finished | Phase::RolledBack | Phase::Aborted | Phase::Failed => Ok(Next::Done),
         }
     }
@@ -200,8 +202,10 @@ async fn copy_round(
             copied = None;
             continue;
         };
-        let forward = sync::copy_changes(&mut s.client, &mut t.client, work.id, &m.tables, 1000).await;
-        let backward = sync::copy_changes(&mut t.client, &mut s.client, work.id, &m.tables, 1000).await;
+        let forward =
+            sync::copy_changes(&mut s.client, &mut t.client, work.id, &m.tables, 1000).await;
+        let backward =
+            sync::copy_changes(&mut t.client, &mut s.client, work.id, &m.tables, 1000).await;
         match (forward, backward) {
             (Ok(f), Ok(b)) => copied = copied.map(|n| n + f.copied + b.copied),
             (Err(e), _) | (_, Err(e)) => {

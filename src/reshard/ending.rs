@@ -13,7 +13,7 @@ use super::driver::Next;
 use super::jobs::{self, advance};
 use super::steps::{current_map, owner_now};
 use super::sync::pending;
-use super::work::{connect, publish, run, MoveWork, Work};
+use super::work::{connect, publish, run, run_ddl, MoveWork, Work};
 use super::Phase;
 use crate::backend::control::describe;
 use crate::control::ControlDb;
@@ -44,7 +44,9 @@ pub async fn finish(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, 
     advance(db, work.id, Phase::Finishing, Phase::Finished, &text)
         .await
         .map_err(|e| e.to_string())?;
-    jobs::mark_cleaned(db, work.id).await.map_err(|e| e.to_string())?;
+    jobs::mark_cleaned(db, work.id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Next::Done)
 }
 
@@ -55,7 +57,10 @@ pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Nex
             continue;
         }
         if let Switched::Abandoned(why) = switch(db, store, work, m, Way::Back).await? {
-            let text = format!("rollback of buckets {} given up for now: {why}; trying again in 2 s", m.mv.buckets);
+            let text = format!(
+                "rollback of buckets {} given up for now: {why}; trying again in 2 s",
+                m.mv.buckets
+            );
             jobs::remark(db, work.id, Phase::RollingBack, &text)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -79,7 +84,9 @@ pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Nex
     advance(db, work.id, Phase::RollingBack, Phase::RolledBack, &text)
         .await
         .map_err(|e| e.to_string())?;
-    jobs::mark_cleaned(db, work.id).await.map_err(|e| e.to_string())?;
+    jobs::mark_cleaned(db, work.id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Next::Done)
 }
 
@@ -91,25 +98,36 @@ pub async fn clean_up_abort(db: &ControlDb, store: &Store, work: &Work) -> Resul
         remove_capture(&m.target_url, m, Some(work.id)).await?;
     }
     settle(db, store, work).await?;
-    jobs::remark(db, work.id, Phase::Aborted, "dual-write removed from the shards")
+    jobs::remark(
+        db,
+        work.id,
+        Phase::Aborted,
+        "dual-write removed from the shards",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    jobs::mark_cleaned(db, work.id)
         .await
         .map_err(|e| e.to_string())?;
-    jobs::mark_cleaned(db, work.id).await.map_err(|e| e.to_string())?;
     Ok(Next::Done)
 }
 
 /// Drops the triggers of `m`'s tables on one side, and the job's marks there when `forget`.
 async fn remove_capture(url: &str, m: &MoveWork, forget: Option<i64>) -> Result<(), String> {
     let conn = connect(url).await?;
-    let mut sql: String = m.tables.iter().map(|t| remove_sql(&t.table) + ";").collect();
-    if let Some(job) = forget {
-        sql += &forget_sql(job);
+    for t in &m.tables {
+        run_ddl(&conn.client, &remove_sql(&t.table)).await?;
     }
-    // The marks table may not exist (dual-write never started there).
-    let sql = format!("DO $sg$ BEGIN IF to_regclass('shardgate.reshard_changes') IS NOT NULL THEN EXECUTE {}; END IF; END $sg$", super::backfill::literal(&sql));
-    let result = run(&conn.client, &sql).await;
+    if let Some(job) = forget {
+        // The marks table may not exist (dual-write never started there).
+        let sql = format!(
+            "DO $sg$ BEGIN IF to_regclass('shardgate.reshard_changes') IS NOT NULL THEN EXECUTE {}; END IF; END $sg$",
+            super::backfill::literal(&forget_sql(job))
+        );
+        run(&conn.client, &sql).await?;
+    }
     conn.close().await;
-    result
+    Ok(())
 }
 
 /// Publishes the map as it stands, without the job's overlay.

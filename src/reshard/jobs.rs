@@ -66,7 +66,13 @@ pub async fn create(
         .query_one(
             "INSERT INTO shardgate.reshard_jobs (database, moves, phase, preflight, options) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&database, &moves, &Phase::Preflight.name(), &preflight, &options],
+            &[
+                &database,
+                &moves,
+                &Phase::Preflight.name(),
+                &preflight,
+                &options,
+            ],
         )
         .await;
     let id: i64 = match inserted {
@@ -84,7 +90,8 @@ pub async fn create(
         }
         Err(e) => return Err(refused("the new job")(e).into()),
     };
-    let text = "pre-flight passed; job recorded: dual-write starts when a shardgate's driver takes it";
+    let text =
+        "pre-flight passed; job recorded: dual-write starts when a shardgate's driver takes it";
     note(&*client, id, Phase::Preflight, text).await?;
     Ok(id)
 }
@@ -241,7 +248,13 @@ pub async fn act(db: &ControlDb, id: i64, action: Action) -> Result<(), JobError
     )
     .await
     .map_err(refused("the action"))?;
-    note(&tx, id, to, &format!("{action:?} asked by the operator").to_lowercase()).await?;
+    note(
+        &tx,
+        id,
+        to,
+        &format!("{action:?} asked by the operator").to_lowercase(),
+    )
+    .await?;
     tx.commit().await.map_err(refused("the action"))?;
     Ok(())
 }

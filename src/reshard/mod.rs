@@ -18,8 +18,8 @@ pub mod jobs;
 pub mod preflight;
 pub mod steps;
 pub mod sync;
-pub mod work;
 pub mod verify;
+pub mod work;
 
 use std::collections::BTreeMap;
 

@@ -11,29 +11,30 @@ use super::capture::{install_sql, role_sql, Role, SETUP_SQL};
 use super::driver::Next;
 use super::jobs::{self, advance};
 use super::verify::{compare, differing_keys, repair};
-use super::work::{connect, lagging, map_with, publish, run, MoveWork, Work};
+use super::work::{connect, lagging, map_with, publish, run, run_ddl, MoveWork, Work};
 use super::Phase;
 use crate::config::Config;
 use crate::control::ControlDb;
 
 /// Installs the capture on both sides of every move (authoritative source, shadow target) and
 /// publishes the dual-write epoch.
-pub async fn start_dual_write(db: &ControlDb, config: &Config, work: &Work) -> Result<Next, String> {
+pub async fn start_dual_write(
+    db: &ControlDb,
+    config: &Config,
+    work: &Work,
+) -> Result<Next, String> {
     for m in &work.moves {
-        let installs = |role: Role, elsewhere: &str| {
-            let mut sql = format!("{SETUP_SQL}; {};", role_sql(work.id, role));
+        for (url, role, elsewhere) in [
+            (&m.source_url, Role::Authoritative, &m.mv.to),
+            (&m.target_url, Role::Shadow, &m.mv.from),
+        ] {
+            let side = connect(url).await?;
+            run(&side.client, &format!("{SETUP_SQL}; {}", role_sql(work.id, role))).await?;
             for t in &m.tables {
-                sql += &install_sql(work.id, t, elsewhere);
-                sql += ";";
+                run_ddl(&side.client, &install_sql(work.id, t, elsewhere)).await?;
             }
-            sql
-        };
-        let source = connect(&m.source_url).await?;
-        run(&source.client, &installs(Role::Authoritative, &m.mv.to)).await?;
-        source.close().await;
-        let target = connect(&m.target_url).await?;
-        run(&target.client, &installs(Role::Shadow, &m.mv.from)).await?;
-        target.close().await;
+            side.close().await;
+        }
     }
     let map = current_map(config, work)?;
     let overlay = json!({ "job": work.id, "state": "dual_write" });
@@ -58,7 +59,12 @@ pub fn current_map(config: &Config, work: &Work) -> Result<serde_json::Value, St
         .and_then(|d| d.sharding.as_ref())
         .ok_or("the database is no longer sharded")?;
     let first = &work.moves[0].mv;
-    map_with(sharding, first.first, first.last, &owner_now(config, work, first.first)?)
+    map_with(
+        sharding,
+        first.first,
+        first.last,
+        &owner_now(config, work, first.first)?,
+    )
 }
 
 /// The shard that owns `bucket` in the map served now.
@@ -70,7 +76,8 @@ pub fn owner_now(config: &Config, work: &Work, bucket: u32) -> Result<String, St
         .ok_or("the database is no longer sharded")?;
     let count = sharding.buckets.unwrap_or(0);
     for entry in &sharding.map {
-        let (a, b) = crate::config::parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
+        let (a, b) =
+            crate::config::parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
         if (a..=b).contains(&bucket) {
             return Ok(entry.shard.clone());
         }
@@ -90,7 +97,9 @@ pub async fn await_acknowledgements(db: &ControlDb, work: &Work) -> Result<Next,
         .map_err(|e| crate::backend::control::describe(&e))?
         .get(0);
     drop(client);
-    let behind = lagging(db, &work.database, epoch).await.map_err(|e| e.to_string())?;
+    let behind = lagging(db, &work.database, epoch)
+        .await
+        .map_err(|e| e.to_string())?;
     if behind > 0 {
         return Ok(Next::After(Duration::from_millis(100)));
     }
@@ -112,7 +121,9 @@ fn checkpoint_name(t: &TableCopy, moves: usize) -> String {
 
 /// Backfill from the checkpoints until every table is copied, or the job is paused or moved.
 pub async fn backfill(db: &ControlDb, work: &Work) -> Result<Next, String> {
-    let saved = jobs::checkpoints(db, work.id).await.map_err(|e| e.to_string())?;
+    let saved = jobs::checkpoints(db, work.id)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rows = 0;
     for m in &work.moves {
         for t in &m.tables {
@@ -178,7 +189,11 @@ async fn copy_table(
             .await
             .map_err(|e| e.to_string())?;
         let took = started.elapsed();
-        batch = if took > SLOW { (batch / 2).max(min) } else { (batch * 2).min(max) };
+        batch = if took > SLOW {
+            (batch / 2).max(min)
+        } else {
+            (batch * 2).min(max)
+        };
         if let Some(rps) = work.rows_per_second {
             let due = Duration::from_secs_f64((at.rows - before) as f64 / rps as f64);
             tokio::time::sleep(due.saturating_sub(took)).await;
@@ -223,14 +238,25 @@ pub async fn verify(db: &ControlDb, work: &Work) -> Result<Next, String> {
         summary.tables, summary.buckets, summary.differing, summary.repaired, summary.remaining
     );
     if summary.remaining > 0 {
-        jobs::remark(db, work.id, Phase::Verify, &format!("{text}; verifying again"))
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok(Next::After(Duration::from_secs(1)));
-    }
-    advance(db, work.id, Phase::Verify, Phase::Ready, &format!("{text}: ready for cutover"))
+        jobs::remark(
+            db,
+            work.id,
+            Phase::Verify,
+            &format!("{text}; verifying again"),
+        )
         .await
         .map_err(|e| e.to_string())?;
+        return Ok(Next::After(Duration::from_secs(1)));
+    }
+    advance(
+        db,
+        work.id,
+        Phase::Verify,
+        Phase::Ready,
+        &format!("{text}: ready for cutover"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(Next::Now)
 }
 

@@ -53,7 +53,10 @@ impl Work {
                 .map(|s| s.primary.clone())
                 .ok_or_else(|| format!("shard \"{shard}\" is no longer in the config; put it back"))
         };
-        let reported = state.preflight["tables"].as_array().cloned().unwrap_or_default();
+        let reported = state.preflight["tables"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut moves = Vec::new();
         for mv in &state.moves {
             let mut tables = Vec::new();
@@ -62,7 +65,12 @@ impl Work {
                 let found = reported
                     .iter()
                     .find(|t| t["table"] == table.as_str() && t["shard"] == mv.from.as_str())
-                    .ok_or_else(|| format!("pre-flight did not see table \"{table}\" on \"{}\"", mv.from))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "pre-flight did not see table \"{table}\" on \"{}\"",
+                            mv.from
+                        )
+                    })?;
                 let texts = |v: &Value| -> Vec<String> {
                     v.as_array()
                         .into_iter()
@@ -105,7 +113,12 @@ pub async fn connect(url: &str) -> Result<ControlConn, String> {
 }
 
 /// The database's map with buckets `first..=last` owned by `owner`, as the epochs store it.
-pub fn map_with(sharding: &ShardingConfig, first: u32, last: u32, owner: &str) -> Result<Value, String> {
+pub fn map_with(
+    sharding: &ShardingConfig,
+    first: u32,
+    last: u32,
+    owner: &str,
+) -> Result<Value, String> {
     let count = sharding.buckets.unwrap_or(0);
     let mut owners = vec![String::new(); count as usize];
     for entry in &sharding.map {
@@ -179,7 +192,32 @@ pub async fn acknowledged(db: &ControlDb, database: &str, epoch: i64, bound: Dur
     }
 }
 
+/// Runs DDL that locks a table (a trigger created or dropped) without holding the table's
+/// writers for long: it waits for a table lock at most [`DDL_WAIT`] (writers queue behind it
+/// meanwhile), then gives up and tries again; one table per transaction, so it never holds one
+/// table's lock while waiting for another's (clients take them in any order).
+pub async fn run_ddl(c: &Client, sql: &str) -> Result<(), String> {
+    let sql = format!("SET lock_timeout = '{}ms'; {sql}", DDL_WAIT.as_millis());
+    for _ in 0..50 {
+        match c.batch_execute(&sql).await {
+            Err(e) if e.code().is_some_and(|c| c.code() == "55P03") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => {
+                let _ = c.batch_execute("RESET lock_timeout").await;
+                return other.map_err(|e| control::describe(&e));
+            }
+        }
+    }
+    Err("the table stayed locked by its writers: could not change its trigger".into())
+}
+
+/// How long a trigger's DDL waits for its table's lock per attempt.
+const DDL_WAIT: Duration = Duration::from_millis(200);
+
 /// Runs `sql` and maps the error to its description.
 pub async fn run(c: &Client, sql: &str) -> Result<(), String> {
-    c.batch_execute(sql).await.map_err(|e| control::describe(&e))
+    c.batch_execute(sql)
+        .await
+        .map_err(|e| control::describe(&e))
 }

@@ -226,6 +226,11 @@ impl Shards {
     }
 
     /// The port of the Postgres server holding the shard databases, for direct connections.
+    /// The server's log, whole.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.pg.log_file()).unwrap_or_default()
+    }
+
     pub fn server_port(&self) -> u16 {
         self.pg.port()
     }

@@ -1,0 +1,298 @@
+//! Online resharding end to end (issue 6): a workload writes through shardgate for the whole
+//! move — dual-write, backfill, verification, cutover, finish — and afterwards the shards hold
+//! exactly what the log of acknowledged commits says, every row on the shard that owns it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shardgate::router::hash::{bucket_of, hash_int};
+
+use crate::admin_api::{get, post, TOKEN};
+use crate::shards::{Shards, ShardsOptions};
+
+/// Users and their orders; an order's primary key holds its user, so the shards' own sequences
+/// never collide, and its `at` comes from `now()` on the shard that ran the insert.
+const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text, \
+        n int NOT NULL DEFAULT 0, touched timestamptz NOT NULL DEFAULT now()); \
+    CREATE TABLE orders (user_id bigint NOT NULL, id bigserial, total int NOT NULL, \
+        at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (user_id, id));";
+
+const USERS: i64 = 200;
+
+pub(crate) async fn shop() -> (Shards, Log) {
+    let shop = Shards::start(
+        ShardsOptions::new(2)
+            .schema(SCHEMA)
+            .table("users", "id")
+            .table("orders", "user_id")
+            .two_phase()
+            .pool_size(8)
+            .admin_token(TOKEN),
+    )
+    .await;
+    let c = shop.connect().await;
+    let mut log = Log::default();
+    for id in 1..=USERS {
+        c.execute(
+            "INSERT INTO users (id, name) VALUES ($1, 'seed')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+        let row = c
+            .query_one(
+                "INSERT INTO orders (user_id, total) VALUES ($1, 1) RETURNING id",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        log.orders.insert((id, row.get(0)), 1);
+    }
+    (shop, log)
+}
+
+/// Buckets 0-1 of 8 (two of s0's four) move to s1.
+pub(crate) fn moved(key: i64) -> bool {
+    bucket_of(hash_int(key), 8) <= 1
+}
+
+/// What the clients were told committed.
+#[derive(Default)]
+pub(crate) struct Log {
+    pub increments: BTreeMap<i64, i64>,
+    /// (user, order id) → total.
+    pub orders: BTreeMap<(i64, i64), i32>,
+    pub new_users: BTreeSet<i64>,
+    pub errors: Vec<String>,
+}
+
+/// One client's loop: increments (autocommit), transactions of an increment and an order,
+/// deletes of its own orders, new users; a third of the traffic on two hot keys (one moving).
+async fn client(shop_url: String, n: i64, log: Arc<Mutex<Log>>, stop: Arc<AtomicBool>) {
+    let c = crate::harness::connect(&shop_url).await;
+    let hot = [
+        (1..).find(|k| moved(*k)).unwrap(),
+        (1..).find(|k| !moved(*k)).unwrap(),
+    ];
+    let mut mine: Vec<(i64, i64)> = Vec::new();
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let user = if i % 3 == 0 {
+            hot[(i as usize / 3) % 2]
+        } else {
+            1 + (i * 37 + n * 11) % USERS
+        };
+        let result = match i % 5 {
+            0 | 1 => c
+                .execute(
+                    "UPDATE users SET n = n + 1, touched = now() WHERE id = $1",
+                    &[&user],
+                )
+                .await
+                .map(|_| {
+                    *log.lock().unwrap().increments.entry(user).or_default() += 1;
+                }),
+            2 => order(&c, user).await.map(|(id, total)| {
+                let mut l = log.lock().unwrap();
+                *l.increments.entry(user).or_default() += 1;
+                l.orders.insert((user, id), total);
+                mine.push((user, id));
+            }),
+            3 if !mine.is_empty() => {
+                let (u, id) = mine.remove(0);
+                c.execute(
+                    "DELETE FROM orders WHERE user_id = $1 AND id = $2",
+                    &[&u, &id],
+                )
+                .await
+                .map(|_| {
+                    log.lock().unwrap().orders.remove(&(u, id));
+                })
+            }
+            _ => {
+                let id = 10_000 + n * 100_000 + i;
+                c.execute("INSERT INTO users (id, name) VALUES ($1, 'new')", &[&id])
+                    .await
+                    .map(|_| {
+                        log.lock().unwrap().new_users.insert(id);
+                    })
+            }
+        };
+        if let Err(e) = result {
+            log.lock().unwrap().errors.push(describe(&e));
+        }
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// A transaction of several statements: an increment and a new order.
+async fn order(c: &tokio_postgres::Client, user: i64) -> Result<(i64, i32), tokio_postgres::Error> {
+    c.batch_execute("BEGIN").await?;
+    let total = (user % 97) as i32;
+    let done = async {
+        c.execute("UPDATE users SET n = n + 1 WHERE id = $1", &[&user])
+            .await?;
+        let row = c
+            .query_one(
+                "INSERT INTO orders (user_id, total) VALUES ($1, $2) RETURNING id",
+                &[&user, &total],
+            )
+            .await?;
+        c.batch_execute("COMMIT").await?;
+        Ok(row.get::<_, i64>(0))
+    }
+    .await;
+    if done.is_err() {
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    done.map(|id| (id, total))
+}
+
+/// Workload clients until the returned stop flag is set.
+pub(crate) fn workload(
+    shop: &Shards,
+    log: Log,
+    clients: i64,
+) -> (
+    Arc<Mutex<Log>>,
+    Arc<AtomicBool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let log = Arc::new(Mutex::new(log));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..clients)
+        .map(|n| tokio::spawn(client(shop.url(), n, log.clone(), stop.clone())))
+        .collect();
+    (log, stop, tasks)
+}
+
+/// Polls the job until it is in `phase` (within `within`); the job.
+pub(crate) async fn wait_phase(shop: &Shards, id: i64, phase: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let job = get(shop.admin_addr(), &format!("/v1/reshard/{id}"))
+            .await
+            .json();
+        if job["phase"] == phase {
+            return job;
+        }
+        assert!(
+            started.elapsed() < within,
+            "job {id} not in phase {phase} after {within:?}: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) async fn act(shop: &Shards, id: i64, action: &str) {
+    let answer = post(shop.admin_addr(), &format!("/v1/reshard/{id}/{action}"), "").await;
+    assert_eq!(answer.status, 202, "{action}: {}", answer.json());
+}
+
+/// The final state against the log: each user on its owner only, with every acknowledged
+/// increment counted once; exactly the acknowledged orders; nothing of the moved buckets left
+/// on the source.
+pub(crate) fn check(shop: &Shards, log: &Log) {
+    let l = log;
+    assert!(l.errors.is_empty(), "clients saw errors: {:?}", l.errors);
+    let owner = |k: i64| if moved(k) { 1 } else { shop.owner(k) };
+    let users = |s: usize| -> BTreeMap<i64, i64> {
+        shop.direct(s, "SELECT id || ' ' || n FROM users ORDER BY id")
+            .lines()
+            .map(|l| {
+                let (a, b) = l.split_once(' ').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect()
+    };
+    let (u0, u1) = (users(0), users(1));
+    for (s, rows) in [(0, &u0), (1, &u1)] {
+        for id in rows.keys() {
+            assert_eq!(owner(*id), s, "user {id} on s{s}, which does not own it");
+        }
+    }
+    let all: BTreeMap<i64, i64> = u0.into_iter().chain(u1).collect();
+    let expected_ids: BTreeSet<i64> = (1..=USERS).chain(l.new_users.iter().copied()).collect();
+    assert_eq!(
+        all.keys().copied().collect::<BTreeSet<_>>(),
+        expected_ids,
+        "users"
+    );
+    for (id, n) in &all {
+        assert_eq!(
+            *n,
+            l.increments.get(id).copied().unwrap_or(0),
+            "increments of user {id}"
+        );
+    }
+    let orders = |s: usize| -> Vec<(i64, i64, i32)> {
+        shop.direct(
+            s,
+            "SELECT user_id || ' ' || id || ' ' || total FROM orders ORDER BY 1",
+        )
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split(' ').collect();
+            (
+                v[0].parse().unwrap(),
+                v[1].parse().unwrap(),
+                v[2].parse().unwrap(),
+            )
+        })
+        .collect()
+    };
+    let mut found: BTreeMap<(i64, i64), i32> = BTreeMap::new();
+    for s in 0..2 {
+        for (u, id, total) in orders(s) {
+            assert_eq!(owner(u), s, "order {u}/{id} on s{s}, which does not own it");
+            assert!(
+                found.insert((u, id), total).is_none(),
+                "order {u}/{id} twice"
+            );
+        }
+    }
+    assert_eq!(found, l.orders, "orders");
+}
+
+/// The whole move under a workload of six clients: nothing lost, nothing doubled, every
+/// increment counted once, nothing of the moved buckets left on the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_under_load_loses_nothing_and_doubles_nothing() {
+    let (shop, seeded) = shop().await;
+    let (log, stop, tasks) = workload(&shop, seeded, 6);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = r#"{"database": "app", "moves": [{"buckets": "0-1", "to": "s1"}]}"#;
+    let started = post(shop.admin_addr(), "/v1/reshard", body).await;
+    assert_eq!(started.status, 202, "{}", started.json());
+    let id = started.json()["id"].as_i64().unwrap();
+    wait_phase(&shop, id, "ready", Duration::from_secs(60)).await;
+    act(&shop, id, "cutover").await;
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    act(&shop, id, "finish").await;
+    let job = wait_phase(&shop, id, "finished", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!("{:#}", job["history"]);
+    let server_log = shop.server_log();
+    let lines: Vec<&str> = server_log.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("deadlock detected") {
+            eprintln!("{}", lines[i..(i + 12).min(lines.len())].join("\n"));
+        }
+    }
+    check(&shop, &log.lock().unwrap());
+}
