@@ -282,6 +282,26 @@ pub struct ShardingConfig {
     #[serde(default)]
     pub buckets: Option<u32>,
     pub map: Vec<MapEntry>,
+    /// Buckets a resharding cutover holds: new transactions touching them wait (never from the
+    /// file; from the control database's epochs, [`crate::topology::persisted`]).
+    #[serde(skip)]
+    pub held: Option<Hold>,
+}
+
+/// Buckets `first..=last` held until `until` at the latest (a driver that died mid-cutover
+/// cannot hold them longer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub first: u32,
+    pub last: u32,
+    pub until: std::time::SystemTime,
+}
+
+impl Hold {
+    /// Whether `bucket` is held now.
+    pub fn holds(&self, bucket: u32) -> bool {
+        (self.first..=self.last).contains(&bucket) && std::time::SystemTime::now() < self.until
+    }
 }
 
 /// One line of a shard map; which fields are allowed depends on the sharding function.

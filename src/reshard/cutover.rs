@@ -12,7 +12,7 @@
 //! 6. release the fence: writers it held continue — a shardgate that has taken the new map sends
 //!    new ones to the new owner.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
@@ -93,35 +93,85 @@ pub async fn switch(
     m: &MoveWork,
     way: Way,
 ) -> Result<Switched, String> {
-    let (from, to, to_shard) = match way {
-        Way::Forward => (&m.source_url, &m.target_url, &m.mv.to),
-        Way::Back => (&m.target_url, &m.source_url, &m.mv.from),
+    let (from, from_shard, to, to_shard) = match way {
+        Way::Forward => (&m.source_url, &m.mv.from, &m.target_url, &m.mv.to),
+        Way::Back => (&m.target_url, &m.mv.to, &m.source_url, &m.mv.from),
     };
+    let held = Instant::now();
+    let unchanged = map_for(store, work, m, from_shard)?;
+    let until = SystemTime::now() + HOLD + AFTER_SWITCH;
+    let until_ms = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let hold = json!({ "job": work.id, "state": "cutover",
+        "hold": { "first": m.mv.first, "last": m.mv.last, "until_ms": until_ms } });
+    let epoch = publish(db, &work.database, &unchanged, &hold)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = if acknowledged(db, &work.database, epoch, HOLD).await {
+        fenced(db, store, work, m, (from, to, to_shard), held).await
+    } else {
+        Ok(Some("not every live shardgate took the hold in time".to_string()))
+    };
+    if !matches!(outcome, Ok(None)) {
+        // Given up (or failed) before the switch: the slice's transactions go on where they were.
+        let state = match way {
+            Way::Forward => "dual_write",
+            Way::Back => "reverse_dual_write",
+        };
+        let overlay = json!({ "job": work.id, "state": state });
+        publish(db, &work.database, &unchanged, &overlay)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    outcome.map(|r| match r {
+        Some(why) => Switched::Abandoned(why),
+        None => Switched::Done(held.elapsed()),
+    })
+}
+
+/// How long past [`HOLD`] a hold may last: the wait for every shardgate to take the new map.
+const AFTER_SWITCH: Duration = Duration::from_millis(1500);
+
+/// The map with `m`'s buckets owned by `owner`.
+fn map_for(store: &Store, work: &Work, m: &MoveWork, owner: &str) -> Result<serde_json::Value, String> {
+    let config = store.load().config.clone();
+    let sharding = config
+        .databases
+        .get(&work.database)
+        .and_then(|d| d.sharding.as_ref())
+        .ok_or("the database is no longer sharded")?;
+    map_with(sharding, m.mv.first, m.mv.last, owner)
+}
+
+/// Steps 1–6 once the shardgates hold the slice's new transactions; `Some(why)` if given up
+/// before anything changed.
+async fn fenced(
+    db: &ControlDb,
+    store: &Store,
+    work: &Work,
+    m: &MoveWork,
+    (from, to, to_shard): (&str, &str, &str),
+    held: Instant,
+) -> Result<Option<String>, String> {
     let fence = connect(from).await?;
+    let wait = HOLD.saturating_sub(held.elapsed()).as_millis().max(1);
     let fence_sql = format!(
-        "SET lock_timeout = '{}ms'; SELECT pg_catalog.pg_advisory_lock({})",
-        HOLD.as_millis(),
+        "SET lock_timeout = '{wait}ms'; SELECT pg_catalog.pg_advisory_lock({})",
         fence_key(work.id)
     );
     if let Err(e) = fence.client.batch_execute(&fence_sql).await {
         fence.close().await;
-        let why = describe(&e);
         return match e.code() {
-            Some(c) if c.code() == "55P03" => Ok(Switched::Abandoned(format!(
-                "the moved buckets' writers still ran after {} ms",
+            Some(c) if c.code() == "55P03" => Ok(Some(format!(
+                "the moved buckets' transactions under way still ran after {} ms",
                 HOLD.as_millis()
             ))),
-            _ => Err(why),
+            _ => Err(describe(&e)),
         };
     }
-    let held = Instant::now();
     let result = under_fence(db, store, work, m, (&fence.client, to, to_shard), held).await;
     // Closing the connection releases the fence whatever happened.
     fence.close().await;
-    result.map(|r| match r {
-        Some(why) => Switched::Abandoned(why),
-        None => Switched::Done(held.elapsed()),
-    })
+    result
 }
 
 /// Steps 2–5 of the switch; `Some(why)` if it was given up before anything changed.
@@ -140,32 +190,19 @@ async fn under_fence(
         if held.elapsed() > HOLD {
             return Ok(Some("marked changes were still being copied".into()));
         }
-        copy_changes(
-            &mut source.client,
-            &mut target.client,
-            work.id,
-            &m.tables,
-            10_000,
-        )
-        .await?;
+        copy_changes(&mut source.client, &mut target.client, work.id, &m.tables, 10_000).await?;
     }
     for seq in &m.sequences {
         advance_sequence(&source.client, &target.client, seq).await?;
     }
     run(&target.client, &role_sql(work.id, Role::Authoritative)).await?;
     run(fence, &role_sql(work.id, Role::Shadow)).await?;
-    let config = store.load().config.clone();
-    let sharding = config
-        .databases
-        .get(&work.database)
-        .and_then(|d| d.sharding.as_ref())
-        .ok_or("the database is no longer sharded")?;
-    let map = map_with(sharding, m.mv.first, m.mv.last, to_shard)?;
+    let map = map_for(store, work, m, to_shard)?;
     let overlay = json!({ "job": work.id, "state": "reverse_dual_write" });
     let epoch = publish(db, &work.database, &map, &overlay)
         .await
         .map_err(|e| e.to_string())?;
-    if !acknowledged(db, &work.database, epoch, HOLD).await {
+    if !acknowledged(db, &work.database, epoch, AFTER_SWITCH).await {
         tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved buckets to the old owner are refused (40001) until it does");
     }
     source.close().await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Hold;
 use crate::control::{ControlDb, ControlError};
 use crate::topology::persisted::{PersistedMap, PersistedMaps};
 use crate::topology::Store;
@@ -21,7 +22,7 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
     let client = db.client().await?;
     let rows = client
         .query(
-            "SELECT database, epoch, map::text FROM shardgate.epochs",
+            "SELECT database, epoch, map::text, overlay FROM shardgate.epochs",
             &[],
         )
         .await
@@ -34,7 +35,8 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
         let (database, epoch, text): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
         match serde_json::from_str(&text) {
             Ok(map) => {
-                maps.insert(database, PersistedMap { epoch, map });
+                let hold = hold(&row.get::<_, Option<serde_json::Value>>(3).unwrap_or_default());
+                maps.insert(database, PersistedMap { epoch, map, hold });
             }
             Err(e) => {
                 tracing::error!(%database, epoch, error = %e, "a persisted shard map is not a map; it is ignored");
@@ -42,6 +44,17 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
         }
     }
     Ok(maps)
+}
+
+/// The hold an overlay names: `{"hold": {"first": 0, "last": 1, "until_ms": …}}` (Unix ms).
+pub fn hold(overlay: &serde_json::Value) -> Option<Hold> {
+    let h = &overlay["hold"];
+    let number = |k: &str| h[k].as_u64();
+    Some(Hold {
+        first: u32::try_from(number("first")?).ok()?,
+        last: u32::try_from(number("last")?).ok()?,
+        until: std::time::UNIX_EPOCH + Duration::from_millis(number("until_ms")?),
+    })
 }
 
 /// Before serving: as [`take`], but an unreadable control database is an error worth a loud

@@ -63,6 +63,8 @@ pub struct Router {
     catalog: Catalog,
     routing: crate::config::RoutingConfig,
     map: ShardMap,
+    /// Buckets a resharding cutover holds now ([`Router::holds`]).
+    held: Option<crate::config::Hold>,
     /// Whether statements need routing at all (more than one shard, not in shadow mode).
     sharded: bool,
     /// `routing.mode: shadow`: statements are planned only to be reported.
@@ -87,6 +89,7 @@ impl Router {
         Router {
             version,
             map: ShardMap::new(config, index),
+            held: config.sharding.as_ref().and_then(|s| s.held),
             default_shard: db.default_shard,
             catalog: Catalog::new(config, columns.unwrap_or_default()),
             routing: config.routing.clone(),
@@ -328,6 +331,36 @@ impl Router {
             };
         }
         Ok(target)
+    }
+
+    /// Whether a statement touches buckets a cutover holds: a transaction that would start with
+    /// it waits until the new map is out (or the hold's bound passes).
+    pub fn holds(&self, plan: &Plan, params: Option<&Params>) -> bool {
+        let Some(hold) = &self.held else {
+            return false;
+        };
+        match plan {
+            Plan::Keyed(k) => k.keys.iter().any(|source| {
+                params::keys(source, params, self.catalog.key_type)
+                    .map(|keys| {
+                        keys.iter()
+                            .flatten()
+                            .any(|key| self.map.bucket(key).is_some_and(|b| hold.holds(b)))
+                    })
+                    .unwrap_or(false)
+            }),
+            Plan::Multi(plans) => plans.iter().any(|p| self.holds(p, None)),
+            Plan::ListColumns(listed) => match &*self.plan(listed) {
+                Plan::ListColumns(_) => false,
+                plan => self.holds(plan, params),
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether any bucket is held now.
+    pub fn holding(&self) -> bool {
+        self.held.is_some_and(|h| std::time::SystemTime::now() < h.until)
     }
 
     /// The first key a keyed statement gives (for hotspot counting); `None` when it comes from a

@@ -11,6 +11,7 @@ mod checkout;
 mod client;
 mod fanout;
 mod hints;
+mod hold;
 mod observe;
 pub(crate) mod prepared;
 mod relay;

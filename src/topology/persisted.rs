@@ -6,13 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, MapEntry};
+use crate::config::{Config, Hold, MapEntry};
 
 /// One database's persisted map and its epoch.
 #[derive(Debug, Clone)]
 pub struct PersistedMap {
     pub epoch: i64,
     pub map: Vec<MapEntry>,
+    /// The buckets a cutover holds in this epoch.
+    pub hold: Option<Hold>,
 }
 
 /// Per database.
@@ -34,6 +36,7 @@ pub fn apply(mut config: Config, maps: &PersistedMaps) -> Config {
             tracing::info!(database = %name, epoch = persisted.epoch, "the shard map resharding persisted replaces the config file's; copy it into the file");
         }
         sharding.map = persisted.map.clone();
+        sharding.held = persisted.hold;
     }
     config
 }

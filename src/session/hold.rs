@@ -1,0 +1,47 @@
+//! Waiting out a resharding cutover's hold (DESIGN §3.5): a transaction that would start on
+//! buckets being cut over waits, before it reaches any shard, until every shardgate serves the
+//! new map — then it goes to the new owner. Transactions already under way are not held (the
+//! cutover waits for them instead), nor are statements on other buckets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::Session;
+use crate::protocol::frontend::BindParams;
+use crate::router::{Plan, Router};
+
+/// The longest a transaction waits: past the cutover's own bound on a hold, so only a
+/// cutover that died mid-way lets it go on (to the old owner, whose fence decides).
+const MOST: Duration = Duration::from_millis(4000);
+/// How often the map is looked at meanwhile (the store swaps it in when an epoch is taken).
+const EVERY: Duration = Duration::from_millis(5);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// The router to route `plan` with: `router` itself, or — if the statement would start a
+    /// transaction on held buckets — the one in force once the hold is over.
+    pub(super) async fn past_hold(
+        &mut self,
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams<'_>>,
+    ) -> Option<Arc<Router>> {
+        if self.backend.is_some() || !router.holding() || !router.holds(plan, params) {
+            return None;
+        }
+        let deadline = Instant::now() + MOST;
+        let mut latest = None;
+        while Instant::now() < deadline {
+            tokio::time::sleep(EVERY).await;
+            let Some(r) = self.router() else { break };
+            let held = r.holds(plan, params);
+            latest = Some(r);
+            if !held {
+                break;
+            }
+        }
+        latest
+    }
+}
