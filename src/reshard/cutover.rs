@@ -100,7 +100,10 @@ pub async fn switch(
     let held = Instant::now();
     let unchanged = map_for(store, work, m, from_shard)?;
     let until = SystemTime::now() + HOLD + AFTER_SWITCH;
-    let until_ms = until.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let until_ms = until
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     let hold = json!({ "job": work.id, "state": "cutover",
         "hold": { "first": m.mv.first, "last": m.mv.last, "until_ms": until_ms } });
     let epoch = publish(db, &work.database, &unchanged, &hold)
@@ -109,7 +112,9 @@ pub async fn switch(
     let outcome = if acknowledged(db, &work.database, epoch, HOLD).await {
         fenced(db, store, work, m, (from, to, to_shard), held).await
     } else {
-        Ok(Some("not every live shardgate took the hold in time".to_string()))
+        Ok(Some(
+            "not every live shardgate took the hold in time".to_string(),
+        ))
     };
     if !matches!(outcome, Ok(None)) {
         // Given up (or failed) before the switch: the slice's transactions go on where they were.
@@ -132,7 +137,12 @@ pub async fn switch(
 const AFTER_SWITCH: Duration = Duration::from_millis(1500);
 
 /// The map with `m`'s buckets owned by `owner`.
-fn map_for(store: &Store, work: &Work, m: &MoveWork, owner: &str) -> Result<serde_json::Value, String> {
+fn map_for(
+    store: &Store,
+    work: &Work,
+    m: &MoveWork,
+    owner: &str,
+) -> Result<serde_json::Value, String> {
     let config = store.load().config.clone();
     let sharding = config
         .databases
@@ -190,7 +200,14 @@ async fn under_fence(
         if held.elapsed() > HOLD {
             return Ok(Some("marked changes were still being copied".into()));
         }
-        copy_changes(&mut source.client, &mut target.client, work.id, &m.tables, 10_000).await?;
+        copy_changes(
+            &mut source.client,
+            &mut target.client,
+            work.id,
+            &m.tables,
+            10_000,
+        )
+        .await?;
     }
     for seq in &m.sequences {
         advance_sequence(&source.client, &target.client, seq).await?;

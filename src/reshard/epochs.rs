@@ -35,7 +35,10 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
         let (database, epoch, text): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
         match serde_json::from_str(&text) {
             Ok(map) => {
-                let hold = hold(&row.get::<_, Option<serde_json::Value>>(3).unwrap_or_default());
+                let hold = hold(
+                    &row.get::<_, Option<serde_json::Value>>(3)
+                        .unwrap_or_default(),
+                );
                 maps.insert(database, PersistedMap { epoch, map, hold });
             }
             Err(e) => {

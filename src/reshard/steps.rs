@@ -29,7 +29,11 @@ pub async fn start_dual_write(
             (&m.target_url, Role::Shadow, &m.mv.from),
         ] {
             let side = connect(url).await?;
-            run(&side.client, &format!("{SETUP_SQL}; {}", role_sql(work.id, role))).await?;
+            run(
+                &side.client,
+                &format!("{SETUP_SQL}; {}", role_sql(work.id, role)),
+            )
+            .await?;
             for t in &m.tables {
                 run_ddl(&side.client, &install_sql(work.id, t, elsewhere)).await?;
             }
@@ -223,18 +227,18 @@ pub async fn verify(db: &ControlDb, work: &Work) -> Result<Next, String> {
             tokio::time::sleep(Duration::from_millis(200)).await;
             for d in compare(&source.client, &target.client, t).await? {
                 let keys = differing_keys(&source.client, &target.client, t, d.bucket).await?;
-                repair(&mut source.client, &mut target.client, t, &keys).await?;
+                let left = repair(&mut source.client, &mut target.client, t, &keys).await?;
                 summary.differing += 1;
-                summary.repaired += keys.len() as u64;
+                summary.repaired += (keys.len() - left.len()) as u64;
+                summary.remaining += left.len() as u64;
                 record(db, work.id, run_no, t, &d, &keys).await?;
             }
-            summary.remaining += compare(&source.client, &target.client, t).await?.len() as u64;
         }
         source.close().await;
         target.close().await;
     }
     let text = format!(
-        "verification run {run_no}: {} tables, {} buckets compared, {} differed, {} keys copied again, {} still differ",
+        "verification run {run_no}: {} tables, {} buckets compared, {} differed (changes still being copied included), {} keys copied again and compared equal under their locks, {} still differ",
         summary.tables, summary.buckets, summary.differing, summary.repaired, summary.remaining
     );
     if summary.remaining > 0 {

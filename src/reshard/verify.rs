@@ -128,15 +128,17 @@ async fn row_digests(c: &Client, sql: &str) -> Result<Vec<(String, String)>, Str
     Ok(pairs)
 }
 
-/// Copies every row of these sharding keys again, under their key locks on the source.
+/// Copies every row of these sharding keys again, under their key locks on the source, and
+/// compares them again before the locks go (so a key written meanwhile cannot look different):
+/// the keys that still differ (none, unless the target refused the copy).
 pub async fn repair(
     source: &mut Client,
     target: &mut Client,
     t: &TableCopy,
     keys: &[String],
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     if keys.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let src = source.transaction().await.map_err(|e| describe(&e))?;
     lock_keys(&src, &t.table, keys.to_vec()).await?;
@@ -157,6 +159,25 @@ pub async fn repair(
         .get(0);
     let tgt = syncing(target).await?;
     write_target(&tgt, t, &rows, &json).await?;
+    let digests = format!(
+        "SELECT ({})::text, md5(r::text) FROM {} r WHERE {rows} ORDER BY 1, 2",
+        quote_ident(&t.key_column),
+        t.table
+    );
+    let pairs = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let s = pairs(src.query(&digests, &[]).await.map_err(|e| describe(&e))?);
+    let d = pairs(tgt.query(&digests, &[]).await.map_err(|e| describe(&e))?);
     tgt.commit().await.map_err(|e| describe(&e))?;
-    src.commit().await.map_err(|e| describe(&e))
+    src.commit().await.map_err(|e| describe(&e))?;
+    let mut differ: Vec<String> = s
+        .iter()
+        .filter(|p| d.binary_search(p).is_err())
+        .chain(d.iter().filter(|p| s.binary_search(p).is_err()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    differ.sort();
+    differ.dedup();
+    Ok(differ)
 }

@@ -360,7 +360,8 @@ impl Router {
 
     /// Whether any bucket is held now.
     pub fn holding(&self) -> bool {
-        self.held.is_some_and(|h| std::time::SystemTime::now() < h.until)
+        self.held
+            .is_some_and(|h| std::time::SystemTime::now() < h.until)
     }
 
     /// The first key a keyed statement gives (for hotspot counting); `None` when it comes from a

@@ -36,12 +36,9 @@ pub(crate) async fn shop() -> (Shards, Log) {
     let c = shop.connect().await;
     let mut log = Log::default();
     for id in 1..=USERS {
-        c.execute(
-            "INSERT INTO users (id, name) VALUES ($1, 'seed')",
-            &[&id],
-        )
-        .await
-        .unwrap();
+        c.execute("INSERT INTO users (id, name) VALUES ($1, 'seed')", &[&id])
+            .await
+            .unwrap();
         let row = c
             .query_one(
                 "INSERT INTO orders (user_id, total) VALUES ($1, 1) RETURNING id",
