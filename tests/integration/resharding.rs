@@ -199,10 +199,16 @@ pub(crate) async fn act(shop: &Shards, id: i64, action: &str) {
 /// The final state against the log: each user on its owner only, with every acknowledged
 /// increment counted once; exactly the acknowledged orders; nothing of the moved buckets left
 /// on the source.
-pub(crate) fn check(shop: &Shards, log: &Log) {
+pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
     let l = log;
     assert!(l.errors.is_empty(), "clients saw errors: {:?}", l.errors);
-    let owner = |k: i64| if moved(k) { 1 } else { shop.owner(k) };
+    let owner = |k: i64| {
+        if cut_over && moved(k) {
+            1
+        } else {
+            shop.owner(k)
+        }
+    };
     let users = |s: usize| -> BTreeMap<i64, i64> {
         shop.direct(s, "SELECT id || ' ' || n FROM users ORDER BY id")
             .lines()
@@ -261,6 +267,68 @@ pub(crate) fn check(shop: &Shards, log: &Log) {
     assert_eq!(found, l.orders, "orders");
 }
 
+/// Starts the move of buckets 0-1 to s1 and waits until it is ready for cutover.
+async fn start_move(shop: &Shards) -> i64 {
+    let body = r#"{"database": "app", "moves": [{"buckets": "0-1", "to": "s1"}]}"#;
+    let started = post(shop.admin_addr(), "/v1/reshard", body).await;
+    assert_eq!(started.status, 202, "{}", started.json());
+    let id = started.json()["id"].as_i64().unwrap();
+    wait_phase(shop, id, "ready", Duration::from_secs(60)).await;
+    id
+}
+
+/// Stops the workload and waits for its clients.
+async fn stop_workload(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Rollback after cutover, under the same workload: the source owns the buckets again with
+/// every acknowledged write, and the target keeps nothing of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_after_cutover_brings_everything_back() {
+    let (shop, seeded) = shop().await;
+    let (log, stop, tasks) = workload(&shop, seeded, 6);
+    let id = start_move(&shop).await;
+    act(&shop, id, "cutover").await;
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    act(&shop, id, "rollback").await;
+    let job = wait_phase(&shop, id, "rolled_back", Duration::from_secs(30)).await;
+    stop_workload(stop, tasks).await;
+    let notes: Vec<&str> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["note"].as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .last()
+            .unwrap()
+            .starts_with("rolled back: the sources own the buckets again"),
+        "{notes:?}"
+    );
+    check(&shop, &log.lock().unwrap(), false);
+    assert_eq!(
+        shop.direct(
+            0,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'shardgate_capture'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        shop.direct(
+            1,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'shardgate_capture'"
+        ),
+        "0"
+    );
+}
+
 /// The whole move under a workload of six clients: nothing lost, nothing doubled, every
 /// increment counted once, nothing of the moved buckets left on the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -268,21 +336,13 @@ async fn a_move_under_load_loses_nothing_and_doubles_nothing() {
     let (shop, seeded) = shop().await;
     let (log, stop, tasks) = workload(&shop, seeded, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let body = r#"{"database": "app", "moves": [{"buckets": "0-1", "to": "s1"}]}"#;
-    let started = post(shop.admin_addr(), "/v1/reshard", body).await;
-    assert_eq!(started.status, 202, "{}", started.json());
-    let id = started.json()["id"].as_i64().unwrap();
-    wait_phase(&shop, id, "ready", Duration::from_secs(60)).await;
+    let id = start_move(&shop).await;
     act(&shop, id, "cutover").await;
     wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     act(&shop, id, "finish").await;
     let job = wait_phase(&shop, id, "finished", Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    stop_workload(stop, tasks).await;
     eprintln!("{:#}", job["history"]);
     let server_log = shop.server_log();
     let lines: Vec<&str> = server_log.lines().collect();
@@ -291,5 +351,5 @@ async fn a_move_under_load_loses_nothing_and_doubles_nothing() {
             eprintln!("{}", lines[i..(i + 12).min(lines.len())].join("\n"));
         }
     }
-    check(&shop, &log.lock().unwrap());
+    check(&shop, &log.lock().unwrap(), true);
 }
