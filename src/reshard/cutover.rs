@@ -51,6 +51,8 @@ pub enum Switched {
 pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     for m in &work.moves {
         if owner_now(&store.load().config, work, m.mv.first)? == m.mv.to {
+            // Switched before a crash, maybe not to the end: the roles as the map says.
+            settle_roles(work, m, Way::Forward).await?;
             continue;
         }
         match switch(db, store, work, m, Way::Forward).await? {
@@ -212,8 +214,10 @@ async fn under_fence(
     for seq in &m.sequences {
         advance_sequence(&source.client, &target.client, seq).await?;
     }
+    // The new owner takes writes before any shardgate sends it one; the old one refuses them
+    // only once every shardgate sends them to the new one (or the wait for that is over). A
+    // crash in between leaves the move switched or not, and the next attempt finishes it.
     run(&target.client, &role_sql(work.id, Role::Authoritative)).await?;
-    run(fence, &role_sql(work.id, Role::Shadow)).await?;
     let map = map_for(store, work, m, to_shard)?;
     let overlay = json!({ "job": work.id, "state": "reverse_dual_write" });
     let epoch = publish(db, &work.database, &map, &overlay)
@@ -222,9 +226,24 @@ async fn under_fence(
     if !acknowledged(db, &work.database, epoch, AFTER_SWITCH).await {
         tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved buckets to the old owner are refused (40001) until it does");
     }
+    run(fence, &role_sql(work.id, Role::Shadow)).await?;
     source.close().await;
     target.close().await;
     Ok(None)
+}
+
+/// Sets both sides' roles for a move the map already shows switched `way`.
+pub async fn settle_roles(work: &Work, m: &MoveWork, way: Way) -> Result<(), String> {
+    let (owner, shadow) = match way {
+        Way::Forward => (&m.target_url, &m.source_url),
+        Way::Back => (&m.source_url, &m.target_url),
+    };
+    for (url, role) in [(owner, Role::Authoritative), (shadow, Role::Shadow)] {
+        let side = connect(url).await?;
+        run(&side.client, &role_sql(work.id, role)).await?;
+        side.close().await;
+    }
+    Ok(())
 }
 
 /// The side the fence is on: the one that is not `to`.

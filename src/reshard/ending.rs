@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::backfill::TableCopy;
 use super::capture::{forget_sql, remove_sql};
-use super::cutover::{switch, Switched, Way};
+use super::cutover::{settle_roles, switch, Switched, Way};
 use super::driver::Next;
 use super::jobs::{self, advance};
 use super::steps::{current_map, owner_now};
@@ -54,6 +54,7 @@ pub async fn finish(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, 
 pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     for m in &work.moves {
         if owner_now(&store.load().config, work, m.mv.first)? != m.mv.to {
+            settle_roles(work, m, Way::Back).await?;
             continue;
         }
         if let Switched::Abandoned(why) = switch(db, store, work, m, Way::Back).await? {

@@ -20,6 +20,7 @@ mod protocol;
 mod reload;
 mod replicas;
 mod reshard;
+mod reshard_crash;
 mod resharding;
 mod sharded_app;
 mod sharding;

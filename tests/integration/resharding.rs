@@ -63,6 +63,8 @@ pub(crate) struct Log {
     /// (user, order id) → total.
     pub orders: BTreeMap<(i64, i64), i32>,
     pub new_users: BTreeSet<i64>,
+    /// The last new user's id handed out (unique over restarted workloads).
+    pub last_id: i64,
     pub errors: Vec<String>,
 }
 
@@ -111,7 +113,11 @@ async fn client(shop_url: String, n: i64, log: Arc<Mutex<Log>>, stop: Arc<Atomic
                 })
             }
             _ => {
-                let id = 10_000 + n * 100_000 + i;
+                let id = {
+                    let mut l = log.lock().unwrap();
+                    l.last_id += 1;
+                    10_000 + l.last_id
+                };
                 c.execute("INSERT INTO users (id, name) VALUES ($1, 'new')", &[&id])
                     .await
                     .map(|_| {
@@ -208,7 +214,12 @@ pub(crate) async fn act(shop: &Shards, id: i64, action: &str) {
 /// on the source.
 pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
     let l = log;
-    assert!(l.errors.is_empty(), "clients saw errors: {:?}", l.errors);
+    let first: Vec<&String> = l.errors.iter().take(5).collect();
+    assert!(
+        l.errors.is_empty(),
+        "clients saw {} errors: {first:?}…",
+        l.errors.len()
+    );
     let owner = |k: i64| {
         if cut_over && moved(k) {
             1
