@@ -449,3 +449,66 @@ async fn a_target_that_drops_the_copies_loses_nothing() {
     stop_workload(stop, tasks).await;
     check(&shop, &log.lock().unwrap(), true);
 }
+
+/// Only transactions on the moving slice wait at cutover: while a transaction under way on a
+/// moving key keeps the cutover waiting, a write of another bucket completes at once, a new
+/// transaction on a moving key is held (no error), and once the first commits, the held one
+/// goes to the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_moving_slice_waits_at_cutover() {
+    let (shop, _) = shop().await;
+    let id = start_move(&shop).await;
+    let moving: Vec<i64> = (1..=USERS).filter(|k| moved(*k)).take(2).collect();
+    let other = (1..=USERS).find(|k| !moved(*k)).unwrap();
+    let under_way = shop.connect().await;
+    under_way
+        .batch_execute(&format!(
+            "BEGIN; UPDATE users SET n = n + 1 WHERE id = {}",
+            moving[0]
+        ))
+        .await
+        .unwrap();
+    act(&shop, id, "cutover").await;
+    let hold = "SELECT coalesce(overlay->'hold'->>'first', 'none') FROM shardgate.epochs";
+    let started = Instant::now();
+    while shop.control(hold) == "none" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no hold published"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let c = shop.connect().await;
+    c.execute("UPDATE users SET n = n + 1 WHERE id = $1", &[&other])
+        .await
+        .unwrap();
+    assert_eq!(
+        shop.control(hold),
+        "0",
+        "another bucket's write went through during the hold"
+    );
+    let held = {
+        let c = shop.connect().await;
+        let key = moving[1];
+        tokio::spawn(async move {
+            c.execute("UPDATE users SET n = n + 1 WHERE id = $1", &[&key])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "a new transaction on the moving slice is held"
+    );
+    under_way.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(10)).await;
+    let n = |shard: usize, key: i64| {
+        shop.direct(shard, &format!("SELECT n FROM users WHERE id = {key}"))
+    };
+    assert_eq!(
+        (n(1, moving[0]), n(1, moving[1])),
+        ("1".into(), "1".into()),
+        "both on the new owner"
+    );
+}
