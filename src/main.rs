@@ -107,6 +107,10 @@ enum ReshardAction {
     Finish {
         id: i64,
     },
+    /// Run verification again: in phase ready, after cutover, or after finish.
+    Verify {
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -164,6 +168,7 @@ async fn reshard(admin: &str, token: Option<String>, action: ReshardAction) -> a
         ReshardAction::Rollback { id } => (id, "rollback"),
         ReshardAction::Abort { id } => (id, "abort"),
         ReshardAction::Finish { id } => (id, "finish"),
+        ReshardAction::Verify { id } => (id, "verify"),
     };
     cli::act(&client, id, name).await
 }

@@ -22,7 +22,9 @@ struct StartRequest {
 }
 
 /// The actions of `POST /v1/reshard/{id}/{action}`.
-pub const ACTIONS: [&str; 6] = ["pause", "resume", "cutover", "rollback", "abort", "finish"];
+pub const ACTIONS: [&str; 7] = [
+    "pause", "resume", "cutover", "rollback", "abort", "finish", "verify",
+];
 
 fn control(admin: &Admin) -> Result<&ControlDb, ApiError> {
     admin.control.as_deref().ok_or_else(|| {
@@ -77,12 +79,12 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
     let proxies = crate::reshard::heartbeat::live(db)
         .await
         .map_err(|e| job_error(e.into()))?;
-    let tables: Vec<serde_json::Value> = jobs::checkpoints(db, job.id)
+    let tables = jobs::progress(db, job.id)
         .await
-        .map_err(|e| job_error(e.into()))?
-        .into_iter()
-        .map(|(table, at)| json!({ "table": table, "rows_copied": at.rows, "done": at.done }))
-        .collect();
+        .map_err(|e| job_error(e.into()))?;
+    let verification = crate::reshard::verifying::last_run(db, job.id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "control_unavailable", e))?;
     Ok(reply(
         StatusCode::OK,
         json!({
@@ -92,7 +94,7 @@ pub async fn show(admin: &Admin, id: &str) -> Result<Reply, ApiError> {
             "paused": job.paused,
             "moves": job.moves,
             "progress": { "tables": tables },
-            "verification": null,
+            "verification": verification,
             "preflight": job.preflight,
             "error": job.error,
             "history": job.history,

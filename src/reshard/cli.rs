@@ -116,7 +116,7 @@ pub async fn status(client: &AdminClient, id: i64, watch: bool) -> anyhow::Resul
         let rate = (rows - last.1) as f64 / at.duration_since(last.0).as_secs_f64();
         last = (at, rows);
         let phase = job["phase"].as_str().unwrap_or("?");
-        print!("\r{phase:<20} {rows:>12} rows copied {rate:>10.0} rows/s   ");
+        print!("\r{}", progress_line(&job, rows, rate));
         use std::io::Write;
         let _ = std::io::stdout().flush();
         if matches!(phase, "finished" | "rolled_back" | "aborted" | "failed") {
@@ -135,6 +135,37 @@ pub async fn act(client: &AdminClient, id: i64, action: &str) -> anyhow::Result<
         answer["phase"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+/// `phase [#####.....] 52% 1200/2300 rows 850 rows/s ETA 2s · verify: 0 differ`.
+fn progress_line(job: &Value, rows: i64, rate: f64) -> String {
+    let phase = job["phase"].as_str().unwrap_or("?");
+    let total: i64 = job["progress"]["tables"].as_array().map_or(0, |t| {
+        t.iter().filter_map(|t| t["rows_total"].as_i64()).sum()
+    });
+    let share = if total > 0 {
+        (rows as f64 / total as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let filled = (share * 20.0).round() as usize;
+    let bar = format!("{}{}", "#".repeat(filled), ".".repeat(20 - filled));
+    let eta = if rate > 0.0 && rows < total {
+        format!("ETA {:.0}s", (total - rows) as f64 / rate)
+    } else {
+        "ETA -".to_string()
+    };
+    let verified = match &job["verification"] {
+        Value::Null => String::new(),
+        v => format!(
+            " · verification run {}: {} still differ",
+            v["run"], v["remaining"]
+        ),
+    };
+    format!(
+        "{phase:<18} [{bar}] {:>3.0}% {rows}/{total} rows {rate:>8.0} rows/s {eta}{verified}   ",
+        share * 100.0
+    )
 }
 
 fn copied(job: &Value) -> i64 {

@@ -139,13 +139,18 @@ impl Driver {
         let config = self.store.load().config.clone();
         let work = Work::new(id, state, &config)?;
         let db = &*self.control;
+        if state.verify_requested
+            && matches!(state.phase, Phase::ReverseDualWrite | Phase::Finished)
+        {
+            return super::verifying::on_request(db, &work, state.phase).await;
+        }
         match state.phase {
             Phase::Preflight => steps::start_dual_write(db, &config, &work).await,
             Phase::DualWrite => steps::await_acknowledgements(db, &work).await,
             Phase::Backfill if state.paused => Ok(Next::After(Duration::from_millis(200))),
             Phase::Backfill => steps::backfill(db, &work).await,
             Phase::Verify if state.paused => Ok(Next::After(Duration::from_millis(200))),
-            Phase::Verify => steps::verify(db, &work).await,
+            Phase::Verify => super::verifying::verify_phase(db, &work).await,
             Phase::Ready | Phase::ReverseDualWrite => Ok(Next::After(Duration::from_millis(200))),
             Phase::Cutover => super::cutover::cut_over(db, &self.store, &work).await,
             Phase::RollingBack => ending::roll_back(db, &self.store, &work).await,

@@ -161,6 +161,7 @@ pub enum Action {
     Rollback,
     Abort,
     Finish,
+    Verify,
 }
 
 impl Action {
@@ -172,6 +173,7 @@ impl Action {
             "rollback" => Action::Rollback,
             "abort" => Action::Abort,
             "finish" => Action::Finish,
+            "verify" => Action::Verify,
             _ => return None,
         })
     }
@@ -200,6 +202,10 @@ impl Action {
                 &[Phase::ReverseDualWrite],
                 "finish needs every slice cut over (phase reverse_dual_write)",
             ),
+            Action::Verify => (
+                &[Phase::Ready, Phase::ReverseDualWrite, Phase::Finished],
+                "verification runs on its own until the job is ready; ask for another run in phase ready, reverse_dual_write or finished",
+            ),
         }
     }
 
@@ -211,6 +217,8 @@ impl Action {
             Action::Rollback => Some(Phase::RollingBack),
             Action::Abort => Some(Phase::Aborted),
             Action::Finish => Some(Phase::Finishing),
+            // In ready, a new run of the verify phase; later, a run beside the phase.
+            Action::Verify => None,
         }
     }
 }
@@ -235,7 +243,19 @@ pub async fn act(db: &ControlDb, id: i64, action: Action) -> Result<(), JobError
     let Some(current) = Phase::parse(&phase).filter(|p| allowed.contains(p)) else {
         return Err(JobError::Conflict { id, phase, why });
     };
+    if action == Action::Verify && current != Phase::Ready {
+        tx.execute(
+            "UPDATE shardgate.reshard_jobs SET verify_requested = true WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the action"))?;
+        note(&tx, id, current, "verification asked by the operator").await?;
+        tx.commit().await.map_err(refused("the action"))?;
+        return Ok(());
+    }
     let (to, paused) = match action {
+        Action::Verify => (Phase::Verify, false),
         Action::Pause => (current, true),
         Action::Resume | Action::Cutover | Action::Rollback | Action::Abort | Action::Finish => {
             (action.leads_to().unwrap_or(current), false)
@@ -313,6 +333,8 @@ pub struct State {
     pub phase: Phase,
     pub paused: bool,
     pub cleaned: bool,
+    /// The operator asked for a verification run beside the phase.
+    pub verify_requested: bool,
     pub database: String,
     pub moves: Vec<Move>,
     pub preflight: Value,
@@ -323,8 +345,8 @@ pub async fn state(db: &ControlDb, id: i64) -> Result<State, JobError> {
     let client = db.client().await?;
     let row = client
         .query_opt(
-            "SELECT phase, paused, cleaned, database, moves, coalesce(preflight, 'null'), options \
-             FROM shardgate.reshard_jobs WHERE id = $1",
+            "SELECT phase, paused, cleaned, database, moves, coalesce(preflight, 'null'), options, \
+             verify_requested FROM shardgate.reshard_jobs WHERE id = $1",
             &[&id],
         )
         .await
@@ -340,6 +362,7 @@ pub async fn state(db: &ControlDb, id: i64) -> Result<State, JobError> {
         moves: serde_json::from_value(moves).unwrap_or_default(),
         preflight: row.get(5),
         options: row.get(6),
+        verify_requested: row.get(7),
     })
 }
 
@@ -350,12 +373,26 @@ pub async fn unsettled(db: &ControlDb) -> Result<Vec<i64>, ControlError> {
         .query(
             "SELECT id FROM shardgate.reshard_jobs \
              WHERE phase NOT IN ('finished', 'rolled_back', 'aborted', 'failed') OR NOT cleaned \
+             OR verify_requested \
              ORDER BY id",
             &[],
         )
         .await
         .map_err(refused("the jobs in progress"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The verification run the operator asked for is done.
+pub async fn verified(db: &ControlDb, id: i64) -> Result<(), ControlError> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "UPDATE shardgate.reshard_jobs SET verify_requested = false WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the verification request"))?;
+    Ok(())
 }
 
 /// The shards hold nothing of the job any more.
@@ -390,6 +427,66 @@ pub async fn save_checkpoint(
         .await
         .map_err(refused("the checkpoint"))?;
     Ok(())
+}
+
+/// Notes how many rows a table's copy has to go through (when it starts).
+pub async fn save_total(
+    db: &ControlDb,
+    id: i64,
+    table: &str,
+    total: i64,
+) -> Result<(), ControlError> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "INSERT INTO shardgate.reshard_checkpoints (job_id, table_name, rows_total) \
+             VALUES ($1, $2, $3) \
+             ON CONFLICT (job_id, table_name) DO UPDATE SET rows_total = EXCLUDED.rows_total",
+            &[&id, &table, &total],
+        )
+        .await
+        .map_err(refused("the table's row count"))?;
+    Ok(())
+}
+
+/// Backfill's progress per table, as `GET /v1/reshard/{id}` shows it: rows copied of about
+/// how many, rows/s since the table's copy started, and the seconds left at that rate.
+pub async fn progress(db: &ControlDb, id: i64) -> Result<Vec<Value>, ControlError> {
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT table_name, rows_copied, done, rows_total, \
+                    extract(epoch FROM updated_at - started_at)::float8 \
+             FROM shardgate.reshard_checkpoints WHERE job_id = $1 ORDER BY table_name",
+            &[&id],
+        )
+        .await
+        .map_err(refused("the checkpoints"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (copied, done, total, secs): (i64, bool, Option<i64>, f64) =
+                (r.get(1), r.get(2), r.get(3), r.get(4));
+            let rate = if secs > 0.0 {
+                copied as f64 / secs
+            } else {
+                0.0
+            };
+            let eta = match total {
+                Some(_) if done => Some(0.0),
+                Some(t) if rate > 0.0 => Some((t - copied).max(0) as f64 / rate),
+                _ => None,
+            };
+            serde_json::json!({
+                "table": r.get::<_, String>(0),
+                "rows_copied": copied,
+                "rows_total": total,
+                "done": done,
+                "rows_per_second": rate.round(),
+                "eta_seconds": eta.map(f64::ceil),
+            })
+        })
+        .collect())
 }
 
 /// Every table's checkpoint of job `id`, by table name (a table not started has none).

@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod steps;
 pub mod sync;
 pub mod verify;
+pub mod verifying;
 pub mod work;
 
 use std::collections::BTreeMap;

@@ -10,7 +10,6 @@ use super::backfill::{copy_batch, Checkpoint, TableCopy};
 use super::capture::{install_sql, role_sql, Role, SETUP_SQL};
 use super::driver::Next;
 use super::jobs::{self, advance};
-use super::verify::{compare, differing_keys, repair};
 use super::work::{connect, lagging, map_with, publish, run, run_ddl, MoveWork, Work};
 use super::Phase;
 use crate::config::Config;
@@ -172,6 +171,20 @@ async fn copy_table(
     let (min, mut batch, max) = BATCH;
     let mut source = connect(&m.source_url).await?;
     let mut target = connect(&m.target_url).await?;
+    if at.last_key.is_none() {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            t.table,
+            t.range(None, None)
+        );
+        let row = source.client.query_one(&sql, &[]).await;
+        let total: i64 = row
+            .map_err(|e| crate::backend::control::describe(&e))?
+            .get(0);
+        jobs::save_total(db, work.id, name, total)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     while !at.done {
         let state = jobs::state(db, work.id).await.map_err(|e| e.to_string())?;
         if state.phase != Phase::Backfill || state.paused {
@@ -206,113 +219,4 @@ async fn copy_table(
     source.close().await;
     target.close().await;
     Ok(Copied::Done(at.rows))
-}
-
-/// One verification run: every table of every move compared bucket by bucket; differing
-/// buckets drilled down to their keys, which are copied again, then compared again.
-pub async fn verify(db: &ControlDb, work: &Work) -> Result<Next, String> {
-    let run_no = next_run(db, work.id).await?;
-    let mut summary = Summary::default();
-    for m in &work.moves {
-        let mut source = connect(&m.source_url).await?;
-        let mut target = connect(&m.target_url).await?;
-        for t in &m.tables {
-            summary.tables += 1;
-            summary.buckets += u64::from(t.last - t.first + 1);
-            let diffs = compare(&source.client, &target.client, t).await?;
-            if diffs.is_empty() {
-                continue;
-            }
-            // A change committed between the two reads is copied within milliseconds: look again.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            for d in compare(&source.client, &target.client, t).await? {
-                let keys = differing_keys(&source.client, &target.client, t, d.bucket).await?;
-                let left = repair(&mut source.client, &mut target.client, t, &keys).await?;
-                summary.differing += 1;
-                summary.repaired += (keys.len() - left.len()) as u64;
-                summary.remaining += left.len() as u64;
-                record(db, work.id, run_no, t, &d, &keys).await?;
-            }
-        }
-        source.close().await;
-        target.close().await;
-    }
-    let text = format!(
-        "verification run {run_no}: {} tables, {} buckets compared, {} differed (changes still being copied included), {} keys copied again and compared equal under their locks, {} still differ",
-        summary.tables, summary.buckets, summary.differing, summary.repaired, summary.remaining
-    );
-    if summary.remaining > 0 {
-        jobs::remark(
-            db,
-            work.id,
-            Phase::Verify,
-            &format!("{text}; verifying again"),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        return Ok(Next::After(Duration::from_secs(1)));
-    }
-    advance(
-        db,
-        work.id,
-        Phase::Verify,
-        Phase::Ready,
-        &format!("{text}: ready for cutover"),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(Next::Now)
-}
-
-#[derive(Default)]
-struct Summary {
-    tables: u64,
-    buckets: u64,
-    differing: u64,
-    repaired: u64,
-    remaining: u64,
-}
-
-async fn next_run(db: &ControlDb, id: i64) -> Result<i32, String> {
-    let client = db.client().await.map_err(|e| e.to_string())?;
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(run), 0) + 1 FROM shardgate.reshard_verification WHERE job_id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(|e| crate::backend::control::describe(&e))?;
-    Ok(row.get(0))
-}
-
-/// A bucket that differed, with the keys copied again.
-async fn record(
-    db: &ControlDb,
-    id: i64,
-    run_no: i32,
-    t: &TableCopy,
-    d: &super::verify::BucketDiff,
-    keys: &[String],
-) -> Result<(), String> {
-    let client = db.client().await.map_err(|e| e.to_string())?;
-    client
-        .execute(
-            "INSERT INTO shardgate.reshard_verification (job_id, run, table_name, chunk, \
-             source_rows, target_rows, source_checksum, target_checksum, repaired_keys) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            &[
-                &id,
-                &run_no,
-                &t.table,
-                &(d.bucket as i32),
-                &d.source.rows,
-                &d.target.rows,
-                &d.source.checksum,
-                &d.target.checksum,
-                &keys,
-            ],
-        )
-        .await
-        .map_err(|e| crate::backend::control::describe(&e))?;
-    Ok(())
 }
