@@ -82,6 +82,9 @@ enum ReshardAction {
         /// BUCKETS:SHARD, e.g. 512-767:s2; repeat for several.
         #[arg(long = "move", required = true)]
         moves: Vec<String>,
+        /// Throttle the backfill to about this many rows per second (default: as fast as it goes).
+        #[arg(long)]
+        rows_per_second: Option<u64>,
     },
     /// Show a job; with --watch, follow it until it ends.
     Status {
@@ -89,28 +92,20 @@ enum ReshardAction {
         #[arg(long)]
         watch: bool,
     },
-    Pause {
-        id: i64,
-    },
-    Resume {
-        id: i64,
-    },
-    Cutover {
-        id: i64,
-    },
-    Rollback {
-        id: i64,
-    },
-    Abort {
-        id: i64,
-    },
-    Finish {
-        id: i64,
-    },
+    /// Stop copying (backfill, verification) where it is; dual-write goes on.
+    Pause { id: i64 },
+    /// Go on from where the job was paused.
+    Resume { id: i64 },
+    /// Hand the moved buckets to the new owner (phase ready); writers of them wait briefly.
+    Cutover { id: i64 },
+    /// Give the moved buckets back to the old owner (after cutover, before finish).
+    Rollback { id: i64 },
+    /// Give the job up before cutover; the data stays where it was.
+    Abort { id: i64 },
+    /// After cutover: stop dual-write and delete the moved rows from the old owner.
+    Finish { id: i64 },
     /// Run verification again: in phase ready, after cutover, or after finish.
-    Verify {
-        id: i64,
-    },
+    Verify { id: i64 },
 }
 
 fn main() -> ExitCode {
@@ -158,8 +153,14 @@ async fn reshard(admin: &str, token: Option<String>, action: ReshardAction) -> a
     use shardgate::reshard::cli;
     let client = cli::AdminClient::new(admin, token)?;
     let (id, name) = match action {
-        ReshardAction::Start { database, moves } => {
-            return cli::start(&client, &database, &moves).await.map(drop)
+        ReshardAction::Start {
+            database,
+            moves,
+            rows_per_second,
+        } => {
+            return cli::start(&client, &database, &moves, rows_per_second)
+                .await
+                .map(drop)
         }
         ReshardAction::Status { id, watch } => return cli::status(&client, id, watch).await,
         ReshardAction::Pause { id } => (id, "pause"),

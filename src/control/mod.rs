@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_reshard_driving",
         include_str!("../../migrations/0003_reshard_driving.sql"),
     ),
+    (
+        4,
+        "0004_backfill_bound",
+        include_str!("../../migrations/0004_backfill_bound.sql"),
+    ),
 ];
 
 /// Taken while migrating: one proxy at a time (any 64-bit constant shardgate alone uses).

@@ -12,7 +12,10 @@
 //! 4. on the target: the range's rows that the source no longer has are deleted, the others are
 //!    upserted; the target commits, then the source (releasing the locks).
 //!
-//! The checkpoint is the last primary key of the batch (each column as text).
+//! The checkpoint is the last primary key of the batch (each column as text). The copy ends at
+//! the last primary key the moved buckets had when it started (`end_key`): a row written later
+//! was written after the capture trigger was in place (DESIGN §3.2), so the change copier moves
+//! it. Without the bound a busy table's copy would chase the rows being inserted behind it.
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -39,6 +42,8 @@ pub struct TableCopy {
 pub struct Checkpoint {
     /// The last primary key copied, each column as text; `None` before the first batch.
     pub last_key: Option<Vec<String>>,
+    /// The last primary key to copy, fixed when the table's copy starts; `None` copies to the end.
+    pub end_key: Option<Vec<String>>,
     pub rows: i64,
     pub done: bool,
 }
@@ -74,6 +79,14 @@ impl TableCopy {
             .join(", ")
     }
 
+    /// Each primary-key column as text, for `ARRAY[...]`.
+    fn pk_text(&self) -> Vec<String> {
+        self.primary_key
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect()
+    }
+
     /// The moved buckets, after the checkpoint (and up to `upto`, when given).
     pub(super) fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
         let key = quote_ident(&self.key_column);
@@ -104,6 +117,36 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Where a table's copy starts: how many rows the moved buckets hold now and the last of their
+/// primary keys (the copy's `end_key`; `None` when there are none).
+pub async fn start(source: &Client, t: &TableCopy) -> Result<(i64, Checkpoint), String> {
+    let last = t
+        .primary_key
+        .iter()
+        .map(|c| format!("{} DESC", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT count(*), (SELECT ARRAY[{pk_text}] AS sg_pk FROM {table} WHERE {range} \
+         ORDER BY {last} LIMIT 1) FROM {table} WHERE {range}",
+        pk_text = t.pk_text().join(", "),
+        table = t.table,
+        range = t.range(None, None),
+    );
+    let row = source
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| describe(&e))?;
+    let end_key: Option<Vec<String>> = row.get(1);
+    let at = Checkpoint {
+        rows: 0,
+        last_key: None,
+        done: end_key.is_none(),
+        end_key,
+    };
+    Ok((row.get(0), at))
+}
+
 /// Copies the batch after `from`; returns the checkpoint after it (`done` when nothing was left).
 pub async fn copy_batch(
     source: &mut Client,
@@ -114,18 +157,14 @@ pub async fn copy_batch(
 ) -> Result<Checkpoint, String> {
     let src = source.transaction().await.map_err(|e| describe(&e))?;
     let after = from.last_key.as_deref();
-    let pk_text: Vec<String> = t
-        .primary_key
-        .iter()
-        .map(|c| format!("{}::text", quote_ident(c)))
-        .collect();
+    let pk_text = t.pk_text();
     let next = format!(
         // Aliased: ORDER BY would take an output column named like a key column first.
         "SELECT ARRAY[{}] AS sg_pk, ({})::text AS sg_key FROM {} WHERE {} ORDER BY {} LIMIT {batch}",
         pk_text.join(", "),
         quote_ident(&t.key_column),
         t.table,
-        t.range(after, None),
+        t.range(after, from.end_key.as_deref()),
         t.pk()
     );
     let rows = src.query(&next, &[]).await.map_err(|e| describe(&e))?;
@@ -155,6 +194,7 @@ pub async fn copy_batch(
     src.commit().await.map_err(|e| describe(&e))?;
     Ok(Checkpoint {
         last_key: Some(upto),
+        end_key: from.end_key.clone(),
         rows: from.rows + copied,
         done: false,
     })

@@ -79,8 +79,13 @@ impl AdminClient {
     }
 }
 
-/// `start --database D --move a-b:shard …`: the new job's id.
-pub async fn start(client: &AdminClient, database: &str, moves: &[String]) -> anyhow::Result<i64> {
+/// `start --database D --move a-b:shard … [--rows-per-second N]`: the new job's id.
+pub async fn start(
+    client: &AdminClient,
+    database: &str,
+    moves: &[String],
+    rows_per_second: Option<u64>,
+) -> anyhow::Result<i64> {
     let moves = moves
         .iter()
         .map(|m| {
@@ -90,7 +95,10 @@ pub async fn start(client: &AdminClient, database: &str, moves: &[String]) -> an
             Ok(json!({ "buckets": buckets, "to": to }))
         })
         .collect::<anyhow::Result<Vec<Value>>>()?;
-    let body = json!({ "database": database, "moves": moves });
+    let mut body = json!({ "database": database, "moves": moves });
+    if let Some(rps) = rows_per_second {
+        body["rows_per_second"] = json!(rps);
+    }
     let answer = client.expect(Method::POST, "/v1/reshard", body).await?;
     let id = answer["id"].as_i64().context("the answer has no job id")?;
     println!(

@@ -418,31 +418,36 @@ pub async fn save_checkpoint(
     let client = db.client().await?;
     client
         .execute(
-            "INSERT INTO shardgate.reshard_checkpoints (job_id, table_name, last_key, rows_copied, done) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO shardgate.reshard_checkpoints \
+             (job_id, table_name, last_key, end_key, rows_copied, done) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (job_id, table_name) DO UPDATE SET last_key = EXCLUDED.last_key, \
-             rows_copied = EXCLUDED.rows_copied, done = EXCLUDED.done, updated_at = now()",
-            &[&id, &table, &at.last_key, &at.rows, &at.done],
+             end_key = EXCLUDED.end_key, rows_copied = EXCLUDED.rows_copied, \
+             done = EXCLUDED.done, updated_at = now()",
+            &[&id, &table, &at.last_key, &at.end_key, &at.rows, &at.done],
         )
         .await
         .map_err(refused("the checkpoint"))?;
     Ok(())
 }
 
-/// Notes how many rows a table's copy has to go through (when it starts).
+/// Notes how many rows a table's copy has to go through and the last primary key it copies
+/// (when it starts).
 pub async fn save_total(
     db: &ControlDb,
     id: i64,
     table: &str,
     total: i64,
+    end_key: &Option<Vec<String>>,
 ) -> Result<(), ControlError> {
     let client = db.client().await?;
     client
         .execute(
-            "INSERT INTO shardgate.reshard_checkpoints (job_id, table_name, rows_total) \
-             VALUES ($1, $2, $3) \
-             ON CONFLICT (job_id, table_name) DO UPDATE SET rows_total = EXCLUDED.rows_total",
-            &[&id, &table, &total],
+            "INSERT INTO shardgate.reshard_checkpoints (job_id, table_name, rows_total, end_key) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id, table_name) DO UPDATE SET rows_total = EXCLUDED.rows_total, \
+             end_key = EXCLUDED.end_key",
+            &[&id, &table, &total, end_key],
         )
         .await
         .map_err(refused("the table's row count"))?;
@@ -497,7 +502,8 @@ pub async fn checkpoints(
     let client = db.client().await?;
     let rows = client
         .query(
-            "SELECT table_name, last_key, rows_copied, done FROM shardgate.reshard_checkpoints \
+            "SELECT table_name, last_key, rows_copied, done, end_key \
+             FROM shardgate.reshard_checkpoints \
              WHERE job_id = $1 ORDER BY table_name",
             &[&id],
         )
@@ -508,6 +514,7 @@ pub async fn checkpoints(
         .map(|r| {
             let at = Checkpoint {
                 last_key: r.get(1),
+                end_key: r.get(4),
                 rows: r.get(2),
                 done: r.get(3),
             };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::backfill::{copy_batch, Checkpoint, TableCopy};
+use super::backfill::{self, copy_batch, Checkpoint, TableCopy};
 use super::capture::{install_sql, role_sql, Role, SETUP_SQL};
 use super::driver::Next;
 use super::jobs::{self, advance};
@@ -171,19 +171,18 @@ async fn copy_table(
     let (min, mut batch, max) = BATCH;
     let mut source = connect(&m.source_url).await?;
     let mut target = connect(&m.target_url).await?;
-    if at.last_key.is_none() {
-        let sql = format!(
-            "SELECT count(*) FROM {} WHERE {}",
-            t.table,
-            t.range(None, None)
-        );
-        let row = source.client.query_one(&sql, &[]).await;
-        let total: i64 = row
-            .map_err(|e| crate::backend::control::describe(&e))?
-            .get(0);
-        jobs::save_total(db, work.id, name, total)
+    if at.last_key.is_none() && at.end_key.is_none() {
+        // Bounded now, after the capture trigger is in place: later rows are the copier's.
+        let (total, started) = backfill::start(&source.client, t).await?;
+        at = started;
+        jobs::save_total(db, work.id, name, total, &at.end_key)
             .await
             .map_err(|e| e.to_string())?;
+        if at.done {
+            jobs::save_checkpoint(db, work.id, name, &at)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     while !at.done {
         let state = jobs::state(db, work.id).await.map_err(|e| e.to_string())?;

@@ -94,6 +94,7 @@ async fn a_job_is_recorded_shown_and_aborted() {
     let db = shardgate::control::ControlDb::new(&shop.config().control.unwrap()).unwrap();
     let at = shardgate::reshard::backfill::Checkpoint {
         last_key: Some(vec!["42".into()]),
+        end_key: Some(vec!["1000".into()]),
         rows: 100,
         done: false,
     };
@@ -152,7 +153,7 @@ async fn a_job_is_recorded_shown_and_aborted() {
         shop.control(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM shardgate.migrations"
         ),
-        "1,2,3"
+        "1,2,3,4"
     );
     assert_eq!(get(admin, "/v1/reshard/999999").await.status, 404);
 }
@@ -172,7 +173,7 @@ async fn concurrent_proxies_apply_each_migration_once() {
             "SELECT string_agg(version::text || ' ' || name, ', ' ORDER BY version) \
              FROM shardgate.migrations"
         ),
-        "1 0001_decided_transactions, 2 0002_resharding, 3 0003_reshard_driving"
+        "1 0001_decided_transactions, 2 0002_resharding, 3 0003_reshard_driving, 4 0004_backfill_bound"
     );
 }
 
