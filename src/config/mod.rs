@@ -266,6 +266,18 @@ pub enum KeyType {
     Uuid,
 }
 
+impl KeyType {
+    /// The PostgreSQL type of a key of this type.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            KeyType::Bigint => "bigint",
+            KeyType::Integer => "integer",
+            KeyType::Text => "text",
+            KeyType::Uuid => "uuid",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardingFunction {

@@ -5,8 +5,7 @@ use std::fmt::Write;
 
 use super::target::redact_url;
 use super::{
-    AuthMethod, Config, CrossShard, DatabaseConfig, KeyType, PoolMode, ShardingConfig,
-    ShardingFunction,
+    AuthMethod, Config, CrossShard, DatabaseConfig, PoolMode, ShardingConfig, ShardingFunction,
 };
 
 const REDACTED: &str = "***";
@@ -167,12 +166,7 @@ fn on_off(b: bool) -> &'static str {
 }
 
 fn write_sharding(out: &mut String, s: &ShardingConfig) -> std::fmt::Result {
-    let key_type = match s.key_type {
-        KeyType::Bigint => "bigint",
-        KeyType::Integer => "integer",
-        KeyType::Text => "text",
-        KeyType::Uuid => "uuid",
-    };
+    let key_type = s.key_type.sql_name();
     let scalar = |v: &Option<super::serde_yaml_value::Scalar>| match v {
         None => "unbounded".to_string(),
         Some(super::serde_yaml_value::Scalar::Int(i)) => i.to_string(),

@@ -211,12 +211,16 @@ pub(super) async fn lock_keys(
 ) -> Result<(), String> {
     keys.sort();
     keys.dedup();
-    let locks: Vec<String> = keys
-        .iter()
-        .map(|k| format!("SELECT {};", key_lock_sql(table, &literal(k))))
-        .collect();
-    let sql = format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'; {}", locks.concat());
-    tx.batch_execute(&sql).await.map_err(|e| describe(&e))
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+        .await
+        .map_err(|e| describe(&e))?;
+    // One statement for the batch (not one per key: a batch has thousands), in array order.
+    let sql = format!(
+        "SELECT {} FROM unnest($1::text[]) WITH ORDINALITY u(k, n) ORDER BY n",
+        key_lock_sql(table, "k")
+    );
+    tx.query(&sql, &[&keys]).await.map_err(|e| describe(&e))?;
+    Ok(())
 }
 
 /// How long a copier waits for one key lock before it gives up and retries its batch.

@@ -1,11 +1,13 @@
 //! Verification (DESIGN §3.4): the source and the target compared for a move's buckets, table by
 //! table, one bucket at a time (a bucket is the chunk: its rows are selected by the same
 //! expression on both sides) by row count and an order-independent checksum of the row images;
-//! a bucket that differs is drilled down to the primary keys whose rows differ, and those rows'
-//! sharding keys are copied again under their key locks, then the bucket is compared again.
+//! the buckets that differ are drilled down (in one more scan per side) to the rows that differ,
+//! and those rows' sharding keys are copied again under their key locks and compared again.
 //!
 //! Row images are compared as text, so both sides are read with the same output settings (UTC,
 //! ISO dates, exact floats, hex bytea): equal data then prints equal.
+
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -91,42 +93,93 @@ pub async fn compare(
         .collect())
 }
 
-/// The sharding keys (as text) of the rows of `bucket` that differ, or exist on one side only.
+/// The sharding keys (as text) of the rows that differ, or exist on one side only, in
+/// `buckets`, by bucket: one scan of the table on each side, whatever the number of buckets.
 pub async fn differing_keys(
     source: &Client,
     target: &Client,
     t: &TableCopy,
-    bucket: u32,
-) -> Result<Vec<String>, String> {
+    buckets: &[u32],
+) -> Result<BTreeMap<u32, Vec<String>>, String> {
     let sql = format!(
-        "SELECT ({key})::text, md5(r::text) FROM {table} r WHERE {bucket_expr} = {bucket}",
+        "SELECT b, k, d FROM (SELECT {bucket_expr} AS b, ({key})::text AS k, md5(r::text) AS d \
+         FROM {table} r) s WHERE b = ANY($1::int[])",
         key = quote_ident(&t.key_column),
         table = t.table,
         bucket_expr = bucket_expr(t),
     );
+    let buckets: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
     let (s, d) = (
-        row_digests(source, &sql).await?,
-        row_digests(target, &sql).await?,
+        row_digests(source, &sql, &buckets).await?,
+        row_digests(target, &sql, &buckets).await?,
     );
-    let mut keys: Vec<String> = s
-        .iter()
-        .filter(|p| d.binary_search(p).is_err())
-        .chain(d.iter().filter(|p| s.binary_search(p).is_err()))
-        .map(|(k, _)| k.clone())
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let mut keys: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let one_side = |a: &[Digest], b: &[Digest]| {
+        a.iter()
+            .filter(|p| b.binary_search(p).is_err())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (bucket, key, _) in one_side(&s, &d).into_iter().chain(one_side(&d, &s)) {
+        keys.entry(bucket).or_default().push(key);
+    }
+    for list in keys.values_mut() {
+        list.sort();
+        list.dedup();
+    }
     Ok(keys)
 }
 
-/// (sharding key, row digest) pairs, sorted.
-async fn row_digests(c: &Client, sql: &str) -> Result<Vec<(String, String)>, String> {
+/// (bucket, sharding key, row digest).
+type Digest = (u32, String, String);
+
+/// Each row's [`Digest`], sorted.
+async fn row_digests(c: &Client, sql: &str, buckets: &[i32]) -> Result<Vec<Digest>, String> {
     c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
-    let rows = c.query(sql, &[]).await.map_err(|e| describe(&e))?;
-    let mut pairs: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    pairs.sort();
-    Ok(pairs)
+    let rows = c.query(sql, &[&buckets]).await.map_err(|e| describe(&e))?;
+    let mut digests: Vec<Digest> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get(1), r.get(2)))
+        .collect();
+    digests.sort();
+    Ok(digests)
 }
+
+/// How many keys one repair transaction locks and copies.
+const REPAIR_BATCH: usize = 500;
+
+/// [`repair`] of any number of keys, [`REPAIR_BATCH`] at a time; a batch that meets a key lock
+/// a client holds longer than a copier waits is split and tried again (a client is never kept
+/// waiting on verification): the keys that still differ.
+pub async fn repair_all(
+    source: &mut Client,
+    target: &mut Client,
+    t: &TableCopy,
+    keys: &[String],
+) -> Result<Vec<String>, String> {
+    let mut queue: VecDeque<&[String]> = keys.chunks(REPAIR_BATCH).collect();
+    let (mut left, mut retries) = (Vec::new(), 0);
+    while let Some(batch) = queue.pop_front() {
+        match repair(source, target, t, batch).await {
+            Ok(still) => left.extend(still),
+            Err(e) if e.contains("55P03") && retries < MAX_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let (a, b) = batch.split_at(batch.len() / 2);
+                for half in [b, a] {
+                    if !half.is_empty() {
+                        queue.push_front(half);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(left)
+}
+
+/// How often one verification run lets a busy key lock make it try a batch again.
+const MAX_RETRIES: u32 = 200;
 
 /// Copies every row of these sharding keys again, under their key locks on the source, and
 /// compares them again before the locks go (so a key written meanwhile cannot look different):
@@ -143,10 +196,12 @@ pub async fn repair(
     let src = source.transaction().await.map_err(|e| describe(&e))?;
     lock_keys(&src, &t.table, keys.to_vec()).await?;
     let list: Vec<String> = keys.iter().map(|k| literal(k)).collect();
+    // Typed like the column, so an index on the sharding key finds them.
     let rows = format!(
-        "({})::text IN ({})",
+        "{} = ANY(ARRAY[{}]::text[]::{}[])",
         quote_ident(&t.key_column),
-        list.join(", ")
+        list.join(", "),
+        t.key_type.sql_name()
     );
     let images = format!(
         "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",

@@ -13,7 +13,7 @@ use super::backfill::TableCopy;
 use super::cutover::Way;
 use super::driver::Next;
 use super::jobs::{self, advance};
-use super::verify::{compare, differing_keys, repair, BucketDiff};
+use super::verify::{compare, differing_keys, repair_all, BucketDiff};
 use super::work::{connect, Work};
 use super::Phase;
 use crate::backend::control::describe;
@@ -104,16 +104,20 @@ async fn run(db: &ControlDb, work: &Work, way: Way) -> Result<Summary, String> {
             }
             // A change committed between the two reads is copied within milliseconds: look again.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            for d in compare(&owner.client, &copy.client, t).await? {
-                let keys = differing_keys(&owner.client, &copy.client, t, d.bucket).await?;
-                let left = repair(&mut owner.client, &mut copy.client, t, &keys).await?;
-                s.differing_buckets += 1;
-                s.repaired_keys += (keys.len() - left.len()) as u64;
-                s.remaining += left.len() as u64;
-                let room = 10usize.saturating_sub(s.samples.len());
-                s.samples
-                    .extend(keys.iter().take(room).map(|k| format!("{}:{k}", t.table)));
-                record_bucket(db, work.id, s.run, t, &d, &keys).await?;
+            let diffs = compare(&owner.client, &copy.client, t).await?;
+            let buckets: Vec<u32> = diffs.iter().map(|d| d.bucket).collect();
+            let keys = differing_keys(&owner.client, &copy.client, t, &buckets).await?;
+            let all: Vec<String> = keys.values().flatten().cloned().collect();
+            let left = repair_all(&mut owner.client, &mut copy.client, t, &all).await?;
+            s.differing_buckets += diffs.len() as u64;
+            s.repaired_keys += (all.len() - left.len()) as u64;
+            s.remaining += left.len() as u64;
+            let room = 10usize.saturating_sub(s.samples.len());
+            s.samples
+                .extend(all.iter().take(room).map(|k| format!("{}:{k}", t.table)));
+            for d in &diffs {
+                let keys = keys.get(&d.bucket).map_or(&[][..], Vec::as_slice);
+                record_bucket(db, work.id, s.run, t, d, keys).await?;
             }
         }
         owner.close().await;

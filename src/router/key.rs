@@ -279,12 +279,7 @@ fn phrase(key_type: &KeyType) -> String {
 }
 
 fn name(key_type: &KeyType) -> &'static str {
-    match key_type {
-        KeyType::Bigint => "bigint",
-        KeyType::Integer => "integer",
-        KeyType::Text => "text",
-        KeyType::Uuid => "uuid",
-    }
+    key_type.sql_name()
 }
 
 fn range(key_type: &KeyType) -> String {

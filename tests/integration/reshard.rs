@@ -266,7 +266,7 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
 
     // Verification: equal now; after the target is damaged, the damaged keys are found,
     // repaired, and the buckets compare equal again.
-    use shardgate::reshard::verify::{compare, differing_keys, repair};
+    use shardgate::reshard::verify::{compare, differing_keys, repair_all};
     let mut source = crate::harness::connect(&shop.shard_url(0)).await;
     let mut target = crate::harness::connect(&shop.shard_url(1)).await;
     assert_eq!(compare(&source, &target, &table).await.unwrap(), vec![]);
@@ -287,17 +287,19 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
     );
     let diffs = compare(&source, &target, &table).await.unwrap();
     assert!(!diffs.is_empty() && diffs.len() <= 3, "{diffs:?}");
-    let mut found = Vec::new();
-    for d in &diffs {
-        found.extend(
-            differing_keys(&source, &target, &table, d.bucket)
-                .await
-                .unwrap(),
-        );
-    }
+    let buckets: Vec<u32> = diffs.iter().map(|d| d.bucket).collect();
+    let by_bucket = differing_keys(&source, &target, &table, &buckets)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_bucket.keys().copied().collect::<Vec<_>>(),
+        buckets,
+        "every differing bucket has its keys"
+    );
+    let mut found: Vec<String> = by_bucket.into_values().flatten().collect();
     found.sort_by_key(|k| k.parse::<i64>().unwrap());
     assert_eq!(found, keys, "exactly the damaged keys");
-    let left = repair(&mut source, &mut target, &table, &found).await;
+    let left = repair_all(&mut source, &mut target, &table, &found).await;
     assert_eq!(
         left.unwrap(),
         Vec::<String>::new(),
