@@ -23,9 +23,13 @@ const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text, \
 const USERS: i64 = 200;
 
 pub(crate) async fn shop() -> (Shards, Log) {
+    shop_of(ShardsOptions::new(2)).await
+}
+
+/// [`shop`] on shards of `opts`.
+async fn shop_of(opts: ShardsOptions) -> (Shards, Log) {
     let shop = Shards::start(
-        ShardsOptions::new(2)
-            .schema(SCHEMA)
+        opts.schema(SCHEMA)
             .table("users", "id")
             .table("orders", "user_id")
             .two_phase()
@@ -213,6 +217,12 @@ pub(crate) async fn act(shop: &Shards, id: i64, action: &str) {
 /// increment counted once; exactly the acknowledged orders; nothing of the moved buckets left
 /// on the source.
 pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
+    check_placed(shop, log, cut_over.then_some(1), 2);
+}
+
+/// As [`check`] over the first `shards` shards, the moved buckets owned by `moved_to` (`None`:
+/// by their configured owner).
+fn check_placed(shop: &Shards, log: &Log, moved_to: Option<usize>, shards: usize) {
     let l = log;
     let first: Vec<&String> = l.errors.iter().take(5).collect();
     assert!(
@@ -220,12 +230,9 @@ pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
         "clients saw {} errors: {first:?}…",
         l.errors.len()
     );
-    let owner = |k: i64| {
-        if cut_over && moved(k) {
-            1
-        } else {
-            shop.owner(k)
-        }
+    let owner = |k: i64| match moved_to {
+        Some(to) if moved(k) => to,
+        _ => shop.owner(k),
     };
     let users = |s: usize| -> BTreeMap<i64, i64> {
         shop.direct(s, "SELECT id || ' ' || n FROM users ORDER BY id")
@@ -236,13 +243,13 @@ pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
             })
             .collect()
     };
-    let (u0, u1) = (users(0), users(1));
-    for (s, rows) in [(0, &u0), (1, &u1)] {
-        for id in rows.keys() {
-            assert_eq!(owner(*id), s, "user {id} on s{s}, which does not own it");
+    let mut all: BTreeMap<i64, i64> = BTreeMap::new();
+    for s in 0..shards {
+        for (id, n) in users(s) {
+            assert_eq!(owner(id), s, "user {id} on s{s}, which does not own it");
+            assert!(all.insert(id, n).is_none(), "user {id} twice");
         }
     }
-    let all: BTreeMap<i64, i64> = u0.into_iter().chain(u1).collect();
     let expected_ids: BTreeSet<i64> = (1..=USERS).chain(l.new_users.iter().copied()).collect();
     assert_eq!(
         all.keys().copied().collect::<BTreeSet<_>>(),
@@ -273,7 +280,7 @@ pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
         .collect()
     };
     let mut found: BTreeMap<(i64, i64), i32> = BTreeMap::new();
-    for s in 0..2 {
+    for s in 0..shards {
         for (u, id, total) in orders(s) {
             assert_eq!(owner(u), s, "order {u}/{id} on s{s}, which does not own it");
             assert!(
@@ -294,8 +301,12 @@ async fn start_move(shop: &Shards) -> i64 {
 
 /// Starts the move, backfill copying at most `rows_per_second` (0: no limit).
 async fn begin_move(shop: &Shards, rows_per_second: u64) -> i64 {
+    begin_move_to(shop, "s1", rows_per_second).await
+}
+
+async fn begin_move_to(shop: &Shards, to: &str, rows_per_second: u64) -> i64 {
     let body = format!(
-        r#"{{"database": "app", "moves": [{{"buckets": "0-1", "to": "s1"}}], "rows_per_second": {rows_per_second}}}"#
+        r#"{{"database": "app", "moves": [{{"buckets": "0-1", "to": "{to}"}}], "rows_per_second": {rows_per_second}}}"#
     );
     let started = post(shop.admin_addr(), "/v1/reshard", &body).await;
     assert_eq!(started.status, 202, "{}", started.json());
@@ -581,4 +592,44 @@ async fn verification_finds_and_repairs_a_planted_difference() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A move to a shard that is new in the config (its schema in place, owning no bucket), under
+/// the workload: the moved users and their orders end on it with every acknowledged write,
+/// nothing of them stays on the old owner, and the published map and routed queries say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_to_a_new_shard_puts_the_buckets_there() {
+    let (shop, seeded) = shop_of(ShardsOptions::new(3).new_shards(1)).await;
+    assert_eq!(shop.direct(2, "SELECT count(*) FROM users"), "0");
+    let (log, stop, tasks) = workload(&shop, seeded, 4);
+    let id = begin_move_to(&shop, "s2", 0).await;
+    wait_phase(&shop, id, "ready", Duration::from_secs(60)).await;
+    act(&shop, id, "cutover").await;
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(30)).await;
+    act(&shop, id, "finish").await;
+    wait_phase(&shop, id, "finished", Duration::from_secs(30)).await;
+    stop_workload(stop, tasks).await;
+    let log = log.lock().unwrap();
+    check_placed(&shop, &log, Some(2), 3);
+    let map = get(shop.admin_addr(), "/v1/databases/app/shard-map")
+        .await
+        .json();
+    let owned = |name: &str| {
+        let shards = map["shards"].as_array().unwrap();
+        let shard = shards.iter().find(|s| s["name"] == name).unwrap();
+        shard["buckets"].clone()
+    };
+    assert_eq!(
+        (owned("s0"), owned("s2")),
+        (serde_json::json!(["2-3"]), serde_json::json!(["0-1"])),
+        "{map:#}"
+    );
+    // The hot moving key, read through shardgate: from the new shard, every increment there.
+    let key = (1..).find(|k| moved(*k)).unwrap();
+    let c = shop.connect().await;
+    let row = c
+        .query_one("SELECT n FROM users WHERE id = $1", &[&key])
+        .await
+        .unwrap();
+    assert_eq!(i64::from(row.get::<_, i32>(0)), log.increments[&key]);
 }

@@ -61,6 +61,9 @@ pub struct ShardsOptions {
     pub two_phase: bool,
     /// `admin.token`; default none (the /v1 admin routes then refuse every request).
     pub admin_token: Option<String>,
+    /// How many of the last shards are new: configured, schema in place, owning no bucket (a
+    /// resharding target). Default 0.
+    pub new_shards: usize,
 }
 
 impl Default for ShardsOptions {
@@ -84,7 +87,14 @@ impl ShardsOptions {
             checkout_timeout_ms: 3000,
             two_phase: false,
             admin_token: None,
+            new_shards: 0,
         }
+    }
+
+    /// See [`ShardsOptions::new_shards`].
+    pub fn new_shards(mut self, n: usize) -> Self {
+        self.new_shards = n;
+        self
     }
 
     pub fn admin_token(mut self, token: &str) -> Self {
@@ -134,10 +144,11 @@ impl ShardsOptions {
         self
     }
 
-    /// The shard owning `bucket`: shard i has buckets `i*B/N ..= (i+1)*B/N - 1`.
+    /// The shard owning `bucket`: shard i has buckets `i*B/N ..= (i+1)*B/N - 1`, N the shards
+    /// that are not new.
     fn bucket_owner(&self, bucket: u32) -> usize {
         // The last range starting at or before the bucket: the same ranges `config_yaml` writes.
-        (0..self.shards)
+        (0..self.owning())
             .rev()
             .find(|&i| self.first_bucket(i) <= u64::from(bucket))
             .expect("shard 0 starts at bucket 0")
@@ -145,7 +156,12 @@ impl ShardsOptions {
 
     /// The first bucket of shard `i`.
     fn first_bucket(&self, i: usize) -> u64 {
-        i as u64 * u64::from(self.buckets) / self.shards as u64
+        i as u64 * u64::from(self.buckets) / self.owning() as u64
+    }
+
+    /// The shards that own buckets.
+    fn owning(&self) -> usize {
+        self.shards - self.new_shards
     }
 }
 
@@ -160,7 +176,10 @@ pub struct Shards {
 impl Shards {
     /// Starts the cluster, creates and fills the shard databases, then starts the proxy.
     pub async fn start(opts: ShardsOptions) -> Shards {
-        assert!(opts.shards >= 1, "at least one shard");
+        assert!(
+            opts.shards > opts.new_shards,
+            "at least one shard owning buckets"
+        );
         assert!(
             opts.buckets as usize >= opts.shards,
             "{} buckets cannot be split over {} shards",
@@ -389,6 +408,9 @@ fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
         let db = shard_db(&o.prefix, i);
         let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{pg_port}/{db}");
         let _ = writeln!(y, "      s{i}: {{ primary: \"{url}\" }}");
+        if i >= o.owning() {
+            continue;
+        }
         let last = o.first_bucket(i + 1) - 1;
         map.push(format!(
             "{{ buckets: {}-{last}, shard: s{i} }}",
@@ -430,4 +452,14 @@ fn buckets_split_evenly_and_in_order() {
     let two = ShardsOptions::new(2);
     let owners: Vec<usize> = (0..8).map(|b| two.bucket_owner(b)).collect();
     assert_eq!(owners, [0, 0, 0, 0, 1, 1, 1, 1]);
+    // A new shard is configured and owns nothing.
+    let new = ShardsOptions::new(3).new_shards(1);
+    let owners: Vec<usize> = (0..8).map(|b| new.bucket_owner(b)).collect();
+    assert_eq!(owners, [0, 0, 0, 0, 1, 1, 1, 1]);
+    let yaml = config_yaml(&new, 5432);
+    assert!(yaml.contains("      s2: { primary:"), "{yaml}");
+    assert!(
+        yaml.contains("map: [{ buckets: 0-3, shard: s0 }, { buckets: 4-7, shard: s1 }]"),
+        "{yaml}"
+    );
 }
