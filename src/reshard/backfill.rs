@@ -237,6 +237,20 @@ pub(super) async fn syncing(
     Ok(tx)
 }
 
+/// The row images (a JSON array) of the rows of `t` that satisfy `rows` (SQL over its columns).
+pub(super) async fn row_images(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &TableCopy,
+    rows: &str,
+) -> Result<String, String> {
+    let sql = format!(
+        "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",
+        t.table
+    );
+    let row = tx.query_one(&sql, &[]).await.map_err(|e| describe(&e))?;
+    Ok(row.get(0))
+}
+
 /// Makes the target's rows that satisfy `rows` (SQL over the table's columns) exactly `json`
 /// (the source's row images of the same rows).
 pub(super) async fn write_target(

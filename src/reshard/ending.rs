@@ -27,21 +27,38 @@ const DELETE_PAUSE: Duration = Duration::from_millis(10);
 pub async fn finish(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     let mut deleted = 0;
     for m in &work.moves {
-        // No new marks on the target; the ones left are copied before the source's rows go, so
-        // no late copy brings a row back.
-        remove_capture(&m.target_url, m, None).await?;
-        let target = connect(&m.target_url).await?;
-        while pending(&target.client, work.id).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        run(&target.client, &forget_sql(work.id)).await?;
-        target.close().await;
-        deleted += delete_moved(&m.source_url, m).await?;
-        remove_capture(&m.source_url, m, Some(work.id)).await?;
+        deleted += let_go(work.id, m, &m.target_url, &m.source_url).await?;
     }
-    settle(db, store, work).await?;
     let text = format!("finished: {deleted} moved rows deleted from the sources");
-    advance(db, work.id, Phase::Finishing, Phase::Finished, &text)
+    end(db, store, work, (Phase::Finishing, Phase::Finished), &text).await
+}
+
+/// The side at `owner` keeps the move's buckets, the one at `other` lets them go: no new marks
+/// on the owner, the ones left there copied before the other's rows are deleted (so no late
+/// copy brings a row back), then the other's capture removed. The rows deleted.
+async fn let_go(job: i64, m: &MoveWork, owner: &str, other: &str) -> Result<u64, String> {
+    remove_capture(owner, m, None).await?;
+    let keeper = connect(owner).await?;
+    while pending(&keeper.client, job).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run(&keeper.client, &forget_sql(job)).await?;
+    keeper.close().await;
+    let deleted = delete_moved(other, m).await?;
+    remove_capture(other, m, Some(job)).await?;
+    Ok(deleted)
+}
+
+/// The job's last step: every proxy's map settled, the phase recorded, the shards cleaned.
+async fn end(
+    db: &ControlDb,
+    store: &Store,
+    work: &Work,
+    (from, to): (Phase, Phase),
+    text: &str,
+) -> Result<Next, String> {
+    settle(db, store, work).await?;
+    advance(db, work.id, from, to, text)
         .await
         .map_err(|e| e.to_string())?;
     jobs::mark_cleaned(db, work.id)
@@ -70,25 +87,17 @@ pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Nex
     }
     let mut deleted = 0;
     for m in &work.moves {
-        remove_capture(&m.source_url, m, None).await?;
-        let source = connect(&m.source_url).await?;
-        while pending(&source.client, work.id).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        run(&source.client, &forget_sql(work.id)).await?;
-        source.close().await;
-        deleted += delete_moved(&m.target_url, m).await?;
-        remove_capture(&m.target_url, m, Some(work.id)).await?;
+        deleted += let_go(work.id, m, &m.source_url, &m.target_url).await?;
     }
-    settle(db, store, work).await?;
     let text = format!("rolled back: the sources own the buckets again; {deleted} copied rows deleted from the targets");
-    advance(db, work.id, Phase::RollingBack, Phase::RolledBack, &text)
-        .await
-        .map_err(|e| e.to_string())?;
-    jobs::mark_cleaned(db, work.id)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Next::Done)
+    end(
+        db,
+        store,
+        work,
+        (Phase::RollingBack, Phase::RolledBack),
+        &text,
+    )
+    .await
 }
 
 /// After an abort: the capture goes from both sides (the target's copies stay: a new job's

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
-use super::backfill::{literal, syncing, try_key_lock_sql, write_target, TableCopy};
+use super::backfill::{literal, row_images, syncing, try_key_lock_sql, write_target, TableCopy};
 use crate::backend::control::describe;
 
 /// What one batch did.
@@ -82,15 +82,7 @@ pub async fn copy_changes(
             table = t.table,
             list = literal(&list),
         );
-        let images = format!(
-            "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",
-            t.table
-        );
-        let json: String = src
-            .query_one(&images, &[])
-            .await
-            .map_err(|e| describe(&e))?
-            .get(0);
+        let json = row_images(&src, t, &rows).await?;
         write_target(&tgt, t, &rows, &json).await?;
         done.extend(ready.iter().map(|m| m.id));
         batch.copied += ready.len();

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::backfill::{literal, lock_keys, quote_ident, syncing, write_target, TableCopy};
+use super::backfill::{
+    literal, lock_keys, quote_ident, row_images, syncing, write_target, TableCopy,
+};
 use crate::backend::control::describe;
 use crate::router::hash::bucket_sql;
 
@@ -203,15 +205,7 @@ pub async fn repair(
         list.join(", "),
         t.key_type.sql_name()
     );
-    let images = format!(
-        "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",
-        t.table
-    );
-    let json: String = src
-        .query_one(&images, &[])
-        .await
-        .map_err(|e| describe(&e))?
-        .get(0);
+    let json = row_images(&src, t, &rows).await?;
     let tgt = syncing(target).await?;
     write_target(&tgt, t, &rows, &json).await?;
     let digests = format!(
