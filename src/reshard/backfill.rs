@@ -22,7 +22,7 @@ use tokio_postgres::Client;
 
 use crate::backend::control::describe;
 use crate::config::KeyType;
-use crate::router::hash::bucket_sql;
+use crate::router::hash::bucket_range_sql;
 
 /// One table's share of a move.
 #[derive(Debug, Clone)]
@@ -90,12 +90,7 @@ impl TableCopy {
     /// The moved buckets, after the checkpoint (and up to `upto`, when given).
     pub(super) fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
         let key = quote_ident(&self.key_column);
-        let mut sql = format!(
-            "{} BETWEEN {} AND {}",
-            bucket_sql(&key, self.key_type, self.buckets),
-            self.first,
-            self.last
-        );
+        let mut sql = bucket_range_sql(&key, self.key_type, self.buckets, (self.first, self.last));
         let tuple = |values: &[String]| {
             values
                 .iter()

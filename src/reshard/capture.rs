@@ -17,7 +17,7 @@
 //! [`super::sync`] copies the marked rows to the other side. Writes by shardgate's own copiers
 //! set `shardgate.syncing` and are not captured.
 
-use crate::router::hash::bucket_sql;
+use crate::router::hash::bucket_range_sql;
 
 use super::backfill::{key_lock_sql, literal, quote_ident, TableCopy};
 
@@ -75,11 +75,9 @@ fn fence_low(job: i64) -> i32 {
 pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
     let key = quote_ident(&t.key_column);
     let moved = |row: &str| {
-        let expr = bucket_sql(&format!("{row}.{key}"), t.key_type, t.buckets);
-        format!(
-            "{row}.{key} IS NOT NULL AND {expr} BETWEEN {} AND {}",
-            t.first, t.last
-        )
+        let column = format!("{row}.{key}");
+        let within = bucket_range_sql(&column, t.key_type, t.buckets, (t.first, t.last));
+        format!("{column} IS NOT NULL AND {within}")
     };
     let pk = |row: &str| {
         let fields: Vec<String> = t

@@ -48,7 +48,7 @@ async fn figures(c: &Client, t: &TableCopy) -> Result<Vec<(u32, Figures)>, Strin
         "SELECT b, count(*), (sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric \
              + 9223372036854775808) % 18446744073709551616)::text \
          FROM (SELECT {bucket} AS b, r FROM {table} r) s \
-         WHERE b BETWEEN {first} AND {last} GROUP BY b ORDER BY b",
+         WHERE b <@ int4range({first}, {last}, '[]') GROUP BY b ORDER BY b",
         bucket = bucket_expr(t),
         table = t.table,
         first = t.first,

@@ -77,10 +77,39 @@ pub fn bucket_sql(column: &str, key_type: crate::config::KeyType, buckets: u32) 
         KeyType::Text => format!("pg_catalog.hashtextextended(({column})::text, {seed})"),
         KeyType::Uuid => format!("pg_catalog.uuid_hash_extended(({column})::uuid, {seed})"),
     };
-    // The signed bigint as an unsigned 64-bit number, plus hash_combine64's constant, modulo
-    // 2^64, then the remainder: numeric arithmetic, exact.
-    let two64 = "18446744073709551616";
-    format!("(((({hash})::numeric + {two64} + {COMBINE64}) % {two64}) % {buckets})::int")
+    if buckets > i32::MAX as u32 {
+        // The signed bigint as an unsigned 64-bit number, plus hash_combine64's constant,
+        // modulo 2^64, then the remainder: numeric arithmetic, exact (and slow).
+        let two64 = "18446744073709551616";
+        return format!(
+            "(((({hash})::numeric + {two64} + {COMBINE64}) % {two64}) % {buckets})::bigint"
+        );
+    }
+    // The same in bigint arithmetic, about six times faster than numeric (it runs for every row
+    // that backfill, verification and the capture trigger look at): the unsigned 64-bit sum
+    // `hash + COMBINE64` as two 32-bit halves with the carry, then
+    // `(hi * 2^32 + lo) % B = ((hi % B) * (2^32 % B) + lo) % B`, which stays below 2^63 for
+    // B < 2^31. (PostgreSQL's `&` and `>>` bind looser than `+`: hence every parenthesis.)
+    let (mask, c_lo, c_hi) = (u32::MAX, COMBINE64 & 0xFFFF_FFFF, COMBINE64 >> 32);
+    let lo_sum = format!("((({hash}) & {mask}) + {c_lo})");
+    let hi = format!("((((({hash}) >> 32) & {mask}) + {c_hi} + ({lo_sum} >> 32)) & {mask})");
+    let lo = format!("({lo_sum} & {mask})");
+    let two32 = 1u64 << 32;
+    format!(
+        "((({hi} % {buckets}) * {} + {lo}) % {buckets})::int",
+        two32 % u64::from(buckets)
+    )
+}
+
+/// `bucket_sql(column, …)` within `first..=last`, the expression evaluated once.
+pub fn bucket_range_sql(
+    column: &str,
+    key_type: crate::config::KeyType,
+    buckets: u32,
+    (first, last): (u32, u32),
+) -> String {
+    let bucket = bucket_sql(column, key_type, buckets);
+    format!("{bucket} <@ int4range({first}, {last}, '[]')")
 }
 
 /// `hash_combine64(0, colhash)`: the row hash of a key with one column.

@@ -19,6 +19,9 @@ use crate::harness::{binaries, connect};
 const KEYS: usize = 4000;
 /// A power of two (a typical bucket count) and an odd modulus, which uses the hash's high bits.
 const MODULI: [u32; 2] = [1024, 7];
+/// What `bucket_sql` is checked with besides: one bucket, a large power of two, and the largest
+/// count its bigint arithmetic takes (its products must stay below 2^63).
+const SQL_MODULI: [u32; 3] = [1, 65536, i32::MAX as u32];
 
 /// A bare server and a superuser connection to it, with one empty hash-partitioned table per
 /// key type.
@@ -96,7 +99,7 @@ impl Server {
         keys: &[T],
         hashes: &[u64],
     ) {
-        for modulus in MODULI {
+        for modulus in MODULI.into_iter().chain(SQL_MODULI) {
             let expr = bucket_sql("k", key_type, modulus);
             let sql = format!(
                 "SELECT array_agg({expr} ORDER BY n) FROM unnest({array}) WITH ORDINALITY AS t(k, n)"
