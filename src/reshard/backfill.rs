@@ -4,12 +4,13 @@
 //! was saved) with the same result.
 //!
 //! A batch, in one transaction on the source and one on the target:
-//! 1. the next `batch` primary keys of the moved buckets after the checkpoint, and their sharding
-//!    keys (no lock yet);
-//! 2. `pg_advisory_xact_lock(table, key)` for each of those keys, in order, on the source;
-//! 3. the row images of that primary-key range, read again under the locks (as JSON: every type
+//! 1. the next `batch` primary keys of the moved buckets after the checkpoint, taking
+//!    `pg_advisory_xact_lock(table, key)` for each row's sharding key as they are read (one
+//!    statement: the locks come in primary-key order, and the copier gives up a batch whose lock
+//!    it waits for too long, see [`LOCK_WAIT`]);
+//! 2. the row images of that primary-key range, read again under the locks (as JSON: every type
 //!    round-trips through its text form);
-//! 4. on the target: the range's rows that the source no longer has are deleted, the others are
+//! 3. on the target: the range's rows that the source no longer has are deleted, the others are
 //!    upserted; the target commits, then the source (releasing the locks).
 //!
 //! The checkpoint is the last primary key of the batch (each column as text). The copy ends at
@@ -153,11 +154,15 @@ pub async fn copy_batch(
     let src = source.transaction().await.map_err(|e| describe(&e))?;
     let after = from.last_key.as_deref();
     let pk_text = t.pk_text();
+    src.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+        .await
+        .map_err(|e| describe(&e))?;
     let next = format!(
-        // Aliased: ORDER BY would take an output column named like a key column first.
-        "SELECT ARRAY[{}] AS sg_pk, ({})::text AS sg_key FROM {} WHERE {} ORDER BY {} LIMIT {batch}",
+        // Aliased: ORDER BY would take an output column named like a key column first. The
+        // lock, volatile, is evaluated for the rows LIMIT lets through only.
+        "SELECT ARRAY[{}] AS sg_pk, {} AS sg_locked FROM {} WHERE {} ORDER BY {} LIMIT {batch}",
         pk_text.join(", "),
-        quote_ident(&t.key_column),
+        key_lock_sql(&t.table, &quote_ident(&t.key_column)),
         t.table,
         t.range(after, from.end_key.as_deref()),
         t.pk()
@@ -170,8 +175,6 @@ pub async fn copy_batch(
         });
     };
     let upto: Vec<String> = last_row.get(0);
-    let keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(1)).collect();
-    lock_keys(&src, &t.table, keys).await?;
     let images = format!(
         "SELECT coalesce(json_agg(r), '[]')::text, count(*) FROM (SELECT * FROM {} WHERE {} ORDER BY {}) r",
         t.table,
@@ -195,10 +198,10 @@ pub async fn copy_batch(
     })
 }
 
-/// Takes the key locks of `keys` of `table` in the source transaction `tx`, in one order for
-/// every copier (sorted), so two of them never wait on each other. A client transaction takes
-/// its keys in any order, so a copier waits for one at most [`LOCK_WAIT`] and then gives up
-/// its batch (releasing what it took): a client is never the victim of a deadlock with it.
+/// Takes the key locks of `keys` of `table` in the source transaction `tx`, sorted. A client
+/// transaction takes its keys in any order, so a copier waits for one at most [`LOCK_WAIT`] and
+/// then gives up its batch (releasing what it took): a client is never the victim of a deadlock
+/// with it.
 pub(super) async fn lock_keys(
     tx: &tokio_postgres::Transaction<'_>,
     table: &str,
