@@ -96,6 +96,7 @@ impl Proxy {
             .map_err(ProxyError::Control)?
             .map(Arc::new);
         let coordinator = start_coordinator(&store, control.clone(), &shutdown).await?;
+        let health = Arc::new(Monitor::new());
         if let Some(db) = &control {
             // Before serving: a map a cutover persisted is where the data is now.
             crate::reshard::epochs::take_at_start(db, &store).await;
@@ -111,11 +112,11 @@ impl Proxy {
                 db.clone(),
                 url,
                 store.clone(),
+                health.clone(),
                 shutdown.clone(),
             );
             tokio::spawn(driver.run());
         }
-        let health = Arc::new(Monitor::new());
         tokio::spawn(crate::health::run(
             store.clone(),
             health.clone(),

@@ -16,6 +16,7 @@ use super::work::{connect, Work};
 use super::{ending, steps, sync, Phase};
 use crate::backend::control::ControlConn;
 use crate::control::ControlDb;
+use crate::health::Monitor;
 use crate::topology::Store;
 
 /// How often unclaimed jobs are looked for.
@@ -36,6 +37,8 @@ pub struct Driver {
     pub control: Arc<ControlDb>,
     pub control_url: String,
     pub store: Arc<Store>,
+    /// The health checks' reports: backfill waits while a source's replica lags.
+    pub health: Arc<Monitor>,
     pub stop: CancellationToken,
     driving: Mutex<HashSet<i64>>,
 }
@@ -45,12 +48,14 @@ impl Driver {
         control: Arc<ControlDb>,
         control_url: String,
         store: Arc<Store>,
+        health: Arc<Monitor>,
         stop: CancellationToken,
     ) -> Arc<Driver> {
         Arc::new(Driver {
             control,
             control_url,
             store,
+            health,
             stop,
             driving: Mutex::new(HashSet::new()),
         })
@@ -148,7 +153,7 @@ impl Driver {
             Phase::Preflight => steps::start_dual_write(db, &config, &work).await,
             Phase::DualWrite => steps::await_acknowledgements(db, &work).await,
             Phase::Backfill if state.paused => Ok(Next::After(Duration::from_millis(200))),
-            Phase::Backfill => steps::backfill(db, &work).await,
+            Phase::Backfill => steps::backfill(db, &work, &self.health).await,
             Phase::Verify if state.paused => Ok(Next::After(Duration::from_millis(200))),
             Phase::Verify => super::verifying::verify_phase(db, &work).await,
             Phase::Ready | Phase::ReverseDualWrite => Ok(Next::After(Duration::from_millis(200))),

@@ -14,6 +14,7 @@ use super::work::{connect, lagging, map_with, publish, run, run_ddl, MoveWork, W
 use super::Phase;
 use crate::config::Config;
 use crate::control::ControlDb;
+use crate::health::Monitor;
 
 /// Installs the capture on both sides of every move (authoritative source, shadow target) and
 /// publishes the dual-write epoch.
@@ -123,7 +124,7 @@ fn checkpoint_name(t: &TableCopy, moves: usize) -> String {
 }
 
 /// Backfill from the checkpoints until every table is copied, or the job is paused or moved.
-pub async fn backfill(db: &ControlDb, work: &Work) -> Result<Next, String> {
+pub async fn backfill(db: &ControlDb, work: &Work, health: &Monitor) -> Result<Next, String> {
     let saved = jobs::checkpoints(db, work.id)
         .await
         .map_err(|e| e.to_string())?;
@@ -136,7 +137,7 @@ pub async fn backfill(db: &ControlDb, work: &Work) -> Result<Next, String> {
                 .find(|(n, _)| *n == name)
                 .map(|(_, c)| c.clone())
                 .unwrap_or_default();
-            match copy_table(db, work, m, t, &name, at).await? {
+            match copy_table((db, health), work, m, t, &name, at).await? {
                 Copied::Done(n) => rows += n,
                 Copied::Interrupted => return Ok(Next::Now),
             }
@@ -155,13 +156,30 @@ enum Copied {
     Interrupted,
 }
 
+/// How long backfill waits before it looks at a lagging replica again.
+const LAG_PAUSE: Duration = Duration::from_millis(200);
+
+/// The replica of `shard` furthest behind its primary, as `(host:port, ms)`, when it is further
+/// than `routing.max_replica_lag_ms`: backfill backs off rather than add to its lag (DESIGN
+/// §3.3). A replica whose lag is unknown (its primary down, nothing replayed yet) does not count.
+fn replica_behind(health: &Monitor, work: &Work, shard: &str) -> Option<(String, u64)> {
+    let report = health.report();
+    let shard = report.shard(&work.database, shard)?;
+    let (server, ms) = shard
+        .servers
+        .iter()
+        .filter_map(|s| Some((s, s.lag?.ms)))
+        .max_by_key(|(_, ms)| *ms)?;
+    (ms > work.max_replica_lag_ms).then(|| (format!("{}:{}", server.key.host, server.key.port), ms))
+}
+
 /// Batch sizes backfill moves between: it halves after a slow batch (the source is busy) and
 /// grows after a quick one.
 const BATCH: (i64, i64, i64) = (100, 1000, 5000);
 const SLOW: Duration = Duration::from_millis(500);
 
 async fn copy_table(
-    db: &ControlDb,
+    (db, health): (&ControlDb, &Monitor),
     work: &Work,
     m: &MoveWork,
     t: &TableCopy,
@@ -184,10 +202,29 @@ async fn copy_table(
                 .map_err(|e| e.to_string())?;
         }
     }
+    let mut waiting = false;
     while !at.done {
         let state = jobs::state(db, work.id).await.map_err(|e| e.to_string())?;
         if state.phase != Phase::Backfill || state.paused {
             return Ok(Copied::Interrupted);
+        }
+        let behind = replica_behind(health, work, &m.mv.from);
+        if behind.is_some() != waiting {
+            waiting = behind.is_some();
+            let text = match &behind {
+                Some((server, ms)) => format!(
+                    "backfill waits: replica {server} of \"{}\" is {ms} ms behind (routing.max_replica_lag_ms: {})",
+                    m.mv.from, work.max_replica_lag_ms
+                ),
+                None => format!("the replicas of \"{}\" caught up; backfill goes on", m.mv.from),
+            };
+            jobs::remark(db, work.id, Phase::Backfill, &text)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if waiting {
+            tokio::time::sleep(LAG_PAUSE).await;
+            continue;
         }
         let started = Instant::now();
         let before = at.rows;

@@ -35,6 +35,8 @@ pub struct Work {
     pub moves: Vec<MoveWork>,
     /// Backfill's throttle, if the job was started with one.
     pub rows_per_second: Option<u64>,
+    /// `routing.max_replica_lag_ms`: backfill waits while a source's replica is further behind.
+    pub max_replica_lag_ms: u64,
 }
 
 impl Work {
@@ -103,6 +105,7 @@ impl Work {
             database: state.database.clone(),
             moves,
             rows_per_second: state.options["rows_per_second"].as_u64().filter(|n| *n > 0),
+            max_replica_lag_ms: db.routing.max_replica_lag_ms,
         })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use shardgate::router::hash::{bucket_of, hash_int};
 
 use crate::admin_api::{get, post, TOKEN};
@@ -632,4 +632,77 @@ async fn a_move_to_a_new_shard_puts_the_buckets_there() {
         .await
         .unwrap();
     assert_eq!(i64::from(row.get::<_, i32>(0)), log.increments[&key]);
+}
+
+/// Backfill backs off while a replica of the source is further behind than
+/// `routing.max_replica_lag_ms`: with the replica's replay paused it copies nothing and says
+/// why in the job's history; once replay resumes it goes on to ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_waits_for_a_lagging_replica_of_the_source() {
+    let opts = ShardsOptions::new(2)
+        .replica()
+        .routing("max_replica_lag_ms", "300");
+    let (shop, _) = shop_of(opts).await;
+    let replica = shop.replica_server();
+    replica
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .unwrap();
+    // Commits on the primary the paused replica does not replay: its lag grows.
+    shop.direct(0, "UPDATE users SET name = 'behind' WHERE id = 1");
+    let id = begin_move(&shop, 0).await;
+    let job = wait_history(&shop, id, "backfill waits: replica").await;
+    assert_eq!(job["phase"], "backfill", "{job:#}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let job = get(shop.admin_addr(), &format!("/v1/reshard/{id}"))
+        .await
+        .json();
+    let copied: i64 = job["progress"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows_copied"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        (job["phase"].clone(), copied),
+        (json!("backfill"), 0),
+        "{job:#}"
+    );
+    replica
+        .psql("postgres", "SELECT pg_wal_replay_resume()")
+        .unwrap();
+    let job = wait_phase(&shop, id, "ready", Duration::from_secs(60)).await;
+    let notes: Vec<&str> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["note"].as_str())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("the replicas of \"s0\" caught up")),
+        "{notes:#?}"
+    );
+}
+
+/// Waits until a note of the job's history starts with `start`.
+async fn wait_history(shop: &Shards, id: i64, start: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let job = get(shop.admin_addr(), &format!("/v1/reshard/{id}"))
+            .await
+            .json();
+        let history = job["history"].as_array().unwrap();
+        if history
+            .iter()
+            .any(|h| h["note"].as_str().is_some_and(|n| n.starts_with(start)))
+        {
+            return job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no note \"{start}…\" in 30 s: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -64,6 +64,9 @@ pub struct ShardsOptions {
     /// How many of the last shards are new: configured, schema in place, owning no bucket (a
     /// resharding target). Default 0.
     pub new_shards: usize,
+    /// A streaming replica of the cluster, named as every shard's replica, with health checks
+    /// every 100 ms. Default off.
+    pub replica: bool,
 }
 
 impl Default for ShardsOptions {
@@ -88,7 +91,14 @@ impl ShardsOptions {
             two_phase: false,
             admin_token: None,
             new_shards: 0,
+            replica: false,
         }
+    }
+
+    /// See [`ShardsOptions::replica`].
+    pub fn replica(mut self) -> Self {
+        self.replica = true;
+        self
     }
 
     /// See [`ShardsOptions::new_shards`].
@@ -167,6 +177,8 @@ impl ShardsOptions {
 
 pub struct Shards {
     proxy: Proxy,
+    // Field order is drop order: the replica stops before its primary.
+    replica: Option<Cluster>,
     pg: Cluster,
     opts: ShardsOptions,
     // Declared last: dropped after the cluster that lives in it.
@@ -187,10 +199,10 @@ impl Shards {
             opts.shards
         );
         let o = opts.clone();
-        let (dir, pg) = tokio::task::spawn_blocking(move || start_cluster(&o))
+        let (dir, pg, replica) = tokio::task::spawn_blocking(move || start_cluster(&o))
             .await
             .expect("cluster setup");
-        let yaml = config_yaml(&opts, pg.port());
+        let yaml = config_yaml(&opts, pg.port(), replica.as_ref().map(Cluster::port));
         let config = Config::parse_with_env(&yaml, &|_| None)
             .unwrap_or_else(|e| panic!("invalid fixture config: {e}\n{yaml}"));
         // Written out too, so a test can edit it and reload (`POST /v1/config/reload`).
@@ -199,10 +211,24 @@ impl Shards {
         let proxy = Proxy::start_from(config, &path).await.expect("start proxy");
         Shards {
             proxy,
+            replica,
             pg,
             opts,
             dir,
         }
+    }
+
+    /// The config this fixture runs with.
+    fn yaml(&self) -> String {
+        let replica = self.replica.as_ref().map(Cluster::port);
+        config_yaml(&self.opts, self.pg.port(), replica)
+    }
+
+    /// The streaming replica ([`ShardsOptions::replica`]).
+    pub fn replica_server(&self) -> &Cluster {
+        self.replica
+            .as_ref()
+            .expect("started with ShardsOptions::replica")
     }
 
     /// A tokio-postgres client through the proxy, as the test user.
@@ -236,7 +262,7 @@ impl Shards {
 
     /// The config text the proxy was started with.
     pub fn config_yaml(&self) -> String {
-        config_yaml(&self.opts, self.pg.port())
+        self.yaml()
     }
 
     /// The proxy's port.
@@ -292,14 +318,13 @@ impl Shards {
 
     /// The config the proxy runs with.
     pub fn config(&self) -> Config {
-        Config::parse_with_env(&config_yaml(&self.opts, self.pg.port()), &|_| None)
-            .expect("the fixture's config")
+        Config::parse_with_env(&self.yaml(), &|_| None).expect("the fixture's config")
     }
 
     /// Reloads the proxy's config (unchanged) from a file, as SIGHUP would; the new epoch.
     pub fn reload(&self) -> u64 {
         let path = self.dir.path().join("reload.yaml");
-        std::fs::write(&path, config_yaml(&self.opts, self.pg.port())).expect("write config");
+        std::fs::write(&path, self.yaml()).expect("write config");
         self.proxy.reload_from(&path).expect("reload")
     }
 
@@ -350,7 +375,7 @@ fn shard_db(prefix: &str, shard: usize) -> String {
     format!("{prefix}_s{shard}")
 }
 
-fn start_cluster(o: &ShardsOptions) -> (TempDir, Cluster) {
+fn start_cluster(o: &ShardsOptions) -> (TempDir, Cluster, Option<Cluster>) {
     let bins = binaries();
     let dir = TempDir::new("sg-test").expect("temp dir");
     let mut options = ClusterOptions {
@@ -370,7 +395,10 @@ fn start_cluster(o: &ShardsOptions) -> (TempDir, Cluster) {
     if o.two_phase {
         create_shard_db(&pg, &control_db(&o.prefix), "");
     }
-    (dir, pg)
+    let replica = o
+        .replica
+        .then(|| pg.start_replica("replica").expect("start the replica"));
+    (dir, pg, replica)
 }
 
 /// A database the test user owns the contents of, with `schema` applied as that user.
@@ -382,7 +410,7 @@ fn create_shard_db(pg: &Cluster, db: &str, schema: &str) {
         .unwrap_or_else(|e| panic!("schema on {db}: {e}"));
 }
 
-fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
+fn config_yaml(o: &ShardsOptions, pg_port: u16, replica_port: Option<u16>) -> String {
     let token = o
         .admin_token
         .as_ref()
@@ -395,6 +423,9 @@ fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
          pool: {{ mode: transaction, size: {}, checkout_timeout_ms: {} }}\n",
         o.pool_size, o.checkout_timeout_ms
     );
+    if replica_port.is_some() {
+        y += "health: { interval_ms: 100, timeout_ms: 1000, failures_to_ban: 2 }\n";
+    }
     if o.two_phase {
         let db = control_db(&o.prefix);
         let _ = writeln!(
@@ -407,7 +438,13 @@ fn config_yaml(o: &ShardsOptions, pg_port: u16) -> String {
     for i in 0..o.shards {
         let db = shard_db(&o.prefix, i);
         let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{pg_port}/{db}");
-        let _ = writeln!(y, "      s{i}: {{ primary: \"{url}\" }}");
+        let replicas = replica_port
+            .map(|port| {
+                let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}");
+                format!(", replicas: [\"{url}\"]")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(y, "      s{i}: {{ primary: \"{url}\"{replicas} }}");
         if i >= o.owning() {
             continue;
         }
@@ -444,7 +481,7 @@ fn buckets_split_evenly_and_in_order() {
     let owners: Vec<usize> = (0..16).map(|b| o.bucket_owner(b)).collect();
     // 16/3: s0 gets 0-4, s1 5-9, s2 10-15, exactly the ranges config_yaml writes.
     assert_eq!(owners, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
-    let yaml = config_yaml(&o, 5432);
+    let yaml = config_yaml(&o, 5432, None);
     assert!(
         yaml.contains("map: [{ buckets: 0-4, shard: s0 }, { buckets: 5-9, shard: s1 }, { buckets: 10-15, shard: s2 }]"),
         "{yaml}"
@@ -456,7 +493,7 @@ fn buckets_split_evenly_and_in_order() {
     let new = ShardsOptions::new(3).new_shards(1);
     let owners: Vec<usize> = (0..8).map(|b| new.bucket_owner(b)).collect();
     assert_eq!(owners, [0, 0, 0, 0, 1, 1, 1, 1]);
-    let yaml = config_yaml(&new, 5432);
+    let yaml = config_yaml(&new, 5432, None);
     assert!(yaml.contains("      s2: { primary:"), "{yaml}");
     assert!(
         yaml.contains("map: [{ buckets: 0-3, shard: s0 }, { buckets: 4-7, shard: s1 }]"),
