@@ -100,7 +100,7 @@ enum ReshardAction {
     Cutover { id: i64 },
     /// Give the moved buckets back to the old owner (after cutover, before finish).
     Rollback { id: i64 },
-    /// Give the job up before cutover; the data stays where it was.
+    /// Give the job up before cutover: the data stays where it was, the copies are deleted.
     Abort { id: i64 },
     /// After cutover: stop dual-write and delete the moved rows from the old owner.
     Finish { id: i64 },

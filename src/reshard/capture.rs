@@ -16,6 +16,16 @@
 //!
 //! [`super::sync`] copies the marked rows to the other side. Writes by shardgate's own copiers
 //! set `shardgate.syncing` and are not captured.
+//!
+//! The copies must not be read as rows of their own: a statement sent to every shard (no
+//! sharding key) would count a moved row twice, or update it twice. So each table also gets a
+//! row-security policy on both sides that hides the moved buckets' rows on the shadow side (the
+//! target until cutover, the source after it) from the statements shardgate sends to several
+//! shards: it runs them with `shardgate.fanout` on. Keyed statements see every row, so a
+//! client's write that reaches the shadow still meets the trigger's refusal. At cutover the new
+//! owner is authoritative before the map goes out and the old one a shadow once every shardgate
+//! has taken it: a statement across shards can see a moved row on both sides only in that wait
+//! (one poll, 100 ms, usually).
 
 use crate::router::hash::bucket_range_sql;
 
@@ -74,11 +84,7 @@ fn fence_low(job: i64) -> i32 {
 /// What installs the capture of `job` on one table: its trigger function and trigger.
 pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
     let key = quote_ident(&t.key_column);
-    let moved = |row: &str| {
-        let column = format!("{row}.{key}");
-        let within = bucket_range_sql(&column, t.key_type, t.buckets, (t.first, t.last));
-        format!("{column} IS NOT NULL AND {within}")
-    };
+    let moved = |row: &str| moved_sql(t, &format!("{row}.{key}"));
     let pk = |row: &str| {
         let fields: Vec<String> = t
             .primary_key
@@ -121,12 +127,38 @@ pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
          END $sg$; \
          DROP TRIGGER IF EXISTS shardgate_capture ON {table}; \
          CREATE TRIGGER shardgate_capture AFTER INSERT OR UPDATE OR DELETE ON {table} \
-           FOR EACH ROW EXECUTE FUNCTION {function}()",
+           FOR EACH ROW EXECUTE FUNCTION {function}(); {hide}",
         old_moved = moved("OLD"),
         new_moved = moved("NEW"),
         fence = fence_key(job),
         record_old = record("OLD"),
         record_new = record("NEW"),
+        table = t.table,
+        hide = hide_sql(job, t, &moved_sql(t, &key)),
+    )
+}
+
+/// Whether the key `column` is in the move's buckets.
+fn moved_sql(t: &TableCopy, column: &str) -> String {
+    let within = bucket_range_sql(column, t.key_type, t.buckets, (t.first, t.last));
+    format!("{column} IS NOT NULL AND {within}")
+}
+
+/// The row-security policies that hide a side's copies of the moved buckets (`moved`: whether
+/// a row of the table is in them) from statements sent to several shards. The permissive policy
+/// lets everything else through, as before row security was on. Forced, so the tables' owner is
+/// subject to it too (superusers and roles with BYPASSRLS never are: pre-flight refuses them).
+fn hide_sql(job: i64, t: &TableCopy, moved: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; \
+         ALTER TABLE {table} FORCE ROW LEVEL SECURITY; \
+         DROP POLICY IF EXISTS shardgate_rows ON {table}; \
+         CREATE POLICY shardgate_rows ON {table} USING (true) WITH CHECK (true); \
+         DROP POLICY IF EXISTS shardgate_copies ON {table}; \
+         CREATE POLICY shardgate_copies ON {table} AS RESTRICTIVE USING ( \
+           coalesce(pg_catalog.current_setting('shardgate.fanout', true), '') <> 'on' \
+           OR (SELECT role FROM shardgate.reshard_roles WHERE job_id = {job}) IS DISTINCT FROM 'shadow' \
+           OR NOT coalesce({moved}, false)) WITH CHECK (true)",
         table = t.table,
     )
 }
@@ -134,7 +166,11 @@ pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
 /// What removes a table's capture again (at finish, rollback or abort).
 pub fn remove_sql(table: &str) -> String {
     format!(
-        "DROP TRIGGER IF EXISTS shardgate_capture ON {table}; DROP FUNCTION IF EXISTS {}()",
+        "DROP TRIGGER IF EXISTS shardgate_capture ON {table}; DROP FUNCTION IF EXISTS {}(); \
+         DROP POLICY IF EXISTS shardgate_copies ON {table}; \
+         DROP POLICY IF EXISTS shardgate_rows ON {table}; \
+         ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY; \
+         ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
         function_name(table)
     )
 }

@@ -100,11 +100,17 @@ pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Nex
     .await
 }
 
-/// After an abort: the capture goes from both sides (the target's copies stay: a new job's
-/// backfill makes them exact again; drop them by hand otherwise).
+/// After an abort: the capture goes from both sides, and the target's copies with it (hidden
+/// from reads until its row security goes). The source's marks are forgotten first: that waits
+/// for a copy under way, so none lands after the delete.
 pub async fn clean_up_abort(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
+    let mut deleted = 0;
     for m in &work.moves {
         remove_capture(&m.source_url, m, Some(work.id)).await?;
+        // Only where dual-write began: before that the target's rows are none of the job's.
+        if has_role(&m.target_url, work.id).await? {
+            deleted += delete_moved(&m.target_url, m).await?;
+        }
         remove_capture(&m.target_url, m, Some(work.id)).await?;
     }
     settle(db, store, work).await?;
@@ -112,7 +118,9 @@ pub async fn clean_up_abort(db: &ControlDb, store: &Store, work: &Work) -> Resul
         db,
         work.id,
         Phase::Aborted,
-        "dual-write removed from the shards",
+        &format!(
+            "dual-write removed from the shards; {deleted} copied rows deleted from the targets"
+        ),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -120,6 +128,27 @@ pub async fn clean_up_abort(db: &ControlDb, store: &Store, work: &Work) -> Resul
         .await
         .map_err(|e| e.to_string())?;
     Ok(Next::Done)
+}
+
+/// Whether the side at `url` has a role in `job` (dual-write was set up there).
+async fn has_role(url: &str, job: i64) -> Result<bool, String> {
+    let conn = connect(url).await?;
+    let sql = "SELECT to_regclass('shardgate.reshard_roles') IS NOT NULL";
+    let exists: bool = conn
+        .client
+        .query_one(sql, &[])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    let role = if exists {
+        let sql = "SELECT count(*) FROM shardgate.reshard_roles WHERE job_id = $1";
+        let row = conn.client.query_one(sql, &[&job]).await;
+        row.map_err(|e| describe(&e))?.get::<_, i64>(0) > 0
+    } else {
+        false
+    };
+    conn.close().await;
+    Ok(role)
 }
 
 /// Drops the triggers of `m`'s tables on one side, and the job's marks there when `forget`.

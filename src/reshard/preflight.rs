@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{pairs, Move};
 use crate::backend::control::{self, describe, ControlConn};
-use crate::config::Config;
+use crate::config::{Config, CrossShard};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const APPLICATION_NAME: &str = "shardgate-reshard";
@@ -60,6 +60,16 @@ pub async fn preflight(config: &Config, database: &str, moves: &[Move]) -> Repor
         let (Some(source), Some(target)) = (source, target) else {
             continue;
         };
+        let fans_out = db.routing.cross_shard_reads == CrossShard::Allow
+            || db.routing.cross_shard_writes == CrossShard::Allow;
+        for (shard, conn) in [(&from, &source), (&to, &target)] {
+            if fans_out {
+                check_role(shard, conn, &mut report).await;
+            }
+            for table in &tables {
+                check_row_security(shard, conn, table, &mut report).await;
+            }
+        }
         for table in &tables {
             compare(table, (&from, &source), (&to, &target), &mut report).await;
         }
@@ -78,6 +88,47 @@ async fn connect(shard: &str, url: &str, report: &mut Report) -> Option<ControlC
                 .push(format!("shard \"{shard}\" is unreachable: {e}"));
             None
         }
+    }
+}
+
+/// The copies a move makes are hidden from statements sent to every shard by row security
+/// (`reshard::capture`), which a superuser or a role with BYPASSRLS never sees.
+async fn check_role(shard: &str, conn: &ControlConn, report: &mut Report) {
+    let sql = "SELECT current_user::text, rolsuper OR rolbypassrls FROM pg_catalog.pg_roles \
+               WHERE rolname = current_user";
+    match conn.client.query_one(sql, &[]).await {
+        Ok(row) if row.get::<_, bool>(1) => report.problems.push(format!(
+            "shard \"{shard}\" is reached as role \"{}\", which bypasses row-level security \
+             (superuser or BYPASSRLS): during a move, statements sent to every shard would see \
+             the target's copies of the moved rows too; connect as a role without it (the tables' \
+             owner will do), or set routing.cross_shard_reads and cross_shard_writes to reject",
+            row.get::<_, String>(0)
+        )),
+        Ok(_) => {}
+        Err(e) => report.problems.push(format!(
+            "shard \"{shard}\": cannot read its role: {}",
+            describe(&e)
+        )),
+    }
+}
+
+/// A table that uses row security already: shardgate would take it over, and give it up.
+async fn check_row_security(shard: &str, conn: &ControlConn, table: &str, report: &mut Report) {
+    let sql = "SELECT c.relrowsecurity OR EXISTS (SELECT FROM pg_catalog.pg_policy p \
+                 WHERE p.polrelid = c.oid AND p.polname NOT LIKE 'shardgate\\_%') \
+               FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) \
+                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_policy p \
+                   WHERE p.polrelid = c.oid AND p.polname LIKE 'shardgate\\_%')";
+    match conn.client.query_opt(sql, &[&table]).await {
+        Ok(Some(row)) if row.get::<_, bool>(0) => report.problems.push(format!(
+            "table \"{table}\" on \"{shard}\" uses row-level security already; shardgate hides \
+             a move's copies with it and cannot share it: move this table another way"
+        )),
+        Ok(_) => {}
+        Err(e) => report.problems.push(format!(
+            "table \"{table}\" on \"{shard}\": {}",
+            describe(&e)
+        )),
     }
 }
 

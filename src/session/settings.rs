@@ -45,6 +45,18 @@ impl Settings {
         &self.effective
     }
 
+    /// The settings of a backend serving a statement sent to several shards: the client's, and
+    /// `shardgate.fanout` on, which hides a move's copies of rows from it (`reshard::capture`).
+    /// A keyed statement's checkout resets it.
+    pub fn fanout(&self) -> BTreeMap<String, String> {
+        let mut wanted = self.effective.clone();
+        wanted.insert(
+            "shardgate.fanout".into(),
+            "SET shardgate.fanout = 'on'".into(),
+        );
+        wanted
+    }
+
     /// Applies a command that has committed.
     pub fn apply(&mut self, cmd: &SessionCommand) {
         match cmd {

@@ -34,6 +34,19 @@ async fn preflight_says_what_is_missing_and_starts_nothing() {
         1,
         "ALTER TABLE users DROP COLUMN name; ALTER TABLE orders DROP CONSTRAINT orders_pkey",
     );
+    // Row security, which hides a move's copies, must be shardgate's alone, and apply.
+    shop.direct(
+        0,
+        "ALTER TABLE orders ENABLE ROW LEVEL SECURITY; ALTER ROLE app BYPASSRLS",
+    );
+    let bypasses = |shard: &str| {
+        format!(
+            "shard \"{shard}\" is reached as role \"app\", which bypasses row-level security \
+             (superuser or BYPASSRLS): during a move, statements sent to every shard would see \
+             the target's copies of the moved rows too; connect as a role without it (the tables' \
+             owner will do), or set routing.cross_shard_reads and cross_shard_writes to reject"
+        )
+    };
     let answer = post(shop.admin_addr(), "/v1/reshard", MOVE).await;
     assert_eq!(answer.status, 409);
     let body = answer.json();
@@ -41,6 +54,10 @@ async fn preflight_says_what_is_missing_and_starts_nothing() {
     assert_eq!(
         body["problems"],
         json!([
+            bypasses("s0"),
+            "table \"orders\" on \"s0\" uses row-level security already; shardgate hides \
+             a move's copies with it and cannot share it: move this table another way",
+            bypasses("s1"),
             "table \"orders\" has no primary key on \"s1\"",
             "table \"users\" has other columns on \"s1\" (id bigint) than on \"s0\" (id bigint, \
              name text): create it on \"s1\" with the same columns in the same order",

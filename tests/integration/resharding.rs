@@ -706,3 +706,72 @@ async fn wait_history(shop: &Shards, id: i64, start: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Statements that go to every shard (no sharding key) see each row once during a move: the
+/// target's copies of the moved buckets are not the target's rows until cutover, nor the
+/// source's after it. A write to every shard touches each row once (and meets no refusal on the
+/// shadow side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_across_shards_see_each_row_once_during_a_move() {
+    let (shop, _) = shop().await;
+    let c = shop.connect().await;
+    let once = |when: &'static str| {
+        let c = &c;
+        async move {
+            let row = c.query_one("SELECT count(*) FROM users", &[]).await;
+            assert_eq!(row.unwrap().get::<_, i64>(0), USERS, "read {when}");
+            let sql = "UPDATE users SET touched = now() WHERE id > 0";
+            let touched = c.execute(sql, &[]).await.unwrap();
+            assert_eq!(touched as i64, USERS, "write {when}");
+        }
+    };
+    once("before the move").await;
+    let id = start_move(&shop).await;
+    once("in phase ready").await;
+    act(&shop, id, "cutover").await;
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(30)).await;
+    once("after cutover").await;
+    act(&shop, id, "finish").await;
+    wait_phase(&shop, id, "finished", Duration::from_secs(30)).await;
+    once("after finish").await;
+}
+
+/// An abort in phase ready deletes the target's copies and lifts row security: the target holds
+/// nothing of the moved buckets, reads across shards see each row once, and nothing of the job
+/// is left on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_deletes_the_copies() {
+    let (shop, _) = shop().await;
+    let id = start_move(&shop).await;
+    let moved_on_target = format!(
+        "SELECT count(*) FROM users WHERE {}",
+        shardgate::router::hash::bucket_sql("id", shardgate::config::KeyType::Bigint, 8) + " <= 1"
+    );
+    assert_ne!(shop.direct(1, &moved_on_target), "0", "copied");
+    act(&shop, id, "abort").await;
+    let job = wait_history(&shop, id, "dual-write removed from the shards").await;
+    assert_eq!(job["phase"], "aborted");
+    assert_eq!(shop.direct(1, &moved_on_target), "0", "{job:#}");
+    let c = shop.connect().await;
+    let row = c
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), USERS);
+    for shard in [0, 1] {
+        assert_eq!(
+            shop.direct(
+                shard,
+                "SELECT count(*) FROM pg_policy WHERE polname LIKE 'shardgate%'"
+            ),
+            "0"
+        );
+        assert_eq!(
+            shop.direct(
+                shard,
+                "SELECT count(*) FROM pg_class WHERE relname IN ('users', 'orders') AND relrowsecurity"
+            ),
+            "0"
+        );
+    }
+}

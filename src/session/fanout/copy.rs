@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(e) => return Ok(Err(e.into())),
         };
         let mut shards: Vec<CopyShard> = conns.into_iter().map(CopyShard::new).collect();
-        let wanted = self.settings.effective().clone();
+        let wanted = self.settings.fanout();
         let started = join_all(shards.iter_mut().map(|s| s.start(sql, &wanted))).await;
         let abort = match started.iter().position(Option::is_none) {
             Some(i) => Some(Abort::Shard(i)),

@@ -118,7 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         begin: bool,
         probe: Option<&str>,
     ) -> Vec<Result<Reply, PgError>> {
-        let wanted = self.settings.effective();
+        let wanted = &self.settings.fanout();
         join_all(conns.iter_mut().zip(bodies).map(|(c, body)| {
             let ready_for_body = super::request_readies(body);
             let mut out = BytesMut::new();
