@@ -609,8 +609,12 @@ async fn a_move_to_a_new_shard_puts_the_buckets_there() {
     act(&shop, id, "finish").await;
     wait_phase(&shop, id, "finished", Duration::from_secs(30)).await;
     stop_workload(stop, tasks).await;
-    let log = log.lock().unwrap();
-    check_placed(&shop, &log, Some(2), 3);
+    let (increments, key) = {
+        let log = log.lock().unwrap();
+        check_placed(&shop, &log, Some(2), 3);
+        let key = (1..).find(|k| moved(*k)).unwrap();
+        (log.increments[&key], key)
+    };
     let map = get(shop.admin_addr(), "/v1/databases/app/shard-map")
         .await
         .json();
@@ -625,13 +629,12 @@ async fn a_move_to_a_new_shard_puts_the_buckets_there() {
         "{map:#}"
     );
     // The hot moving key, read through shardgate: from the new shard, every increment there.
-    let key = (1..).find(|k| moved(*k)).unwrap();
     let c = shop.connect().await;
     let row = c
         .query_one("SELECT n FROM users WHERE id = $1", &[&key])
         .await
         .unwrap();
-    assert_eq!(i64::from(row.get::<_, i32>(0)), log.increments[&key]);
+    assert_eq!(i64::from(row.get::<_, i32>(0)), increments);
 }
 
 /// Backfill backs off while a replica of the source is further behind than
