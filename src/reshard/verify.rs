@@ -7,10 +7,14 @@
 //! Row images are compared as text, so both sides are read with the same output settings (UTC,
 //! ISO dates, exact floats, hex bytea): equal data then prints equal.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use futures_util::StreamExt;
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, RowStream};
 
 use super::backfill::{
     literal, lock_keys, quote_ident, row_images, syncing, write_target, TableCopy,
@@ -96,55 +100,74 @@ pub async fn compare(
 }
 
 /// The sharding keys (as text) of the rows that differ, or exist on one side only, in
-/// `buckets`, by bucket: one scan of the table on each side, whatever the number of buckets.
+/// `buckets`, by bucket: one scan of the table on each side, whatever the number of buckets,
+/// both sorted the same way and merged as they stream in (memory for the differences only).
 pub async fn differing_keys(
     source: &Client,
     target: &Client,
     t: &TableCopy,
     buckets: &[u32],
 ) -> Result<BTreeMap<u32, Vec<String>>, String> {
+    // Byte order ("C"), which is also how Rust compares the strings.
     let sql = format!(
         "SELECT b, k, d FROM (SELECT {bucket_expr} AS b, ({key})::text AS k, md5(r::text) AS d \
-         FROM {table} r) s WHERE b = ANY($1::int[])",
+         FROM {table} r) s WHERE b = ANY($1::int[]) ORDER BY b, k COLLATE \"C\", d COLLATE \"C\"",
         key = quote_ident(&t.key_column),
         table = t.table,
         bucket_expr = bucket_expr(t),
     );
     let buckets: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
     let (s, d) = (
-        row_digests(source, &sql, &buckets).await?,
-        row_digests(target, &sql, &buckets).await?,
+        digests(source, &sql, &buckets).await?,
+        digests(target, &sql, &buckets).await?,
     );
-    let mut keys: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    let one_side = |a: &[Digest], b: &[Digest]| {
-        a.iter()
-            .filter(|p| b.binary_search(p).is_err())
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    for (bucket, key, _) in one_side(&s, &d).into_iter().chain(one_side(&d, &s)) {
-        keys.entry(bucket).or_default().push(key);
+    futures_util::pin_mut!(s, d);
+    let mut keys: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    let (mut a, mut b) = (next(&mut s).await?, next(&mut d).await?);
+    loop {
+        let order = match (&a, &b) {
+            (None, None) => break,
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        if order != Ordering::Greater {
+            if order == Ordering::Less {
+                let (bucket, key, _) = a.take().expect("a row on the source's side");
+                keys.entry(bucket).or_default().insert(key);
+            }
+            a = next(&mut s).await?;
+        }
+        if order != Ordering::Less {
+            if order == Ordering::Greater {
+                let (bucket, key, _) = b.take().expect("a row on the target's side");
+                keys.entry(bucket).or_default().insert(key);
+            }
+            b = next(&mut d).await?;
+        }
     }
-    for list in keys.values_mut() {
-        list.sort();
-        list.dedup();
-    }
-    Ok(keys)
+    Ok(keys
+        .into_iter()
+        .map(|(bucket, k)| (bucket, k.into_iter().collect()))
+        .collect())
 }
 
 /// (bucket, sharding key, row digest).
 type Digest = (u32, String, String);
 
-/// Each row's [`Digest`], sorted.
-async fn row_digests(c: &Client, sql: &str, buckets: &[i32]) -> Result<Vec<Digest>, String> {
+/// The rows' [`Digest`]s as the server sends them.
+async fn digests(c: &Client, sql: &str, buckets: &[i32]) -> Result<RowStream, String> {
     c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
-    let rows = c.query(sql, &[&buckets]).await.map_err(|e| describe(&e))?;
-    let mut digests: Vec<Digest> = rows
-        .iter()
-        .map(|r| (r.get::<_, i32>(0) as u32, r.get(1), r.get(2)))
-        .collect();
-    digests.sort();
-    Ok(digests)
+    let params: [&(dyn ToSql + Sync); 1] = [&buckets];
+    c.query_raw(sql, params).await.map_err(|e| describe(&e))
+}
+
+async fn next(rows: &mut std::pin::Pin<&mut RowStream>) -> Result<Option<Digest>, String> {
+    match rows.next().await {
+        None => Ok(None),
+        Some(Err(e)) => Err(describe(&e)),
+        Some(Ok(r)) => Ok(Some((r.get::<_, i32>(0) as u32, r.get(1), r.get(2)))),
+    }
 }
 
 /// How many keys one repair transaction locks and copies.
