@@ -79,8 +79,9 @@ pub fn start_servers(dir: &Path) -> Result<Servers, ClusterError> {
         cluster.create_user(USER, PASSWORD)?;
         cluster.create_database("app")?;
         cluster.grant_all("app", USER)?;
+        // As the app's role, so it owns its tables (a move installs triggers and row security).
         let sql = SCHEMA.replace("FIRST_ORDER_ID", &first_order_id.to_string());
-        cluster.psql("app", &sql)?;
+        cluster.psql("app", &format!("SET ROLE {USER};\n{sql}"))?;
         cluster.grant_all("app", USER)?;
     }
     // shardgate's own database (resharding jobs, two-phase commit decisions), on pg-s0.

@@ -257,6 +257,39 @@ pub(super) async fn write_target(
     rows: &str,
     json: &str,
 ) -> Result<(), String> {
+    delete_missing(tx, t, rows, json).await?;
+    upsert(tx, t, json).await
+}
+
+fn images_sql(t: &TableCopy) -> String {
+    format!("json_populate_recordset(NULL::{}, $1::text::json)", t.table)
+}
+
+/// Deletes the target's rows that satisfy `rows` and are not among the row images `json`.
+pub(super) async fn delete_missing(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &TableCopy,
+    rows: &str,
+    json: &str,
+) -> Result<(), String> {
+    let delete = format!(
+        "DELETE FROM {table} WHERE {rows} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
+        table = t.table,
+        pk = t.pk(),
+        images = images_sql(t),
+    );
+    tx.execute(&delete, &[&json])
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(())
+}
+
+/// Inserts or updates the row images `json` on the target.
+pub(super) async fn upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &TableCopy,
+    json: &str,
+) -> Result<(), String> {
     let columns: Vec<String> = tx
         .query(
             "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) \
@@ -273,21 +306,13 @@ pub(super) async fn write_target(
         .iter()
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
-    let images = format!("json_populate_recordset(NULL::{}, $1::text::json)", t.table);
-    let delete = format!(
-        "DELETE FROM {table} WHERE {rows} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
-        table = t.table,
-        pk = t.pk(),
-    );
-    tx.execute(&delete, &[&json])
-        .await
-        .map_err(|e| describe(&e))?;
     let upsert = format!(
         "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
          ON CONFLICT ({pk}) DO UPDATE SET {}",
         updates.join(", "),
         table = t.table,
         pk = t.pk(),
+        images = images_sql(t),
     );
     tx.execute(&upsert, &[&json])
         .await

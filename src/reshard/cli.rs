@@ -223,5 +223,8 @@ pub fn describe(job: &Value) -> String {
             h["note"].as_str().unwrap_or("")
         );
     }
+    if let Some(error) = job["error"].as_str() {
+        out += &format!("  the last step failed (retried every 2 s): {error}\n");
+    }
     out
 }

@@ -182,7 +182,8 @@ async fn settle(db: &ControlDb, store: &Store, work: &Work) -> Result<(), String
 async fn delete_moved(url: &str, m: &MoveWork) -> Result<u64, String> {
     let mut conn = connect(url).await?;
     let mut total = 0;
-    for t in &m.tables {
+    // Referencing tables first: a foreign key between them holds at every batch.
+    for t in m.tables.iter().rev() {
         loop {
             let n = delete_batch(&mut conn.client, t).await?;
             total += n;

@@ -37,6 +37,8 @@ pub struct TableReport {
     pub primary_key: Vec<String>,
     /// Sequences owned by its columns, with their last value on the source.
     pub sequences: Vec<(String, Option<i64>)>,
+    /// The tables its foreign keys reference (backfill copies those first).
+    pub references: Vec<String>,
 }
 
 /// Runs the checks for `moves` of `database`.
@@ -67,6 +69,7 @@ pub async fn preflight(config: &Config, database: &str, moves: &[Move]) -> Repor
                 check_role(shard, conn, &mut report).await;
             }
             for table in &tables {
+                check_owner(shard, conn, table, &mut report).await;
                 check_row_security(shard, conn, table, &mut report).await;
             }
         }
@@ -109,6 +112,27 @@ async fn check_role(shard: &str, conn: &ControlConn, report: &mut Report) {
             "shard \"{shard}\": cannot read its role: {}",
             describe(&e)
         )),
+    }
+}
+
+/// A move installs a trigger and row security on each table, which only its owner may do.
+async fn check_owner(shard: &str, conn: &ControlConn, table: &str, report: &mut Report) {
+    let sql = "SELECT pg_catalog.pg_get_userbyid(relowner)::text, current_user::text, \
+                 pg_catalog.pg_has_role(relowner, 'USAGE') \
+               FROM pg_catalog.pg_class WHERE oid = to_regclass($1)";
+    match conn.client.query_opt(sql, &[&table]).await {
+        Ok(Some(row)) if !row.get::<_, bool>(2) => report.problems.push(format!(
+            "table \"{table}\" on \"{shard}\" is owned by \"{}\", and shardgate connects as \"{}\": \
+             a move installs a trigger and row security on it, which needs its owner \
+             (ALTER TABLE {table} OWNER TO {})",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(1)
+        )),
+        Ok(_) => {}
+        Err(e) => report
+            .problems
+            .push(format!("table \"{table}\" on \"{shard}\": {}", describe(&e))),
     }
 }
 
@@ -207,6 +231,9 @@ const SEQUENCES: &str = "SELECT s.oid::regclass::text, q.last_value \
      WHERE d.refobjid = to_regclass($1) AND d.deptype IN ('a', 'i') \
      ORDER BY 1";
 
+const REFERENCES: &str = "SELECT DISTINCT confrelid::regclass::text FROM pg_catalog.pg_constraint \
+     WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid <> conrelid ORDER BY 1";
+
 /// A table's columns, primary key and sequences on one shard; `None` if it does not exist.
 async fn shape(conn: &ControlConn, table: &str) -> Result<Option<TableReport>, String> {
     let c = &conn.client;
@@ -233,11 +260,17 @@ async fn shape(conn: &ControlConn, table: &str) -> Result<Option<TableReport>, S
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1)))
         .collect();
+    let references = texts(
+        c.query(REFERENCES, &[&table])
+            .await
+            .map_err(|e| describe(&e))?,
+    );
     Ok(Some(TableReport {
         table: table.to_string(),
         shard: String::new(),
         columns,
         primary_key,
         sequences,
+        references,
     }))
 }

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
-use super::backfill::{literal, row_images, syncing, try_key_lock_sql, write_target, TableCopy};
+use super::backfill::{
+    delete_missing, literal, row_images, syncing, try_key_lock_sql, upsert, TableCopy,
+};
 use crate::backend::control::describe;
 
 /// What one batch did.
@@ -58,16 +60,23 @@ pub async fn copy_changes(
         };
         marks.entry(r.get(1)).or_default().push(mark);
     }
+    if let Some(name) = marks
+        .keys()
+        .find(|n| !tables.iter().any(|t| &&t.table == n))
+    {
+        return Err(format!(
+            "a change of table {name}, which the move does not have"
+        ));
+    }
     let mut batch = Batch::default();
     let mut done: Vec<i64> = Vec::new();
-    let tgt = syncing(to).await?;
-    for (name, marks) in &marks {
-        let Some(t) = tables.iter().find(|t| &t.table == name) else {
-            return Err(format!(
-                "a change of table {name}, which the move does not have"
-            ));
+    let mut copies = Vec::new();
+    // In the move's table order: a table another one references comes first.
+    for t in tables {
+        let Some(marks) = marks.get(&t.table) else {
+            continue;
         };
-        let busy = try_lock(&src, name, marks).await?;
+        let busy = try_lock(&src, &t.table, marks).await?;
         let (ready, waiting): (Vec<&Mark>, Vec<&Mark>) =
             marks.iter().partition(|m| !busy.contains(&m.key));
         batch.deferred += waiting.len();
@@ -82,10 +91,19 @@ pub async fn copy_changes(
             table = t.table,
             list = literal(&list),
         );
-        let json = row_images(&src, t, &rows).await?;
-        write_target(&tgt, t, &rows, &json).await?;
+        copies.push((t, rows.clone(), row_images(&src, t, &rows).await?));
         done.extend(ready.iter().map(|m| m.id));
         batch.copied += ready.len();
+    }
+    // Foreign keys between the tables hold on the target at every statement: old rows come out
+    // of referencing tables first, new rows go into referenced ones first (and, per table, the
+    // deletes before the upserts, as for one table alone).
+    let tgt = syncing(to).await?;
+    for (t, rows, json) in copies.iter().rev() {
+        delete_missing(&tgt, t, rows, json).await?;
+    }
+    for (t, _, json) in &copies {
+        upsert(&tgt, t, json).await?;
     }
     tgt.commit().await.map_err(|e| describe(&e))?;
     src.execute(

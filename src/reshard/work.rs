@@ -62,6 +62,7 @@ impl Work {
         let mut moves = Vec::new();
         for mv in &state.moves {
             let mut tables = Vec::new();
+            let mut references = Vec::new();
             let mut sequences = Vec::new();
             for (table, key_column) in &db.tables {
                 let found = reported
@@ -91,7 +92,9 @@ impl Work {
                 });
                 let named = found["sequences"].as_array().into_iter().flatten();
                 sequences.extend(named.filter_map(|s| s[0].as_str().map(str::to_string)));
+                references.push(texts(&found["references"]));
             }
+            let tables = referenced_first(tables, &references);
             moves.push(MoveWork {
                 mv: mv.clone(),
                 source_url: url(&mv.from)?,
@@ -108,6 +111,26 @@ impl Work {
             max_replica_lag_ms: db.routing.max_replica_lag_ms,
         })
     }
+}
+
+/// `tables` ordered so that a table comes after the tables its foreign keys reference
+/// (`references[i]` are `tables[i]`'s), otherwise in their order; a cycle keeps its order.
+fn referenced_first(tables: Vec<TableCopy>, references: &[Vec<String>]) -> Vec<TableCopy> {
+    let mut left: Vec<usize> = (0..tables.len()).collect();
+    let mut order: Vec<usize> = Vec::new();
+    while !left.is_empty() {
+        let placed = |i: &usize| order.contains(i);
+        let ready = left.iter().position(|&i| {
+            references[i].iter().all(|r| {
+                let other = tables.iter().position(|t| &t.table == r);
+                other.is_none_or(|o| o == i || placed(&o))
+            })
+        });
+        // A cycle: the first one left goes next.
+        order.push(left.remove(ready.unwrap_or(0)));
+    }
+    let mut slots: Vec<Option<TableCopy>> = tables.into_iter().map(Some).collect();
+    order.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 /// shardgate's own connection to a shard, for the job.
@@ -223,4 +246,50 @@ pub async fn run(c: &Client, sql: &str) -> Result<(), String> {
     c.batch_execute(sql)
         .await
         .map_err(|e| control::describe(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> TableCopy {
+        TableCopy {
+            table: name.into(),
+            key_column: "id".into(),
+            primary_key: vec!["id".into()],
+            key_type: crate::config::KeyType::Bigint,
+            buckets: 8,
+            first: 0,
+            last: 1,
+        }
+    }
+
+    fn order(names: &[&str], references: &[&[&str]]) -> Vec<String> {
+        let tables = names.iter().map(|n| table(n)).collect();
+        let refs: Vec<Vec<String>> = references
+            .iter()
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .collect();
+        referenced_first(tables, &refs)
+            .into_iter()
+            .map(|t| t.table)
+            .collect()
+    }
+
+    #[test]
+    fn referenced_tables_come_first_and_the_rest_keep_their_order() {
+        // orders → users, items → orders; payments references a table outside the move.
+        assert_eq!(
+            order(
+                &["items", "orders", "payments", "users"],
+                &[&["orders"], &["users"], &["accounts"], &[]]
+            ),
+            ["payments", "users", "orders", "items"]
+        );
+        // A table referencing itself is ready; a cycle comes after, in its order.
+        assert_eq!(
+            order(&["a", "b", "c"], &[&["b"], &["a"], &["c"]]),
+            ["c", "a", "b"]
+        );
+    }
 }

@@ -14,10 +14,11 @@ use crate::admin_api::{get, post, TOKEN};
 use crate::shards::{Shards, ShardsOptions};
 
 /// Users and their orders; an order's primary key holds its user, so the shards' own sequences
-/// never collide, and its `at` comes from `now()` on the shard that ran the insert.
+/// never collide, and its `at` comes from `now()` on the shard that ran the insert. The foreign
+/// key holds on the target too: copies go into `users` before `orders`.
 const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text, \
         n int NOT NULL DEFAULT 0, touched timestamptz NOT NULL DEFAULT now()); \
-    CREATE TABLE orders (user_id bigint NOT NULL, id bigserial, total int NOT NULL, \
+    CREATE TABLE orders (user_id bigint NOT NULL REFERENCES users, id bigserial, total int NOT NULL, \
         at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (user_id, id));";
 
 const USERS: i64 = 200;
