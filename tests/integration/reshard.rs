@@ -39,6 +39,8 @@ async fn preflight_says_what_is_missing_and_starts_nothing() {
         0,
         "ALTER TABLE orders ENABLE ROW LEVEL SECURITY; ALTER ROLE app BYPASSRLS",
     );
+    // A move installs a trigger and row security: the role shardgate connects as must own it.
+    shop.direct(1, "ALTER TABLE users OWNER TO postgres");
     let bypasses = |shard: &str| {
         format!(
             "shard \"{shard}\" is reached as role \"app\", which bypasses row-level security \
@@ -58,6 +60,9 @@ async fn preflight_says_what_is_missing_and_starts_nothing() {
             "table \"orders\" on \"s0\" uses row-level security already; shardgate hides \
              a move's copies with it and cannot share it: move this table another way",
             bypasses("s1"),
+            "table \"users\" on \"s1\" is owned by \"postgres\", and shardgate connects as \"app\": \
+             a move installs a trigger and row security on it, which needs its owner \
+             (ALTER TABLE users OWNER TO app)",
             "table \"orders\" has no primary key on \"s1\"",
             "table \"users\" has other columns on \"s1\" (id bigint) than on \"s0\" (id bigint, \
              name text): create it on \"s1\" with the same columns in the same order",
