@@ -255,8 +255,10 @@ fn fence_url(m: &MoveWork, to: &str) -> String {
     }
 }
 
-/// Makes `seq` on `to` hand out only values past the ones `from` handed out.
-async fn advance_sequence(
+/// Makes `seq` on `to` hand out only values past the ones `from` handed out, in its own
+/// stride: a sequence that counts by 2 from 2 (odd ids on one shard, even on the other) goes on
+/// with even ids. A descending sequence is left alone.
+pub async fn advance_sequence(
     from: &tokio_postgres::Client,
     to: &tokio_postgres::Client,
     seq: &str,
@@ -270,9 +272,18 @@ async fn advance_sequence(
         .map_err(|e| describe(&e))?
         .get(0);
     let Some(last) = last else { return Ok(()) };
+    // `at`: the value `to` handed out last (or the one before its first); the new one is the
+    // first of its stride with a next value past `last`.
     to.execute(
-        "SELECT pg_catalog.setval($1::text::regclass, $2) \
-         WHERE coalesce(pg_catalog.pg_sequence_last_value($1::text::regclass), 0) < $2",
+        "SELECT pg_catalog.setval($1::text::regclass, \
+                at + ceil(($2 - at - inc + 1)::numeric / inc)::bigint * inc) \
+         FROM (SELECT s.increment_by AS inc, coalesce( \
+                 pg_catalog.pg_sequence_last_value($1::text::regclass), \
+                 s.start_value - s.increment_by) AS at \
+               FROM pg_catalog.pg_sequences s \
+               WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass \
+                   = $1::text::regclass) q \
+         WHERE inc > 0 AND at + inc <= $2",
         &[&seq, &last],
     )
     .await

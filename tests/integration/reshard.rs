@@ -592,3 +592,35 @@ async fn a_persisted_map_is_taken_by_every_proxy_and_a_reload_keeps_it() {
     assert_eq!(map_epoch().await["map_epoch"], json!(1));
     second.shutdown().await;
 }
+
+/// Cutover advances the new owner's sequences past the old owner's values in their own stride:
+/// odd ids on one shard and even on the other stay so; a sequence already past is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_advance_past_the_old_owner_in_their_own_stride() {
+    let shop = shop().await;
+    shop.direct(
+        0,
+        "SET ROLE app; CREATE SEQUENCE odd INCREMENT BY 2 START 1; CREATE SEQUENCE one; \
+         CREATE SEQUENCE past; SELECT nextval('odd') FROM generate_series(1, 5); \
+         SELECT nextval('one') FROM generate_series(1, 7); SELECT nextval('past')",
+    );
+    shop.direct(
+        1,
+        "SET ROLE app; CREATE SEQUENCE odd INCREMENT BY 2 START 2; CREATE SEQUENCE one; \
+         CREATE SEQUENCE past; SELECT setval('past', 100)",
+    );
+    let from = crate::harness::connect(&shop.shard_url(0)).await;
+    let to = crate::harness::connect(&shop.shard_url(1)).await;
+    for seq in ["odd", "one", "past"] {
+        shardgate::reshard::cutover::advance_sequence(&from, &to, seq)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        shop.direct(
+            1,
+            "SELECT nextval('odd') || ' ' || nextval('one') || ' ' || nextval('past')"
+        ),
+        "10 8 101"
+    );
+}
