@@ -79,7 +79,10 @@ enum ReshardAction {
     Start {
         #[arg(long)]
         database: String,
-        /// BUCKETS:SHARD, e.g. 512-767:s2; repeat for several.
+        /// What moves and where: BUCKETS:SHARD for a hash map (512-767:s2), range=FROM..TO:SHARD
+        /// for a range map (range=1000..2000:s2; leave a side empty for unbounded),
+        /// values=A,B:SHARD for a list map (values=eu,us:s2; "quote" a number-like text value).
+        /// Repeat for several.
         #[arg(long = "move", required = true)]
         moves: Vec<String>,
         /// Throttle the backfill to about this many rows per second (default: as fast as it goes).

@@ -8,11 +8,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod de;
 mod env;
 mod shardmap;
+mod slice;
 mod summary;
 mod target;
 mod tree;
@@ -23,6 +24,7 @@ mod tests;
 
 pub use env::Env;
 pub(crate) use shardmap::parse_bucket_range;
+pub use slice::Slice;
 pub use target::{parse_backend_url, redact_url, BackendTarget};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,46 +302,76 @@ pub struct ShardingConfig {
     pub held: Option<Hold>,
 }
 
-/// Buckets `first..=last` held until `until` at the latest (a driver that died mid-cutover
-/// cannot hold them longer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Keys held until `until` at the latest (a driver that died mid-cutover cannot hold them
+/// longer); the router decides which keys are in the slice ([`crate::router::Router::holds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
-    pub first: u32,
-    pub last: u32,
+    pub slice: Slice,
     pub until: std::time::SystemTime,
 }
 
-impl Hold {
-    /// Whether `bucket` is held now.
-    pub fn holds(&self, bucket: u32) -> bool {
-        (self.first..=self.last).contains(&bucket) && std::time::SystemTime::now() < self.until
-    }
-}
-
 /// One line of a shard map; which fields are allowed depends on the sharding function.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapEntry {
     pub shard: String,
     /// hash: `"0-511"` (inclusive) or a single bucket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<String>,
-    /// range: inclusive lower bound, `null` = unbounded.
-    #[serde(default)]
+    /// range: inclusive lower bound, `null` (or absent) = unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<serde_yaml_value::Scalar>,
-    /// range: exclusive upper bound, `null` = unbounded.
-    #[serde(default)]
+    /// range: exclusive upper bound, `null` (or absent) = unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<serde_yaml_value::Scalar>,
     /// list: the values this shard owns.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<serde_yaml_value::Scalar>>,
+}
+
+impl MapEntry {
+    fn empty(shard: &str) -> MapEntry {
+        MapEntry {
+            shard: shard.to_string(),
+            buckets: None,
+            from: None,
+            to: None,
+            values: None,
+        }
+    }
+
+    pub fn buckets(shard: &str, buckets: String) -> MapEntry {
+        MapEntry {
+            buckets: Some(buckets),
+            ..MapEntry::empty(shard)
+        }
+    }
+
+    pub fn range(
+        shard: &str,
+        from: Option<serde_yaml_value::Scalar>,
+        to: Option<serde_yaml_value::Scalar>,
+    ) -> MapEntry {
+        MapEntry {
+            from,
+            to,
+            ..MapEntry::empty(shard)
+        }
+    }
+
+    pub fn values(shard: &str, values: Vec<serde_yaml_value::Scalar>) -> MapEntry {
+        MapEntry {
+            values: Some(values),
+            ..MapEntry::empty(shard)
+        }
+    }
 }
 
 /// Range bounds and list values are numbers or strings depending on `key_type`.
 pub mod serde_yaml_value {
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
-    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
     #[serde(untagged)]
     pub enum Scalar {
         Int(i64),

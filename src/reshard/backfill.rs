@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::backend::control::describe;
-use crate::config::KeyType;
+use crate::config::serde_yaml_value::Scalar;
+use crate::config::{KeyType, Slice};
 use crate::router::hash::bucket_range_sql;
 
 /// One table's share of a move.
@@ -33,9 +34,10 @@ pub struct TableCopy {
     pub key_column: String,
     pub primary_key: Vec<String>,
     pub key_type: KeyType,
+    /// The map's bucket count (hash maps).
     pub buckets: u32,
-    pub first: u32,
-    pub last: u32,
+    /// What moves.
+    pub slice: Slice,
 }
 
 /// Where a table's copy stands.
@@ -88,10 +90,42 @@ impl TableCopy {
             .collect()
     }
 
-    /// The moved buckets, after the checkpoint (and up to `upto`, when given).
+    /// Whether the key `column` (SQL) is in the move's slice (NULL, never true, for a NULL key). Text compares in
+    /// byte order (`COLLATE "C"`), as the router compares keys with a range map's bounds.
+    pub(super) fn within(&self, column: &str) -> String {
+        let literal = |v: &Scalar| key_literal(v, self.key_type);
+        let typed = |column: &str| match self.key_type {
+            KeyType::Text => format!("({column}) COLLATE \"C\""),
+            _ => column.to_string(),
+        };
+        let sql = match &self.slice {
+            Slice::Buckets { first, last } => {
+                bucket_range_sql(column, self.key_type, self.buckets, (*first, *last))
+            }
+            Slice::Range { from, to } => {
+                let mut tests = Vec::new();
+                if let Some(f) = from {
+                    tests.push(format!("{} >= {}", typed(column), literal(f)));
+                }
+                if let Some(t) = to {
+                    tests.push(format!("{} < {}", typed(column), literal(t)));
+                }
+                if tests.is_empty() {
+                    tests.push(format!("{column} IS NOT NULL"));
+                }
+                tests.join(" AND ")
+            }
+            Slice::Values(values) => {
+                let list: Vec<String> = values.iter().map(literal).collect();
+                format!("{column} IN ({})", list.join(", "))
+            }
+        };
+        format!("({sql})")
+    }
+
+    /// The moved keys, after the checkpoint (and up to `upto`, when given).
     pub(super) fn range(&self, after: Option<&[String]>, upto: Option<&[String]>) -> String {
-        let key = quote_ident(&self.key_column);
-        let mut sql = bucket_range_sql(&key, self.key_type, self.buckets, (self.first, self.last));
+        let mut sql = self.within(&quote_ident(&self.key_column));
         let tuple = |values: &[String]| {
             values
                 .iter()
@@ -107,6 +141,15 @@ impl TableCopy {
         }
         sql
     }
+}
+
+/// A range bound or list value as an SQL constant of the key's type.
+fn key_literal(v: &Scalar, key_type: KeyType) -> String {
+    let text = match v {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Text(t) => t.clone(),
+    };
+    format!("{}::{}", literal(&text), key_type.sql_name())
 }
 
 pub(super) fn quote_ident(name: &str) -> String {

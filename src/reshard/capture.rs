@@ -27,8 +27,6 @@
 //! has taken it: a statement across shards can see a moved row on both sides only in that wait
 //! (one poll, 100 ms, usually).
 
-use crate::router::hash::bucket_range_sql;
-
 use super::backfill::{key_lock_sql, literal, quote_ident, TableCopy};
 
 /// The tables the triggers use, created on both sides when dual-write starts.
@@ -104,8 +102,9 @@ pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
         )
     };
     let refusal = literal(&format!(
-        "buckets {}-{} of table {} moved to shard \"{elsewhere}\" while this transaction was writing them",
-        t.first, t.last, t.table
+        "{} of table {} moved to shard \"{elsewhere}\" while this transaction was writing them",
+        t.slice.describe(),
+        t.table
     ));
     let function = function_name(&t.table);
     format!(
@@ -138,10 +137,9 @@ pub fn install_sql(job: i64, t: &TableCopy, elsewhere: &str) -> String {
     )
 }
 
-/// Whether the key `column` is in the move's buckets.
+/// Whether the key `column` is in the move's slice.
 fn moved_sql(t: &TableCopy, column: &str) -> String {
-    let within = bucket_range_sql(column, t.key_type, t.buckets, (t.first, t.last));
-    format!("{column} IS NOT NULL AND {within}")
+    format!("{column} IS NOT NULL AND {}", t.within(column))
 }
 
 /// The row-security policies that hide a side's copies of the moved buckets (`moved`: whether

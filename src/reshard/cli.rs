@@ -88,12 +88,7 @@ pub async fn start(
 ) -> anyhow::Result<i64> {
     let moves = moves
         .iter()
-        .map(|m| {
-            let (buckets, to) = m
-                .split_once(':')
-                .with_context(|| format!("--move {m:?}: write BUCKETS:SHARD, e.g. 512-767:s2"))?;
-            Ok(json!({ "buckets": buckets, "to": to }))
-        })
+        .map(|m| move_request(m))
         .collect::<anyhow::Result<Vec<Value>>>()?;
     let mut body = json!({ "database": database, "moves": moves });
     if let Some(rps) = rows_per_second {
@@ -182,6 +177,33 @@ fn copied(job: &Value) -> i64 {
     })
 }
 
+/// One `--move` as the API's move: `512-767:s2`, `range=1000..2000:s2`, `values=eu,us:s2`.
+fn move_request(text: &str) -> anyhow::Result<Value> {
+    let (what, to) = text.rsplit_once(':').with_context(|| {
+        format!("--move {text:?}: write BUCKETS:SHARD (512-767:s2), range=FROM..TO:SHARD or values=A,B:SHARD")
+    })?;
+    if let Some(range) = what.strip_prefix("range=") {
+        let (from, until) = range
+            .split_once("..")
+            .with_context(|| format!("--move {text:?}: write range=FROM..TO:SHARD, e.g. range=1000..2000:s2"))?;
+        let bound = |b: &str| if b.is_empty() { Value::Null } else { scalar(b) };
+        return Ok(json!({ "range": { "from": bound(from), "to": bound(until) }, "to": to }));
+    }
+    if let Some(values) = what.strip_prefix("values=") {
+        let values: Vec<Value> = values.split(',').map(scalar).collect();
+        return Ok(json!({ "values": values, "to": to }));
+    }
+    Ok(json!({ "buckets": what, "to": to }))
+}
+
+/// A key on the command line: a whole number, or text (in double quotes if it looks like one).
+fn scalar(text: &str) -> Value {
+    if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return json!(quoted);
+    }
+    text.parse::<i64>().map_or_else(|_| json!(text), |n| json!(n))
+}
+
 /// The job as a few lines of text.
 pub fn describe(job: &Value) -> String {
     let mut out = format!(
@@ -196,9 +218,10 @@ pub fn describe(job: &Value) -> String {
         }
     );
     for m in job["moves"].as_array().into_iter().flatten() {
+        let what = serde_json::from_value::<crate::reshard::Move>(m.clone())
+            .map_or_else(|_| "?".into(), |m| m.what());
         out += &format!(
-            "  buckets {} : {} → {}\n",
-            m["buckets"].as_str().unwrap_or("?"),
+            "  {what} : {} → {}\n",
             m["from"].as_str().unwrap_or("?"),
             m["to"].as_str().unwrap_or("?")
         );
@@ -227,4 +250,33 @@ pub fn describe(job: &Value) -> String {
         out += &format!("  the last step failed (retried every 2 s): {error}\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_on_the_command_line_become_the_apis_moves() {
+        let cases = [
+            ("512-767:s2", json!({ "buckets": "512-767", "to": "s2" })),
+            (
+                "range=1000..2000:s2",
+                json!({ "range": { "from": 1000, "to": 2000 }, "to": "s2" }),
+            ),
+            (
+                "range=..m:s1",
+                json!({ "range": { "from": null, "to": "m" }, "to": "s1" }),
+            ),
+            (
+                "values=eu,\"7\",9:s3",
+                json!({ "values": ["eu", "7", 9], "to": "s3" }),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(move_request(text).unwrap(), want, "{text}");
+        }
+        assert!(move_request("0-9").is_err());
+        assert!(move_request("range=5:s1").is_err());
+    }
 }

@@ -50,7 +50,7 @@ pub enum Switched {
 /// Cuts every move over that is not yet.
 pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     for m in &work.moves {
-        if owner_now(&store.load().config, work, m.mv.first)? == m.mv.to {
+        if owner_now(&store.load().config, work, &m.mv.slice)? == m.mv.to {
             // Switched before a crash, maybe not to the end: the roles as the map says.
             settle_roles(work, m, Way::Forward).await?;
             continue;
@@ -58,8 +58,8 @@ pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next
         match switch(db, store, work, m, Way::Forward).await? {
             Switched::Done(held) => {
                 let text = format!(
-                    "buckets {} cut over to \"{}\" (writers of them held {} ms)",
-                    m.mv.buckets,
+                    "{} cut over to \"{}\" (writers of them held {} ms)",
+                    m.mv.what(),
                     m.mv.to,
                     held.as_millis()
                 );
@@ -69,8 +69,8 @@ pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next
             }
             Switched::Abandoned(why) => {
                 let text = format!(
-                    "cutover of buckets {} given up: {why}; dual-write goes on, trying again in 2 s",
-                    m.mv.buckets
+                    "cutover of {} given up: {why}; dual-write goes on, trying again in 2 s",
+                    m.mv.what()
                 );
                 jobs::remark(db, work.id, Phase::Cutover, &text)
                     .await
@@ -107,7 +107,7 @@ pub async fn switch(
         .unwrap_or_default()
         .as_millis() as u64;
     let hold = json!({ "job": work.id, "state": "cutover",
-        "hold": { "first": m.mv.first, "last": m.mv.last, "until_ms": until_ms } });
+        "hold": { "slice": m.mv.slice, "until_ms": until_ms } });
     let epoch = publish(db, &work.database, &unchanged, &hold)
         .await
         .map_err(|e| e.to_string())?;
@@ -151,7 +151,7 @@ fn map_for(
         .get(&work.database)
         .and_then(|d| d.sharding.as_ref())
         .ok_or("the database is no longer sharded")?;
-    map_with(sharding, m.mv.first, m.mv.last, owner)
+    map_with(sharding, &m.mv.slice, owner)
 }
 
 /// Steps 1–6 once the shardgates hold the slice's new transactions; `Some(why)` if given up

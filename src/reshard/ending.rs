@@ -70,14 +70,14 @@ async fn end(
 /// Rollback: every cut-over move switched back, then the targets' copies deleted.
 pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     for m in &work.moves {
-        if owner_now(&store.load().config, work, m.mv.first)? != m.mv.to {
+        if owner_now(&store.load().config, work, &m.mv.slice)? != m.mv.to {
             settle_roles(work, m, Way::Back).await?;
             continue;
         }
         if let Switched::Abandoned(why) = switch(db, store, work, m, Way::Back).await? {
             let text = format!(
-                "rollback of buckets {} given up for now: {why}; trying again in 2 s",
-                m.mv.buckets
+                "rollback of {} given up for now: {why}; trying again in 2 s",
+                m.mv.what()
             );
             jobs::remark(db, work.id, Phase::RollingBack, &text)
                 .await

@@ -49,14 +49,13 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
     Ok(maps)
 }
 
-/// The hold an overlay names: `{"hold": {"first": 0, "last": 1, "until_ms": …}}` (Unix ms).
+/// The hold an overlay names: `{"hold": {"slice": {"buckets": {"first": 0, "last": 1}},
+/// "until_ms": …}}` (Unix ms).
 pub fn hold(overlay: &serde_json::Value) -> Option<Hold> {
     let h = &overlay["hold"];
-    let number = |k: &str| h[k].as_u64();
     Some(Hold {
-        first: u32::try_from(number("first")?).ok()?,
-        last: u32::try_from(number("last")?).ok()?,
-        until: std::time::UNIX_EPOCH + Duration::from_millis(number("until_ms")?),
+        slice: serde_json::from_value(h["slice"].clone()).ok()?,
+        until: std::time::UNIX_EPOCH + Duration::from_millis(h["until_ms"].as_u64()?),
     })
 }
 

@@ -1,10 +1,7 @@
-//! Online resharding (DESIGN §3, issue 6): jobs that move buckets from one shard to another while
-//! the application keeps reading and writing.
-//!
-//! What exists so far: the control database's tables (`migrations/0002_resharding.sql`), moves
-//! checked against the shard map ([`plan_moves`]), pre-flight (§3.1, [`preflight`]), and jobs
-//! recorded with their history ([`jobs`]) and shown by `GET /v1/reshard/{id}`. Dual-write,
-//! backfill, verification and cutover come next: a job stops after pre-flight until they do.
+//! Online resharding (DESIGN §3, issue 6): jobs that move keys — hash buckets, a range of a range
+//! map, values of a list map ([`Slice`]) — from one shard to another while the application keeps
+//! reading and writing: pre-flight, dual-write, backfill, verification, cutover, then finish or
+//! rollback, each step recorded in the control database and resumable after a crash.
 
 pub mod backfill;
 pub mod capture;
@@ -26,7 +23,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_bucket_range, Config, ShardingFunction};
+use crate::config::serde_yaml_value::Scalar;
+use crate::config::{parse_bucket_range, Config, ShardingConfig, Slice};
 
 /// The phases of DESIGN §2.6, as stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,27 +101,76 @@ impl Phase {
     }
 }
 
-/// One move as asked: buckets (`"512-767"` or `"7"`) to a shard.
-#[derive(Debug, Clone, Deserialize)]
+/// One move as asked: what moves (one of `buckets`, `range`, `values`, as the map's function
+/// wants) and the shard it goes to.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
-    pub buckets: String,
+    /// Hash maps: `"512-767"` or `"7"`.
+    #[serde(default)]
+    pub buckets: Option<String>,
+    /// Range maps: keys from `from` (inclusive) to `to` (exclusive); `null` is unbounded.
+    #[serde(default)]
+    pub range: Option<RangeRequest>,
+    /// List maps: values.
+    #[serde(default)]
+    pub values: Option<Vec<Scalar>>,
     pub to: String,
 }
 
-/// One move as accepted: the buckets, the shard that owns them now, and the shard they go to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRequest {
+    pub from: Option<Scalar>,
+    pub to: Option<Scalar>,
+}
+
+impl MoveRequest {
+    /// The slice asked for, in `sharding`'s terms.
+    fn slice(&self, sharding: &ShardingConfig) -> Result<Slice, String> {
+        let count = sharding.buckets.unwrap_or(0);
+        match (&self.buckets, &self.range, &self.values) {
+            (Some(b), None, None) => {
+                let (first, last) =
+                    parse_bucket_range(b, count).map_err(|e| format!("buckets {b}: {e}"))?;
+                Ok(Slice::Buckets { first, last })
+            }
+            (None, Some(r), None) => Ok(Slice::Range {
+                from: r.from.clone(),
+                to: r.to.clone(),
+            }),
+            (None, None, Some(v)) => Ok(Slice::Values(v.clone())),
+            _ => Err(format!(
+                "a move to \"{}\" names {}: give exactly one of \"buckets\" (hash maps), \"range\" (range maps) or \"values\" (list maps)",
+                self.to,
+                if self.buckets.is_none() && self.range.is_none() && self.values.is_none() {
+                    "nothing to move"
+                } else {
+                    "more than one thing to move"
+                }
+            )),
+        }
+    }
+}
+
+/// One move as accepted: the keys, the shard that owns them now, and the shard they go to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
-    pub buckets: String,
-    pub first: u32,
-    pub last: u32,
+    pub slice: Slice,
     pub from: String,
     pub to: String,
 }
 
-/// Checks `requests` against `database`'s shard map in `config`: each range lies within the
-/// buckets, is owned by one shard today, goes to another configured shard (which may own nothing
-/// yet), and no two ranges overlap.
+impl Move {
+    /// `buckets 512-767`, `keys [1000, 2000)`, `values "eu"`.
+    pub fn what(&self) -> String {
+        self.slice.describe()
+    }
+}
+
+/// Checks `requests` against `database`'s shard map in `config`: each slice fits the map's
+/// function, is owned by one shard today, goes to another configured shard (which may own
+/// nothing yet), and no two slices overlap.
 pub fn plan_moves(
     config: &Config,
     database: &str,
@@ -137,65 +184,35 @@ pub fn plan_moves(
         .sharding
         .as_ref()
         .ok_or_else(|| format!("database \"{database}\" is not sharded (it has one shard)"))?;
-    if sharding.function != ShardingFunction::Hash {
-        return Err(format!(
-            "database \"{database}\" uses a {:?} map: only hash maps can be resharded in this version",
-            sharding.function
-        ));
-    }
     if requests.is_empty() {
-        return Err("no moves: give at least one {\"buckets\": \"a-b\", \"to\": \"shard\"}".into());
+        return Err("no moves: give at least one, e.g. {\"buckets\": \"a-b\", \"to\": \"shard\"}".into());
     }
-    let count = sharding.buckets.unwrap_or(0);
-    let owners = bucket_owners(sharding, count)?;
     let mut moves: Vec<Move> = Vec::new();
     for r in requests {
-        let (first, last) = parse_bucket_range(&r.buckets, count)?;
+        let slice = r.slice(sharding)?;
+        let what = slice.describe();
+        slice.check(sharding).map_err(|e| format!("{what}: {e}"))?;
         if !db.shards.contains_key(&r.to) {
             let known: Vec<&String> = db.shards.keys().collect();
             return Err(format!(
-                "buckets {}: no shard \"{}\" in the config (its shards: {known:?}); add it to the config first",
-                r.buckets, r.to
+                "{what}: no shard \"{}\" in the config (its shards: {known:?}); add it to the config first",
+                r.to
             ));
         }
-        let from = &owners[first as usize];
-        if let Some(b) = (first..=last).find(|&b| &owners[b as usize] != from) {
-            return Err(format!(
-                "buckets {}: owned by \"{from}\" and \"{}\" (from bucket {b}); move one shard's buckets per range",
-                r.buckets, owners[b as usize]
-            ));
+        let from = slice.owner(db).map_err(|e| format!("{what}: {e}"))?;
+        if from == r.to {
+            return Err(format!("{what}: already on \"{}\"", r.to));
         }
-        if from == &r.to {
-            return Err(format!("buckets {}: already on \"{}\"", r.buckets, r.to));
-        }
-        if let Some(m) = moves.iter().find(|m| first <= m.last && m.first <= last) {
-            return Err(format!("buckets {} overlap {}", r.buckets, m.buckets));
+        if let Some(m) = moves.iter().find(|m| m.slice.overlaps(&slice, sharding)) {
+            return Err(format!("{what} overlap {}", m.what()));
         }
         moves.push(Move {
-            buckets: r.buckets.trim().to_string(),
-            first,
-            last,
-            from: from.clone(),
+            slice,
+            from,
             to: r.to.clone(),
         });
     }
     Ok(moves)
-}
-
-/// The owner of every bucket under a validated hash map.
-fn bucket_owners(
-    sharding: &crate::config::ShardingConfig,
-    count: u32,
-) -> Result<Vec<String>, String> {
-    let mut owners = vec![String::new(); count as usize];
-    for entry in &sharding.map {
-        let text = entry.buckets.as_deref().unwrap_or_default();
-        let (a, b) = parse_bucket_range(text, count)?;
-        for owner in &mut owners[a as usize..=b as usize] {
-            owner.clone_from(&entry.shard);
-        }
-    }
-    Ok(owners)
 }
 
 /// The pairs (source, target) of `moves`, each once.

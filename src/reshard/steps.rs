@@ -12,7 +12,7 @@ use super::driver::Next;
 use super::jobs::{self, advance};
 use super::work::{connect, lagging, map_with, publish, run, run_ddl, MoveWork, Work};
 use super::Phase;
-use crate::config::Config;
+use crate::config::{Config, Slice};
 use crate::control::ControlDb;
 use crate::health::Monitor;
 
@@ -62,31 +62,19 @@ pub fn current_map(config: &Config, work: &Work) -> Result<serde_json::Value, St
         .get(&work.database)
         .and_then(|d| d.sharding.as_ref())
         .ok_or("the database is no longer sharded")?;
-    let first = &work.moves[0].mv;
-    map_with(
-        sharding,
-        first.first,
-        first.last,
-        &owner_now(config, work, first.first)?,
-    )
+    let first = &work.moves[0].mv.slice;
+    map_with(sharding, first, &owner_now(config, work, first)?)
 }
 
-/// The shard that owns `bucket` in the map served now.
-pub fn owner_now(config: &Config, work: &Work, bucket: u32) -> Result<String, String> {
-    let sharding = config
+/// The shard that owns `slice` in the map served now.
+pub fn owner_now(config: &Config, work: &Work, slice: &Slice) -> Result<String, String> {
+    let db = config
         .databases
         .get(&work.database)
-        .and_then(|d| d.sharding.as_ref())
-        .ok_or("the database is no longer sharded")?;
-    let count = sharding.buckets.unwrap_or(0);
-    for entry in &sharding.map {
-        let (a, b) =
-            crate::config::parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
-        if (a..=b).contains(&bucket) {
-            return Ok(entry.shard.clone());
-        }
-    }
-    Err(format!("bucket {bucket} has no owner in the map"))
+        .ok_or("the database is no longer in the config")?;
+    slice
+        .owner(db)
+        .map_err(|e| format!("{}: {e}", slice.describe()))
 }
 
 /// Backfill waits until every live shardgate has taken the dual-write epoch.
@@ -114,12 +102,12 @@ pub async fn await_acknowledgements(db: &ControlDb, work: &Work) -> Result<Next,
     Ok(Next::Now)
 }
 
-/// A table's checkpoint name: the table, with the buckets when the job has several moves.
+/// A table's checkpoint name: the table, with the slice when the job has several moves.
 fn checkpoint_name(t: &TableCopy, moves: usize) -> String {
     if moves == 1 {
         t.table.clone()
     } else {
-        format!("{} {}-{}", t.table, t.first, t.last)
+        format!("{} {}", t.table, t.slice.label())
     }
 }
 

@@ -21,8 +21,9 @@ fn config(extra_shard: bool) -> Config {
 
 fn req(buckets: &str, to: &str) -> MoveRequest {
     MoveRequest {
-        buckets: buckets.into(),
+        buckets: Some(buckets.into()),
         to: to.into(),
+        ..MoveRequest::default()
     }
 }
 
@@ -37,16 +38,15 @@ fn a_move_takes_its_source_from_the_map_and_may_go_to_a_new_shard() {
         moves.unwrap(),
         vec![
             Move {
-                buckets: "768-1023".into(),
-                first: 768,
-                last: 1023,
+                slice: Slice::Buckets {
+                    first: 768,
+                    last: 1023
+                },
                 from: "s1".into(),
                 to: "s2".into()
             },
             Move {
-                buckets: "0-9".into(),
-                first: 0,
-                last: 9,
+                slice: Slice::Buckets { first: 0, last: 9 },
                 from: "s0".into(),
                 to: "s1".into()
             },
@@ -59,7 +59,7 @@ fn moves_that_cannot_be_done_say_why() {
     let c = config(false);
     let cases = [
         ("nope", vec![req("0-9", "s1")], "no database \"nope\" in the config"),
-        ("app", vec![], "no moves: give at least one {\"buckets\": \"a-b\", \"to\": \"shard\"}"),
+        ("app", vec![], "no moves: give at least one, e.g. {\"buckets\": \"a-b\", \"to\": \"shard\"}"),
         (
             "app",
             vec![req("0-9", "s9")],
@@ -68,19 +68,38 @@ fn moves_that_cannot_be_done_say_why() {
         (
             "app",
             vec![req("500-600", "s1")],
-            "buckets 500-600: owned by \"s0\" and \"s1\" (from bucket 512); move one shard's buckets per range",
+            "buckets 500-600: owned by \"s0\" (bucket 500) and \"s1\" (bucket 512); move one shard's keys per move",
         ),
         ("app", vec![req("600-700", "s1")], "buckets 600-700: already on \"s1\""),
         (
             "app",
             vec![req("0-9", "s1"), req("5-20", "s1")],
-            "buckets 5-20 overlap 0-9",
+            "buckets 5-20 overlap buckets 0-9",
         ),
     ];
     for (db, moves, want) in cases {
         assert_eq!(plan_moves(&c, db, &moves).unwrap_err(), want);
     }
     assert!(plan_moves(&c, "app", &[req("0-2000", "s1")]).is_err());
+    let range = MoveRequest {
+        range: Some(RangeRequest {
+            from: None,
+            to: Some(Scalar::Int(5)),
+        }),
+        to: "s1".into(),
+        ..MoveRequest::default()
+    };
+    assert!(plan_moves(&c, "app", &[range])
+        .unwrap_err()
+        .starts_with("keys [unbounded, 5): the map is a Hash map: move buckets"));
+    let both = MoveRequest {
+        values: Some(vec![Scalar::Int(1)]),
+        ..req("0-9", "s1")
+    };
+    assert_eq!(
+        plan_moves(&c, "app", &[both]).unwrap_err(),
+        "a move to \"s1\" names more than one thing to move: give exactly one of \"buckets\" (hash maps), \"range\" (range maps) or \"values\" (list maps)"
+    );
 }
 
 #[test]

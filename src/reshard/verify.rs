@@ -1,8 +1,11 @@
-//! Verification (DESIGN §3.4): the source and the target compared for a move's buckets, table by
-//! table, one bucket at a time (a bucket is the chunk: its rows are selected by the same
-//! expression on both sides) by row count and an order-independent checksum of the row images;
-//! the buckets that differ are drilled down (in one more scan per side) to the rows that differ,
-//! and those rows' sharding keys are copied again under their key locks and compared again.
+//! Verification (DESIGN §3.4): the source and the target compared for a move's keys, table by
+//! table, one chunk at a time (its rows are selected by the same expression on both sides) by
+//! row count and an order-independent checksum of the row images; the chunks that differ are
+//! drilled down (in one more scan per side) to the rows that differ, and those rows' sharding
+//! keys are copied again under their key locks and compared again.
+//!
+//! A chunk is a bucket of the map when it is a hash map; for a range or list map, the moved
+//! keys are chunked by their hash into [`CHUNKS`] buckets.
 //!
 //! Row images are compared as text, so both sides are read with the same output settings (UTC,
 //! ISO dates, exact floats, hex bytea): equal data then prints equal.
@@ -20,6 +23,7 @@ use super::backfill::{
     literal, lock_keys, quote_ident, row_images, syncing, write_target, TableCopy,
 };
 use crate::backend::control::describe;
+use crate::config::Slice;
 use crate::router::hash::bucket_sql;
 
 /// What both sides are read with.
@@ -42,21 +46,55 @@ pub struct BucketDiff {
     pub target: Figures,
 }
 
-fn bucket_expr(t: &TableCopy) -> String {
-    bucket_sql(&quote_ident(&t.key_column), t.key_type, t.buckets)
+/// How many chunks the keys of a range or list move are hashed into.
+pub const CHUNKS: u32 = 1024;
+
+/// How rows fall into chunks: the chunk of a row (SQL over the table's columns), which rows are
+/// moved (SQL over the columns), and which chunks are (SQL over `b`, the chunk).
+struct Chunking {
+    chunk: String,
+    rows: String,
+    chunks: String,
 }
 
-/// Per bucket of the move: rows and checksum.
+fn chunking(t: &TableCopy) -> Chunking {
+    let key = quote_ident(&t.key_column);
+    match t.slice {
+        // The map's buckets: a row's bucket says whether it moves.
+        Slice::Buckets { first, last } => Chunking {
+            chunk: bucket_sql(&key, t.key_type, t.buckets),
+            rows: "true".into(),
+            chunks: format!("b <@ int4range({first}, {last}, '[]')"),
+        },
+        _ => Chunking {
+            chunk: bucket_sql(&key, t.key_type, CHUNKS),
+            rows: t.within(&key),
+            chunks: "true".into(),
+        },
+    }
+}
+
+/// How many chunks a table's comparison covers.
+pub fn chunk_count(t: &TableCopy) -> u64 {
+    match t.slice {
+        Slice::Buckets { first, last } => u64::from(last - first + 1),
+        _ => u64::from(CHUNKS),
+    }
+}
+
+/// Per chunk of the move: rows and checksum.
 async fn figures(c: &Client, t: &TableCopy) -> Result<Vec<(u32, Figures)>, String> {
+    let Chunking {
+        chunk,
+        rows,
+        chunks,
+    } = chunking(t);
     let sql = format!(
         "SELECT b, count(*), (sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric \
              + 9223372036854775808) % 18446744073709551616)::text \
-         FROM (SELECT {bucket} AS b, r FROM {table} r) s \
-         WHERE b <@ int4range({first}, {last}, '[]') GROUP BY b ORDER BY b",
-        bucket = bucket_expr(t),
+         FROM (SELECT {chunk} AS b, r FROM {table} r WHERE {rows}) s \
+         WHERE {chunks} GROUP BY b ORDER BY b",
         table = t.table,
-        first = t.first,
-        last = t.last,
     );
     c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
     let rows = c.query(&sql, &[]).await.map_err(|e| describe(&e))?;
@@ -89,7 +127,10 @@ pub async fn compare(
             .find(|(x, _)| *x == b)
             .map_or(empty.clone(), |(_, f)| f.clone())
     };
-    Ok((t.first..=t.last)
+    // A chunk with no rows on either side is equal.
+    let seen: BTreeSet<u32> = s.iter().chain(&d).map(|(b, _)| *b).collect();
+    Ok(seen
+        .into_iter()
         .map(|b| BucketDiff {
             bucket: b,
             source: at(&s, b),
@@ -109,12 +150,13 @@ pub async fn differing_keys(
     buckets: &[u32],
 ) -> Result<BTreeMap<u32, Vec<String>>, String> {
     // Byte order ("C"), which is also how Rust compares the strings.
+    let Chunking { chunk, rows, .. } = chunking(t);
     let sql = format!(
-        "SELECT b, k, d FROM (SELECT {bucket_expr} AS b, ({key})::text AS k, md5(r::text) AS d \
-         FROM {table} r) s WHERE b = ANY($1::int[]) ORDER BY b, k COLLATE \"C\", d COLLATE \"C\"",
+        "SELECT b, k, d FROM (SELECT {chunk} AS b, ({key})::text AS k, md5(r::text) AS d \
+         FROM {table} r WHERE {rows}) s WHERE b = ANY($1::int[]) \
+         ORDER BY b, k COLLATE \"C\", d COLLATE \"C\"",
         key = quote_ident(&t.key_column),
         table = t.table,
-        bucket_expr = bucket_expr(t),
     );
     let buckets: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
     let (s, d) = (

@@ -13,7 +13,7 @@ use super::backfill::TableCopy;
 use super::cutover::Way;
 use super::driver::Next;
 use super::jobs::{self, advance};
-use super::verify::{compare, differing_keys, repair_all, BucketDiff};
+use super::verify::{chunk_count, compare, differing_keys, repair_all, BucketDiff};
 use super::work::{connect, Work};
 use super::Phase;
 use crate::backend::control::describe;
@@ -98,7 +98,7 @@ async fn run(db: &ControlDb, work: &Work, way: Way) -> Result<Summary, String> {
         let mut copy = connect(copy).await?;
         for t in &m.tables {
             s.tables += 1;
-            s.buckets += u64::from(t.last - t.first + 1);
+            s.buckets += chunk_count(t);
             if compare(&owner.client, &copy.client, t).await?.is_empty() {
                 continue;
             }
@@ -138,7 +138,7 @@ async fn leftovers(db: &ControlDb, work: &Work) -> Result<Summary, String> {
         let source = connect(&m.source_url).await?;
         for t in &m.tables {
             s.tables += 1;
-            s.buckets += u64::from(t.last - t.first + 1);
+            s.buckets += chunk_count(t);
             let sql = format!(
                 "SELECT count(*) FROM {} WHERE {}",
                 t.table,

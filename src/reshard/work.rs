@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_postgres::Client;
 
 use super::backfill::TableCopy;
 use super::jobs::State;
 use super::Move;
 use crate::backend::control::{self, ControlConn};
-use crate::config::{parse_bucket_range, Config, ShardingConfig};
+use crate::config::{Config, ShardingConfig, Slice};
 use crate::control::{ControlDb, ControlError};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,8 +87,7 @@ impl Work {
                     primary_key: texts(&found["primary_key"]),
                     key_type: sharding.key_type,
                     buckets: sharding.buckets.unwrap_or(0),
-                    first: mv.first,
-                    last: mv.last,
+                    slice: mv.slice.clone(),
                 });
                 let named = found["sequences"].as_array().into_iter().flatten();
                 sequences.extend(named.filter_map(|s| s[0].as_str().map(str::to_string)));
@@ -138,38 +137,10 @@ pub async fn connect(url: &str) -> Result<ControlConn, String> {
     control::connect(url, TIMEOUT, APPLICATION_NAME).await
 }
 
-/// The database's map with buckets `first..=last` owned by `owner`, as the epochs store it.
-pub fn map_with(
-    sharding: &ShardingConfig,
-    first: u32,
-    last: u32,
-    owner: &str,
-) -> Result<Value, String> {
-    let count = sharding.buckets.unwrap_or(0);
-    let mut owners = vec![String::new(); count as usize];
-    for entry in &sharding.map {
-        let (a, b) = parse_bucket_range(entry.buckets.as_deref().unwrap_or_default(), count)?;
-        for o in &mut owners[a as usize..=b as usize] {
-            o.clone_from(&entry.shard);
-        }
-    }
-    for o in &mut owners[first as usize..=last as usize] {
-        *o = owner.to_string();
-    }
-    let mut entries: Vec<Value> = Vec::new();
-    let mut start = 0usize;
-    for b in 1..=owners.len() {
-        if b == owners.len() || owners[b] != owners[start] {
-            let buckets = if b - 1 == start {
-                start.to_string()
-            } else {
-                format!("{start}-{}", b - 1)
-            };
-            entries.push(json!({ "shard": owners[start], "buckets": buckets }));
-            start = b;
-        }
-    }
-    Ok(Value::Array(entries))
+/// The database's map with `slice` owned by `owner`, as the epochs store it.
+pub fn map_with(sharding: &ShardingConfig, slice: &Slice, owner: &str) -> Result<Value, String> {
+    let entries = slice.map_with(sharding, owner)?;
+    serde_json::to_value(entries).map_err(|e| format!("the new map does not serialize: {e}"))
 }
 
 /// Publishes `map` and `overlay` for `database` as a new epoch; the epoch.
@@ -259,8 +230,7 @@ mod tests {
             primary_key: vec!["id".into()],
             key_type: crate::config::KeyType::Bigint,
             buckets: 8,
-            first: 0,
-            last: 1,
+            slice: Slice::Buckets { first: 0, last: 1 },
         }
     }
 

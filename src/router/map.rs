@@ -1,11 +1,12 @@
 //! A database's shard map at run time: key → shard index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use super::hash::bucket_of;
 use super::key::KeyValue;
 use crate::config::serde_yaml_value::Scalar;
-use crate::config::{DatabaseConfig, ShardingFunction};
+use crate::config::{DatabaseConfig, Hold, KeyType, ShardingFunction, Slice};
 
 pub(super) enum ShardMap {
     /// One shard, no sharding section: everything goes to shard 0.
@@ -26,13 +27,7 @@ impl ShardMap {
         let Some(s) = &db.sharding else {
             return ShardMap::Single;
         };
-        let typed = |v: &Scalar| {
-            let text = match v {
-                Scalar::Int(i) => i.to_string(),
-                Scalar::Text(t) => t.clone(),
-            };
-            KeyValue::from_text(s.key_type, &text).ok()
-        };
+        let typed = |v: &Scalar| typed(s.key_type, v);
         let shard = |name: &str| index(name).unwrap_or(0);
         match s.function {
             ShardingFunction::Hash => {
@@ -114,5 +109,63 @@ impl ShardMap {
         all.dedup();
         all.retain(|&i| i < shard_count);
         all
+    }
+}
+
+/// A map's range bound or list value as a key (`None` if it does not read as one, which a
+/// validated config rules out).
+fn typed(key_type: KeyType, v: &Scalar) -> Option<KeyValue> {
+    let text = match v {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Text(t) => t.clone(),
+    };
+    KeyValue::from_text(key_type, &text).ok()
+}
+
+/// The keys a resharding cutover holds, typed like the keys statements give.
+pub(super) struct Held {
+    keys: HeldKeys,
+    until: SystemTime,
+}
+
+enum HeldKeys {
+    Buckets(u32, u32),
+    Range(Option<KeyValue>, Option<KeyValue>),
+    Values(HashSet<KeyValue>),
+}
+
+impl Held {
+    pub fn new(hold: &Hold, key_type: KeyType) -> Held {
+        let bound = |b: &Option<Scalar>| b.as_ref().and_then(|v| typed(key_type, v));
+        let keys = match &hold.slice {
+            Slice::Buckets { first, last } => HeldKeys::Buckets(*first, *last),
+            Slice::Range { from, to } => HeldKeys::Range(bound(from), bound(to)),
+            Slice::Values(values) => {
+                HeldKeys::Values(values.iter().filter_map(|v| typed(key_type, v)).collect())
+            }
+        };
+        Held {
+            keys,
+            until: hold.until,
+        }
+    }
+
+    /// Whether the hold is still in force.
+    pub fn in_force(&self) -> bool {
+        SystemTime::now() < self.until
+    }
+
+    /// Whether `key` (under `map`) is held now.
+    pub fn holds(&self, map: &ShardMap, key: &KeyValue) -> bool {
+        let within = match &self.keys {
+            HeldKeys::Buckets(first, last) => map
+                .bucket(key)
+                .is_some_and(|b| (*first..=*last).contains(&b)),
+            HeldKeys::Range(from, to) => {
+                from.as_ref().is_none_or(|f| key >= f) && to.as_ref().is_none_or(|t| key < t)
+            }
+            HeldKeys::Values(values) => values.contains(key),
+        };
+        within && self.in_force()
     }
 }

@@ -63,8 +63,8 @@ pub struct Router {
     catalog: Catalog,
     routing: crate::config::RoutingConfig,
     map: ShardMap,
-    /// Buckets a resharding cutover holds now ([`Router::holds`]).
-    held: Option<crate::config::Hold>,
+    /// Keys a resharding cutover holds now ([`Router::holds`]).
+    held: Option<map::Held>,
     /// Whether statements need routing at all (more than one shard, not in shadow mode).
     sharded: bool,
     /// `routing.mode: shadow`: statements are planned only to be reported.
@@ -89,7 +89,10 @@ impl Router {
         Router {
             version,
             map: ShardMap::new(config, index),
-            held: config.sharding.as_ref().and_then(|s| s.held),
+            held: config
+                .sharding
+                .as_ref()
+                .and_then(|s| Some(map::Held::new(s.held.as_ref()?, s.key_type))),
             default_shard: db.default_shard,
             catalog: Catalog::new(config, columns.unwrap_or_default()),
             routing: config.routing.clone(),
@@ -333,7 +336,7 @@ impl Router {
         Ok(target)
     }
 
-    /// Whether a statement touches buckets a cutover holds: a transaction that would start with
+    /// Whether a statement touches keys a cutover holds: a transaction that would start with
     /// it waits until the new map is out (or the hold's bound passes).
     pub fn holds(&self, plan: &Plan, params: Option<&Params>) -> bool {
         let Some(hold) = &self.held else {
@@ -345,7 +348,7 @@ impl Router {
                     .map(|keys| {
                         keys.iter()
                             .flatten()
-                            .any(|key| self.map.bucket(key).is_some_and(|b| hold.holds(b)))
+                            .any(|key| hold.holds(&self.map, key))
                     })
                     .unwrap_or(false)
             }),
@@ -358,10 +361,9 @@ impl Router {
         }
     }
 
-    /// Whether any bucket is held now.
+    /// Whether any key is held now.
     pub fn holding(&self) -> bool {
-        self.held
-            .is_some_and(|h| std::time::SystemTime::now() < h.until)
+        self.held.as_ref().is_some_and(map::Held::in_force)
     }
 
     /// The first key a keyed statement gives (for hotspot counting); `None` when it comes from a

@@ -13,7 +13,7 @@ use crate::config::{Config, Hold, MapEntry};
 pub struct PersistedMap {
     pub epoch: i64,
     pub map: Vec<MapEntry>,
-    /// The buckets a cutover holds in this epoch.
+    /// The keys a cutover holds in this epoch.
     pub hold: Option<Hold>,
 }
 
@@ -36,7 +36,7 @@ pub fn apply(mut config: Config, maps: &PersistedMaps) -> Config {
             tracing::info!(database = %name, epoch = persisted.epoch, "the shard map resharding persisted replaces the config file's; copy it into the file");
         }
         sharding.map = persisted.map.clone();
-        sharding.held = persisted.hold;
+        sharding.held = persisted.hold.clone();
     }
     config
 }
