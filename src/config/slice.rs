@@ -147,7 +147,11 @@ impl Slice {
 
     /// `sharding`'s map with the slice owned by `owner` (a range entry split around it, values
     /// taken from their entries; neighbours with one owner joined again).
-    pub fn map_with(&self, sharding: &ShardingConfig, owner: &str) -> Result<Vec<MapEntry>, String> {
+    pub fn map_with(
+        &self,
+        sharding: &ShardingConfig,
+        owner: &str,
+    ) -> Result<Vec<MapEntry>, String> {
         match self.typed(sharding)? {
             Typed::Buckets(first, last) => buckets_with(sharding, (first, last), owner),
             Typed::Range(from, to) => Ok(ranges_with(sharding, (from, to), owner)),
@@ -231,7 +235,13 @@ fn pieces(sharding: &ShardingConfig) -> Result<Vec<Piece>, String> {
     sharding
         .map
         .iter()
-        .map(|e| Ok((key(&e.from).transpose()?, key(&e.to).transpose()?, e.shard.clone())))
+        .map(|e| {
+            Ok((
+                key(&e.from).transpose()?,
+                key(&e.to).transpose()?,
+                e.shard.clone(),
+            ))
+        })
         .collect()
 }
 
@@ -349,9 +359,7 @@ fn value_owner(db: &DatabaseConfig, sharding: &ShardingConfig, v: &Key) -> Resul
 }
 
 fn values_with(sharding: &ShardingConfig, values: &[Key], owner: &str) -> Vec<MapEntry> {
-    let moved = |x: &Scalar| {
-        typed_key(x, sharding.key_type).is_ok_and(|k| values.contains(&k))
-    };
+    let moved = |x: &Scalar| typed_key(x, sharding.key_type).is_ok_and(|k| values.contains(&k));
     let mut entries: Vec<MapEntry> = sharding
         .map
         .iter()

@@ -4,7 +4,7 @@
 //! was saved) with the same result.
 //!
 //! A batch, in one transaction on the source and one on the target:
-//! 1. the next `batch` primary keys of the moved buckets after the checkpoint, taking
+//! 1. the next `batch` primary keys of the moved keys after the checkpoint, taking
 //!    `pg_advisory_xact_lock(table, key)` for each row's sharding key as they are read (one
 //!    statement: the locks come in primary-key order, and the copier gives up a batch whose lock
 //!    it waits for too long, see [`LOCK_WAIT`]);
@@ -14,7 +14,7 @@
 //!    upserted; the target commits, then the source (releasing the locks).
 //!
 //! The checkpoint is the last primary key of the batch (each column as text). The copy ends at
-//! the last primary key the moved buckets had when it started (`end_key`): a row written later
+//! the last primary key the moved keys had when it started (`end_key`): a row written later
 //! was written after the capture trigger was in place (DESIGN §3.2), so the change copier moves
 //! it. Without the bound a busy table's copy would chase the rows being inserted behind it.
 
@@ -156,7 +156,7 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Where a table's copy starts: how many rows the moved buckets hold now and the last of their
+/// Where a table's copy starts: how many rows the moved keys hold now and the last of their
 /// primary keys (the copy's `end_key`; `None` when there are none).
 pub async fn start(source: &Client, t: &TableCopy) -> Result<(i64, Checkpoint), String> {
     let last = t

@@ -1,14 +1,14 @@
-//! Dual-write's capture (DESIGN §3.2): which rows of the moved buckets a transaction changed,
+//! Dual-write's capture (DESIGN §3.2): which rows of the moved keys a transaction changed,
 //! recorded by the shard itself in that transaction, so that the target's copy of exactly those
 //! rows is brought up to date from their row images — whatever statement, function or cascade
 //! changed them, and without re-running anything.
 //!
 //! While a move is dual-written, each sharded table on the authoritative side has a row trigger
-//! that, for a row of the moved buckets (old and new row alike):
+//! that, for a row of the moved keys (old and new row alike):
 //! 1. takes the move's *fence* in shared mode: cutover takes it exclusively, so it waits for the
 //!    writers in flight and holds new ones;
 //! 2. checks the side is still authoritative for the move (a writer the fence held while the
-//!    buckets were cut over gets `40001`, never a write the new owner would not see);
+//!    keys were cut over gets `40001`, never a write the new owner would not see);
 //! 3. takes the per-key lock (`pg_advisory_xact_lock` on (table, key)) that serializes the key's
 //!    writers — clients, backfill, the sync and repair — until commit;
 //! 4. appends the row's primary key to `shardgate.reshard_changes`, a logged table, in the same
@@ -19,7 +19,7 @@
 //!
 //! The copies must not be read as rows of their own: a statement sent to every shard (no
 //! sharding key) would count a moved row twice, or update it twice. So each table also gets a
-//! row-security policy on both sides that hides the moved buckets' rows on the shadow side (the
+//! row-security policy on both sides that hides the moved keys' rows on the shadow side (the
 //! target until cutover, the source after it) from the statements shardgate sends to several
 //! shards: it runs them with `shardgate.fanout` on. Keyed statements see every row, so a
 //! client's write that reaches the shadow still meets the trigger's refusal. At cutover the new
@@ -45,9 +45,9 @@ pub const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS shardgate; \
 /// What a side is for a move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Takes the clients' writes of the moved buckets, captured for the other side.
+    /// Takes the clients' writes of the moved keys, captured for the other side.
     Authoritative,
-    /// Receives copies only; a client's write of the moved buckets is refused.
+    /// Receives copies only; a client's write of the moved keys is refused.
     Shadow,
 }
 
@@ -142,7 +142,7 @@ fn moved_sql(t: &TableCopy, column: &str) -> String {
     format!("{column} IS NOT NULL AND {}", t.within(column))
 }
 
-/// The row-security policies that hide a side's copies of the moved buckets (`moved`: whether
+/// The row-security policies that hide a side's copies of the moved keys (`moved`: whether
 /// a row of the table is in them) from statements sent to several shards. The permissive policy
 /// lets everything else through, as before row security was on. Forced, so the tables' owner is
 /// subject to it too (superusers and roles with BYPASSRLS never are: pre-flight refuses them).

@@ -183,9 +183,9 @@ fn move_request(text: &str) -> anyhow::Result<Value> {
         format!("--move {text:?}: write BUCKETS:SHARD (512-767:s2), range=FROM..TO:SHARD or values=A,B:SHARD")
     })?;
     if let Some(range) = what.strip_prefix("range=") {
-        let (from, until) = range
-            .split_once("..")
-            .with_context(|| format!("--move {text:?}: write range=FROM..TO:SHARD, e.g. range=1000..2000:s2"))?;
+        let (from, until) = range.split_once("..").with_context(|| {
+            format!("--move {text:?}: write range=FROM..TO:SHARD, e.g. range=1000..2000:s2")
+        })?;
         let bound = |b: &str| if b.is_empty() { Value::Null } else { scalar(b) };
         return Ok(json!({ "range": { "from": bound(from), "to": bound(until) }, "to": to }));
     }
@@ -201,7 +201,8 @@ fn scalar(text: &str) -> Value {
     if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         return json!(quoted);
     }
-    text.parse::<i64>().map_or_else(|_| json!(text), |n| json!(n))
+    text.parse::<i64>()
+        .map_or_else(|_| json!(text), |n| json!(n))
 }
 
 /// The job as a few lines of text.

@@ -1,5 +1,5 @@
-//! Cutover (DESIGN §3.5), one move (a slice of buckets) at a time, and the same switch the other
-//! way for rollback (§3.6). While the side that owns the slice holds the move's fence
+//! Cutover (DESIGN §3.5), one move (a slice of the map: buckets, a range, values) at a time,
+//! and the same switch the other way for rollback (§3.6). While the side that owns the slice holds the move's fence
 //! exclusively, no transaction can write the slice there (the capture trigger takes the fence in
 //! shared mode first) — so the wait is only for writers of the slice, never others:
 //! 1. take the fence, waiting at most [`HOLD`] for the slice's writers in flight (past it the
@@ -79,7 +79,8 @@ pub async fn cut_over(db: &ControlDb, store: &Store, work: &Work) -> Result<Next
             }
         }
     }
-    let text = "every move cut over: the targets own the buckets; the sources are kept up to date \
+    let text =
+        "every move cut over: the targets own the moved keys; the sources are kept up to date \
                 (reverse dual-write) until finish, and rollback is possible until then";
     advance(db, work.id, Phase::Cutover, Phase::ReverseDualWrite, text)
         .await
@@ -138,7 +139,7 @@ pub async fn switch(
 /// How long past [`HOLD`] a hold may last: the wait for every shardgate to take the new map.
 const AFTER_SWITCH: Duration = Duration::from_millis(1500);
 
-/// The map with `m`'s buckets owned by `owner`.
+/// The map with `m`'s slice owned by `owner`.
 fn map_for(
     store: &Store,
     work: &Work,
@@ -174,7 +175,7 @@ async fn fenced(
         fence.close().await;
         return match e.code() {
             Some(c) if c.code() == "55P03" => Ok(Some(format!(
-                "the moved buckets' transactions under way still ran after {} ms",
+                "the moved keys' transactions under way still ran after {} ms",
                 HOLD.as_millis()
             ))),
             _ => Err(describe(&e)),
@@ -224,7 +225,7 @@ async fn under_fence(
         .await
         .map_err(|e| e.to_string())?;
     if !acknowledged(db, &work.database, epoch, AFTER_SWITCH).await {
-        tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved buckets to the old owner are refused (40001) until it does");
+        tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved keys to the old owner are refused (40001) until it does");
     }
     run(fence, &role_sql(work.id, Role::Shadow)).await?;
     source.close().await;

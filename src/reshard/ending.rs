@@ -23,7 +23,7 @@ use crate::topology::Store;
 const DELETE_BATCH: i64 = 2000;
 const DELETE_PAUSE: Duration = Duration::from_millis(10);
 
-/// Finish: the targets keep the buckets; the sources forget them.
+/// Finish: the targets keep the moved keys; the sources forget them.
 pub async fn finish(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, String> {
     let mut deleted = 0;
     for m in &work.moves {
@@ -33,7 +33,7 @@ pub async fn finish(db: &ControlDb, store: &Store, work: &Work) -> Result<Next, 
     end(db, store, work, (Phase::Finishing, Phase::Finished), &text).await
 }
 
-/// The side at `owner` keeps the move's buckets, the one at `other` lets them go: no new marks
+/// The side at `owner` keeps the move's keys, the one at `other` lets them go: no new marks
 /// on the owner, the ones left there copied before the other's rows are deleted (so no late
 /// copy brings a row back), then the other's capture removed. The rows deleted.
 async fn let_go(job: i64, m: &MoveWork, owner: &str, other: &str) -> Result<u64, String> {
@@ -89,7 +89,7 @@ pub async fn roll_back(db: &ControlDb, store: &Store, work: &Work) -> Result<Nex
     for m in &work.moves {
         deleted += let_go(work.id, m, &m.source_url, &m.target_url).await?;
     }
-    let text = format!("rolled back: the sources own the buckets again; {deleted} copied rows deleted from the targets");
+    let text = format!("rolled back: the sources own the moved keys again; {deleted} copied rows deleted from the targets");
     end(
         db,
         store,
@@ -178,7 +178,7 @@ async fn settle(db: &ControlDb, store: &Store, work: &Work) -> Result<(), String
     Ok(())
 }
 
-/// Deletes the moved buckets' rows on one side, in batches; how many.
+/// Deletes the moved keys' rows on one side, in batches; how many.
 async fn delete_moved(url: &str, m: &MoveWork) -> Result<u64, String> {
     let mut conn = connect(url).await?;
     let mut total = 0;

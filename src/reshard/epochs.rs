@@ -13,7 +13,7 @@ use crate::control::{ControlDb, ControlError};
 use crate::topology::persisted::{PersistedMap, PersistedMaps};
 use crate::topology::Store;
 
-/// How often the epochs are read: a cutover holds the moved buckets' writers until every live
+/// How often the epochs are read: a cutover holds the moved keys' writers until every live
 /// shardgate has taken the new map, so this bounds that hold (with the heartbeat that follows).
 pub const EVERY: Duration = Duration::from_millis(100);
 

@@ -185,7 +185,9 @@ pub fn plan_moves(
         .as_ref()
         .ok_or_else(|| format!("database \"{database}\" is not sharded (it has one shard)"))?;
     if requests.is_empty() {
-        return Err("no moves: give at least one, e.g. {\"buckets\": \"a-b\", \"to\": \"shard\"}".into());
+        return Err(
+            "no moves: give at least one, e.g. {\"buckets\": \"a-b\", \"to\": \"shard\"}".into(),
+        );
     }
     let mut moves: Vec<Move> = Vec::new();
     for r in requests {

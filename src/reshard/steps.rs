@@ -46,7 +46,7 @@ pub async fn start_dual_write(
         .await
         .map_err(|e| e.to_string())?;
     let text = format!(
-        "dual-write on (epoch {epoch}): every change of the moved buckets on the source is marked \
+        "dual-write on (epoch {epoch}): every change of the moved keys on the source is marked \
          there in its own transaction and copied to the target"
     );
     advance(db, work.id, Phase::Preflight, Phase::DualWrite, &text)

@@ -111,7 +111,7 @@ async fn figures(c: &Client, t: &TableCopy) -> Result<Vec<(u32, Figures)>, Strin
         .collect())
 }
 
-/// The buckets of the move whose rows differ between `source` and `target`.
+/// The chunks (buckets) of the move whose rows differ between `source` and `target`.
 pub async fn compare(
     source: &Client,
     target: &Client,

@@ -1,7 +1,7 @@
 //! The job's verification runs (DESIGN §3.4): in the verify phase until a run passes, and on
 //! the operator's request at any time after — after cutover the new owner is compared with the
 //! old (which reverse dual-write keeps up to date), after finish the old owner is checked to
-//! hold nothing of the moved buckets. Each run's summary is kept with the job and shown by
+//! hold nothing of the moved keys. Each run's summary is kept with the job and shown by
 //! `GET /v1/reshard/{id}`.
 
 use std::time::Duration;
@@ -26,8 +26,10 @@ pub struct Summary {
     /// What was compared: `source→target`, `target→source`, or `source empty` after finish.
     pub compared: String,
     pub tables: u64,
+    /// Chunks compared (summed over tables): the map's buckets for a hash map, the keys' hash
+    /// in [`super::verify::CHUNKS`] buckets for a range or list map.
     pub buckets: u64,
-    /// Buckets whose count or checksum differed (changes still being copied included).
+    /// Chunks whose count or checksum differed (changes still being copied included).
     pub differing_buckets: u64,
     /// Keys copied again and then found equal under their locks.
     pub repaired_keys: u64,
@@ -127,7 +129,7 @@ async fn run(db: &ControlDb, work: &Work, way: Way) -> Result<Summary, String> {
     Ok(s)
 }
 
-/// After finish: the old owners hold no row of the moved buckets.
+/// After finish: the old owners hold no row of the moved keys.
 async fn leftovers(db: &ControlDb, work: &Work) -> Result<Summary, String> {
     let mut s = Summary {
         run: next_run(db, work.id).await?,

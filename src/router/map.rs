@@ -169,3 +169,54 @@ impl Held {
         within && self.in_force()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn held(slice: Slice, key_type: KeyType, for_ms: i64) -> Held {
+        let now = SystemTime::now();
+        let until = if for_ms >= 0 {
+            now + Duration::from_millis(for_ms as u64)
+        } else {
+            now - Duration::from_millis(for_ms.unsigned_abs())
+        };
+        Held::new(&Hold { slice, until }, key_type)
+    }
+
+    #[test]
+    fn a_hold_covers_its_range_its_values_or_its_buckets_until_it_ends() {
+        let map = ShardMap::Hash { owner: vec![0; 8] };
+        let int = |i: i64| KeyValue::Int(i);
+        let text = |t: &str| KeyValue::Text(t.into());
+        let range = Slice::Range {
+            from: Some(Scalar::Int(150)),
+            to: Some(Scalar::Int(200)),
+        };
+        let h = held(range, KeyType::Bigint, 60_000);
+        let holds: Vec<bool> = [149, 150, 199, 200].map(|k| h.holds(&map, &int(k))).into();
+        assert_eq!(holds, [false, true, true, false]);
+        let open = Slice::Range {
+            from: Some(Scalar::Text("K".into())),
+            to: None,
+        };
+        let h = held(open, KeyType::Text, 60_000);
+        // In byte order "Z" (0x5a) and "a" (0x61) are both above "K" (0x4b).
+        let holds: Vec<bool> = ["J", "K", "Z", "a"].map(|k| h.holds(&map, &text(k))).into();
+        assert_eq!(holds, [false, true, true, true]);
+        let values = Slice::Values(vec![Scalar::Int(3), Scalar::Int(7)]);
+        let h = held(values.clone(), KeyType::Bigint, 60_000);
+        assert!(h.holds(&map, &int(7)) && !h.holds(&map, &int(4)));
+        let over = held(values, KeyType::Bigint, -1);
+        assert!(!over.holds(&map, &int(7)) && !over.in_force());
+        let all = held(
+            Slice::Buckets { first: 0, last: 7 },
+            KeyType::Bigint,
+            60_000,
+        );
+        assert!(all.holds(&map, &int(12345)));
+        let none = Slice::Buckets { first: 9, last: 9 };
+        assert!(!held(none, KeyType::Bigint, 60_000).holds(&map, &int(12345)));
+    }
+}

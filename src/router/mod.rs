@@ -345,11 +345,7 @@ impl Router {
         match plan {
             Plan::Keyed(k) => k.keys.iter().any(|source| {
                 params::keys(source, params, self.catalog.key_type)
-                    .map(|keys| {
-                        keys.iter()
-                            .flatten()
-                            .any(|key| hold.holds(&self.map, key))
-                    })
+                    .map(|keys| keys.iter().flatten().any(|key| hold.holds(&self.map, key)))
                     .unwrap_or(false)
             }),
             Plan::Multi(plans) => plans.iter().any(|p| self.holds(p, None)),

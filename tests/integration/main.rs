@@ -22,6 +22,7 @@ mod replicas;
 mod reshard;
 mod reshard_crash;
 mod resharding;
+mod resharding_maps;
 mod sharded_app;
 mod sharding;
 mod shards;

@@ -78,7 +78,7 @@ async fn preflight_says_what_is_missing_and_starts_nothing() {
     assert_eq!(answer.status, 400);
     assert_eq!(
         answer.json()["detail"],
-        "buckets 0-5: owned by \"s0\" and \"s1\" (from bucket 4); move one shard's buckets per range"
+        "buckets 0-5: owned by \"s0\" (bucket 0) and \"s1\" (bucket 4); move one shard's keys per move"
     );
 }
 
@@ -94,7 +94,7 @@ async fn a_job_is_recorded_shown_and_aborted() {
     let job = get(admin, &format!("/v1/reshard/{id}")).await.json();
     assert_eq!(
         job["moves"],
-        json!([{"buckets": "0-1", "first": 0, "last": 1, "from": "s0", "to": "s1"}])
+        json!([{"slice": {"buckets": {"first": 0, "last": 1}}, "from": "s0", "to": "s1"}])
     );
     let tables = job["preflight"]["tables"].as_array().unwrap();
     let table = |name: &str| -> &Value { tables.iter().find(|t| t["table"] == name).unwrap() };
@@ -232,8 +232,7 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
         primary_key: vec!["id".into(), "line".into()],
         key_type: KeyType::Bigint,
         buckets: 8,
-        first: 0,
-        last: 1,
+        slice: shardgate::config::Slice::Buckets { first: 0, last: 1 },
     };
     let in_range = format!(
         "{} BETWEEN 0 AND 1",
@@ -397,8 +396,7 @@ async fn capture_marks_exactly_the_changed_rows_and_the_copy_brings_them_over() 
         primary_key: vec!["id".into()],
         key_type: KeyType::Bigint,
         buckets: 8,
-        first: 0,
-        last: 1,
+        slice: shardgate::config::Slice::Buckets { first: 0, last: 1 },
     };
     let tables = [users.clone()];
     let mut s0 = crate::harness::connect(&shop.shard_url(0)).await;

@@ -28,7 +28,7 @@ pub(crate) async fn shop() -> (Shards, Log) {
 }
 
 /// [`shop`] on shards of `opts`.
-async fn shop_of(opts: ShardsOptions) -> (Shards, Log) {
+pub(crate) async fn shop_of(opts: ShardsOptions) -> (Shards, Log) {
     let shop = Shards::start(
         opts.schema(SCHEMA)
             .table("users", "id")
@@ -74,13 +74,15 @@ pub(crate) struct Log {
 }
 
 /// One client's loop: increments (autocommit), transactions of an increment and an order,
-/// deletes of its own orders, new users; a third of the traffic on two hot keys (one moving).
-async fn client(shop_url: String, n: i64, log: Arc<Mutex<Log>>, stop: Arc<AtomicBool>) {
+/// deletes of its own orders, new users (ids from 10,001 on); a third of the traffic on the two
+/// `hot` keys (one moving, one not).
+async fn client(
+    (shop_url, n): (String, i64),
+    hot: [i64; 2],
+    log: Arc<Mutex<Log>>,
+    stop: Arc<AtomicBool>,
+) {
     let c = crate::harness::connect(&shop_url).await;
-    let hot = [
-        (1..).find(|k| moved(*k)).unwrap(),
-        (1..).find(|k| !moved(*k)).unwrap(),
-    ];
     let mut mine: Vec<(i64, i64)> = Vec::new();
     let mut i: i64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -180,12 +182,21 @@ pub(crate) type Workload = (
 
 /// As [`workload`], the clients spread over several shardgates.
 pub(crate) fn workload_on(urls: &[String], log: Log, clients: i64) -> Workload {
+    let hot = [
+        (1..).find(|k| moved(*k)).unwrap(),
+        (1..).find(|k| !moved(*k)).unwrap(),
+    ];
+    workload_hot(urls, log, clients, hot)
+}
+
+/// As [`workload_on`], with the two hot keys given (one moving, one not).
+pub(crate) fn workload_hot(urls: &[String], log: Log, clients: i64, hot: [i64; 2]) -> Workload {
     let log = Arc::new(Mutex::new(log));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = (0..clients)
         .map(|n| {
             let url = urls[n as usize % urls.len()].clone();
-            tokio::spawn(client(url, n, log.clone(), stop.clone()))
+            tokio::spawn(client((url, n), hot, log.clone(), stop.clone()))
         })
         .collect();
     (log, stop, tasks)
@@ -224,6 +235,15 @@ pub(crate) fn check(shop: &Shards, log: &Log, cut_over: bool) {
 /// As [`check`] over the first `shards` shards, the moved buckets owned by `moved_to` (`None`:
 /// by their configured owner).
 fn check_placed(shop: &Shards, log: &Log, moved_to: Option<usize>, shards: usize) {
+    let owner = |k: i64| match moved_to {
+        Some(to) if moved(k) => to,
+        _ => shop.owner(k),
+    };
+    check_owned(shop, log, &owner, shards);
+}
+
+/// As [`check`] over the first `shards` shards, each key owned by `owner(key)`.
+pub(crate) fn check_owned(shop: &Shards, log: &Log, owner: &dyn Fn(i64) -> usize, shards: usize) {
     let l = log;
     let first: Vec<&String> = l.errors.iter().take(5).collect();
     assert!(
@@ -231,10 +251,6 @@ fn check_placed(shop: &Shards, log: &Log, moved_to: Option<usize>, shards: usize
         "clients saw {} errors: {first:?}…",
         l.errors.len()
     );
-    let owner = |k: i64| match moved_to {
-        Some(to) if moved(k) => to,
-        _ => shop.owner(k),
-    };
     let users = |s: usize| -> BTreeMap<i64, i64> {
         shop.direct(s, "SELECT id || ' ' || n FROM users ORDER BY id")
             .lines()
@@ -315,7 +331,7 @@ async fn begin_move_to(shop: &Shards, to: &str, rows_per_second: u64) -> i64 {
 }
 
 /// Stops the workload and waits for its clients.
-async fn stop_workload(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+pub(crate) async fn stop_workload(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -346,7 +362,7 @@ async fn a_rollback_after_cutover_brings_everything_back() {
         notes
             .last()
             .unwrap()
-            .starts_with("rolled back: the sources own the buckets again"),
+            .starts_with("rolled back: the sources own the moved keys again"),
         "{notes:?}"
     );
     check(&shop, &log.lock().unwrap(), false);
@@ -491,7 +507,7 @@ async fn only_the_moving_slice_waits_at_cutover() {
         .await
         .unwrap();
     act(&shop, id, "cutover").await;
-    let hold = "SELECT coalesce(overlay->'hold'->>'first', 'none') FROM shardgate.epochs";
+    let hold = "SELECT coalesce(overlay->'hold'->'slice'->'buckets'->>'first', 'none') FROM shardgate.epochs";
     let started = Instant::now();
     while shop.control(hold) == "none" {
         assert!(

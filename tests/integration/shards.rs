@@ -67,6 +67,9 @@ pub struct ShardsOptions {
     /// A streaming replica of the cluster, named as every shard's replica, with health checks
     /// every 100 ms. Default off.
     pub replica: bool,
+    /// The `sharding:` section as YAML, in place of the even hash map (a range or list map);
+    /// [`Shards::owner`] then cannot say who owns a key. Default none.
+    pub sharding: Option<String>,
 }
 
 impl Default for ShardsOptions {
@@ -92,7 +95,14 @@ impl ShardsOptions {
             admin_token: None,
             new_shards: 0,
             replica: false,
+            sharding: None,
         }
+    }
+
+    /// See [`ShardsOptions::sharding`].
+    pub fn sharding(mut self, yaml: &str) -> Self {
+        self.sharding = Some(yaml.to_string());
+        self
     }
 
     /// See [`ShardsOptions::replica`].
@@ -343,6 +353,10 @@ impl Shards {
 
     /// The shard (index) that owns an integer key, computed here from the map this fixture wrote.
     pub fn owner(&self, key: i64) -> usize {
+        assert!(
+            self.opts.sharding.is_none(),
+            "Shards::owner knows the fixture's own hash map only"
+        );
         self.opts
             .bucket_owner(bucket_of(hash_int(key), self.opts.buckets))
     }
@@ -454,12 +468,19 @@ fn config_yaml(o: &ShardsOptions, pg_port: u16, replica_port: Option<u16>) -> St
             o.first_bucket(i)
         ));
     }
-    let _ = writeln!(
-        y,
-        "    sharding: {{ key_type: bigint, function: hash, buckets: {}, map: [{}] }}",
-        o.buckets,
-        map.join(", ")
-    );
+    match &o.sharding {
+        Some(sharding) => {
+            let _ = writeln!(y, "    sharding: {sharding}");
+        }
+        None => {
+            let _ = writeln!(
+                y,
+                "    sharding: {{ key_type: bigint, function: hash, buckets: {}, map: [{}] }}",
+                o.buckets,
+                map.join(", ")
+            );
+        }
+    }
     let tables: Vec<String> = o.tables.iter().map(|(t, k)| format!("{t}: {k}")).collect();
     let _ = writeln!(y, "    tables: {{ {} }}", tables.join(", "));
     let _ = writeln!(

@@ -93,7 +93,11 @@ fn a_range_is_split_out_of_its_entry_and_joined_again_when_it_comes_back() {
     );
     assert_eq!(
         moved(&d, &range(None, Some(10)), "s1"),
-        ["[unbounded, 10) s1", "[10, 1000) s0", "[1000, unbounded) s1"]
+        [
+            "[unbounded, 10) s1",
+            "[10, 1000) s0",
+            "[1000, unbounded) s1"
+        ]
     );
     assert_eq!(range(Some(1000), Some(5000)).owner(&d).unwrap(), "s1");
     assert_eq!(range(None, Some(5)).owner(&d).unwrap(), "s0");
