@@ -24,7 +24,7 @@ mod tests;
 
 pub use env::Env;
 pub(crate) use shardmap::parse_bucket_range;
-pub use slice::Slice;
+pub use slice::{wrong_kind, Slice};
 pub use target::{parse_backend_url, redact_url, BackendTarget};
 
 #[derive(Debug, Clone, Deserialize)]

@@ -81,16 +81,7 @@ impl Slice {
     /// not repeated, buckets within the count.
     pub fn check(&self, sharding: &ShardingConfig) -> Result<(), String> {
         if self.function() != sharding.function {
-            return Err(format!(
-                "the map is a {:?} map: move {}",
-                sharding.function,
-                match sharding.function {
-                    ShardingFunction::Hash => "buckets ({\"buckets\": \"a-b\", \"to\": …})",
-                    ShardingFunction::Range =>
-                        "a range of keys ({\"range\": {\"from\": a, \"to\": b}, \"to\": …})",
-                    ShardingFunction::List => "values ({\"values\": [a, b], \"to\": …})",
-                }
-            ));
+            return Err(wrong_kind(sharding.function));
         }
         match self.typed(sharding)? {
             Typed::Buckets(first, last) => {
@@ -156,6 +147,21 @@ impl Slice {
             Typed::Buckets(first, last) => buckets_with(sharding, (first, last), owner),
             Typed::Range(from, to) => Ok(ranges_with(sharding, (from, to), owner)),
             Typed::Values(values) => Ok(values_with(sharding, &values, owner)),
+        }
+    }
+}
+
+/// What a move must name in a map of `function`, said to one that named something else.
+pub fn wrong_kind(function: ShardingFunction) -> String {
+    match function {
+        ShardingFunction::Hash => {
+            "the map is a hash map: move buckets ({\"buckets\": \"a-b\", \"to\": …})".into()
+        }
+        ShardingFunction::Range => "the map is a range map: move a range of keys \
+            ({\"range\": {\"from\": a, \"to\": b}, \"to\": …})"
+            .into(),
+        ShardingFunction::List => {
+            "the map is a list map: move values ({\"values\": [a, b], \"to\": …})".into()
         }
     }
 }

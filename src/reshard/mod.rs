@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::serde_yaml_value::Scalar;
-use crate::config::{parse_bucket_range, Config, ShardingConfig, Slice};
+use crate::config::{
+    parse_bucket_range, wrong_kind, Config, ShardingConfig, ShardingFunction, Slice,
+};
 
 /// The phases of DESIGN §2.6, as stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,9 @@ impl MoveRequest {
         let count = sharding.buckets.unwrap_or(0);
         match (&self.buckets, &self.range, &self.values) {
             (Some(b), None, None) => {
+                if sharding.function != ShardingFunction::Hash {
+                    return Err(format!("buckets {b}: {}", wrong_kind(sharding.function)));
+                }
                 let (first, last) =
                     parse_bucket_range(b, count).map_err(|e| format!("buckets {b}: {e}"))?;
                 Ok(Slice::Buckets { first, last })

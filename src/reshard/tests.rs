@@ -91,7 +91,7 @@ fn moves_that_cannot_be_done_say_why() {
     };
     assert!(plan_moves(&c, "app", &[range])
         .unwrap_err()
-        .starts_with("keys [unbounded, 5): the map is a Hash map: move buckets"));
+        .starts_with("keys [unbounded, 5): the map is a hash map: move buckets"));
     let both = MoveRequest {
         values: Some(vec![Scalar::Int(1)]),
         ..req("0-9", "s1")
@@ -109,4 +109,54 @@ fn phases_round_trip_and_say_what_they_allow() {
     }
     assert!(Phase::Preflight.may_abort() && !Phase::Cutover.may_abort());
     assert!(Phase::Aborted.is_final() && !Phase::Backfill.is_final());
+}
+
+#[test]
+fn range_and_list_maps_take_moves_of_their_own_kind() {
+    let yaml = "listen: 127.0.0.1:6432\n\
+        users: [{ name: u, password: p }]\n\
+        databases:\n  app:\n    shards:\n\
+        \x20     s0: { primary: \"postgres://u:p@127.0.0.1:5432/app\" }\n\
+        \x20     s1: { primary: \"postgres://u:p@127.0.0.1:5433/app\" }\n\
+        \x20   sharding: { key_type: bigint, function: range, map: [\
+        { from: null, to: 100, shard: s0 }, { from: 100, to: null, shard: s1 }] }\n\
+        \x20   tables: { users: id }\n";
+    let c = Config::parse_with_env(yaml, &|_| None).expect("valid");
+    let range = |from: i64, to: i64, shard: &str| MoveRequest {
+        range: Some(RangeRequest {
+            from: Some(Scalar::Int(from)),
+            to: Some(Scalar::Int(to)),
+        }),
+        to: shard.into(),
+        ..MoveRequest::default()
+    };
+    let moves = plan_moves(&c, "app", &[range(10, 20, "s1"), range(150, 160, "s0")]).unwrap();
+    assert_eq!(
+        moves
+            .iter()
+            .map(|m| (m.what(), m.from.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("keys [10, 20)".to_string(), "s0"),
+            ("keys [150, 160)".to_string(), "s1")
+        ]
+    );
+    let cases = [
+        (
+            vec![req("0-9", "s1")],
+            "buckets 0-9: the map is a range map: move a range of keys ({\"range\": {\"from\": a, \"to\": b}, \"to\": …})",
+        ),
+        (
+            vec![range(10, 20, "s1"), range(15, 30, "s1")],
+            "keys [15, 30) overlap keys [10, 20)",
+        ),
+        (
+            vec![range(90, 110, "s1")],
+            "keys [90, 110): owned by \"s0\" ([unbounded, 100)) and \"s1\" ([100, unbounded)); move one shard's keys per move",
+        ),
+        (vec![range(150, 160, "s1")], "keys [150, 160): already on \"s1\""),
+    ];
+    for (moves, want) in cases {
+        assert_eq!(plan_moves(&c, "app", &moves).unwrap_err(), want);
+    }
 }

@@ -142,7 +142,7 @@ fn a_range_owned_by_two_shards_or_by_none_is_refused_with_the_reason() {
     assert!(Slice::Values(vec![Scalar::Int(1)])
         .check(s)
         .unwrap_err()
-        .starts_with("the map is a Range map: move a range of keys"));
+        .starts_with("the map is a range map: move a range of keys"));
     assert!(range(Some(0), Some(10)).overlaps(&range(Some(9), None), s));
     assert!(!range(Some(0), Some(10)).overlaps(&range(Some(10), None), s));
     assert!(range(None, None).overlaps(&range(Some(10), Some(11)), s));
