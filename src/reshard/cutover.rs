@@ -1,7 +1,8 @@
 //! Cutover (DESIGN §3.5), one move (a slice of the map: buckets, a range, values) at a time,
-//! and the same switch the other way for rollback (§3.6). While the side that owns the slice holds the move's fence
-//! exclusively, no transaction can write the slice there (the capture trigger takes the fence in
-//! shared mode first) — so the wait is only for writers of the slice, never others:
+//! and the same switch the other way for rollback (§3.6). While the side that owns the slice
+//! holds the move's fence exclusively, no transaction can write the slice there (the capture
+//! trigger takes the fence in shared mode first) — so the wait is only for writers of the
+//! slice, never others:
 //! 1. take the fence, waiting at most [`HOLD`] for the slice's writers in flight (past it the
 //!    attempt is given up and dual-write goes on);
 //! 2. copy every marked change still waiting;
