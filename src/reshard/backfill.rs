@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
+use super::images::{copy_rows, stage, syncing, write_target, Images, TEXT_SETTINGS};
 use crate::backend::control::describe;
 use crate::config::serde_yaml_value::Scalar;
 use crate::config::{KeyType, Slice};
@@ -197,9 +198,11 @@ pub async fn copy_batch(
     let src = source.transaction().await.map_err(|e| describe(&e))?;
     let after = from.last_key.as_deref();
     let pk_text = t.pk_text();
-    src.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
-        .await
-        .map_err(|e| describe(&e))?;
+    src.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{LOCK_WAIT}'; {TEXT_SETTINGS}"
+    ))
+    .await
+    .map_err(|e| describe(&e))?;
     let next = format!(
         // Aliased: ORDER BY would take an output column named like a key column first. The
         // lock, volatile, is evaluated for the rows LIMIT lets through only.
@@ -218,19 +221,11 @@ pub async fn copy_batch(
         });
     };
     let upto: Vec<String> = last_row.get(0);
-    let images = format!(
-        "SELECT coalesce(json_agg(r), '[]')::text, count(*) FROM (SELECT * FROM {} WHERE {} ORDER BY {}) r",
-        t.table,
-        t.range(after, Some(&upto)),
-        t.pk()
-    );
-    let row = src
-        .query_one(&images, &[])
-        .await
-        .map_err(|e| describe(&e))?;
-    let (json, copied): (String, i64) = (row.get(0), row.get(1));
+    let rows = t.range(after, Some(&upto));
+    let (data, copied) = copy_rows(&src, t, &rows).await?;
     let tgt = syncing(target).await?;
-    write_target(&tgt, t, &t.range(after, Some(&upto)), &json).await?;
+    stage(&tgt, t, data).await?;
+    write_target(&tgt, t, &rows, &Images::Staged).await?;
     tgt.commit().await.map_err(|e| describe(&e))?;
     src.commit().await.map_err(|e| describe(&e))?;
     Ok(Checkpoint {
@@ -266,99 +261,3 @@ pub(super) async fn lock_keys(
 
 /// How long a copier waits for one key lock before it gives up and retries its batch.
 pub const LOCK_WAIT: &str = "100ms";
-
-/// A transaction on the receiving side whose writes the capture there does not record.
-pub(super) async fn syncing(
-    target: &mut Client,
-) -> Result<tokio_postgres::Transaction<'_>, String> {
-    let tx = target.transaction().await.map_err(|e| describe(&e))?;
-    tx.batch_execute("SET LOCAL shardgate.syncing = 'on'")
-        .await
-        .map_err(|e| describe(&e))?;
-    Ok(tx)
-}
-
-/// The row images (a JSON array) of the rows of `t` that satisfy `rows` (SQL over its columns).
-pub(super) async fn row_images(
-    tx: &tokio_postgres::Transaction<'_>,
-    t: &TableCopy,
-    rows: &str,
-) -> Result<String, String> {
-    let sql = format!(
-        "SELECT coalesce(json_agg(r), '[]')::text FROM (SELECT * FROM {} WHERE {rows}) r",
-        t.table
-    );
-    let row = tx.query_one(&sql, &[]).await.map_err(|e| describe(&e))?;
-    Ok(row.get(0))
-}
-
-/// Makes the target's rows that satisfy `rows` (SQL over the table's columns) exactly `json`
-/// (the source's row images of the same rows).
-pub(super) async fn write_target(
-    tx: &tokio_postgres::Transaction<'_>,
-    t: &TableCopy,
-    rows: &str,
-    json: &str,
-) -> Result<(), String> {
-    delete_missing(tx, t, rows, json).await?;
-    upsert(tx, t, json).await
-}
-
-fn images_sql(t: &TableCopy) -> String {
-    format!("json_populate_recordset(NULL::{}, $1::text::json)", t.table)
-}
-
-/// Deletes the target's rows that satisfy `rows` and are not among the row images `json`.
-pub(super) async fn delete_missing(
-    tx: &tokio_postgres::Transaction<'_>,
-    t: &TableCopy,
-    rows: &str,
-    json: &str,
-) -> Result<(), String> {
-    let delete = format!(
-        "DELETE FROM {table} WHERE {rows} AND ({pk}) NOT IN (SELECT {pk} FROM {images})",
-        table = t.table,
-        pk = t.pk(),
-        images = images_sql(t),
-    );
-    tx.execute(&delete, &[&json])
-        .await
-        .map_err(|e| describe(&e))?;
-    Ok(())
-}
-
-/// Inserts or updates the row images `json` on the target.
-pub(super) async fn upsert(
-    tx: &tokio_postgres::Transaction<'_>,
-    t: &TableCopy,
-    json: &str,
-) -> Result<(), String> {
-    let columns: Vec<String> = tx
-        .query(
-            "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) \
-             AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-            &[&t.table],
-        )
-        .await
-        .map_err(|e| describe(&e))?
-        .iter()
-        .map(|r| quote_ident(r.get::<_, &str>(0)))
-        .collect();
-    let list = columns.join(", ");
-    let updates: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let upsert = format!(
-        "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
-         ON CONFLICT ({pk}) DO UPDATE SET {}",
-        updates.join(", "),
-        table = t.table,
-        pk = t.pk(),
-        images = images_sql(t),
-    );
-    tx.execute(&upsert, &[&json])
-        .await
-        .map_err(|e| describe(&e))?;
-    Ok(())
-}

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod ending;
 pub mod epochs;
 pub mod heartbeat;
+pub mod images;
 pub mod jobs;
 pub mod preflight;
 pub mod steps;

@@ -14,9 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
-use super::backfill::{
-    delete_missing, literal, row_images, syncing, try_key_lock_sql, upsert, TableCopy,
-};
+use super::backfill::{literal, try_key_lock_sql, TableCopy};
+use super::images::{delete_missing, row_images, syncing, upsert, Images};
 use crate::backend::control::describe;
 
 /// What one batch did.
@@ -100,10 +99,10 @@ pub async fn copy_changes(
     // deletes before the upserts, as for one table alone).
     let tgt = syncing(to).await?;
     for (t, rows, json) in copies.iter().rev() {
-        delete_missing(&tgt, t, rows, json).await?;
+        delete_missing(&tgt, t, rows, &Images::Json(json)).await?;
     }
     for (t, _, json) in &copies {
-        upsert(&tgt, t, json).await?;
+        upsert(&tgt, t, &Images::Json(json)).await?;
     }
     tgt.commit().await.map_err(|e| describe(&e))?;
     src.execute(

@@ -19,9 +19,8 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, RowStream};
 
-use super::backfill::{
-    literal, lock_keys, quote_ident, row_images, syncing, write_target, TableCopy,
-};
+use super::backfill::{literal, lock_keys, quote_ident, TableCopy};
+use super::images::{row_images, syncing, write_target, Images};
 use crate::backend::control::describe;
 use crate::config::Slice;
 use crate::router::hash::bucket_sql;
@@ -272,7 +271,7 @@ pub async fn repair(
     );
     let json = row_images(&src, t, &rows).await?;
     let tgt = syncing(target).await?;
-    write_target(&tgt, t, &rows, &json).await?;
+    write_target(&tgt, t, &rows, &Images::Json(&json)).await?;
     let digests = format!(
         "SELECT ({})::text, md5(r::text) FROM {} r WHERE {rows} ORDER BY 1, 2",
         quote_ident(&t.key_column),

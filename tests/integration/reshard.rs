@@ -200,7 +200,8 @@ async fn concurrent_proxies_apply_each_migration_once() {
 }
 
 /// Backfill and verification on their own (no client traffic yet): the moved buckets' rows,
-/// every type intact, copied in batches; a copy interrupted and resumed from its checkpoint, or
+/// every type intact (newlines, tabs and backslashes in text, generated and identity columns
+/// included), copied in batches; a copy interrupted and resumed from its checkpoint, or
 /// run again from the start, ends with the target holding exactly the source's rows of those
 /// buckets; verification then finds exactly the keys damaged on the target and repairs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +213,8 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
             .schema(
                 "CREATE TABLE items (id bigint, line int, name text, n numeric(12,3), \
                  f float8, at timestamptz DEFAULT now(), doc jsonb, raw bytea, tags text[], \
-                 PRIMARY KEY (id, line));",
+                 memo text, span interval, twice numeric GENERATED ALWAYS AS (n * 2) STORED, \
+                 seq bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (id, line));",
             )
             .table("items", "id"),
     )
@@ -220,9 +222,12 @@ async fn backfill_and_verification_leave_exactly_the_moved_rows() {
     // Rows of every bucket, loaded straight into s0: the copy must pick buckets 0-1 only.
     shop.direct(
         0,
-        "INSERT INTO items SELECT i, j, 'it''s ' || i, i * 1.5, 1.0 / (i + j), \
+        "INSERT INTO items (id, line, name, n, f, at, doc, raw, tags, memo, span) \
+         SELECT i, j, 'it''s ' || i, i * 1.5, 1.0 / (i + j), \
              now() - i * interval '1 minute', jsonb_build_object('i', i), \
-             decode(md5(i::text), 'hex'), ARRAY[i::text, 'x'] \
+             decode(md5(i::text), 'hex'), ARRAY[i::text, 'x'], \
+             E'a line\\nand a tab\\t, a backslash \\\\ and \\\\N ' || i, \
+             i * interval '1 day 2 hours -3 minutes' \
          FROM generate_series(1, 600) i, generate_series(1, 3) j; \
          UPDATE items SET f = 'NaN' WHERE id = 7; UPDATE items SET name = NULL WHERE id = 9",
     );

@@ -19,6 +19,9 @@ URL = sys.argv[1]
 CONNS = 6
 AUTO_RUNS = 20
 PIPELINE_RUNS = 50
+# The auto-prepare runs of all connections start together: on a fast machine a thread could
+# otherwise finish its runs before the next one connects and keep one backend throughout.
+RUNS_TOGETHER = threading.Barrier(CONNS)
 
 
 def check(what, got, want):
@@ -66,6 +69,7 @@ def autoprepare(i):
     with connect(autocommit=True) as conn:
         check("prepare_threshold", conn.prepare_threshold, 5)
         for n in range(AUTO_RUNS):
+            RUNS_TOGETHER.wait(timeout=30)
             row = conn.execute(
                 "select %s::int * 10 + %s::int, %s::text || '-' || %s::text, pg_backend_pid()",
                 (n, i, f"c{i}", n),
