@@ -23,9 +23,8 @@
 //! target until cutover, the source after it) from the statements shardgate sends to several
 //! shards: it runs them with `shardgate.fanout` on. Keyed statements see every row, so a
 //! client's write that reaches the shadow still meets the trigger's refusal. At cutover the new
-//! owner is authoritative before the map goes out and the old one a shadow once every shardgate
-//! has taken it: a statement across shards can see a moved row on both sides only in that wait
-//! (one poll, 100 ms, usually).
+//! owner becomes authoritative and the old one the shadow while every shardgate holds the
+//! statements across shards (with the slice's), so none of them sees the roles half switched.
 
 use super::backfill::{key_lock_sql, literal, quote_ident, TableCopy};
 

@@ -216,10 +216,13 @@ async fn under_fence(
     for seq in &m.sequences {
         advance_sequence(&source.client, &target.client, seq).await?;
     }
-    // The new owner takes writes before any shardgate sends it one; the old one refuses them
-    // only once every shardgate sends them to the new one (or the wait for that is over). A
+    // The new owner takes writes before any shardgate sends it one, and the old one becomes
+    // the shadow right after, both while every shardgate holds the slice's statements and those
+    // without a key (which read the roles to hide the copies): none runs between the two. The
+    // old owner's writers wait on the fence until the map is out, then meet the refusal. A
     // crash in between leaves the move switched or not, and the next attempt finishes it.
     run(&target.client, &role_sql(work.id, Role::Authoritative)).await?;
+    run(fence, &role_sql(work.id, Role::Shadow)).await?;
     let map = map_for(store, work, m, to_shard)?;
     let overlay = json!({ "job": work.id, "state": "reverse_dual_write" });
     let epoch = publish(db, &work.database, &map, &overlay)
@@ -228,7 +231,6 @@ async fn under_fence(
     if !acknowledged(db, &work.database, epoch, AFTER_SWITCH).await {
         tracing::warn!(job = work.id, epoch, "not every live shardgate took the new map in time; its writes of the moved keys to the old owner are refused (40001) until it does");
     }
-    run(fence, &role_sql(work.id, Role::Shadow)).await?;
     source.close().await;
     target.close().await;
     Ok(None)

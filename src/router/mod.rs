@@ -336,8 +336,9 @@ impl Router {
         Ok(target)
     }
 
-    /// Whether a statement touches keys a cutover holds: a transaction that would start with
-    /// it waits until the new map is out (or the hold's bound passes).
+    /// Whether a statement touches keys a cutover holds (a statement without a key, across the
+    /// shards, may touch any): a transaction that would start with it waits until the new map
+    /// is out (or the hold's bound passes).
     pub fn holds(&self, plan: &Plan, params: Option<&Params>) -> bool {
         let Some(hold) = &self.held else {
             return false;
@@ -353,6 +354,12 @@ impl Router {
                 Plan::ListColumns(_) => false,
                 plan => self.holds(plan, params),
             },
+            // Every shard's rows of sharded tables, the held keys' among them: while the
+            // owners' roles are being switched they would count a moved row on both sides (or
+            // on neither), so they wait for the new map as the held keys' statements do.
+            Plan::Scatter(_) | Plan::CopyIn(_) | Plan::Broadcast(Broadcast::CrossShardWrite) => {
+                true
+            }
             _ => false,
         }
     }

@@ -1,7 +1,8 @@
 //! Waiting out a resharding cutover's hold (DESIGN §3.5): a transaction that would start on
-//! buckets being cut over waits, before it reaches any shard, until every shardgate serves the
-//! new map — then it goes to the new owner. Transactions already under way are not held (the
-//! cutover waits for them instead), nor are statements on other buckets.
+//! keys being cut over, or with a statement across the shards of sharded tables, waits before
+//! it reaches any shard until every shardgate serves the new map — then it goes to the new
+//! owner. Transactions already under way are not held (the cutover waits for them instead),
+//! nor are statements on other keys.
 
 use std::sync::Arc;
 use std::time::Duration;
