@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Hold;
+use crate::config::{Hold, Slice};
 use crate::control::{ControlDb, ControlError};
 use crate::topology::persisted::{PersistedMap, PersistedMaps};
 use crate::topology::Store;
@@ -53,10 +53,42 @@ pub async fn read(db: &ControlDb) -> Result<PersistedMaps, ControlError> {
 /// "until_ms": …}}` (Unix ms).
 pub fn hold(overlay: &serde_json::Value) -> Option<Hold> {
     let h = &overlay["hold"];
+    let bucket = |k: &str| h[k].as_u64().and_then(|b| u32::try_from(b).ok());
+    let slice = match serde_json::from_value(h["slice"].clone()) {
+        Ok(slice) => slice,
+        // As a shardgate before range and list moves wrote it (one may drive a cutover while
+        // this one is being rolled out).
+        Err(_) => Slice::Buckets {
+            first: bucket("first")?,
+            last: bucket("last")?,
+        },
+    };
     Some(Hold {
-        slice: serde_json::from_value(h["slice"].clone()).ok()?,
+        slice,
         until: std::time::UNIX_EPOCH + Duration::from_millis(h["until_ms"].as_u64()?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_is_read_in_both_forms_and_nothing_else() {
+        let new = serde_json::json!({ "hold": { "slice": { "range": { "from": 5, "to": null } },
+            "until_ms": 1000 } });
+        let old = serde_json::json!({ "hold": { "first": 0, "last": 3, "until_ms": 1000 } });
+        let range = Slice::Range {
+            from: Some(crate::config::serde_yaml_value::Scalar::Int(5)),
+            to: None,
+        };
+        assert_eq!(hold(&new).map(|h| h.slice), Some(range));
+        assert_eq!(
+            hold(&old).map(|h| h.slice),
+            Some(Slice::Buckets { first: 0, last: 3 })
+        );
+        assert_eq!(hold(&serde_json::json!({ "state": "dual_write" })), None);
+    }
 }
 
 /// Before serving: as [`take`], but an unreadable control database is an error worth a loud
