@@ -69,28 +69,6 @@ pub fn hold(overlay: &serde_json::Value) -> Option<Hold> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hold_is_read_in_both_forms_and_nothing_else() {
-        let new = serde_json::json!({ "hold": { "slice": { "range": { "from": 5, "to": null } },
-            "until_ms": 1000 } });
-        let old = serde_json::json!({ "hold": { "first": 0, "last": 3, "until_ms": 1000 } });
-        let range = Slice::Range {
-            from: Some(crate::config::serde_yaml_value::Scalar::Int(5)),
-            to: None,
-        };
-        assert_eq!(hold(&new).map(|h| h.slice), Some(range));
-        assert_eq!(
-            hold(&old).map(|h| h.slice),
-            Some(Slice::Buckets { first: 0, last: 3 })
-        );
-        assert_eq!(hold(&serde_json::json!({ "state": "dual_write" })), None);
-    }
-}
-
 /// Before serving: as [`take`], but an unreadable control database is an error worth a loud
 /// line — until it answers, routing follows the config file's map, which a past cutover may have
 /// made stale.
@@ -133,5 +111,27 @@ pub async fn follow(db: Arc<ControlDb>, store: Arc<Store>, stop: CancellationTok
             _ = stop.cancelled() => return,
         }
         take(&db, &store).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_is_read_in_both_forms_and_nothing_else() {
+        let new = serde_json::json!({ "hold": { "slice": { "range": { "from": 5, "to": null } },
+            "until_ms": 1000 } });
+        let old = serde_json::json!({ "hold": { "first": 0, "last": 3, "until_ms": 1000 } });
+        let range = Slice::Range {
+            from: Some(crate::config::serde_yaml_value::Scalar::Int(5)),
+            to: None,
+        };
+        assert_eq!(hold(&new).map(|h| h.slice), Some(range));
+        assert_eq!(
+            hold(&old).map(|h| h.slice),
+            Some(Slice::Buckets { first: 0, last: 3 })
+        );
+        assert_eq!(hold(&serde_json::json!({ "state": "dual_write" })), None);
     }
 }
