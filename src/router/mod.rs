@@ -358,7 +358,7 @@ impl Router {
             // owners' roles are being switched they would count a moved row on both sides (or
             // on neither), so they wait for the new map as the held keys' statements do.
             Plan::Scatter(_) | Plan::CopyIn(_) | Plan::Broadcast(Broadcast::CrossShardWrite) => {
-                true
+                hold.in_force()
             }
             _ => false,
         }

@@ -7,6 +7,7 @@ mod columns;
 mod copy;
 mod corpus;
 mod fallback;
+mod holds;
 mod joins;
 mod keys;
 mod merge;

@@ -68,10 +68,26 @@ pub fn router(db: &str) -> Router {
 
 /// [`router`], knowing the sharded tables' columns as if read from the shards.
 pub fn router_with_columns(db: &str, columns: Option<Columns>) -> Router {
+    build(db, columns, None)
+}
+
+/// [`router`] while a resharding cutover holds `hold`.
+pub fn router_holding(db: &str, hold: crate::config::Hold) -> Router {
+    build(db, None, Some(hold))
+}
+
+fn build(db: &str, columns: Option<Columns>, hold: Option<crate::config::Hold>) -> Router {
     let yaml = format!(
         "listen: 127.0.0.1:0\nusers: [{{ name: a, password: b }}]\ndatabases:\n  app:\n{db}"
     );
-    let config = Config::parse_with_env(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = Config::parse_with_env(&yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(sharding) = config
+        .databases
+        .get_mut("app")
+        .and_then(|d| d.sharding.as_mut())
+    {
+        sharding.held = hold;
+    }
     let db_config = &config.databases["app"];
     // Pools connect lazily, but building one starts bb8's reaper: give it a runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
