@@ -188,21 +188,45 @@ pub(super) async fn upsert(
         .filter(|(_, always)| !always)
         .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
         .collect();
-    // Only ALWAYS identity columns: a row there is the row.
-    let on_conflict = if updates.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        format!("DO UPDATE SET {}", updates.join(", "))
+    let sql = match updates.is_empty() {
+        // Only ALWAYS identity columns: a row there is the row.
+        true => format!(
+            "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
+             ON CONFLICT ({pk}) DO NOTHING",
+            table = t.table,
+            pk = t.pk(),
+            images = images.relation(t),
+        ),
+        // A row already there with the same primary key is replaced only if it is one of the
+        // moving keys too (an earlier copy). One of another key means primary keys are not
+        // unique across shards: replacing it would lose that row, so the copy is refused and
+        // names it (the first image the upsert left alone).
+        false => format!(
+            "WITH images AS MATERIALIZED (SELECT * FROM {images}), \
+                  up AS (INSERT INTO {table} AS sg_t ({list}) OVERRIDING SYSTEM VALUE \
+                         SELECT {list} FROM images ON CONFLICT ({pk}) \
+                         DO UPDATE SET {updates} WHERE {moving} RETURNING {pk}) \
+             SELECT (SELECT ROW({pk})::text FROM images WHERE ({pk}) NOT IN (SELECT {pk} FROM up) \
+                     LIMIT 1)",
+            table = t.table,
+            pk = t.pk(),
+            images = images.relation(t),
+            updates = updates.join(", "),
+            moving = t.within(&format!("sg_t.{}", quote_ident(&t.key_column))),
+        ),
     };
-    let upsert = format!(
-        "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
-         ON CONFLICT ({pk}) {on_conflict}",
-        table = t.table,
-        pk = t.pk(),
-        images = images.relation(t),
-    );
-    tx.execute(&upsert, &images.params())
+    let row = tx
+        .query_opt(&sql, &images.params())
         .await
         .map_err(|e| describe(&e))?;
+    if let Some(pk) = row.and_then(|r| r.get::<_, Option<String>>(0)) {
+        return Err(format!(
+            "table {}: the receiving shard already has a row with primary key {pk} whose \
+             sharding key is not moving; copying would replace it. Primary keys must be unique \
+             across shards (a sequence of its own on each shard hands out the same ids): make \
+             them so, or include the sharding key in the primary key, then resume the job",
+            t.table
+        ));
+    }
     Ok(())
 }

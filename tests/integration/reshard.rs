@@ -627,3 +627,48 @@ async fn sequences_advance_past_the_old_owner_in_their_own_stride() {
         "10 8 101"
     );
 }
+
+/// Primary keys that are not unique across shards (`orders.id` is a sequence of each shard's
+/// own): a copy would replace the target's row of another user with the same id. Backfill
+/// refuses instead — the job waits in backfill, saying which key and why — and the target's
+/// row stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_never_replaces_a_row_of_another_key() {
+    let shop = shop().await;
+    let moving = (1..).find(|k| crate::resharding::moved(*k)).unwrap();
+    let staying = shop.keys_on(1).next().unwrap();
+    let insert = |shard: usize, user: i64, total: i32| {
+        shop.direct(
+            shard,
+            &format!("INSERT INTO orders (id, user_id, total) VALUES (5, {user}, {total})"),
+        )
+    };
+    insert(0, moving, 1);
+    insert(1, staying, 2);
+    let started = post(shop.admin_addr(), "/v1/reshard", MOVE).await;
+    assert_eq!(started.status, 202, "{}", started.json());
+    let id = started.json()["id"].as_i64().unwrap();
+    let since = std::time::Instant::now();
+    let job = loop {
+        let job = get(shop.admin_addr(), &format!("/v1/reshard/{id}"))
+            .await
+            .json();
+        if job["error"].as_str().is_some_and(|e| e.contains("(5)")) {
+            break job;
+        }
+        assert!(since.elapsed().as_secs() < 30, "no refusal: {job:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["phase"], "backfill", "{job:#}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("table orders: the receiving shard already has a row with primary key (5) whose sharding key is not moving"),
+        "{job:#}"
+    );
+    let row = "SELECT user_id || ' ' || total FROM orders WHERE id = 5";
+    assert_eq!(shop.direct(1, row), format!("{staying} 2"));
+    let aborted = post(shop.admin_addr(), &format!("/v1/reshard/{id}/abort"), "").await;
+    assert_eq!(aborted.status, 202, "{}", aborted.json());
+}
