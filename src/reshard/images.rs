@@ -158,63 +158,14 @@ pub(super) async fn delete_missing(
     Ok(())
 }
 
-/// Inserts or updates `images`.
+/// Inserts or updates `images`; refuses (changing nothing) to replace a row of a key that is
+/// not moving.
 pub(super) async fn upsert(
     tx: &Transaction<'_>,
     t: &TableCopy,
     images: &Images<'_>,
 ) -> Result<(), String> {
-    // (name, whether it is `GENERATED ALWAYS AS IDENTITY`: inserted with OVERRIDING SYSTEM
-    // VALUE, but an UPDATE may not set it — nor need to: a row's copy got it when inserted.)
-    let columns: Vec<(String, bool)> = tx
-        .query(
-            "SELECT attname::text, attidentity = 'a' FROM pg_catalog.pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped \
-             AND attgenerated = '' ORDER BY attnum",
-            &[&t.table],
-        )
-        .await
-        .map_err(|e| describe(&e))?
-        .iter()
-        .map(|r| (quote_ident(r.get::<_, &str>(0)), r.get(1)))
-        .collect();
-    let list = columns
-        .iter()
-        .map(|(c, _)| c.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let updates: Vec<String> = columns
-        .iter()
-        .filter(|(_, always)| !always)
-        .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let sql = match updates.is_empty() {
-        // Only ALWAYS identity columns: a row there is the row.
-        true => format!(
-            "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
-             ON CONFLICT ({pk}) DO NOTHING",
-            table = t.table,
-            pk = t.pk(),
-            images = images.relation(t),
-        ),
-        // A row already there with the same primary key is replaced only if it is one of the
-        // moving keys too (an earlier copy). One of another key means primary keys are not
-        // unique across shards: replacing it would lose that row, so the copy is refused and
-        // names it (the first image the upsert left alone).
-        false => format!(
-            "WITH images AS MATERIALIZED (SELECT * FROM {images}), \
-                  up AS (INSERT INTO {table} AS sg_t ({list}) OVERRIDING SYSTEM VALUE \
-                         SELECT {list} FROM images ON CONFLICT ({pk}) \
-                         DO UPDATE SET {updates} WHERE {moving} RETURNING {pk}) \
-             SELECT (SELECT ROW({pk})::text FROM images WHERE ({pk}) NOT IN (SELECT {pk} FROM up) \
-                     LIMIT 1)",
-            table = t.table,
-            pk = t.pk(),
-            images = images.relation(t),
-            updates = updates.join(", "),
-            moving = t.within(&format!("sg_t.{}", quote_ident(&t.key_column))),
-        ),
-    };
+    let sql = upsert_sql(t, &columns(tx, t).await?, images);
     let row = tx
         .query_opt(&sql, &images.params())
         .await
@@ -229,4 +180,58 @@ pub(super) async fn upsert(
         ));
     }
     Ok(())
+}
+
+/// The columns an insert names (not generated ones), quoted, each with whether it is
+/// `GENERATED ALWAYS AS IDENTITY`: inserted with OVERRIDING SYSTEM VALUE, but an UPDATE may not
+/// set it — nor need to: a row's copy got it when inserted.
+async fn columns(tx: &Transaction<'_>, t: &TableCopy) -> Result<Vec<(String, bool)>, String> {
+    let rows = tx
+        .query(
+            "SELECT attname::text, attidentity = 'a' FROM pg_catalog.pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+             AND attgenerated = '' ORDER BY attnum",
+            &[&t.table],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (quote_ident(r.get::<_, &str>(0)), r.get(1)))
+        .collect())
+}
+
+/// The upsert of `images` into `t`; its one row, if any, names the first image it left alone.
+fn upsert_sql(t: &TableCopy, columns: &[(String, bool)], images: &Images<'_>) -> String {
+    let list = columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|(_, always)| !always)
+        .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let (table, pk, images) = (&t.table, t.pk(), images.relation(t));
+    if updates.is_empty() {
+        // Only ALWAYS identity columns: a row there is the row.
+        return format!(
+            "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {images} \
+             ON CONFLICT ({pk}) DO NOTHING"
+        );
+    }
+    // A row already there with the same primary key is replaced only if it is one of the moving
+    // keys too (an earlier copy). One of another key means primary keys are not unique across
+    // shards: replacing it would lose that row.
+    let moving = t.within(&format!("sg_t.{}", quote_ident(&t.key_column)));
+    format!(
+        "WITH images AS MATERIALIZED (SELECT * FROM {images}), \
+              up AS (INSERT INTO {table} AS sg_t ({list}) OVERRIDING SYSTEM VALUE \
+                     SELECT {list} FROM images ON CONFLICT ({pk}) \
+                     DO UPDATE SET {updates} WHERE {moving} RETURNING {pk}) \
+         SELECT (SELECT ROW({pk})::text FROM images WHERE ({pk}) NOT IN (SELECT {pk} FROM up) \
+                 LIMIT 1)",
+        updates = updates.join(", "),
+    )
 }
