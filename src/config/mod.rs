@@ -377,6 +377,16 @@ pub mod serde_yaml_value {
         Int(i64),
         Text(String),
     }
+
+    impl Scalar {
+        /// The value as the key type's input function reads it.
+        pub fn text(&self) -> String {
+            match self {
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Text(t) => t.clone(),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

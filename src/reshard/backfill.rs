@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::images::{copy_rows, stage, syncing, write_target, Images, TEXT_SETTINGS};
+use super::images::{copy_rows, stage, syncing, text_settings, write_target, Images};
 use crate::backend::control::describe;
 use crate::config::serde_yaml_value::Scalar;
 use crate::config::{KeyType, Slice};
@@ -91,8 +91,9 @@ impl TableCopy {
             .collect()
     }
 
-    /// Whether the key `column` (SQL) is in the move's slice (NULL, never true, for a NULL key). Text compares in
-    /// byte order (`COLLATE "C"`), as the router compares keys with a range map's bounds.
+    /// Whether the key `column` (SQL) is in the move's slice (NULL, never true, for a NULL
+    /// key). Text compares in byte order (`COLLATE "C"`), as the router compares keys with a
+    /// range map's bounds.
     pub(super) fn within(&self, column: &str) -> String {
         let literal = |v: &Scalar| key_literal(v, self.key_type);
         let typed = |column: &str| match self.key_type {
@@ -146,11 +147,7 @@ impl TableCopy {
 
 /// A range bound or list value as an SQL constant of the key's type.
 fn key_literal(v: &Scalar, key_type: KeyType) -> String {
-    let text = match v {
-        Scalar::Int(i) => i.to_string(),
-        Scalar::Text(t) => t.clone(),
-    };
-    format!("{}::{}", literal(&text), key_type.sql_name())
+    format!("{}::{}", literal(&v.text()), key_type.sql_name())
 }
 
 pub(super) fn quote_ident(name: &str) -> String {
@@ -199,7 +196,8 @@ pub async fn copy_batch(
     let after = from.last_key.as_deref();
     let pk_text = t.pk_text();
     src.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{LOCK_WAIT}'; {TEXT_SETTINGS}"
+        "SET LOCAL lock_timeout = '{LOCK_WAIT}'; {}",
+        text_settings(true)
     ))
     .await
     .map_err(|e| describe(&e))?;

@@ -5,7 +5,7 @@
 //! table, which spares both servers building and parsing the JSON (about half a batch's cost).
 //!
 //! Either way a value travels as its type's text form, so both sides read and write with the
-//! same output settings ([`TEXT_SETTINGS`]): equal data prints equal and reads back exactly.
+//! same output settings ([`text_settings`]): equal data prints equal and reads back exactly.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -15,11 +15,20 @@ use tokio_postgres::{Client, Transaction};
 use super::backfill::{quote_ident, TableCopy};
 use crate::backend::control::describe;
 
-/// The output settings row images are read and written with (a transaction's, `SET LOCAL`):
-/// ISO dates (which every `DateStyle` reads back), exact floats, hex bytea.
-pub const TEXT_SETTINGS: &str = "SET LOCAL DateStyle = 'ISO, YMD'; \
-    SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 3; \
-    SET LOCAL bytea_output = 'hex'";
+/// The output settings row images are read and written with, as `SET` statements (`local`: for
+/// the transaction only): ISO dates (which every `DateStyle` reads back), exact floats, hex
+/// bytea.
+pub fn text_settings(local: bool) -> String {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    [
+        "DateStyle = 'ISO, YMD'",
+        "IntervalStyle = 'postgres'",
+        "extra_float_digits = 3",
+        "bytea_output = 'hex'",
+    ]
+    .map(|setting| format!("{set} {setting}"))
+    .join("; ")
+}
 
 /// Where the receiving side reads a batch's row images from.
 pub(super) enum Images<'a> {
@@ -52,7 +61,8 @@ impl Images<'_> {
 pub(super) async fn syncing(target: &mut Client) -> Result<Transaction<'_>, String> {
     let tx = target.transaction().await.map_err(|e| describe(&e))?;
     tx.batch_execute(&format!(
-        "SET LOCAL shardgate.syncing = 'on'; {TEXT_SETTINGS}"
+        "SET LOCAL shardgate.syncing = 'on'; {}",
+        text_settings(true)
     ))
     .await
     .map_err(|e| describe(&e))?;
@@ -74,7 +84,7 @@ pub(super) async fn row_images(
 }
 
 /// The rows of `t` that satisfy `rows`, in primary-key order, as `COPY … TO STDOUT` sends them
-/// (text form, one line per row), and how many there are. Read with [`TEXT_SETTINGS`] in force.
+/// (text form, one line per row), and how many there are. Read with [`text_settings`] in force.
 pub(super) async fn copy_rows(
     tx: &Transaction<'_>,
     t: &TableCopy,

@@ -25,9 +25,13 @@ use crate::backend::control::describe;
 use crate::config::Slice;
 use crate::router::hash::bucket_sql;
 
-/// What both sides are read with.
-pub const SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
-     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
+/// What both sides are read with: the row images' text settings, in UTC.
+fn settings() -> String {
+    format!(
+        "SET TimeZone = 'UTC'; {}",
+        super::images::text_settings(false)
+    )
+}
 
 /// One bucket's figures on one side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,7 +99,9 @@ async fn figures(c: &Client, t: &TableCopy) -> Result<Vec<(u32, Figures)>, Strin
          WHERE {chunks} GROUP BY b ORDER BY b",
         table = t.table,
     );
-    c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
+    c.batch_execute(&settings())
+        .await
+        .map_err(|e| describe(&e))?;
     let rows = c.query(&sql, &[]).await.map_err(|e| describe(&e))?;
     Ok(rows
         .iter()
@@ -198,7 +204,9 @@ type Digest = (u32, String, String);
 
 /// The rows' [`Digest`]s as the server sends them.
 async fn digests(c: &Client, sql: &str, buckets: &[i32]) -> Result<RowStream, String> {
-    c.batch_execute(SETTINGS).await.map_err(|e| describe(&e))?;
+    c.batch_execute(&settings())
+        .await
+        .map_err(|e| describe(&e))?;
     let params: [&(dyn ToSql + Sync); 1] = [&buckets];
     c.query_raw(sql, params).await.map_err(|e| describe(&e))
 }

@@ -81,9 +81,7 @@ impl ShardMap {
             }
             ShardMap::Range(ranges) => ranges
                 .iter()
-                .find(|(from, to, _)| {
-                    from.as_ref().is_none_or(|f| key >= f) && to.as_ref().is_none_or(|t| key < t)
-                })
+                .find(|(from, to, _)| in_range(key, from.as_ref(), to.as_ref()))
                 .map(|r| r.2),
             ShardMap::List { owner, default } => owner.get(key).copied().or(*default),
         }
@@ -115,11 +113,12 @@ impl ShardMap {
 /// A map's range bound or list value as a key (`None` if it does not read as one, which a
 /// validated config rules out).
 fn typed(key_type: KeyType, v: &Scalar) -> Option<KeyValue> {
-    let text = match v {
-        Scalar::Int(i) => i.to_string(),
-        Scalar::Text(t) => t.clone(),
-    };
-    KeyValue::from_text(key_type, &text).ok()
+    KeyValue::from_text(key_type, &v.text()).ok()
+}
+
+/// Whether `key` is in `[from, to)` (`None`: unbounded).
+fn in_range(key: &KeyValue, from: Option<&KeyValue>, to: Option<&KeyValue>) -> bool {
+    from.is_none_or(|f| key >= f) && to.is_none_or(|t| key < t)
 }
 
 /// The keys a resharding cutover holds, typed like the keys statements give.
@@ -161,9 +160,7 @@ impl Held {
             HeldKeys::Buckets(first, last) => map
                 .bucket(key)
                 .is_some_and(|b| (*first..=*last).contains(&b)),
-            HeldKeys::Range(from, to) => {
-                from.as_ref().is_none_or(|f| key >= f) && to.as_ref().is_none_or(|t| key < t)
-            }
+            HeldKeys::Range(from, to) => in_range(key, from.as_ref(), to.as_ref()),
             HeldKeys::Values(values) => values.contains(key),
         };
         within && self.in_force()
