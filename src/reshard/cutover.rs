@@ -1,10 +1,12 @@
 //! Cutover (DESIGN §3.5), one move (a slice of the map: buckets, a range, values) at a time,
 //! and the same switch the other way for rollback (§3.6). While the side that owns the slice
 //! holds the move's fence exclusively, no transaction can write the slice there (the capture
-//! trigger takes the fence in shared mode first) — so the wait is only for writers of the
-//! slice, never others:
-//! 1. take the fence, waiting at most [`HOLD`] for the slice's writers in flight (past it the
-//!    attempt is given up and dual-write goes on);
+//! trigger takes the fence in shared mode first). Once every live shardgate holds the slice's
+//! new transactions (and has seen answered the first statement of each transaction it routed
+//! before):
+//! 1. wait for the transactions under way on this side to end (they may write the slice yet),
+//!    then take the fence, waiting for the slice's writers in flight — both within [`HOLD`]
+//!    (past it the attempt is given up and dual-write goes on);
 //! 2. copy every marked change still waiting;
 //! 3. advance the other side's sequences past this side's values;
 //! 4. swap the roles: the other side takes writes and marks them, this one refuses clients;
@@ -167,6 +169,13 @@ async fn fenced(
     held: Instant,
 ) -> Result<Option<String>, String> {
     let fence = connect(from).await?;
+    match older_transactions(&fence.client, held).await {
+        Ok(None) => {}
+        other => {
+            fence.close().await;
+            return other;
+        }
+    }
     let wait = HOLD.saturating_sub(held.elapsed()).as_millis().max(1);
     let fence_sql = format!(
         "SET lock_timeout = '{wait}ms'; SELECT pg_catalog.pg_advisory_lock({})",
@@ -186,6 +195,52 @@ async fn fenced(
     // Closing the connection releases the fence whatever happened.
     fence.close().await;
     result
+}
+
+/// Waits (within [`HOLD`] of `held`) until the transactions under way on this side when every
+/// shardgate had taken the hold have ended; `Some(why)` if some still run. Those may have begun
+/// on the slice's keys with a read, or on other keys, and write the slice later: after the
+/// switch this side would refuse that write. Every later transaction on the slice waits for the
+/// new map, on the shardgates (this one's own connections are not waited for).
+async fn older_transactions(
+    c: &tokio_postgres::Client,
+    held: Instant,
+) -> Result<Option<String>, String> {
+    let sql = format!(
+        "SELECT pid::text || ' (' || coalesce(nullif(application_name, ''), usename::text, '?') \
+           || ', ' || state || ' for ' || (extract(epoch FROM now() - xact_start) * 1000)::bigint \
+           || ' ms)' \
+         FROM pg_catalog.pg_stat_activity \
+         WHERE datname = pg_catalog.current_database() AND backend_type = 'client backend' \
+           AND pid <> pg_catalog.pg_backend_pid() AND application_name <> {ours} \
+           AND xact_start < $1::text::timestamptz ORDER BY xact_start LIMIT 5",
+        ours = super::backfill::literal(super::work::APPLICATION_NAME),
+    );
+    let since: String = c
+        .query_one("SELECT pg_catalog.clock_timestamp()::text", &[])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    loop {
+        let running: Vec<String> = c
+            .query(&sql, &[&since])
+            .await
+            .map_err(|e| describe(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if running.is_empty() {
+            return Ok(None);
+        }
+        if held.elapsed() > HOLD {
+            return Ok(Some(format!(
+                "transactions begun before the hold still ran after {} ms: {}",
+                HOLD.as_millis(),
+                running.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Steps 2–5 of the switch; `Some(why)` if it was given up before anything changed.

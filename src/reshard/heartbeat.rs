@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{ControlDb, ControlError};
+use crate::topology::flights::Drain;
 use crate::topology::Store;
 
 /// How often a proxy says it is alive.
@@ -32,12 +33,31 @@ pub fn proxy_id(listen: std::net::SocketAddr) -> String {
 }
 
 /// Beats until `stop`; a control database that is down is logged once per outage.
+///
+/// An epoch is acknowledged once taken and once every transaction's first statement routed with
+/// an older map has been answered ([`crate::topology::flights`]); meanwhile the beats carry the
+/// epochs acknowledged before.
 pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: CancellationToken) {
     let started = SystemTime::now();
     let mut failing = false;
+    let mut acked = serde_json::Value::Null;
+    let mut draining: Option<(Drain, serde_json::Value)> = None;
     loop {
-        let epochs = store.persisted_epochs();
-        match beat(&db, &id, started, epochs.clone()).await {
+        if let Some((drain, epochs)) = draining.take() {
+            if store.flights().drained(drain) {
+                acked = epochs;
+            } else {
+                draining = Some((drain, epochs));
+            }
+        }
+        let taken = store.persisted_epochs();
+        if draining.is_none() && taken != acked {
+            // Swapped in before it was read: the flip waits for the maps before it.
+            let drain = store.flights().flip(store.version());
+            draining = Some((drain, taken));
+            continue;
+        }
+        match beat(&db, &id, started, acked.clone()).await {
             Ok(()) if failing => {
                 tracing::info!("heartbeats reach the control database again");
                 failing = false;
@@ -49,9 +69,13 @@ pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: Cancel
             }
             Err(_) => {}
         }
-        // Beat at once when an epoch is taken: a cutover waits for this acknowledgement.
+        // Beat at once when an epoch can be acknowledged: a cutover waits for it.
         let next = tokio::time::Instant::now() + EVERY;
-        while tokio::time::Instant::now() < next && store.persisted_epochs() == epochs {
+        let news = |draining: &Option<(Drain, serde_json::Value)>| match draining {
+            Some((drain, _)) => store.flights().drained(*drain),
+            None => store.persisted_epochs() != acked,
+        };
+        while tokio::time::Instant::now() < next && !news(&draining) {
             tokio::select! {
                 _ = tokio::time::sleep(NOTICE) => {}
                 _ = stop.cancelled() => return,
@@ -61,7 +85,7 @@ pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: Cancel
 }
 
 /// How soon a newly taken epoch is acknowledged.
-const NOTICE: Duration = Duration::from_millis(10);
+const NOTICE: Duration = Duration::from_millis(2);
 
 async fn beat(
     db: &ControlDb,

@@ -3,6 +3,10 @@
 //! it reaches any shard until every shardgate serves the new map — then it goes to the new
 //! owner. Transactions already under way are not held (the cutover waits for them instead),
 //! nor are statements on other keys.
+//!
+//! A transaction's first statement is counted in flight until it is answered
+//! ([`crate::topology::flights`]): this shardgate acknowledges a hold only once none routed
+//! with an older map is still on its way to the old owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +24,38 @@ const MOST: Duration = Duration::from_millis(4000);
 /// How often the map is looked at meanwhile (the store swaps it in when an epoch is taken).
 const EVERY: Duration = Duration::from_millis(5);
 
+impl<S> Session<S> {
+    /// The statement that started the transaction has been answered: if it wrote, its
+    /// transaction is on its server now, where a cutover waits for it.
+    pub(super) fn land(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            self.shared.store.flights().land(flight);
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// As [`Session::past_hold`], and a statement that starts a transaction is counted in flight
+    /// with the router it will be routed with — a newer one if the map changed meanwhile.
+    pub(super) async fn cleared(
+        &mut self,
+        router: &Router,
+        plan: &Plan,
+        params: Option<&BindParams<'_>>,
+    ) -> Option<Arc<Router>> {
+        let mut newer = self.past_hold(router, plan, params).await;
+        while self.backend.is_none() && self.flight.is_none() {
+            let version = newer.as_deref().unwrap_or(router).version;
+            self.flight = self.shared.store.flights().enter(version);
+            if self.flight.is_some() {
+                break;
+            }
+            let Some(latest) = self.router() else { break };
+            newer = self.past_hold(&latest, plan, params).await.or(Some(latest));
+        }
+        newer
+    }
+
     /// The router to route `plan` with: `router` itself, or — if the statement would start a
     /// transaction on held buckets — the one in force once the hold is over.
     pub(super) async fn past_hold(

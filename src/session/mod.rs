@@ -172,6 +172,8 @@ pub struct Session<S> {
     hints: hints::Hints,
     /// Where the session's last write transaction on each shard ended (read-your-writes).
     commits: replica::Commits,
+    /// The statement starting the transaction, until it is answered ([`hold`]).
+    flight: Option<crate::topology::flights::Flight>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -226,6 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             obs: observe::Observer::default(),
             hints: hints::Hints::of(settings.effective()),
             commits: replica::Commits::default(),
+            flight: None,
             settings,
         })
     }
@@ -317,6 +320,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.flush_client().await?;
                     return Ok(());
                 }
+            }
+            if self.flight.is_some() && self.replies.is_empty() && !self.replies.copy_in {
+                self.land();
             }
         }
     }
@@ -456,6 +462,7 @@ impl<S> Drop for Session<S> {
     /// session mode the backend is closed too, since SQL-level state (temp tables, LISTEN,
     /// advisory locks) cannot be tracked.
     fn drop(&mut self) {
+        self.land();
         for held in &mut self.parked {
             held.conn.mark_broken(); // idle in an unfinished transaction
         }

@@ -264,7 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         params: Option<&BindParams<'_>>,
         refuse: fn(&mut Self, PgError),
     ) -> Routed {
-        let newer = self.past_hold(router, plan, params).await;
+        let newer = self.cleared(router, plan, params).await;
         let router = newer.as_deref().unwrap_or(router);
         // A refusal, with its reason for the metrics (`None`: not a routing decision).
         let target = if self.backend.is_none() && self.status == TxStatus::Failed {

@@ -5,6 +5,7 @@
 //! ends, so a transaction never sees two routing epochs and a reload never cuts one off.
 
 pub mod columns;
+pub mod flights;
 pub mod persisted;
 
 use std::collections::HashMap;
@@ -182,6 +183,7 @@ pub struct Store {
     /// one swap would silently undo another and reuse an epoch.
     writer: Mutex<()>,
     metrics: Arc<Metrics>,
+    flights: flights::Flights,
 }
 
 impl Store {
@@ -191,7 +193,13 @@ impl Store {
             persisted: Mutex::default(),
             writer: Mutex::new(()),
             metrics: Arc::default(),
+            flights: flights::Flights::default(),
         }
+    }
+
+    /// The statements routed but not answered yet, by the map they were routed with.
+    pub fn flights(&self) -> &flights::Flights {
+        &self.flights
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -551,6 +551,40 @@ async fn only_the_moving_slice_waits_at_cutover() {
     );
 }
 
+/// A transaction that began before the cutover with a read of a moving key, and writes that key
+/// while the slice is held: the cutover waits for it to end, so it commits on the old owner and
+/// its change moves (rather than the old owner, already the shadow, refusing the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_begun_before_the_hold_writes_and_commits() {
+    let (shop, _) = shop().await;
+    let id = start_move(&shop).await;
+    let key = (1..=USERS).find(|k| moved(*k)).unwrap();
+    let c = shop.connect().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let row = c
+        .query_one("SELECT n FROM users WHERE id = $1", &[&key])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0);
+    act(&shop, id, "cutover").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = get(shop.admin_addr(), &format!("/v1/reshard/{id}"))
+        .await
+        .json();
+    assert_eq!(job["phase"], "cutover", "the cutover waits: {job:#}");
+    c.execute("UPDATE users SET n = n + 1 WHERE id = $1", &[&key])
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(10)).await;
+    let on = |shard: usize| shop.direct(shard, &format!("SELECT n FROM users WHERE id = {key}"));
+    assert_eq!(
+        (on(0), on(1)),
+        ("1".into(), "1".into()),
+        "on the new owner, and its shadow"
+    );
+}
+
 /// Verification finds a difference planted straight on the target, repairs it and says so
 /// (with the key as a sample); after finish a run finds nothing of the moved buckets left on
 /// the source. Progress shows each table's rows against its total.

@@ -1,0 +1,159 @@
+//! Statements in flight: routed with one snapshot's map but not yet answered by their server.
+//!
+//! A resharding cutover holds the slice's new transactions, but a statement routed with the map
+//! from before the hold may still be on its way to the old owner (waiting for a pooled
+//! connection, or for the scheduler) when the owners' roles are switched: the old owner would
+//! then refuse its write (40001). So a shardgate acknowledges a new epoch only once every
+//! transaction's first statement routed before it has been answered — after which such a
+//! transaction is visible on its server, where the cutover waits for it ([`crate::reshard`]).
+//!
+//! Two counters, as in sleepable RCU: statements enter the current one; acknowledging an epoch
+//! flips to the other and waits for the old one to drain. A statement that entered just as the
+//! flip happened sees it and enters again with the newer map.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+/// The counters; one per process (in the [`super::Store`]), one drainer at a time (the
+/// heartbeat that acknowledges epochs).
+#[derive(Default)]
+pub struct Flights {
+    /// The snapshot version the drainer waits past (times two), plus the counter statements
+    /// enter now (the low bit).
+    gate: AtomicU64,
+    counts: [Counter; 2],
+}
+
+/// A counter on cache lines of its own: every session writes it, the other one too.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counter(AtomicUsize);
+
+/// A statement counted in flight: give it back with [`Flights::land`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a flight never landed holds up every cutover"]
+pub struct Flight(usize);
+
+impl Flights {
+    /// Counts a statement routed with the map of snapshot `version` in flight; `None` when that
+    /// map is older than the one being acknowledged (route again with the newer one).
+    pub fn enter(&self, version: u64) -> Option<Flight> {
+        loop {
+            let gate = self.gate.load(SeqCst);
+            let counter = (gate & 1) as usize;
+            self.counts[counter].0.fetch_add(1, SeqCst);
+            // Unchanged after counting: the drainer, which flips before it looks, sees this one.
+            if self.gate.load(SeqCst) != gate {
+                self.counts[counter].0.fetch_sub(1, SeqCst);
+                continue;
+            }
+            if version < gate >> 1 {
+                self.counts[counter].0.fetch_sub(1, SeqCst);
+                return None;
+            }
+            return Some(Flight(counter));
+        }
+    }
+
+    /// The statement has been answered.
+    pub fn land(&self, flight: Flight) {
+        self.counts[flight.0].0.fetch_sub(1, SeqCst);
+    }
+
+    /// Starts waiting past `version` (already swapped in): later statements need a map at least
+    /// that new. The returned drain is over once [`Flights::drained`] says so.
+    pub fn flip(&self, version: u64) -> Drain {
+        let old = self.gate.load(SeqCst) & 1;
+        self.gate.store((version << 1) | (old ^ 1), SeqCst);
+        Drain(old as usize)
+    }
+
+    /// Whether every statement counted before `drain` began has been answered.
+    pub fn drained(&self, drain: Drain) -> bool {
+        self.counts[drain.0].0.load(SeqCst) == 0
+    }
+}
+
+/// The counter a [`Flights::flip`] left to drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain(usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flip_waits_for_the_statements_before_it_only() {
+        let f = Flights::default();
+        let early = f.enter(1).unwrap();
+        let drain = f.flip(2);
+        assert!(!f.drained(drain));
+        // Routed with the newer map: counted on the other side, not waited for.
+        let late = f.enter(2).unwrap();
+        assert!(!f.drained(drain));
+        f.land(early);
+        assert!(f.drained(drain));
+        // The next flip waits for the later one.
+        let next = f.flip(3);
+        assert!(!f.drained(next));
+        f.land(late);
+        assert!(f.drained(next));
+    }
+
+    #[test]
+    fn a_statement_routed_with_an_older_map_routes_again() {
+        let f = Flights::default();
+        let drain = f.flip(5);
+        assert_eq!(f.enter(4), None);
+        assert!(f.drained(drain), "a refused entry leaves nothing counted");
+        assert!(f.enter(5).is_some() && f.enter(9).is_some());
+    }
+
+    #[test]
+    fn no_statement_of_an_older_map_is_in_flight_once_drained() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let f = Arc::new(Flights::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        // The version statements are routed with, and the one every older flight has landed
+        // before (as the drainer says).
+        let version = Arc::new(AtomicU64::new(1));
+        let drained_past = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (f, stop) = (f.clone(), stop.clone());
+                let (version, drained_past) = (version.clone(), drained_past.clone());
+                std::thread::spawn(move || {
+                    let (mut flown, mut late) = (0u64, 0u64);
+                    while !stop.load(SeqCst) {
+                        let v = version.load(SeqCst);
+                        if let Some(flight) = f.enter(v) {
+                            std::hint::spin_loop();
+                            late += u64::from(drained_past.load(SeqCst) > v);
+                            f.land(flight);
+                            flown += 1;
+                        }
+                    }
+                    (flown, late)
+                })
+            })
+            .collect();
+        for v in 2..300 {
+            version.store(v, SeqCst);
+            let drain = f.flip(v);
+            while !f.drained(drain) {
+                std::thread::yield_now();
+            }
+            drained_past.store(v, SeqCst);
+        }
+        stop.store(true, SeqCst);
+        let (flown, late) = workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert!(flown > 0);
+        assert_eq!(
+            late, 0,
+            "statements of an older map still in flight after a drain"
+        );
+    }
+}
