@@ -270,6 +270,11 @@ impl Pool {
         started: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Bb8Connection, CheckoutError> {
+        // Usually the connection whose return freed the place is on the stack already: taken
+        // without registering for (and then dropping) the two wake-ups below.
+        if let Some(conn) = self.pop_idle() {
+            return Ok(conn);
+        }
         loop {
             // Registered before looking, so a connection put back in between is not missed.
             let returned = self.idle.returned.notified();
