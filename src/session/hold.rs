@@ -44,7 +44,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         params: Option<&BindParams<'_>>,
     ) -> Option<Arc<Router>> {
         let mut newer = self.past_hold(router, plan, params).await;
-        while self.backend.is_none() && self.flight.is_none() {
+        // The latest router is at least as new as the map being acknowledged, so a second try
+        // enters; the bound only keeps a broken invariant from spinning a worker thread.
+        for _ in 0..3 {
+            if self.backend.is_some() || self.flight.is_some() {
+                break;
+            }
             let version = newer.as_deref().unwrap_or(router).version;
             self.flight = self.shared.store.flights().enter(version);
             if self.flight.is_some() {
