@@ -2,9 +2,9 @@
 //! and the same switch the other way for rollback (§3.6). While the side that owns the slice
 //! holds the move's fence exclusively, no transaction can write the slice there (the capture
 //! trigger takes the fence in shared mode first). Once every live shardgate holds the slice's
-//! new transactions (and has seen answered the first statement of each transaction it routed
-//! before):
-//! 1. wait for the transactions under way on this side to end (they may write the slice yet),
+//! new transactions (and has sent the first statement of each transaction it routed before):
+//! 1. wait for the transactions under way on this side to end (they may write the slice yet;
+//!    not for those already older than [`HOLD`]: long reports must not stall every attempt),
 //!    then take the fence, waiting for the slice's writers in flight — both within [`HOLD`]
 //!    (past it the attempt is given up and dual-write goes on);
 //! 2. copy every marked change still waiting;
@@ -201,7 +201,9 @@ async fn fenced(
 /// shardgate had taken the hold have ended; `Some(why)` if some still run. Those may have begun
 /// on the slice's keys with a read, or on other keys, and write the slice later: after the
 /// switch this side would refuse that write. Every later transaction on the slice waits for the
-/// new map, on the shardgates (this one's own connections are not waited for).
+/// new map, on the shardgates (this one's own connections are not waited for). Transactions
+/// older than [`HOLD`] are not waited for: a long report would otherwise make every attempt
+/// give up while it runs; one that writes a moved key after the switch gets 40001.
 async fn older_transactions(
     c: &tokio_postgres::Client,
     held: Instant,
@@ -213,8 +215,11 @@ async fn older_transactions(
          FROM pg_catalog.pg_stat_activity \
          WHERE datname = pg_catalog.current_database() AND backend_type = 'client backend' \
            AND pid <> pg_catalog.pg_backend_pid() AND application_name <> {ours} \
-           AND xact_start < $1::text::timestamptz ORDER BY xact_start LIMIT 5",
+           AND xact_start < $1::text::timestamptz \
+           AND xact_start > $1::text::timestamptz - make_interval(secs => {oldest}) \
+         ORDER BY xact_start LIMIT 5",
         ours = super::backfill::literal(super::work::APPLICATION_NAME),
+        oldest = HOLD.as_secs_f64(),
     );
     let since: String = c
         .query_one("SELECT pg_catalog.clock_timestamp()::text", &[])

@@ -35,7 +35,7 @@ pub fn proxy_id(listen: std::net::SocketAddr) -> String {
 /// Beats until `stop`; a control database that is down is logged once per outage.
 ///
 /// An epoch is acknowledged once taken and once every transaction's first statement routed with
-/// an older map has been answered ([`crate::topology::flights`]); meanwhile the beats carry the
+/// an older map has been sent ([`crate::topology::flights`]); meanwhile the beats carry the
 /// epochs acknowledged before.
 pub async fn run(db: Arc<ControlDb>, store: Arc<Store>, id: String, stop: CancellationToken) {
     let started = SystemTime::now();

@@ -4,7 +4,7 @@
 //! owner. Transactions already under way are not held (the cutover waits for them instead),
 //! nor are statements on other keys.
 //!
-//! A transaction's first statement is counted in flight until it is answered
+//! A transaction's first statement is counted in flight until it is sent
 //! ([`crate::topology::flights`]): this shardgate acknowledges a hold only once none routed
 //! with an older map is still on its way to the old owner.
 
@@ -25,8 +25,8 @@ const MOST: Duration = Duration::from_millis(4000);
 const EVERY: Duration = Duration::from_millis(5);
 
 impl<S> Session<S> {
-    /// The statement that started the transaction has been answered: if it wrote, its
-    /// transaction is on its server now, where a cutover waits for it.
+    /// The statement that started the transaction has been sent: its transaction is under way
+    /// on its server, where a cutover waits for it.
     pub(super) fn land(&mut self) {
         if let Some(flight) = self.flight.take() {
             self.shared.store.flights().land(flight);

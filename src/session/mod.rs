@@ -172,7 +172,7 @@ pub struct Session<S> {
     hints: hints::Hints,
     /// Where the session's last write transaction on each shard ended (read-your-writes).
     commits: replica::Commits,
-    /// The statement starting the transaction, until it is answered ([`hold`]).
+    /// The statement starting the transaction, until it is sent ([`hold`]).
     flight: Option<crate::topology::flights::Flight>,
 }
 
@@ -321,7 +321,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(());
                 }
             }
-            if self.flight.is_some() && self.replies.is_empty() && !self.replies.copy_in {
+            if self.flight.is_some() && self.bout.is_empty() {
+                // Written to its server (or answered here): it is under way there.
                 self.land();
             }
         }

@@ -1,11 +1,13 @@
-//! Statements in flight: routed with one snapshot's map but not yet answered by their server.
+//! Statements in flight: routed with one snapshot's map but not yet sent to their server.
 //!
 //! A resharding cutover holds the slice's new transactions, but a statement routed with the map
 //! from before the hold may still be on its way to the old owner (waiting for a pooled
 //! connection, or for the scheduler) when the owners' roles are switched: the old owner would
 //! then refuse its write (40001). So a shardgate acknowledges a new epoch only once every
-//! transaction's first statement routed before it has been answered — after which such a
-//! transaction is visible on its server, where the cutover waits for it ([`crate::reshard`]).
+//! transaction's first statement routed before it has been sent — after which such a
+//! transaction is under way on its server, where the cutover waits for it (`reshard::cutover`,
+//! which first opens a connection of its own there: the statement has long arrived). Counting
+//! up to the send, not the answer, keeps a long statement from holding up every cutover.
 //!
 //! Two counters, as in sleepable RCU: statements enter the current one; acknowledging an epoch
 //! flips to the other and waits for the old one to drain. A statement that entered just as the
@@ -54,7 +56,7 @@ impl Flights {
         }
     }
 
-    /// The statement has been answered.
+    /// The statement has been sent (or refused).
     pub fn land(&self, flight: Flight) {
         self.counts[flight.0].0.fetch_sub(1, SeqCst);
     }
@@ -67,7 +69,7 @@ impl Flights {
         Drain(old as usize)
     }
 
-    /// Whether every statement counted before `drain` began has been answered.
+    /// Whether every statement counted before `drain` began has been sent.
     pub fn drained(&self, drain: Drain) -> bool {
         self.counts[drain.0].0.load(SeqCst) == 0
     }

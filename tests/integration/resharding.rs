@@ -585,6 +585,25 @@ async fn a_transaction_begun_before_the_hold_writes_and_commits() {
     );
 }
 
+/// A transaction already older than the hold's bound when the cutover begins (a long report,
+/// say) is not waited for: the cutover goes through while it is still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_transaction_on_the_source_does_not_stall_the_cutover() {
+    let (shop, _) = shop().await;
+    let id = start_move(&shop).await;
+    let key = (1..=USERS).find(|k| moved(*k)).unwrap();
+    let report = shop.connect().await;
+    report.batch_execute("BEGIN").await.unwrap();
+    report
+        .query_one("SELECT n FROM users WHERE id = $1", &[&key])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    act(&shop, id, "cutover").await;
+    wait_phase(&shop, id, "reverse_dual_write", Duration::from_secs(10)).await;
+    report.batch_execute("COMMIT").await.unwrap();
+}
+
 /// Verification finds a difference planted straight on the target, repairs it and says so
 /// (with the key as a sample); after finish a run finds nothing of the moved buckets left on
 /// the source. Progress shows each table's rows against its total.
