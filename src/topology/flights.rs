@@ -30,8 +30,8 @@ pub struct Flights {
 #[repr(align(128))]
 struct Counter(AtomicUsize);
 
-/// A statement counted in flight: give it back with [`Flights::land`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A statement counted in flight: give it back with [`Flights::land`] (once: not `Copy`).
+#[derive(Debug, PartialEq, Eq)]
 #[must_use = "a flight never landed holds up every cutover"]
 pub struct Flight(usize);
 

@@ -197,7 +197,7 @@ impl Store {
         }
     }
 
-    /// The statements routed but not answered yet, by the map they were routed with.
+    /// The statements routed but not sent yet, by the map they were routed with.
     pub fn flights(&self) -> &flights::Flights {
         &self.flights
     }
