@@ -67,6 +67,8 @@ struct Settings {
     unobserved: bool,
     /// Also run each shardgate with one tokio worker thread (`BENCH_ONE_THREAD=1`).
     one_thread: bool,
+    /// Also run each shardgate from this binary (`BENCH_BASELINE`): two builds side by side.
+    baseline: Option<PathBuf>,
 }
 
 impl Settings {
@@ -96,8 +98,20 @@ impl Settings {
             modes,
             unobserved: env_num("BENCH_UNOBSERVED", 0u8)? != 0,
             one_thread: env_num("BENCH_ONE_THREAD", 0u8)? != 0,
+            baseline: baseline_binary()?,
         })
     }
+}
+
+fn baseline_binary() -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os("BENCH_BASELINE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        bail!("BENCH_BASELINE={}: no such file (a shardgate binary, e.g. a copy of target/release/shardgate built from another commit)", path.display());
+    }
+    Ok(Some(path))
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -272,6 +286,7 @@ fn start_targets(
             sharding: "",
             observed: true,
             threads: None,
+            program: None,
         },
         std::slice::from_ref(direct),
     )];
@@ -281,6 +296,7 @@ fn start_targets(
             sharding: &sharding,
             observed: true,
             threads: None,
+            program: None,
         };
         specs.push((spec, shards));
     }
@@ -296,6 +312,14 @@ fn start_targets(
         let twins: Vec<_> = specs[..originals]
             .iter()
             .map(|(s, l)| (one_thread(s), *l))
+            .collect();
+        specs.extend(twins);
+    }
+    if let Some(program) = &settings.baseline {
+        notes.push(format!("shardgate-baseline: {}", program.display()));
+        let twins: Vec<_> = specs[..originals]
+            .iter()
+            .map(|(s, l)| (baseline(s, program), *l))
             .collect();
         specs.extend(twins);
     }
@@ -321,6 +345,15 @@ fn one_thread<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     let names = ["shardgate-1thread", "shardgate-routed-1thread"];
     Shardgate {
         threads: Some(1),
+        ..renamed(spec, names)
+    }
+}
+
+/// `spec` run from another build (`BENCH_BASELINE`).
+fn baseline<'a>(spec: &Shardgate<'a>, program: &'a Path) -> Shardgate<'a> {
+    let names = ["shardgate-baseline", "shardgate-routed-baseline"];
+    Shardgate {
+        program: Some(program),
         ..renamed(spec, names)
     }
 }

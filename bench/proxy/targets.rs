@@ -145,6 +145,8 @@ pub struct Shardgate<'a> {
     pub observed: bool,
     /// `TOKIO_WORKER_THREADS` for its runtime; `None`: tokio's default, one per core.
     pub threads: Option<u32>,
+    /// The binary; `None`: the one cargo built alongside this bench.
+    pub program: Option<&'a Path>,
 }
 
 /// Starts the shardgate binary built alongside this bench as `spec` says, in front of `shards`
@@ -161,7 +163,10 @@ pub fn start_shardgate(
     let port = free_port();
     let config = dir.join("shardgate.yaml");
     std::fs::write(&config, shardgate_yaml(port, shards, spec, pool_size))?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
+    let program = spec
+        .program
+        .unwrap_or(Path::new(env!("CARGO_BIN_EXE_shardgate")));
+    let mut cmd = Command::new(program);
     // warn: no per-connection log lines, like pgbouncer's log_connections = 0.
     cmd.arg("--config")
         .arg(&config)
