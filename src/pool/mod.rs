@@ -4,70 +4,38 @@
 //! transaction, and a round trip per checkout would double the latency of short transactions.
 //! A connection whose protocol state is unknown is marked broken by the session and dropped on return.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+mod queue;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use crate::backend::{BackendError, Connection, Target};
 
-type Bb8Connection = bb8::PooledConnection<'static, Manager>;
+/// Boxed: a connection is handed from the pool to a session and back on every transaction,
+/// through several moves each way, and unboxed each move copied its whole ~300 bytes (about a
+/// tenth of the instructions shardgate spent on a pgbench `-S` query, counted by callgrind).
+type Bb8Connection = Box<bb8::PooledConnection<'static, Manager>>;
+type Place = queue::Place<Bb8Connection>;
 
-/// Connections given back and not yet handed out again, most recently used last.
-///
-/// Why not just bb8: its `get()` builds a timeout and reads the clock on every call, about a tenth
-/// of shardgate's CPU per query when measured under pgbench. This stack is the hot path: a
-/// checkout pops, a return pushes, under one short lock. bb8 still opens connections, enforces the
-/// pool size (connections on the stack count as in use there) and closes idle ones: entries idle
-/// longer than [`IDLE_RETURN`] are handed back to it.
-type IdleStack = Arc<Idle>;
-
-#[derive(Default)]
-struct Idle {
-    conns: Mutex<Vec<(Bb8Connection, Instant)>>,
-    /// Wakes a checkout waiting for a connection: one was put back on the stack.
-    returned: tokio::sync::Notify,
-}
-
-/// How long a connection may sit on the idle stack before bb8's idle reaping takes it over.
-const IDLE_RETURN: Duration = Duration::from_secs(30);
-
-/// A checked-out connection. Dropping it puts the connection on the idle stack (or, if broken,
-/// gives it to bb8 to discard) before the place in the checkout queue is freed, so the next
-/// waiter finds it.
+/// A checked-out connection. Dropping it hands the connection to the next checkout in line
+/// (or puts it on the idle stack) with its place; a broken one goes to bb8 to be closed first,
+/// and the place on its own, so the next checkout opens a new connection.
 pub struct PooledConnection {
     conn: Option<Bb8Connection>,
-    idle: IdleStack,
-    _place: OwnedSemaphorePermit,
-}
-
-impl PooledConnection {
-    fn new(conn: Bb8Connection, idle: &IdleStack, place: OwnedSemaphorePermit) -> Self {
-        PooledConnection {
-            conn: Some(conn),
-            idle: idle.clone(),
-            _place: place,
-        }
-    }
+    place: Option<Place>,
 }
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let (Some(conn), Some(place)) = (self.conn.take(), self.place.take()) else {
+            return;
+        };
         if conn.is_broken() {
-            return; // bb8 sees `has_broken` and closes it
+            drop(conn); // bb8 sees `has_broken` and closes it
+            drop(place);
+        } else {
+            place.give_back(conn);
         }
-        let now = Instant::now();
-        let mut idle = self.idle.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = idle
-            .first()
-            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_RETURN);
-        let oldest = stale.then(|| idle.remove(0));
-        idle.push((conn, now));
-        drop(idle);
-        self.idle.returned.notify_one();
-        drop(oldest); // back to bb8, outside the lock
     }
 }
 
@@ -159,22 +127,21 @@ pub enum CheckoutError {
 
 /// A pool of connections to one server of one shard.
 ///
-/// Checkout is first come, first served: bb8 alone hands an idle connection to whoever asks
-/// next, so a client that just returned one takes it straight back while others wait (and time
-/// out). A FIFO semaphore with one permit per connection queues the askers fairly; holding a
-/// permit guarantees bb8 has a connection idle or may open one.
+/// Checkout is first come, first served ([`queue`]): bb8 alone hands an idle connection to
+/// whoever asks next, so a client that just returned one takes it straight back while others
+/// wait (and time out). bb8 opens connections, bounds their number and closes idle ones; the
+/// queue's idle stack is the hot path (connections on it count as in use as far as bb8 knows;
+/// entries idle longer than [`queue::IDLE_RETURN`] are handed back to it). bb8's own `get()`
+/// builds a timeout and reads the clock on every call, about a tenth of shardgate's CPU per
+/// query when measured under pgbench.
 #[derive(Clone)]
 pub struct Pool {
     inner: bb8::Pool<Manager>,
-    queue: Arc<Semaphore>,
-    idle: IdleStack,
+    queue: Arc<queue::Queue<Bb8Connection>>,
     shard: Arc<str>,
     target: Target,
     settings: PoolSettings,
     last_error: LastError,
-    /// Checkouts waiting for a connection now (the metrics' pool gauge; only the slow path
-    /// touches it).
-    waiting: Arc<AtomicU32>,
 }
 
 impl Pool {
@@ -192,111 +159,67 @@ impl Pool {
             .idle_timeout(Some(Duration::from_secs(600)))
             .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
-        let queue = Arc::new(Semaphore::new(settings.size as usize));
         Pool {
             inner,
-            queue,
-            idle: IdleStack::default(),
+            queue: queue::Queue::new(settings.size, settings.checkout_timeout),
             shard: shard.into(),
             target,
             settings,
             last_error,
-            waiting: Arc::default(),
         }
     }
 
-    pub async fn checkout(&self) -> Result<PooledConnection, CheckoutError> {
-        if let Some(conn) = self.checkout_now() {
-            return Ok(conn);
-        }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = self.checkout_waiting().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        result
-    }
-
-    /// The common case, with no timer, clock read or waiter registration: a place in the queue is
-    /// free and bb8 has an idle connection that the server has not closed.
-    fn checkout_now(&self) -> Option<PooledConnection> {
-        use futures_util::FutureExt;
-        let place = self.queue.clone().try_acquire_owned().ok()?;
-        let mut conn = match self.pop_idle() {
-            Some(conn) => conn,
-            None => self.inner.get_owned().now_or_never()?.ok()?,
-        };
-        if conn.is_stale() {
-            tracing::info!(shard = %self.shard, "dropping a server connection the server has closed");
-            conn.mark_broken();
-            return None;
-        }
-        Some(PooledConnection::new(conn, &self.idle, place))
-    }
-
-    fn pop_idle(&self) -> Option<Bb8Connection> {
-        self.idle
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .map(|(conn, _)| conn)
-    }
-
-    async fn checkout_waiting(&self) -> Result<PooledConnection, CheckoutError> {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::from_std(started + self.settings.checkout_timeout);
-        let place =
-            match tokio::time::timeout_at(deadline, self.queue.clone().acquire_owned()).await {
-                Ok(Ok(place)) => place,
-                _ => return Err(self.timed_out(started)),
-            };
+    /// A connection, waiting in line up to the checkout timeout counted from `started` (when
+    /// the caller began to ask: it reads the clock for its own timing anyway).
+    pub async fn checkout(&self, started: Instant) -> Result<PooledConnection, CheckoutError> {
+        let grant = self
+            .queue
+            .checkout()
+            .await
+            .map_err(|_| self.timed_out(started))?;
+        let mut conn = grant.conn;
         // A few stale idle connections (a restarted server) are replaced; more would mean the
         // server is down, which the connect error reports.
         for _ in 0..=self.settings.size {
-            let mut conn = self.wait_for_connection(started, deadline).await?;
-            if !conn.is_stale() {
-                return Ok(PooledConnection::new(conn, &self.idle, place));
+            let mut c = match conn.take() {
+                Some(c) => c,
+                None => self.open(started).await?,
+            };
+            if !c.is_stale() {
+                return Ok(PooledConnection {
+                    conn: Some(c),
+                    place: Some(grant.place),
+                });
             }
             tracing::info!(shard = %self.shard, "dropping a server connection the server has closed");
-            conn.mark_broken();
+            c.mark_broken();
         }
         Err(self.unreachable("every pooled connection had been closed by the server".into()))
     }
 
-    /// With a place held, a connection is on the idle stack, idle in bb8, or about to be opened
-    /// or put back: take the first that comes. A failed connect wakes the wait at once, so a
-    /// down server answers with 08006 instead of after the whole timeout.
-    async fn wait_for_connection(
-        &self,
-        started: Instant,
-        deadline: tokio::time::Instant,
-    ) -> Result<Bb8Connection, CheckoutError> {
-        // Usually the connection whose return freed the place is on the stack already: taken
-        // without registering for (and then dropping) the two wake-ups below.
-        if let Some(conn) = self.pop_idle() {
+    /// With a place held and no idle connection: one idle in bb8, or a new one. A failed
+    /// connect wakes the wait at once, so a down server answers with 08006 instead of after the
+    /// whole timeout.
+    async fn open(&self, started: Instant) -> Result<Bb8Connection, CheckoutError> {
+        // Returned to the idle stack since the place was granted.
+        if let Some(conn) = self.queue.pop_idle() {
             return Ok(conn);
         }
-        loop {
-            // Registered before looking, so a connection put back in between is not missed.
-            let returned = self.idle.returned.notified();
-            let failed = self.last_error.failed.notified();
-            tokio::pin!(returned, failed);
-            returned.as_mut().enable();
-            failed.as_mut().enable();
-            if let Some(conn) = self.pop_idle() {
-                return Ok(conn);
-            }
-            if let Some(reason) = self.last_error.since(started) {
-                return Err(self.unreachable(reason));
-            }
-            tokio::select! {
-                got = tokio::time::timeout_at(deadline, self.inner.get_owned()) => return match got {
-                    Ok(Ok(conn)) => Ok(conn),
-                    Ok(Err(bb8::RunError::User(e))) => Err(self.unreachable(e.to_string())),
-                    Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.timed_out(started)),
-                },
-                _ = returned => continue,
-                _ = failed => return Err(self.unreachable(self.last_error.since(started).unwrap_or_default())),
-            }
+        let deadline = tokio::time::Instant::from_std(started + self.settings.checkout_timeout);
+        // Registered before looking, so a failure in between is not missed.
+        let failed = self.last_error.failed.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        if let Some(reason) = self.last_error.since(started) {
+            return Err(self.unreachable(reason));
+        }
+        tokio::select! {
+            got = tokio::time::timeout_at(deadline, self.inner.get_owned()) => match got {
+                Ok(Ok(conn)) => Ok(Box::new(conn)),
+                Ok(Err(bb8::RunError::User(e))) => Err(self.unreachable(e.to_string())),
+                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.timed_out(started)),
+            },
+            _ = failed => Err(self.unreachable(self.last_error.since(started).unwrap_or_default())),
         }
     }
 
@@ -331,16 +254,14 @@ impl Pool {
     /// The pool's state for the metrics: connections open, checked out, and checkouts waiting.
     pub fn gauges(&self) -> (u32, u32, u32) {
         let open = self.inner.state().connections;
-        let free = u32::try_from(self.queue.available_permits()).unwrap_or(u32::MAX);
-        // A place in the queue is a connection checked out (or being opened for its holder).
-        let in_use = self.settings.size.saturating_sub(free);
-        (open, in_use, self.waiting.load(Ordering::Relaxed))
+        // A held place is a connection checked out (or being opened for its holder).
+        let in_use = self.settings.size.saturating_sub(self.queue.free());
+        (open, in_use, self.queue.waiting())
     }
 
     /// Transactions on this server now or waiting for it: what replicas are balanced by.
     pub fn outstanding(&self) -> u32 {
-        let free = u32::try_from(self.queue.available_permits()).unwrap_or(u32::MAX);
-        self.settings.size.saturating_sub(free) + self.waiting.load(Ordering::Relaxed)
+        self.settings.size.saturating_sub(self.queue.free()) + self.queue.waiting()
     }
 
     /// Whether two handles share one pool (a reload kept it).
@@ -354,13 +275,7 @@ impl Pool {
     pub fn usage(&self) -> PoolUsage {
         let state = self.inner.state();
         // Connections on our idle stack are checked out as far as bb8 knows.
-        let stacked = self
-            .idle
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len() as u32;
-        let idle = state.idle_connections + stacked;
+        let idle = state.idle_connections + self.queue.idle();
         let last_error = self
             .last_error
             .last
