@@ -282,6 +282,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Relays until the client leaves or the proxy shuts down.
     pub async fn run(&mut self) -> Result<(), SessionError> {
+        // One wait for shutdown for the whole session, on a token of its own: a wait made anew
+        // per message registered and unregistered under a lock that every session shares.
+        let shutdown = self.shared.shutdown.child_token().cancelled_owned();
+        tokio::pin!(shutdown);
         loop {
             // Between transactions (in either pool mode) the client may be told to go at shutdown.
             let idle = self.backend.is_none()
@@ -314,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.flush_backend().await;
                     self.flush_client().await?;
                 }
-                _ = self.shared.shutdown.cancelled(), if idle => {
+                _ = &mut shutdown, if idle => {
                     let err = PgError::fatal(SqlState::AdminShutdown, "shardgate is shutting down");
                     err.encode(&mut self.cout);
                     self.flush_client().await?;
