@@ -140,7 +140,6 @@ impl Proxy {
             Arc::new(admin),
             shutdown.clone(),
         ));
-        tokio::spawn(metrics_upkeep(store.clone(), shutdown.clone()));
         let task = tokio::spawn(server::serve(listener, state, drain));
         tracing::info!(%addr, %admin_addr, "shardgate is listening");
         Ok(Proxy {
@@ -179,18 +178,6 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
-    }
-}
-
-/// Folds the metrics' histogram samples into buckets now and then, so they stay bounded in
-/// memory when nobody scrapes.
-async fn metrics_upkeep(store: Arc<Store>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
-    loop {
-        tokio::select! {
-            _ = every.tick() => store.metrics().upkeep(),
-            _ = shutdown.cancelled() => return,
-        }
     }
 }
 

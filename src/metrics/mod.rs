@@ -16,10 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Upper bounds of the duration histograms' buckets, in seconds: 100 µs (a pooled point read on
 /// a local network) to 10 s, about three per decade, so p50 and p99 can be read off them.
@@ -28,13 +26,20 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// How often histogram samples are folded into their buckets between scrapes, so memory stays
-/// bounded when nobody scrapes (the recorder keeps raw samples until then).
-pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
 mod labels;
+mod timings;
 pub use labels::{
     BackendError, Decision, Kind, Rejection, ShadowVerdict, Spread, PRIMARY, REPLICA,
+};
+use timings::{Family, Timings};
+
+const QUERY_DURATION: Family = Family {
+    name: "shardgate_query_duration_seconds",
+    help: "Time from sending a statement to a shard to its last reply.",
+};
+const CHECKOUT_WAIT: Family = Family {
+    name: "shardgate_pool_checkout_wait_seconds",
+    help: "Time a client waited for a server connection.",
 };
 
 /// One proxy's metrics: its recorder and the handles that are not per database.
@@ -46,6 +51,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     epoch: Gauge,
+    /// The histograms, outside the recorder ([`timings`]).
+    timings: timings::Registry,
     /// The per-database handles last built, with the shard names they were built for; rebuilt
     /// when a reload changes the shards (registering an existing series returns the same atomic,
     /// so counts carry over).
@@ -60,10 +67,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &DURATION_BUCKETS)
-            .expect("the bucket list is not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         describe(&recorder);
         let m = |r: &PrometheusRecorder, name: &'static str, labels: &[(&str, &str)]| {
             r.register_counter(&key(name, labels), &META)
@@ -88,6 +92,7 @@ impl Metrics {
             epoch: recorder.register_gauge(&key("shardgate_config_epoch", &[]), &META),
             handle: recorder.handle(),
             recorder,
+            timings: timings::Registry::default(),
             databases: Mutex::default(),
         }
     }
@@ -116,14 +121,9 @@ impl Metrics {
         if let Some(db) = by_name.get(database).filter(|d| d.shard_names == shards) {
             return db.clone();
         }
-        let db = Arc::new(DbMetrics::new(&self.recorder, database, shards));
+        let db = Arc::new(DbMetrics::new(self, database, shards));
         by_name.insert(database.to_string(), db.clone());
         db
-    }
-
-    /// Folds histogram samples into buckets; run every [`UPKEEP_EVERY`].
-    pub fn upkeep(&self) {
-        self.handle.run_upkeep();
     }
 
     /// A gauge another layer knows at scrape time (shard skew, server health), set before
@@ -153,7 +153,9 @@ impl Metrics {
             set("shardgate_pool_in_use", p.in_use);
             set("shardgate_pool_waiting", p.waiting);
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.timings.render(&mut text);
+        text
     }
 }
 
@@ -219,13 +221,14 @@ pub struct DbMetrics {
 
 struct ShardMetrics {
     queries: [Counter; Kind::ALL.len()],
-    duration: Histogram,
-    checkout_wait: Histogram,
+    duration: Arc<Timings>,
+    checkout_wait: Arc<Timings>,
     errors: [Counter; BackendError::ALL.len()],
 }
 
 impl DbMetrics {
-    fn new(r: &PrometheusRecorder, db: &str, shard_names: &[(Arc<str>, bool)]) -> DbMetrics {
+    fn new(m: &Metrics, db: &str, shard_names: &[(Arc<str>, bool)]) -> DbMetrics {
+        let r = &m.recorder;
         let counter = |name: &'static str, labels: &[(&str, &str)]| {
             let mut all = vec![("database", db)];
             all.extend_from_slice(labels);
@@ -247,11 +250,11 @@ impl DbMetrics {
         DbMetrics {
             shards: shard_names
                 .iter()
-                .map(|(s, _)| ShardMetrics::new(r, db, s, PRIMARY))
+                .map(|(s, _)| ShardMetrics::new(m, db, s, PRIMARY))
                 .collect(),
             replicas: shard_names
                 .iter()
-                .map(|(s, has)| has.then(|| ShardMetrics::new(r, db, s, REPLICA)))
+                .map(|(s, has)| has.then(|| ShardMetrics::new(m, db, s, REPLICA)))
                 .collect(),
             shard_names: shard_names.to_vec(),
             single_shard: decision("single_shard"),
@@ -285,13 +288,13 @@ impl DbMetrics {
     /// How long a statement on `shard` took, from being sent to its last reply.
     pub fn duration(&self, at: impl Into<At>, took: Duration) {
         if let Some(s) = self.at(at) {
-            s.duration.record(took.as_secs_f64());
+            s.duration.record(took);
         }
     }
 
     pub fn checkout_wait(&self, at: impl Into<At>, took: Duration) {
         if let Some(s) = self.at(at) {
-            s.checkout_wait.record(took.as_secs_f64());
+            s.checkout_wait.record(took);
         }
     }
 
@@ -335,7 +338,8 @@ impl DbMetrics {
 }
 
 impl ShardMetrics {
-    fn new(r: &PrometheusRecorder, db: &str, shard: &str, role: &'static str) -> ShardMetrics {
+    fn new(m: &Metrics, db: &str, shard: &str, role: &'static str) -> ShardMetrics {
+        let r = &m.recorder;
         let at = [("database", db), ("shard", shard), ("role", role)];
         let with = |extra: (&'static str, &'static str)| {
             let mut labels = at.to_vec();
@@ -354,9 +358,8 @@ impl ShardMetrics {
         };
         ShardMetrics {
             queries: Kind::ALL.map(query),
-            duration: r.register_histogram(&key("shardgate_query_duration_seconds", &at), &META),
-            checkout_wait: r
-                .register_histogram(&key("shardgate_pool_checkout_wait_seconds", &at), &META),
+            duration: m.timings.register(QUERY_DURATION, &at),
+            checkout_wait: m.timings.register(CHECKOUT_WAIT, &at),
             errors: BackendError::ALL.map(error),
         }
     }
@@ -430,19 +433,6 @@ fn describe(r: &PrometheusRecorder) {
     ];
     for (name, help) in gauges {
         r.describe_gauge(name.into(), None, help.into());
-    }
-    let histograms = [
-        (
-            "shardgate_query_duration_seconds",
-            "Time from sending a statement to a shard to its last reply.",
-        ),
-        (
-            "shardgate_pool_checkout_wait_seconds",
-            "Time a client waited for a server connection.",
-        ),
-    ];
-    for (name, help) in histograms {
-        r.describe_histogram(name.into(), Some(Unit::Seconds), help.into());
     }
 }
 

@@ -86,3 +86,44 @@ fn replica_series_exist_for_shards_with_replicas_only() {
     );
     assert!(!text.contains(&line("s1", "replica")), "{text}");
 }
+
+#[test]
+fn a_histogram_series_is_cumulative_with_inclusive_bounds_a_sum_and_a_count() {
+    let m = Metrics::new();
+    let db = m.database("app", &[("s0".into(), false)]);
+    db.checkout_wait(0, Duration::from_micros(100)); // on the first bound: in it
+    db.checkout_wait(0, Duration::from_nanos(100_001));
+    db.checkout_wait(0, Duration::from_secs(11)); // above every bound
+    let text = m.render(1, &[]);
+    let labels = "database=\"app\",shard=\"s0\",role=\"primary\"";
+    let name = "shardgate_pool_checkout_wait_seconds";
+    let mut want = format!(
+        "# HELP {name} Time a client waited for a server connection.\n# TYPE {name} histogram\n"
+    );
+    let counts = [1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+    for (bound, n) in DURATION_BUCKETS.iter().zip(counts) {
+        want += &format!("{name}_bucket{{{labels},le=\"{bound}\"}} {n}\n");
+    }
+    want += &format!("{name}_bucket{{{labels},le=\"+Inf\"}} 3\n");
+    want += &format!("{name}_sum{{{labels}}} 11.000200001\n");
+    want += &format!("{name}_count{{{labels}}} 3\n");
+    assert!(text.contains(&want), "{text}");
+    // The whole exposition parses, with both histogram families in it.
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+    let families: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    assert!(families.contains(name), "{families:?}");
+    assert!(families.contains("shardgate_query_duration_seconds"), "{families:?}");
+}
+
+#[test]
+fn histogram_counts_carry_over_a_rebuild_of_the_handles() {
+    let m = Metrics::new();
+    m.database("app", &[("s0".into(), false)])
+        .duration(0, Duration::from_millis(1));
+    m.database("app", &[("s0".into(), false), ("s1".into(), false)])
+        .duration(0, Duration::from_millis(1));
+    let text = m.render(2, &[]);
+    assert!(text.contains("shardgate_query_duration_seconds_count{database=\"app\",shard=\"s0\",role=\"primary\"} 2"), "{text}");
+}
