@@ -71,21 +71,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// A Query or Parse of an INSERT without a column list into a sharded table, rebuilt with its
     /// columns listed (`router::columns`): handled from here on as if the client had sent that.
     fn list_insert_columns(&mut self, tag: u8, frame: Bytes) -> Result<Bytes, SessionError> {
+        if tag != fmsg::QUERY && tag != fmsg::PARSE {
+            return Ok(frame);
+        }
+        // First the cheap question (one shard: nothing is routed), then the lexing.
+        let Some(router) = self.router() else {
+            return Ok(frame);
+        };
         let body = &frame[crate::protocol::HEADER_LEN..];
         let (sql, parse) = match tag {
             fmsg::QUERY => (Query::decode(body)?.sql, None),
-            fmsg::PARSE => {
+            _ => {
                 let p = Parse::decode(body)?;
                 (p.sql, Some(p))
             }
-            _ => return Ok(frame),
         };
         if !crate::router::lex::some_statement_starts_with(sql, "insert") {
             return Ok(frame);
         }
-        let Some(router) = self.router() else {
-            return Ok(frame);
-        };
         let Plan::ListColumns(listed) = &*router.plan(sql) else {
             return Ok(frame);
         };
