@@ -100,7 +100,7 @@ impl Checker {
         self.round += 1;
         let mut report = Report {
             round: self.round,
-            databases: HashMap::new(),
+            databases: Default::default(),
         };
         for shard in &plan {
             let health = self.shard_health(shard, overrides);

@@ -15,7 +15,7 @@ mod lsn;
 mod state;
 mod switchover;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -178,8 +178,9 @@ impl ShardHealth {
 pub struct Report {
     /// 0 before the first round has finished; then one per round.
     pub round: u64,
-    /// Per database, per shard name.
-    databases: HashMap<String, HashMap<String, ShardHealth>>,
+    /// Per database, per shard name. Ordered maps: every write transaction's checkout looks a
+    /// shard up here, and a few string comparisons beat hashing the names twice.
+    databases: BTreeMap<String, BTreeMap<String, ShardHealth>>,
 }
 
 impl Report {

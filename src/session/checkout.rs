@@ -44,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// round trip.
     pub(super) async fn checkout(&mut self, place: Place) -> Result<(), PgError> {
         let snapshot = self.shared.store.load();
-        let db = self.database(&snapshot)?;
+        let db = self.database_at(&snapshot)?;
         let index = crate::router::fallback_shard(&db, place.shard);
         let shard = &db.shards[index];
         self.obs
@@ -152,6 +152,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+
+    /// [`Session::database`], looked up once per snapshot: every transaction's checkout asks.
+    fn database_at(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<crate::topology::Database>, PgError> {
+        match &self.database {
+            Some((version, db)) if *version == snapshot.version => Ok(db.clone()),
+            _ => {
+                let db = self.database(snapshot)?;
+                self.database = Some((snapshot.version, db.clone()));
+                Ok(db)
+            }
+        }
     }
 
     /// The client's database in `snapshot`; a reload may have removed it.

@@ -174,6 +174,8 @@ pub struct Session<S> {
     commits: replica::Commits,
     /// The statement starting the transaction, until it is sent ([`hold`]).
     flight: Option<crate::topology::flights::Flight>,
+    /// The client's database in the snapshot of that version ([`checkout`]).
+    database: Option<(u64, Arc<crate::topology::Database>)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -229,6 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             hints: hints::Hints::of(settings.effective()),
             commits: replica::Commits::default(),
             flight: None,
+            database: None,
             settings,
         })
     }
