@@ -83,11 +83,8 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cbytes(&mut self, what: &'static str) -> Result<&'a [u8], ProtocolError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| self.malformed(what))?;
+        // memchr: every query's text is scanned here, a word at a time rather than a byte.
+        let end = memchr::memchr(0, self.buf).ok_or_else(|| self.malformed(what))?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)

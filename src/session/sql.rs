@@ -38,10 +38,11 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
         return Some(cmd);
     }
     // Most statements are none of these: decide on the first word without allocating.
-    let first = strip_comments_start(stmt)
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
+    let start = strip_comments_start(stmt);
+    let first = start
+        .bytes()
+        .position(|b| !b.is_ascii_alphabetic())
+        .map_or(start, |end| &start[..end]);
     const KEYWORDS: [&str; 8] = [
         "set",
         "reset",
@@ -87,12 +88,7 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
 fn classify_calls(stmt: &str) -> Option<SessionCommand> {
     let b = stmt.as_bytes();
     let mut found = None;
-    for open in b
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c == b'(')
-        .map(|(i, _)| i)
-    {
+    for open in memchr::memchr_iter(b'(', b) {
         let end = b[..open]
             .iter()
             .rposition(|c| !c.is_ascii_whitespace())
