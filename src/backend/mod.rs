@@ -92,8 +92,9 @@ impl CancelTarget {
 /// through the pool, so the next session that gets it knows what to add or undo.
 #[derive(Debug, Default)]
 pub struct ServerSession {
-    /// Hashes of the statements prepared here under shardgate's server-side names.
-    pub prepared: HashSet<u64>,
+    /// Ids of the statements prepared here under shardgate's server-side names
+    /// ([`crate::session::prepared`]); looked up on every Bind.
+    pub prepared: HashSet<u64, crate::session::prepared::IdHasher>,
     /// The session settings in force here, as setting name → the SQL that applied it.
     /// Empty means the server's defaults.
     pub settings: BTreeMap<String, String>,

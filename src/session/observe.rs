@@ -157,7 +157,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The client's named (or unnamed) statement is about to be bound on the held backend.
     pub(super) fn note_bound(&mut self, statement: &str) {
-        let kind = kind_of(self.statement_sql(statement).unwrap_or(""));
+        let kind = match self.statements.get(statement) {
+            Some(named) => named.kind,
+            None => kind_of(self.statement_sql(statement).unwrap_or("")),
+        };
         let text = match self.obs.slow {
             Some(_) => self.statement_text(statement).map(Shown::Prepared),
             None => None,
