@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Instructions per query of a proxy, counted by callgrind: a figure that does not move with the
+# load on a shared machine, unlike CPU time (see bench/README.md, "Instructions per query").
+#
+#   bench/instructions.sh [SHARDGATE_BINARY ...]
+#
+# Each binary (default: target/release/shardgate) runs under callgrind in front of a throwaway
+# PostgreSQL cluster, one shard, pool of 10, SCRAM login; then pgbouncer (transaction mode,
+# pool of 10) if it is installed. For each pgbench mode the counters are zeroed after a warm-up,
+# `pgbench -S -c $CLIENTS -t $TX` runs, and the instructions the proxy executed are divided by
+# the queries. Needs valgrind (apt-get install valgrind), pgbench and PostgreSQL's server
+# binaries (PATH, pg_config --bindir, /usr/lib/postgresql/*/bin or SHARDGATE_PG_BINDIR).
+set -euo pipefail
+
+CLIENTS=${CLIENTS:-32}
+TX=${TX:-1000}
+MODES=${MODES:-simple extended prepared}
+here=$(cd "$(dirname "$0")/.." && pwd)
+binaries=("$@")
+[ ${#binaries[@]} -gt 0 ] || binaries=("$here/target/release/shardgate")
+
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 2; }
+command -v callgrind_control >/dev/null || { echo "callgrind_control is missing (valgrind's package)" >&2; exit 2; }
+bindir=${SHARDGATE_PG_BINDIR:-}
+if [ -z "$bindir" ]; then
+    if command -v initdb >/dev/null; then bindir=$(dirname "$(command -v initdb)")
+    elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then bindir=$(pg_config --bindir)
+    else bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); fi
+fi
+[ -x "$bindir/initdb" ] || { echo "PostgreSQL server binaries not found: set SHARDGATE_PG_BINDIR" >&2; exit 2; }
+for b in "${binaries[@]}"; do [ -x "$b" ] || { echo "$b: not an executable (cargo build --release first)" >&2; exit 2; }; done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/shardgate-instructions-XXXXXX")
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" = 0 ]; then chown postgres "$work"; as_pg=(runuser -u postgres --); fi
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pgport=$(port)
+cleanup() {
+    pkill -f "$work/" 2>/dev/null || true
+    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w \
+    -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+psql -q -h "$work" -p "$pgport" -U postgres \
+    -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+export PGPASSWORD=bench
+pgbench -q -i -s 1 -h 127.0.0.1 -p "$pgport" -U bench bench >/dev/null 2>&1
+
+# measure NAME PORT PID_PATTERN [USER]: one line per mode; callgrind is controlled as USER (the
+# proxy's owner) when given.
+measure() {
+    local name=$1 p=$2 pattern=$3 mode out n before pid ctl=()
+    [ -n "${4:-}" ] && ctl=(runuser -u "$4" --)
+    for i in $(seq 120); do psql -h 127.0.0.1 -p "$p" -U bench -c "select 1" bench >/dev/null 2>&1 && break; sleep 0.5; done
+    for mode in $MODES; do
+        pgbench -S -n -c "$CLIENTS" -j 2 -t 20 -M "$mode" -h 127.0.0.1 -p "$p" -U bench bench >/dev/null 2>&1
+        pid=$(pgrep -n -f "$pattern")
+        "${ctl[@]}" callgrind_control -z "$pid" >/dev/null 2>&1
+        out=$(pgbench -S -n -c "$CLIENTS" -j 2 -t "$TX" -M "$mode" -h 127.0.0.1 -p "$p" -U bench bench 2>&1 || true)
+        n=$(echo "$out" | awk '/actually processed/{split($NF, a, "/"); print a[1]}')
+        before=$(ls "$work"/cg.* 2>/dev/null | wc -l)
+        "${ctl[@]}" callgrind_control -d "$pid" >/dev/null 2>&1
+        while [ "$(ls "$work"/cg.* 2>/dev/null | wc -l)" = "$before" ]; do sleep 0.2; done
+        sleep 0.5
+        local ir
+        ir=$(callgrind_annotate "$(ls -t "$work"/cg.* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
+        if [ -z "$n" ] || [ "$n" = 0 ]; then
+            printf '| %s | %s | failed: %s |\n' "$name" "$mode" "$(echo "$out" | grep -m1 -i error)"
+        else
+            printf '| %s | %s | %d |\n' "$name" "$mode" $((ir / n))
+        fi
+    done
+}
+
+echo "# Instructions per query (callgrind), pgbench -S -c $CLIENTS -t $TX, pool 10"
+echo
+echo "| proxy | mode | instructions per query |"
+echo "|---|---|---:|"
+k=0
+for bin in "${binaries[@]}"; do
+    k=$((k + 1))
+    sgport=$(port)
+    cat > "$work/sg$k.yaml" <<EOF
+listen: 127.0.0.1:$sgport
+admin: { listen: "127.0.0.1:0" }
+users:
+  - { name: bench, password: bench }
+pool: { mode: transaction, size: 10 }
+databases:
+  bench:
+    shards:
+      s0: { primary: "postgres://bench:bench@127.0.0.1:$pgport/bench" }
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$bin" --config "$work/sg$k.yaml" \
+        --log-level warn >"$work/sg$k.log" 2>&1 &
+    measure "shardgate ($bin)" "$sgport" "$work/sg$k.yaml"
+    pkill -f "$work/sg$k.yaml" || true
+    wait 2>/dev/null || true
+done
+
+if command -v pgbouncer >/dev/null; then
+    pbport=$(port)
+    echo '"bench" "bench"' > "$work/users.txt"
+    cat > "$work/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pgport dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pbport
+unix_socket_dir =
+auth_type = plain
+auth_file = $work/users.txt
+pool_mode = transaction
+default_pool_size = 10
+max_client_conn = 500
+logfile = $work/pgbouncer.log
+EOF
+    [ "$(id -u)" = 0 ] && chown postgres "$work"/users.txt "$work"/pgbouncer.ini
+    "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" pgbouncer "$work/pgbouncer.ini" \
+        >"$work/pgbouncer.out" 2>&1 &
+    owner=""
+    [ "$(id -u)" = 0 ] && owner=postgres
+    # pgbouncer cannot run -M prepared in transaction mode (named statements stay on one server).
+    MODES=${MODES/prepared/} measure "pgbouncer" "$pbport" "$work/pgbouncer.ini" $owner
+else
+    echo "(pgbouncer not installed: apt-get install pgbouncer)"
+fi
