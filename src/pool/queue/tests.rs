@@ -103,8 +103,10 @@ async fn a_grant_nobody_collected_returns_its_place() {
 async fn the_sweeper_stops_when_nobody_waits_and_starts_again() {
     let q = Queue::<u32>::new(1, Duration::from_millis(20));
     let held = q.checkout().await.unwrap();
-    for _ in 0..3 {
-        assert_eq!(q.checkout().await.err(), Some(TimedOut));
+    for round in 0..3 {
+        // Without a sweeper started again for a new waiter, it would wait forever.
+        let got = tokio::time::timeout(Duration::from_secs(5), q.checkout()).await;
+        assert_eq!(got.ok().and_then(|r| r.err()), Some(TimedOut), "round {round}");
     }
     drop(held);
     assert_eq!(q.free(), 1);
