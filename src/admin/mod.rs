@@ -302,7 +302,12 @@ async fn ready(store: &Store) -> Reply {
     let mut problems = Vec::new();
     for db in snapshot.databases.values() {
         for shard in &db.shards {
-            match tokio::time::timeout(READY_TIMEOUT, shard.primary.checkout(std::time::Instant::now())).await {
+            match tokio::time::timeout(
+                READY_TIMEOUT,
+                shard.primary.checkout(std::time::Instant::now()),
+            )
+            .await
+            {
                 Ok(Ok(_conn)) => {}
                 Ok(Err(e)) => problems.push(format!("{}: {e}", db.name)),
                 Err(_) => problems.push(format!(

@@ -114,7 +114,10 @@ fn a_histogram_series_is_cumulative_with_inclusive_bounds_a_sum_and_a_count() {
     let families: std::collections::BTreeSet<&str> =
         scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert!(families.contains(name), "{families:?}");
-    assert!(families.contains("shardgate_query_duration_seconds"), "{families:?}");
+    assert!(
+        families.contains("shardgate_query_duration_seconds"),
+        "{families:?}"
+    );
 }
 
 #[test]

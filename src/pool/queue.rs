@@ -101,7 +101,8 @@ impl<C: Send + 'static> Queue<C> {
             let (grant, waiting) = oneshot::channel();
             let deadline = Instant::now() + self.timeout;
             st.waiters.push_back(Waiter { deadline, grant });
-            self.waiting.store(st.waiters.len() as u32, Ordering::Relaxed);
+            self.waiting
+                .store(st.waiters.len() as u32, Ordering::Relaxed);
             if !st.sweeping {
                 st.sweeping = true;
                 tokio::spawn(self.clone().sweep());
@@ -123,7 +124,8 @@ impl<C: Send + 'static> Queue<C> {
             };
             match waiter.grant.send(grant) {
                 Ok(()) => {
-                    self.waiting.store(st.waiters.len() as u32, Ordering::Relaxed);
+                    self.waiting
+                        .store(st.waiters.len() as u32, Ordering::Relaxed);
                     return;
                 }
                 // That waiter has gone (timed out or left): the next one.

@@ -80,7 +80,10 @@ async fn a_waiter_that_left_passes_its_turn_on() {
     assert!(next.is_woken());
     match next.poll() {
         std::task::Poll::Ready(Ok(grant)) => assert_eq!(grant.conn, Some(3)),
-        other => panic!("expected the connection, got {:?}", other.map(|r| r.is_ok())),
+        other => panic!(
+            "expected the connection, got {:?}",
+            other.map(|r| r.is_ok())
+        ),
     }
     assert_eq!(q.waiting(), 0);
 }
@@ -96,7 +99,10 @@ async fn a_grant_nobody_collected_returns_its_place() {
     drop(gone);
     assert_eq!(q.free(), 1, "the place is not lost with the grant");
     let again = q.checkout().await.unwrap();
-    assert_eq!(again.conn, None, "the connection went back to its owner with the grant");
+    assert_eq!(
+        again.conn, None,
+        "the connection went back to its owner with the grant"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +112,11 @@ async fn the_sweeper_stops_when_nobody_waits_and_starts_again() {
     for round in 0..3 {
         // Without a sweeper started again for a new waiter, it would wait forever.
         let got = tokio::time::timeout(Duration::from_secs(5), q.checkout()).await;
-        assert_eq!(got.ok().and_then(|r| r.err()), Some(TimedOut), "round {round}");
+        assert_eq!(
+            got.ok().and_then(|r| r.err()),
+            Some(TimedOut),
+            "round {round}"
+        );
     }
     drop(held);
     assert_eq!(q.free(), 1);
