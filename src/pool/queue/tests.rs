@@ -121,3 +121,45 @@ async fn the_sweeper_stops_when_nobody_waits_and_starts_again() {
     drop(held);
     assert_eq!(q.free(), 1);
 }
+
+/// Many tasks on several threads checking out, giving back (or dropping: a broken connection),
+/// and giving up while waiting: never more holders than places, and every place comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_contention_places_are_never_exceeded_and_all_come_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const SIZE: u32 = 3;
+    let q = Queue::<u32>::new(SIZE, LONG);
+    let holders = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16u32)
+        .map(|t| {
+            let (q, holders) = (q.clone(), holders.clone());
+            tokio::spawn(async move {
+                for i in 0..300u32 {
+                    // Every seventh checkout gives up almost at once (its client left).
+                    let wait = if (t + i) % 7 == 0 { 1 } else { 5_000 };
+                    let Ok(Ok(grant)) =
+                        tokio::time::timeout(Duration::from_micros(wait), q.checkout()).await
+                    else {
+                        continue;
+                    };
+                    let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(now <= SIZE as usize, "{now} holders of {SIZE} places");
+                    tokio::task::yield_now().await;
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    match (i % 5, grant.conn) {
+                        (0, _) => drop(grant.place), // broken: the connection is not handed on
+                        (_, conn) => grant.place.give_back(conn.unwrap_or(t * 1000 + i)),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("no task panicked");
+    }
+    assert_eq!(q.free(), SIZE, "every place came back");
+    assert!(q.idle() <= SIZE);
+    // A place is freed only when no live waiter is left: the ones that gave up were passed over.
+    assert_eq!(q.waiting(), 0);
+}
