@@ -205,6 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let defer = open && self.router().is_some();
         if p.name.is_empty() {
             self.unnamed_cmd = command;
+            self.unnamed_kind = crate::router::report::kind_of(p.sql);
             if defer {
                 // The shard is picked by the Bind (its parameters carry the key).
                 self.unnamed = Some(frame.clone());

@@ -144,6 +144,9 @@ pub struct Session<S> {
     cycle_failed: bool,
     portal_cmds: HashMap<String, SessionCommand>,
     unnamed_cmd: Option<SessionCommand>,
+    /// The kind of the client's last unnamed Parse, for the metrics of its Binds (re-reading
+    /// the Parse per Bind was a tenth of an extended-protocol query's instructions).
+    unnamed_kind: crate::metrics::Kind,
     /// The client's unnamed statement (its Parse frame), which in Postgres lasts across Syncs
     /// until the next unnamed Parse, a simple Query or a Close; `None` when it has none.
     unnamed: Option<bytes::Bytes>,
@@ -217,6 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             cycle_failed: false,
             portal_cmds: HashMap::new(),
             unnamed_cmd: None,
+            unnamed_kind: crate::metrics::Kind::Other,
             unnamed: None,
             unnamed_here: false,
             router: None,

@@ -157,9 +157,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The client's named (or unnamed) statement is about to be bound on the held backend.
     pub(super) fn note_bound(&mut self, statement: &str) {
-        let kind = match self.statements.get(statement) {
-            Some(named) => named.kind,
-            None => kind_of(self.statement_sql(statement).unwrap_or("")),
+        let kind = match (statement, &self.unnamed) {
+            ("", Some(_)) => self.unnamed_kind,
+            ("", None) => Kind::Other,
+            (name, _) => self.statements.get(name).map_or(Kind::Other, |s| s.kind),
         };
         let text = match self.obs.slow {
             Some(_) => self.statement_text(statement).map(Shown::Prepared),

@@ -220,8 +220,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// shard it needs. The key is in its parameters.
     pub(super) async fn route_bind(&mut self, b: &Bind<'_>) -> Routed {
         let Some(router) = self.router() else {
-            if let Some(sql) = self.statement_sql(b.statement) {
-                self.shadow(sql);
+            // Only shadow mode looks at the text here: read it only then.
+            if self.router.as_ref().is_some_and(|r| r.is_shadow()) {
+                if let Some(sql) = self.statement_sql(b.statement) {
+                    self.shadow(sql);
+                }
             }
             self.note_decision(Decision::SingleShard);
             return Routed::To(None);
