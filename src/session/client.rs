@@ -205,10 +205,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let defer = open && self.router().is_some();
         if p.name.is_empty() {
             self.unnamed_cmd = command;
-            self.unnamed_kind = crate::router::report::kind_of(p.sql);
+            let kind = crate::router::report::kind_of(p.sql);
             if defer {
                 // The shard is picked by the Bind (its parameters carry the key).
                 self.unnamed = Some(frame.clone());
+                self.unnamed_kind = kind;
                 self.unnamed_here = false;
                 self.owed.push(super::route::Owed::Unnamed(frame.clone()));
                 return Ok(());
@@ -217,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Ok(());
             }
             self.unnamed = Some(frame.clone());
+            self.unnamed_kind = kind;
             self.unnamed_here = true;
             self.forward(frame, Pending::UnnamedParse);
             return Ok(());

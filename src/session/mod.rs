@@ -144,8 +144,8 @@ pub struct Session<S> {
     cycle_failed: bool,
     portal_cmds: HashMap<String, SessionCommand>,
     unnamed_cmd: Option<SessionCommand>,
-    /// The kind of the client's last unnamed Parse, for the metrics of its Binds (re-reading
-    /// the Parse per Bind was a tenth of an extended-protocol query's instructions).
+    /// The kind of `unnamed`, for the metrics of its Binds (re-reading the Parse per Bind was a
+    /// twentieth of an extended-protocol query's instructions).
     unnamed_kind: crate::metrics::Kind,
     /// The client's unnamed statement (its Parse frame), which in Postgres lasts across Syncs
     /// until the next unnamed Parse, a simple Query or a Close; `None` when it has none.

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use crate::admin::http_get;
 use crate::harness::{db_error, eventually_async, Env};
 use crate::shards::{Shards, ShardsOptions};
+use tokio_postgres::types::Type;
 
 const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text);";
 
@@ -204,6 +205,52 @@ async fn counters_match_the_traffic_per_shard_kind_and_reason() {
         },
     )
     .await;
+}
+
+/// The primary's `shardgate_queries_total` of kind `kind` for shard `s0` of `app`.
+fn s0_queries(m: &Scraped, kind: &str) -> f64 {
+    let at = [("database", "app"), ("shard", "s0"), ("role", "primary")];
+    m.value(
+        "shardgate_queries_total",
+        &[at[0], at[1], at[2], ("kind", kind)],
+    )
+}
+
+/// Unnamed statements (Parse, Bind and Execute per query, as `query_typed` sends them) count by
+/// their own kind: where the Parse waits for its Bind to pick the shard (two shards), and where
+/// it goes to the only server at once (one shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_are_counted_by_kind() {
+    let shop = start(&[]).await;
+    let c = shop.connect().await;
+    let k: i64 = shop.keys_on(0).next().expect("a key on s0");
+    let insert = "INSERT INTO users (id, name) VALUES ($1, 'n')";
+    c.query_typed(insert, &[(&k, Type::INT8)]).await.unwrap();
+    for _ in 0..3 {
+        let select = "SELECT name FROM users WHERE id = $1";
+        c.query_typed(select, &[(&k, Type::INT8)]).await.unwrap();
+    }
+    let m = Scraped::of(&shop).await;
+    assert_eq!(
+        (s0_queries(&m, "insert"), s0_queries(&m, "select")),
+        (1.0, 3.0)
+    );
+
+    let env = Env::start().await;
+    let c = env.connect().await;
+    c.simple_query("CREATE TABLE t (id int)").await.unwrap();
+    for i in 0..2i32 {
+        let insert = "INSERT INTO t VALUES ($1)";
+        c.query_typed(insert, &[(&i, Type::INT4)]).await.unwrap();
+    }
+    let rows = c
+        .query_typed("SELECT id FROM t WHERE id = $1", &[(&1i32, Type::INT4)])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let m = Scraped::at(env.proxy.admin_addr()).await;
+    let kinds = ["ddl", "insert", "select", "update"].map(|k| s0_queries(&m, k));
+    assert_eq!(kinds, [1.0, 2.0, 1.0, 0.0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
