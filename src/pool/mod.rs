@@ -174,7 +174,7 @@ impl Pool {
     pub async fn checkout(&self, started: Instant) -> Result<PooledConnection, CheckoutError> {
         let grant = self
             .queue
-            .checkout()
+            .checkout(started)
             .await
             .map_err(|_| self.timed_out(started))?;
         let mut conn = grant.conn;

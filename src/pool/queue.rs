@@ -84,9 +84,10 @@ impl<C: Send + 'static> Queue<C> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place, with an idle connection if there is one; waits in line for one at most the
-    /// pool's checkout timeout. Must run inside a tokio runtime (the sweeper is a task).
-    pub async fn checkout(self: &Arc<Self>) -> Result<Grant<C>, TimedOut> {
+    /// A place, with an idle connection if there is one; waits in line until the pool's checkout
+    /// timeout after `started` (the caller's clock read, so the pool and its caller time the
+    /// same wait). Must run inside a tokio runtime (the sweeper is a task).
+    pub async fn checkout(self: &Arc<Self>, started: Instant) -> Result<Grant<C>, TimedOut> {
         let waiting = {
             let mut st = self.lock();
             if st.free > 0 {
@@ -99,7 +100,7 @@ impl<C: Send + 'static> Queue<C> {
                 });
             }
             let (grant, waiting) = oneshot::channel();
-            let deadline = Instant::now() + self.timeout;
+            let deadline = started + self.timeout;
             st.waiters.push_back(Waiter { deadline, grant });
             self.waiting
                 .store(st.waiters.len() as u32, Ordering::Relaxed);

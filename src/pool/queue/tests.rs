@@ -16,14 +16,14 @@ async fn until_waiting(queue: &Queue<u32>, n: u32) {
 #[tokio::test]
 async fn a_free_place_comes_with_the_most_recently_returned_connection() {
     let q = Queue::<u32>::new(2, LONG);
-    let a = q.checkout().await.unwrap();
-    let b = q.checkout().await.unwrap();
+    let a = q.checkout(Instant::now()).await.unwrap();
+    let b = q.checkout(Instant::now()).await.unwrap();
     assert_eq!((a.conn, b.conn), (None, None), "nothing opened yet");
     assert_eq!(q.free(), 0);
     a.place.give_back(1);
     b.place.give_back(2);
     assert_eq!((q.free(), q.idle()), (2, 2));
-    let c = q.checkout().await.unwrap();
+    let c = q.checkout(Instant::now()).await.unwrap();
     assert_eq!(c.conn, Some(2), "the warmest connection first");
     assert_eq!(q.free(), 1);
 }
@@ -31,20 +31,20 @@ async fn a_free_place_comes_with_the_most_recently_returned_connection() {
 #[tokio::test]
 async fn waiters_are_served_first_come_first_served_with_the_connection_in_hand() {
     let q = Queue::<u32>::new(1, LONG);
-    let held = q.checkout().await.unwrap();
+    let held = q.checkout(Instant::now()).await.unwrap();
     let first = tokio::spawn({
         let q = q.clone();
-        async move { q.checkout().await }
+        async move { q.checkout(Instant::now()).await }
     });
     until_waiting(&q, 1).await;
     let second = tokio::spawn({
         let q = q.clone();
-        async move { q.checkout().await }
+        async move { q.checkout(Instant::now()).await }
     });
     until_waiting(&q, 2).await;
     // The returner cannot take its connection straight back: the line comes first.
     held.place.give_back(7);
-    let mut late = task::spawn(q.checkout());
+    let mut late = task::spawn(q.checkout(Instant::now()));
     assert!(late.poll().is_pending());
     let got = first.await.unwrap().unwrap();
     assert_eq!(got.conn, Some(7));
@@ -57,9 +57,9 @@ async fn waiters_are_served_first_come_first_served_with_the_connection_in_hand(
 #[tokio::test]
 async fn a_waiter_times_out_and_the_place_stays_with_its_holder() {
     let q = Queue::<u32>::new(1, Duration::from_millis(50));
-    let held = q.checkout().await.unwrap();
+    let held = q.checkout(Instant::now()).await.unwrap();
     let started = Instant::now();
-    let got = q.checkout().await;
+    let got = q.checkout(Instant::now()).await;
     assert_eq!(got.err(), Some(TimedOut));
     assert!(started.elapsed() >= Duration::from_millis(50));
     assert_eq!(q.waiting(), 0);
@@ -70,10 +70,10 @@ async fn a_waiter_times_out_and_the_place_stays_with_its_holder() {
 #[tokio::test]
 async fn a_waiter_that_left_passes_its_turn_on() {
     let q = Queue::<u32>::new(1, LONG);
-    let held = q.checkout().await.unwrap();
-    let mut gone = task::spawn(q.checkout());
+    let held = q.checkout(Instant::now()).await.unwrap();
+    let mut gone = task::spawn(q.checkout(Instant::now()));
     assert!(gone.poll().is_pending());
-    let mut next = task::spawn(q.checkout());
+    let mut next = task::spawn(q.checkout(Instant::now()));
     assert!(next.poll().is_pending());
     drop(gone);
     held.place.give_back(3);
@@ -91,14 +91,14 @@ async fn a_waiter_that_left_passes_its_turn_on() {
 #[tokio::test]
 async fn a_grant_nobody_collected_returns_its_place() {
     let q = Queue::<u32>::new(1, LONG);
-    let held = q.checkout().await.unwrap();
-    let mut gone = task::spawn(q.checkout());
+    let held = q.checkout(Instant::now()).await.unwrap();
+    let mut gone = task::spawn(q.checkout(Instant::now()));
     assert!(gone.poll().is_pending());
     held.place.give_back(5);
     // Granted, but the checkout is dropped before it runs again (its client left).
     drop(gone);
     assert_eq!(q.free(), 1, "the place is not lost with the grant");
-    let again = q.checkout().await.unwrap();
+    let again = q.checkout(Instant::now()).await.unwrap();
     assert_eq!(
         again.conn, None,
         "the connection went back to its owner with the grant"
@@ -108,10 +108,10 @@ async fn a_grant_nobody_collected_returns_its_place() {
 #[tokio::test]
 async fn the_sweeper_stops_when_nobody_waits_and_starts_again() {
     let q = Queue::<u32>::new(1, Duration::from_millis(20));
-    let held = q.checkout().await.unwrap();
+    let held = q.checkout(Instant::now()).await.unwrap();
     for round in 0..3 {
         // Without a sweeper started again for a new waiter, it would wait forever.
-        let got = tokio::time::timeout(Duration::from_secs(5), q.checkout()).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), q.checkout(Instant::now())).await;
         assert_eq!(
             got.ok().and_then(|r| r.err()),
             Some(TimedOut),
@@ -138,8 +138,11 @@ async fn under_contention_places_are_never_exceeded_and_all_come_back() {
                 for i in 0..300u32 {
                     // Every seventh checkout gives up almost at once (its client left).
                     let wait = if (t + i) % 7 == 0 { 1 } else { 5_000 };
-                    let Ok(Ok(grant)) =
-                        tokio::time::timeout(Duration::from_micros(wait), q.checkout()).await
+                    let Ok(Ok(grant)) = tokio::time::timeout(
+                        Duration::from_micros(wait),
+                        q.checkout(Instant::now()),
+                    )
+                    .await
                     else {
                         continue;
                     };
