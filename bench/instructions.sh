@@ -10,6 +10,8 @@
 # `pgbench -S -c $CLIENTS -t $TX` runs, and the instructions the proxy executed are divided by
 # the queries. Needs valgrind (apt-get install valgrind), pgbench and PostgreSQL's server
 # binaries (PATH, pg_config --bindir, /usr/lib/postgresql/*/bin or SHARDGATE_PG_BINDIR).
+# PROFILES=DIR keeps each profile as DIR/<proxy>-<mode>.out (proxy: 1, 2, … in argument order, or
+# pgbouncer), to read with `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 
 CLIENTS=${CLIENTS:-32}
@@ -51,11 +53,11 @@ psql -q -h "$work" -p "$pgport" -U postgres \
 export PGPASSWORD=bench
 pgbench -q -i -s 1 -h 127.0.0.1 -p "$pgport" -U bench bench >/dev/null 2>&1
 
-# measure NAME PORT PID_PATTERN [USER]: one line per mode; callgrind is controlled as USER (the
+# measure NAME PORT PID_PATTERN TAG [USER]: one line per mode; callgrind is controlled as USER (the
 # proxy's owner) when given.
 measure() {
-    local name=$1 p=$2 pattern=$3 mode out n before pid ctl=()
-    [ -n "${4:-}" ] && ctl=(runuser -u "$4" --)
+    local name=$1 p=$2 pattern=$3 tag=$4 mode out n before pid ctl=()
+    [ -n "${5:-}" ] && ctl=(runuser -u "$5" --)
     for i in $(seq 120); do psql -h 127.0.0.1 -p "$p" -U bench -c "select 1" bench >/dev/null 2>&1 && break; sleep 0.5; done
     for mode in $MODES; do
         pgbench -S -n -c "$CLIENTS" -j 2 -t 20 -M "$mode" -h 127.0.0.1 -p "$p" -U bench bench >/dev/null 2>&1
@@ -69,6 +71,7 @@ measure() {
         sleep 0.5
         local ir
         ir=$(callgrind_annotate "$(ls -t "$work"/cg.* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
+        [ -n "${PROFILES:-}" ] && mkdir -p "$PROFILES" && cp "$(ls -t "$work"/cg.* | head -1)" "$PROFILES/$tag-$mode.out"
         if [ -z "$n" ] || [ "$n" = 0 ]; then
             printf '| %s | %s | failed: %s |\n' "$name" "$mode" "$(echo "$out" | grep -m1 -i error)"
         else
@@ -98,7 +101,7 @@ databases:
 EOF
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$bin" --config "$work/sg$k.yaml" \
         --log-level warn >"$work/sg$k.log" 2>&1 &
-    measure "shardgate ($bin)" "$sgport" "$work/sg$k.yaml"
+    measure "shardgate ($bin)" "$sgport" "$work/sg$k.yaml" "$k"
     pkill -f "$work/sg$k.yaml" || true
     wait 2>/dev/null || true
 done
@@ -126,7 +129,7 @@ EOF
     owner=""
     [ "$(id -u)" = 0 ] && owner=postgres
     # pgbouncer cannot run -M prepared in transaction mode (named statements stay on one server).
-    MODES=${MODES/prepared/} measure "pgbouncer" "$pbport" "$work/pgbouncer.ini" $owner
+    MODES=${MODES/prepared/} measure "pgbouncer" "$pbport" "$work/pgbouncer.ini" pgbouncer $owner
 else
     echo "(pgbouncer not installed: apt-get install pgbouncer)"
 fi
