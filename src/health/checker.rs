@@ -423,6 +423,96 @@ mod tests {
         assert!(shard.servers[1].role_mismatch() && !shard.servers[0].role_mismatch());
     }
 
+    /// The shard of [`PAIR`] as a snapshot holds it: pools for both servers.
+    fn pair_shard() -> crate::topology::Shard {
+        let pool = |host: &str| {
+            let target = crate::backend::Target {
+                host: host.into(),
+                port: 5432,
+                user: "u".into(),
+                password: Some("p".into()),
+                database: "app".into(),
+            };
+            let settings = crate::pool::PoolSettings {
+                size: 1,
+                checkout_timeout: std::time::Duration::from_secs(1),
+                connect_timeout: std::time::Duration::from_secs(1),
+            };
+            crate::pool::Pool::new("s0", target, settings)
+        };
+        crate::topology::Shard {
+            name: "s0".into(),
+            primary: pool("10.0.0.1"),
+            replicas: vec![pool("10.0.0.2")],
+            writer: Default::default(),
+        }
+    }
+
+    #[test]
+    fn writes_follow_each_report_the_decision_kept_until_the_next() {
+        // Building a pool starts bb8's reaper: give it a runtime.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (mut checker, config) = (Checker::default(), config(PAIR));
+        let (monitor, shard) = (crate::health::Monitor::new(), pair_shard());
+        let host = |pool: Option<&crate::pool::Pool>| pool.map(|p| p.target().host.clone());
+        let publish = |health: ShardHealth, round: u64| {
+            let mut report = Report {
+                round,
+                databases: Default::default(),
+            };
+            report
+                .databases
+                .entry("app".into())
+                .or_default()
+                .insert("s0".into(), health);
+            monitor.publish(report);
+        };
+        // No round yet: the configured primary, asked twice (the second from the memo).
+        assert_eq!(
+            host(monitor.writable("app", &shard)).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            host(monitor.writable("app", &shard)).as_deref(),
+            Some("10.0.0.1")
+        );
+
+        let promoted = vec![
+            Err("refused".into()),
+            Ok(observed(Role::Primary, 500, None)),
+        ];
+        publish(round(&mut checker, &config, promoted), 1);
+        assert_eq!(
+            host(monitor.writable("app", &shard)).as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(
+            host(monitor.writable("app", &shard)).as_deref(),
+            Some("10.0.0.2")
+        );
+
+        // Another database's shard of the same name has a memo of its own.
+        let other = pair_shard();
+        assert_eq!(
+            host(monitor.writable("other", &other)).as_deref(),
+            Some("10.0.0.1")
+        );
+
+        let back = vec![
+            Ok(observed(Role::Primary, 600, None)),
+            Ok(observed(Role::Replica, 500, Some(1))),
+        ];
+        publish(round(&mut checker, &config, back), 2);
+        assert_eq!(
+            host(monitor.writable("app", &shard)).as_deref(),
+            Some("10.0.0.1")
+        );
+    }
+
     #[test]
     fn a_reload_drops_the_servers_it_no_longer_names() {
         let mut checker = Checker::default();

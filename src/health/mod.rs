@@ -17,6 +17,7 @@ mod switchover;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -71,26 +72,73 @@ impl ServerKey {
     }
 }
 
-/// The pool writes to `shard` of `database` go to: the server the checks last found writable,
-/// so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a restart; the
-/// configured primary while the checks know no other (not checked yet, or no server writable —
-/// writes then fail cleanly on it, never reach a server in recovery). `None` when the configured
-/// primary was demoted by an operator's promotion and the checks know no other yet: it may still
-/// accept writes, which the promoted server would never see.
-pub fn writable<'a>(report: &Report, database: &str, shard: &'a Shard) -> Option<&'a Pool> {
-    let health = report.shard(database, &shard.name);
-    let promoted = health
-        .and_then(|h| h.servers.get(h.current_primary()?))
-        .filter(|s| !s.key.is(shard.primary.target()));
-    let Some(server) = promoted else {
-        let demoted = health
-            .and_then(|h| h.servers.first())
-            .is_some_and(|s| s.demoted && s.key.is(shard.primary.target()));
-        return (!demoted).then_some(&shard.primary);
-    };
-    let pool = shard.replicas.iter().find(|p| server.key.is(p.target()));
-    Some(pool.unwrap_or(&shard.primary))
+/// Which of a shard's pools takes its writes ([`Monitor::writable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Primary,
+    Replica(usize),
+    /// The configured primary was demoted and no promoted server is known yet.
+    Nowhere,
 }
+
+impl Writer {
+    fn decide(report: &Report, database: &str, shard: &Shard) -> Writer {
+        let health = report.shard(database, &shard.name);
+        let promoted = health
+            .and_then(|h| h.servers.get(h.current_primary()?))
+            .filter(|s| !s.key.is(shard.primary.target()));
+        let Some(server) = promoted else {
+            let demoted = health
+                .and_then(|h| h.servers.first())
+                .is_some_and(|s| s.demoted && s.key.is(shard.primary.target()));
+            return if demoted {
+                Writer::Nowhere
+            } else {
+                Writer::Primary
+            };
+        };
+        match shard
+            .replicas
+            .iter()
+            .position(|p| server.key.is(p.target()))
+        {
+            Some(i) => Writer::Replica(i),
+            None => Writer::Primary,
+        }
+    }
+
+    fn pool(self, shard: &Shard) -> Option<&Pool> {
+        match self {
+            Writer::Primary => Some(&shard.primary),
+            Writer::Replica(i) => shard.replicas.get(i),
+            Writer::Nowhere => None,
+        }
+    }
+
+    /// Packed with the report generation it was decided on: generation in the high 48 bits.
+    fn pack(self, generation: u64) -> u64 {
+        let code = match self {
+            Writer::Nowhere => 0,
+            Writer::Primary => 1,
+            Writer::Replica(i) => 2 + i as u64,
+        };
+        (generation << 16) | code
+    }
+
+    fn unpack(packed: u64) -> Writer {
+        match packed & 0xffff {
+            0 => Writer::Nowhere,
+            1 => Writer::Primary,
+            code => Writer::Replica(code as usize - 2),
+        }
+    }
+}
+
+/// A shard's [`Monitor::writable`] answer, kept for the report it was decided on: every write
+/// transaction's checkout asks, and the answer can only change with the next round's report.
+/// Shared by the sessions (one atomic, rewritten once per round).
+#[derive(Debug, Default)]
+pub struct WriterMemo(AtomicU64);
 
 impl fmt::Display for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -202,16 +250,51 @@ impl Report {
 }
 
 /// The latest report, shared by the checker (the one writer) and every reader.
-#[derive(Default)]
 pub struct Monitor {
     report: ArcSwap<Report>,
+    /// Counts the reports published, from 1: bumped after each swap, so a reader that sees a
+    /// generation finds at least that report ([`WriterMemo`]).
+    generation: AtomicU64,
     /// An operator's promotion in progress or done ([`switchover`]).
     switchover: switchover::Switchover,
+}
+
+impl Default for Monitor {
+    fn default() -> Monitor {
+        Monitor {
+            report: ArcSwap::default(),
+            // Never 0: an empty memo (0) must not pass for a decision on the first report.
+            generation: AtomicU64::new(1),
+            switchover: switchover::Switchover::default(),
+        }
+    }
 }
 
 impl Monitor {
     pub fn new() -> Monitor {
         Monitor::default()
+    }
+
+    /// The pool writes to `shard` of `database` go to: the server the checks last found writable,
+    /// so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a restart; the
+    /// configured primary while the checks know no other (not checked yet, or no server writable —
+    /// writes then fail cleanly on it, never reach a server in recovery). `None` when the configured
+    /// primary was demoted by an operator's promotion and the checks know no other yet: it may still
+    /// accept writes, which the promoted server would never see.
+    ///
+    /// Decided on the latest report and remembered in the shard until the next one.
+    pub fn writable<'a>(&self, database: &str, shard: &'a Shard) -> Option<&'a Pool> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let memo = shard.writer.0.load(Ordering::Relaxed);
+        if memo >> 16 == generation {
+            return Writer::unpack(memo).pool(shard);
+        }
+        let writer = Writer::decide(&self.report.load(), database, shard);
+        shard
+            .writer
+            .0
+            .store(writer.pack(generation), Ordering::Relaxed);
+        writer.pool(shard)
     }
 
     /// The latest round's report; an empty one (round 0) before the first round ends.
@@ -221,5 +304,6 @@ impl Monitor {
 
     fn publish(&self, report: Report) {
         self.report.store(Arc::new(report));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }

@@ -9,6 +9,7 @@ pub mod flights;
 pub mod persisted;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Shard {
     pub name: Arc<str>,
     pub primary: Pool,
     pub replicas: Vec<Pool>,
+    /// Which of the pools takes writes, per health report ([`crate::health::Monitor::writable`]).
+    pub writer: crate::health::WriterMemo,
 }
 
 pub struct Database {
@@ -131,6 +134,7 @@ impl Snapshot {
                     name,
                     primary,
                     replicas,
+                    writer: Default::default(),
                 });
             }
             let default_shard = db
@@ -176,6 +180,9 @@ fn target_from_url(url: &str) -> Result<Target, String> {
 /// that whoever can see the topology — sessions, the admin API — can record and render them).
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// `current`'s version, stored right after each swap: sessions ask whether it changed before
+    /// every transaction, and an atomic load is a tenth of an `ArcSwap` load.
+    version: AtomicU64,
     /// The shard maps resharding persisted, which override the config file's ([`persisted`]).
     persisted: Mutex<persisted::PersistedMaps>,
     /// Held by whoever builds the next snapshot (a std mutex: nothing awaits while holding it):
@@ -189,6 +196,7 @@ pub struct Store {
 impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
         Store {
+            version: AtomicU64::new(snapshot.version),
             current: ArcSwap::from_pointee(snapshot),
             persisted: Mutex::default(),
             writer: Mutex::new(()),
@@ -252,9 +260,17 @@ impl Store {
         Ok(epoch)
     }
 
-    /// The current snapshot's version, without taking a reference to it.
+    /// The current snapshot's version, without taking a reference to it. Once a reload has
+    /// returned (and before anything it persisted is visible), this is its version.
     pub fn version(&self) -> u64 {
-        self.current.load().version
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// Swaps `next` in. Callers hold `writer`.
+    fn swap_in(&self, next: Snapshot) {
+        let version = next.version;
+        self.current.store(Arc::new(next));
+        self.version.store(version, Ordering::SeqCst);
     }
 
     /// Builds the next snapshot from `config` and swaps it in. Nothing changes if building fails
@@ -272,7 +288,7 @@ impl Store {
         self.metrics.reload(built.is_ok());
         let next = built?;
         let epoch = next.epoch;
-        self.current.store(Arc::new(next));
+        self.swap_in(next);
         Ok(epoch)
     }
 
@@ -306,7 +322,7 @@ impl Store {
         }
         let next = Snapshot::build(Arc::new(config), Some(&previous), previous.epoch + 1)
             .map_err(|e| e.to_string())?;
-        self.current.store(Arc::new(next));
+        self.swap_in(next);
         *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = maps;
         Ok(true)
     }
@@ -317,14 +333,14 @@ impl Store {
         let previous = self.load();
         let mut columns = previous.columns.clone();
         columns.insert(database.to_string(), Arc::new(found));
-        self.current.store(Arc::new(Snapshot {
+        self.swap_in(Snapshot {
             epoch: previous.epoch,
             version: previous.version + 1,
             columns,
             config: previous.config.clone(),
             pool_mode: previous.pool_mode,
             databases: previous.databases.clone(),
-        }));
+        });
     }
 
     /// Reads the columns of the sharded tables of `database` (every database when `None`) from

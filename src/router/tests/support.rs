@@ -116,6 +116,7 @@ fn build(db: &str, columns: Option<Columns>, hold: Option<crate::config::Hold>) 
                 name: Arc::from(name.as_str()),
                 primary: Pool::new(name, target, settings),
                 replicas: Vec::new(),
+                writer: Default::default(),
             }
         })
         .collect();
