@@ -275,12 +275,12 @@ impl Monitor {
         Monitor::default()
     }
 
-    /// The pool writes to `shard` of `database` go to: the server the checks last found writable,
-    /// so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a restart; the
-    /// configured primary while the checks know no other (not checked yet, or no server writable —
-    /// writes then fail cleanly on it, never reach a server in recovery). `None` when the configured
-    /// primary was demoted by an operator's promotion and the checks know no other yet: it may still
-    /// accept writes, which the promoted server would never see.
+    /// The pool writes to `shard` of `database` go to: the server the checks last found
+    /// writable, so a promotion done elsewhere (`pg_ctl promote`, Patroni) is followed without a
+    /// restart; the configured primary while the checks know no other (not checked yet, or no
+    /// server writable — writes then fail cleanly on it, never reach a server in recovery).
+    /// `None` when the configured primary was demoted by an operator's promotion and the checks
+    /// know no other yet: it may still accept writes, which the promoted server would never see.
     ///
     /// Decided on the latest report and remembered in the shard until the next one.
     pub fn writable<'a>(&self, database: &str, shard: &'a Shard) -> Option<&'a Pool> {
