@@ -36,9 +36,7 @@ impl<'a> Iterator for Statements<'a> {
 /// The index of the top-level `;` that ends the statement starting at `start`, or the end.
 fn statement_end(b: &[u8], start: usize) -> usize {
     let mut i = start;
-    // Every query's text is split (session commands, INSERTs to list): ordinary bytes are
-    // passed over in a tight loop, not one call of `skip_non_code` each.
-    while let Some(p) = b[i..].iter().position(|&c| NOT_PLAIN[usize::from(c)]) {
+    while let Some(p) = next_special(&b[i..]) {
         i += p;
         if b[i] == b';' {
             return i;
@@ -48,17 +46,14 @@ fn statement_end(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
-/// The bytes that may end a statement or start what [`skip_non_code`] skips.
-const NOT_PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut k = 0;
-    let special = *b";'\"-/$";
-    while k < special.len() {
-        t[special[k] as usize] = true;
-        k += 1;
-    }
-    t
-};
+/// The first byte that may end a statement or start what [`skip_non_code`] skips. Every query's
+/// text is split (session commands, INSERTs to list): two vectorised searches pass over ordinary
+/// bytes several times faster than a loop looking at each.
+fn next_special(b: &[u8]) -> Option<usize> {
+    let first = memchr::memchr3(b';', b'\'', b'"', b);
+    let before = &b[..first.unwrap_or(b.len())];
+    memchr::memchr3(b'-', b'/', b'$', before).or(first)
+}
 
 /// Where the quoted string, quoted identifier, comment or dollar-quoted body that starts at `i`
 /// ends; `None` when none starts there.
