@@ -247,24 +247,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Makes sure a backend for `place` is held. A held backend on another shard is the caller's
     /// business (see `route::cross_shard`), as is a held replica (`Session::replica_refusal`).
     async fn ensure_backend_on(&mut self, place: Place, runs: bool) -> Result<(), PgError> {
-        let result = self.held_backend_on(place).await;
-        if result.is_ok() {
-            if runs {
-                self.start_deferred();
-            }
-            self.place_owed();
-        }
-        result
-    }
-
-    async fn held_backend_on(&mut self, place: Place) -> Result<(), PgError> {
+        // Most messages find their transaction's backend held: one future less per message.
         if self.backend.is_none() {
-            return self.checkout(place).await;
-        }
-        if self.status == TxStatus::Idle && self.replies.is_empty() {
+            self.checkout(place).await?;
+        } else if self.status == TxStatus::Idle && self.replies.is_empty() {
             // A held backend between transactions (session mode): settings may have changed.
             self.sync_settings();
         }
+        if runs {
+            self.start_deferred();
+        }
+        self.place_owed();
         Ok(())
     }
 }
