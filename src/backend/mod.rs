@@ -7,7 +7,7 @@
 pub mod control;
 mod login;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -95,12 +95,8 @@ pub struct ServerSession {
     /// Ids of the statements prepared here under shardgate's server-side names
     /// ([`crate::session::prepared`]); looked up on every Bind.
     pub prepared: HashSet<u64, crate::session::prepared::IdHasher>,
-    /// The session settings in force here, as setting name → the SQL that applied it.
-    /// Empty means the server's defaults.
-    pub settings: BTreeMap<String, String>,
-    /// A client changed settings in a way shardgate could not follow (`set_config`): the next
-    /// session resets everything before applying its own.
-    pub settings_unknown: bool,
+    /// The session settings in force here.
+    pub settings: crate::session::settings::Applied,
 }
 
 pub struct Connection {

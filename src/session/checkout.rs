@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::replica::Server;
 use super::replies::Pending;
-use super::{checkout_error, client, settings, Held, Session};
+use super::{checkout_error, client, Held, Session};
 use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::{PgError, SqlState};
@@ -194,15 +194,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(held) = self.backend.as_mut() else {
             return;
         };
-        let server = &mut held.conn.session;
-        if let Some(sql) = settings::sync_sql(
-            &server.settings,
-            server.settings_unknown,
-            self.settings.effective(),
-        ) {
+        if let Some(sql) = held.conn.session.settings.sync(self.settings.wanted()) {
             crate::protocol::frontend::Query { sql: &sql }.encode(&mut self.bout);
-            server.settings = self.settings.effective().clone();
-            server.settings_unknown = false;
             self.replies.push(Pending::Settings);
             // A simple query drops the backend's unnamed statement.
             self.unnamed_here = false;

@@ -18,7 +18,7 @@ mod relay;
 mod replica;
 mod replies;
 mod route;
-mod settings;
+pub(crate) mod settings;
 mod spanning;
 pub mod sql;
 

@@ -113,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if undo.settings_failed {
             // Reset everything before this backend's next use, whoever it serves.
-            held.conn.session.settings_unknown = true;
+            held.conn.session.settings.mark_unknown();
         }
         if undo.commit_lsn_failed {
             commit_lsn = Some(None);
@@ -142,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn transaction_ended(&mut self, conn: &mut crate::backend::Connection) {
         // Committed or not: a `set_config` may have run outside the failed part.
         if self.pending_cmds.contains(&SessionCommand::Untracked) {
-            conn.session.settings_unknown = true;
+            conn.session.settings.mark_unknown();
         }
         if !self.cycle_failed && !self.pending_cmds.is_empty() {
             for cmd in self.pending_cmds.drain(..) {
@@ -166,25 +166,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// What a committed session command left on the server connection. `RESET` brings back the
-/// *server's* session default (shardgate applied the client's startup values with `set_config`),
-/// so the next sync re-applies the client's value.
+/// What a committed session command left on the server connection.
 fn track_server_state(server: &mut crate::backend::ServerSession, cmd: &SessionCommand) {
-    match cmd {
-        SessionCommand::Set { name, sql } => {
-            server.settings.insert(name.clone(), sql.clone());
-        }
-        SessionCommand::Reset { name } => {
-            server.settings.remove(name);
-        }
-        SessionCommand::ResetAll => server.settings.clear(),
-        SessionCommand::DiscardAll => {
-            server.settings.clear();
-            server.prepared.clear();
-        }
-        SessionCommand::Deallocate { .. }
-        | SessionCommand::Unpoolable { .. }
-        | SessionCommand::Untracked => {}
+    server.settings.track(cmd);
+    if *cmd == SessionCommand::DiscardAll {
+        server.prepared.clear();
     }
 }
 

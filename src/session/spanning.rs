@@ -218,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
 fn shard_conn(held: Held) -> ShardConn {
     let mut conn = held.conn;
-    conn.session.settings_unknown = true;
+    conn.session.settings.mark_unknown();
     ShardConn {
         name: held.shard.to_string(),
         conn,

@@ -7,6 +7,7 @@ use crate::pool::PooledConnection;
 use crate::protocol::backend::{self as bmsg, decode_row_description, ErrorFields, Field};
 use crate::protocol::frontend::Query;
 use crate::protocol::{peek_frame, PgError, SqlState};
+use crate::session::settings::Wanted;
 
 /// Largest message a backend may send us: Postgres' own limit.
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
@@ -37,20 +38,11 @@ pub(in crate::session) struct Reply {
 impl ShardConn {
     /// Queues the settings query that brings this backend to the client's settings; returns
     /// how many ReadyForQuery it adds.
-    pub fn sync_settings(
-        &mut self,
-        wanted: &std::collections::BTreeMap<String, String>,
-        out: &mut BytesMut,
-    ) -> usize {
-        let server = &mut self.conn.session;
-        let Some(sql) =
-            super::super::settings::sync_sql(&server.settings, server.settings_unknown, wanted)
-        else {
+    pub fn sync_settings(&mut self, wanted: &Wanted, out: &mut BytesMut) -> usize {
+        let Some(sql) = self.conn.session.settings.sync(wanted) else {
             return 0;
         };
         Query { sql: &sql }.encode(out);
-        server.settings = wanted.clone();
-        server.settings_unknown = false;
         1
     }
 

@@ -5,7 +5,7 @@
 //! COMMIT or ROLLBACK answered by the server, it is marked broken when dropped: a backend left in
 //! COPY mode or in an open transaction must never go back to the pool.
 
-use std::collections::BTreeMap;
+use crate::session::settings::Wanted;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -58,7 +58,7 @@ impl CopyShard {
 
     /// Sends the client's settings, `BEGIN` and the COPY; returns the shard's CopyInResponse, or
     /// `None` when the COPY did not start (its error is in `reply`).
-    pub async fn start(&mut self, sql: &str, wanted: &BTreeMap<String, String>) -> Option<Bytes> {
+    pub async fn start(&mut self, sql: &str, wanted: &Wanted) -> Option<Bytes> {
         let mut out = BytesMut::new();
         let skip = self.conn.sync_settings(wanted, &mut out);
         Query { sql: "BEGIN" }.encode(&mut out);
