@@ -35,6 +35,10 @@ impl<'a> Iterator for Statements<'a> {
 
 /// The index of the top-level `;` that ends the statement starting at `start`, or the end.
 fn statement_end(b: &[u8], start: usize) -> usize {
+    // Most texts hold no `;` at all (drivers send one statement, unterminated): nothing to split.
+    if memchr::memchr(b';', &b[start..]).is_none() {
+        return b.len();
+    }
     let mut i = start;
     while let Some(p) = next_special(&b[i..]) {
         i += p;
