@@ -10,6 +10,7 @@ mod cancel;
 mod checkout;
 mod client;
 mod fanout;
+mod gated;
 mod hints;
 mod hold;
 mod observe;
@@ -290,9 +291,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Relays until the client leaves or the proxy shuts down.
     pub async fn run(&mut self) -> Result<(), SessionError> {
         // One wait for shutdown for the whole session, on a token of its own: a wait made anew
-        // per message registered and unregistered under a lock that every session shares.
-        let shutdown = self.shared.shutdown.child_token().cancelled_owned();
-        tokio::pin!(shutdown);
+        // per message registered and unregistered under a lock that every session shares. Gated:
+        // polled again only once it fires, not on each pass of the loop.
+        let mut shutdown = gated::Gated::new(self.shared.shutdown.child_token().cancelled_owned());
         loop {
             // Between transactions (in either pool mode) the client may be told to go at shutdown.
             let idle = self.backend.is_none()

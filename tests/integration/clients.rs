@@ -293,6 +293,52 @@ async fn sigterm_drains_open_transactions_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_sessions_at_once_with_57p01() {
+    let env = Env::start().await;
+    let mut bin = Binary::start(&env).await;
+    // Raw protocol, to read the FATAL the idle session is sent.
+    let mut raw = crate::wire::Raw::login(bin.port).await;
+    let mut query = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("select 1", &mut query).unwrap();
+    raw.send(&query).await;
+    raw.replies(1, 0).await;
+    let started = std::time::Instant::now();
+    bin.signal("TERM");
+    let fatal = raw.replies(0, 1).await.remove(0);
+    // Fields: a code byte, then a NUL-terminated value; a lone NUL ends them.
+    let field = |code: u8| {
+        let mut rest = &fatal.1[..];
+        while let [c, tail @ ..] = rest {
+            let end = tail.iter().position(|&b| b == 0).expect("NUL");
+            if *c == code {
+                return String::from_utf8_lossy(&tail[..end]).into_owned();
+            }
+            rest = &tail[end + 1..];
+        }
+        panic!("no field {}", code as char)
+    };
+    assert_eq!(fatal.0, 'E');
+    assert_eq!(
+        (field(b'V'), field(b'C'), field(b'M')),
+        (
+            "FATAL".into(),
+            "57P01".into(),
+            "shardgate is shutting down".into()
+        )
+    );
+    let status = tokio::task::spawn_blocking(move || bin.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Nothing was left to drain: well inside the 30 s deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_and_keeps_the_old_one_when_invalid() {
     let env = Env::start().await;
     let bin = Binary::start(&env).await;
