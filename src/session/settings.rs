@@ -93,19 +93,9 @@ impl Applied {
     /// default (shardgate applied the client's startup values with `set_config`), so the next
     /// sync re-applies the client's value.
     pub fn track(&mut self, cmd: &SessionCommand) {
-        match cmd {
-            SessionCommand::Set { name, sql } => {
-                self.map.insert(name.clone(), sql.clone());
-            }
-            SessionCommand::Reset { name } => {
-                self.map.remove(name);
-            }
-            SessionCommand::ResetAll | SessionCommand::DiscardAll => self.map.clear(),
-            SessionCommand::Deallocate { .. }
-            | SessionCommand::Unpoolable { .. }
-            | SessionCommand::Untracked => return,
+        if apply_command(&mut self.map, cmd) {
+            self.canonical = None;
         }
-        self.canonical = None;
     }
 }
 
@@ -154,19 +144,9 @@ impl Settings {
 
     /// Applies a command that has committed.
     pub fn apply(&mut self, cmd: &SessionCommand) {
-        match cmd {
-            SessionCommand::Set { name, sql } => {
-                self.set.insert(name.clone(), sql.clone());
-            }
-            SessionCommand::Reset { name } => {
-                self.set.remove(name);
-            }
-            SessionCommand::ResetAll | SessionCommand::DiscardAll => self.set.clear(),
-            SessionCommand::Deallocate { .. }
-            | SessionCommand::Unpoolable { .. }
-            | SessionCommand::Untracked => return,
+        if apply_command(&mut self.set, cmd) {
+            self.recompute();
         }
-        self.recompute();
     }
 
     fn recompute(&mut self) {
@@ -174,6 +154,23 @@ impl Settings {
         effective.extend(self.set.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.effective = Wanted::new(effective);
     }
+}
+
+/// Applies a settings command to a map of setting name → SQL; false for other commands.
+fn apply_command(map: &mut BTreeMap<String, String>, cmd: &SessionCommand) -> bool {
+    match cmd {
+        SessionCommand::Set { name, sql } => {
+            map.insert(name.clone(), sql.clone());
+        }
+        SessionCommand::Reset { name } => {
+            map.remove(name);
+        }
+        SessionCommand::ResetAll | SessionCommand::DiscardAll => map.clear(),
+        SessionCommand::Deallocate { .. }
+        | SessionCommand::Unpoolable { .. }
+        | SessionCommand::Untracked => return false,
+    }
+    true
 }
 
 /// The SQL that brings a backend from `current` settings to `wanted`, or `None` if they agree.
