@@ -115,14 +115,15 @@ impl Writer {
         }
     }
 
-    /// Packed with the report generation it was decided on: generation in the high 48 bits.
-    fn pack(self, generation: u64) -> u64 {
+    /// Packed with the report generation it was decided on: generation in the high 48 bits;
+    /// `None` for a replica index that does not fit the low 16 (then it is not remembered).
+    fn pack(self, generation: u64) -> Option<u64> {
         let code = match self {
             Writer::Nowhere => 0,
             Writer::Primary => 1,
-            Writer::Replica(i) => 2 + i as u64,
+            Writer::Replica(i) => u16::try_from(i).ok()?.checked_add(2)?,
         };
-        (generation << 16) | code
+        Some((generation << 16) | u64::from(code))
     }
 
     fn unpack(packed: u64) -> Writer {
@@ -290,10 +291,9 @@ impl Monitor {
             return Writer::unpack(memo).pool(shard);
         }
         let writer = Writer::decide(&self.report.load(), database, shard);
-        shard
-            .writer
-            .0
-            .store(writer.pack(generation), Ordering::Relaxed);
+        if let Some(packed) = writer.pack(generation) {
+            shard.writer.0.store(packed, Ordering::Relaxed);
+        }
         writer.pool(shard)
     }
 
