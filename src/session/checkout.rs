@@ -109,15 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let health = &self.shared.health;
         loop {
             self.wait_for_switchover(database, shard).await?;
-            let pool =
-                health
-                    .writable(database, shard)
-                    .ok_or_else(|| CheckoutError::Unreachable {
-                        shard: shard.name.to_string(),
-                        reason: "its configured primary was demoted by a promotion and the health \
+            let Some(pool) = health.writable(database, shard) else {
+                return Err(CheckoutError::Unreachable {
+                    shard: shard.name.to_string(),
+                    reason: "its configured primary was demoted by a promotion and the health \
                              checks do not see the promoted server yet"
-                            .into(),
-                    })?;
+                        .into(),
+                });
+            };
             let conn = self.timed_checkout(index, pool).await?;
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             if !health.is_fenced(database, &shard.name) {

@@ -5,8 +5,6 @@
 //! COMMIT or ROLLBACK answered by the server, it is marked broken when dropped: a backend left in
 //! COPY mode or in an open transaction must never go back to the pool.
 
-use crate::session::settings::Wanted;
-
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
@@ -14,6 +12,7 @@ use super::super::exchange::{Reply, ShardConn};
 use crate::protocol::backend::{self as bmsg, ErrorFields};
 use crate::protocol::frontend::{self as fmsg, Query};
 use crate::protocol::{peek_frame, PgError, SqlState};
+use crate::session::settings::Wanted;
 
 /// Rows for one shard go out in CopyData messages of about this size.
 pub(super) const BATCH: usize = 64 * 1024;
