@@ -452,7 +452,7 @@ fn measure(
     clients: u32,
     ticks_per_sec: u64,
 ) -> Result<Sample, String> {
-    let cpu = || -> Result<Option<u64>, String> {
+    let cpu = || -> Result<Option<targets::CpuTicks>, String> {
         target
             .process
             .as_ref()
@@ -463,14 +463,17 @@ fn measure(
     let secs = bench.settings.secs;
     let summary = (bench.pgbench).bench(&bench.workload, &target.login, mode, clients, secs)?;
     let after = cpu()?;
-    let cpu_us_per_query = before.zip(after).map(|(b, a)| {
-        let us = (a - b) as f64 * 1e6 / ticks_per_sec as f64;
-        us / summary.transactions.max(1) as f64
+    let per_query = |ticks: u64| {
+        ticks as f64 * 1e6 / ticks_per_sec as f64 / summary.transactions.max(1) as f64
+    };
+    let cpu = before.zip(after).map(|(b, a)| report::Cpu {
+        user_us: per_query(a.user - b.user),
+        system_us: per_query(a.system - b.system),
     });
     Ok(Sample {
         tps: summary.tps,
         latency_ms: summary.latency_ms,
-        cpu_us_per_query,
+        cpu,
     })
 }
 

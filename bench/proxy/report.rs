@@ -9,7 +9,22 @@ use crate::pgbench::Mode;
 pub struct Sample {
     pub tps: f64,
     pub latency_ms: f64,
-    pub cpu_us_per_query: Option<f64>,
+    pub cpu: Option<Cpu>,
+}
+
+/// The proxy's CPU time per query, split as the kernel accounts it: user (the proxy's own code)
+/// and system (the kernel's socket work on its behalf, much the same for every proxy). The split
+/// says which of the two a difference between proxies comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu {
+    pub user_us: f64,
+    pub system_us: f64,
+}
+
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user_us + self.system_us
+    }
 }
 
 /// All repetitions of one (target, mode, clients) combination.
@@ -26,7 +41,9 @@ pub struct Cell {
 struct Medians {
     tps: f64,
     latency_ms: f64,
-    cpu_us_per_query: Option<f64>,
+    /// The run with the median total CPU (the lower middle one of an even count), its user and
+    /// system parts kept as a pair.
+    cpu: Option<Cpu>,
 }
 
 impl Cell {
@@ -35,11 +52,12 @@ impl Cell {
         if ok.is_empty() {
             return None;
         }
-        let cpu: Vec<f64> = ok.iter().filter_map(|s| s.cpu_us_per_query).collect();
+        let mut cpu: Vec<Cpu> = ok.iter().filter_map(|s| s.cpu).collect();
+        cpu.sort_by(|a, b| a.total().total_cmp(&b.total()));
         Some(Medians {
             tps: median(ok.iter().map(|s| s.tps).collect()),
             latency_ms: median(ok.iter().map(|s| s.latency_ms).collect()),
-            cpu_us_per_query: (!cpu.is_empty()).then(|| median(cpu)),
+            cpu: cpu.get(cpu.len().saturating_sub(1) / 2).copied(),
         })
     }
 
@@ -74,8 +92,8 @@ pub fn table(cells: &[Cell]) -> String {
     let mut out = String::new();
     out.push_str(
         "| clients | mode | target | TPS | TPS vs direct | avg latency ms | latency vs direct \
-         | proxy CPU µs/query | runs ok |\n\
-         |---:|---|---|---:|---:|---:|---:|---:|---:|\n",
+         | proxy CPU µs/query | user + sys | runs ok |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut notes = String::new();
     for cell in cells {
@@ -114,14 +132,17 @@ fn row(cell: &Cell, direct: Option<Medians>) -> String {
     );
     let runs = format!("{ok}/{}", cell.runs.len());
     let Some(m) = cell.medians() else {
-        return format!("{head}| error | | | | | {runs} |");
+        return format!("{head}| error | | | | | | {runs} |");
     };
     let ratio = |v: f64, d: Option<f64>| d.map_or(String::new(), |d| format!("{:.2}×", v / d));
-    let cpu = m
-        .cpu_us_per_query
-        .map_or("—".to_string(), |c| format!("{c:.1}"));
+    let (cpu, split) = m.cpu.map_or(("—".to_string(), String::new()), |c| {
+        (
+            format!("{:.1}", c.total()),
+            format!("{:.1} + {:.1}", c.user_us, c.system_us),
+        )
+    });
     format!(
-        "{head}| {:.0} | {} | {:.3} | {} | {cpu} | {runs} |",
+        "{head}| {:.0} | {} | {:.3} | {} | {cpu} | {split} | {runs} |",
         m.tps,
         ratio(m.tps, direct.map(|d| d.tps)),
         m.latency_ms,

@@ -294,7 +294,7 @@ fn chown_r(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// CPU time (user + system, all threads) a process has used, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<CpuTicks> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name in parentheses may hold spaces; the fields we want follow the last ')'.
@@ -305,7 +305,18 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
         let f = fields.get(n - 3).context("short /proc/pid/stat")?;
         Ok(f.parse()?)
     };
-    Ok(field(14)? + field(15)?)
+    Ok(CpuTicks {
+        user: field(14)?,
+        system: field(15)?,
+    })
+}
+
+/// A process's CPU time so far, in clock ticks: in its own code (user) and in the kernel on its
+/// behalf (system: for a proxy mostly the socket reads and writes, which every proxy pays alike).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub system: u64,
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, almost always 100).
