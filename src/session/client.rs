@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::checkout::Place;
-use super::prepared::{Statement, SERVER_PREFIX};
+use super::prepared::{Statement, UnnamedParse, SERVER_PREFIX};
 use super::replies::Pending;
 use super::route::Routed;
 use super::sql::{self, SessionCommand};
@@ -43,7 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let body = &frame[crate::protocol::HEADER_LEN..];
         match tag {
             fmsg::QUERY => self.on_query(&frame).await?,
-            fmsg::PARSE => self.on_parse(Parse::decode(body)?, &frame).await?,
+            fmsg::PARSE => self.on_parse(&frame).await?,
             fmsg::BIND => self.on_bind(&frame).await?,
             fmsg::DESCRIBE => {
                 self.on_describe(NamedTarget::decode(tag, body)?, &frame)
@@ -191,38 +191,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn on_parse(&mut self, p: Parse<'_>, frame: &Bytes) -> Result<(), SessionError> {
-        let command = sql::statements(p.sql).next().and_then(sql::classify);
+    async fn on_parse(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+        let unnamed = match self.parse_memo.recall(frame) {
+            Some(unnamed) => unnamed,
+            None => {
+                let p = Parse::decode(&frame[crate::protocol::HEADER_LEN..])?;
+                let command = sql::statements(p.sql).next().and_then(sql::classify);
+                if !p.name.is_empty() {
+                    return self.on_named_parse(p, command).await;
+                }
+                let unnamed = UnnamedParse {
+                    command,
+                    kind: crate::router::report::kind_of(p.sql),
+                };
+                self.parse_memo.keep(frame, &unnamed);
+                unnamed
+            }
+        };
+        self.on_unnamed_parse(unnamed, frame).await
+    }
+
+    /// Refuses a statement whose session command cannot be honoured here; true if it did.
+    fn refuse_parse(&mut self, command: &Option<SessionCommand>) -> bool {
         let cmds = command.as_slice();
-        if let Some(err) = self.unpoolable(cmds).or_else(|| self.hint_refusal(cmds)) {
-            self.extended_error(err);
-            return Ok(());
+        match self.unpoolable(cmds).or_else(|| self.hint_refusal(cmds)) {
+            Some(err) => {
+                self.extended_error(err);
+                true
+            }
+            None => false,
         }
-        // With no backend, or one that only finishes earlier batches, or in a transaction that
-        // may span shards, the statement's reply waits until a Bind picks the shard it is sent to.
+    }
+
+    /// With no backend, or one that only finishes earlier batches, or in a transaction that may
+    /// span shards, a Parse's reply waits until a Bind picks the shard it is sent to.
+    fn defer_parse(&mut self) -> bool {
         let spanning = self.backend.is_some() && self.router().is_some_and(|r| self.may_span(&r));
         let open = self.backend.is_none() || self.may_wait_for_earlier() || spanning;
-        let defer = open && self.router().is_some();
-        if p.name.is_empty() {
-            self.unnamed_cmd = command;
-            let kind = crate::router::report::kind_of(p.sql);
-            if defer {
-                // The shard is picked by the Bind (its parameters carry the key).
-                self.unnamed = Some(frame.clone());
-                self.unnamed_kind = kind;
-                self.unnamed_here = false;
-                self.owed.push(super::route::Owed::Unnamed(frame.clone()));
-                return Ok(());
-            }
-            if !self.ensure_backend_for_extended().await {
-                return Ok(());
-            }
-            self.unnamed = Some(frame.clone());
-            self.unnamed_kind = kind;
-            self.unnamed_here = true;
-            self.forward(frame, Pending::UnnamedParse);
+        open && self.router().is_some()
+    }
+
+    async fn on_unnamed_parse(
+        &mut self,
+        UnnamedParse { command, kind }: UnnamedParse,
+        frame: &Bytes,
+    ) -> Result<(), SessionError> {
+        if self.refuse_parse(&command) {
             return Ok(());
         }
+        let defer = self.defer_parse();
+        self.unnamed_cmd = command;
+        if defer {
+            // The shard is picked by the Bind (its parameters carry the key).
+            self.unnamed = Some(frame.clone());
+            self.unnamed_kind = kind;
+            self.unnamed_here = false;
+            self.owed.push(super::route::Owed::Unnamed(frame.clone()));
+            return Ok(());
+        }
+        if !self.ensure_backend_for_extended().await {
+            return Ok(());
+        }
+        self.unnamed = Some(frame.clone());
+        self.unnamed_kind = kind;
+        self.unnamed_here = true;
+        self.forward(frame, Pending::UnnamedParse);
+        Ok(())
+    }
+
+    async fn on_named_parse(
+        &mut self,
+        p: Parse<'_>,
+        command: Option<SessionCommand>,
+    ) -> Result<(), SessionError> {
+        if self.refuse_parse(&command) {
+            return Ok(());
+        }
+        let defer = self.defer_parse();
         if self.statements.get(p.name).is_some() || p.name.starts_with(SERVER_PREFIX) {
             let err = PgError::error(
                 SqlState::DuplicatePreparedStatement,

@@ -153,6 +153,8 @@ pub struct Session<S> {
     unnamed: Option<bytes::Bytes>,
     /// Whether the held backend's unnamed statement is the client's (`unnamed`, or none).
     unnamed_here: bool,
+    /// The last unnamed Parse's analysis, for the next identical one.
+    parse_memo: prepared::ParseMemo,
     /// The router of the client's database, refreshed between transactions.
     router: Option<Arc<crate::router::Router>>,
     /// A BEGIN answered by shardgate, to be sent before the transaction's first statement once
@@ -224,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             unnamed_kind: crate::metrics::Kind::Other,
             unnamed: None,
             unnamed_here: false,
+            parse_memo: prepared::ParseMemo::default(),
             router: None,
             deferred_begin: None,
             owed: Vec::new(),

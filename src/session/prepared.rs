@@ -152,9 +152,72 @@ impl ClientStatements {
     }
 }
 
+/// What the session needs of an unnamed statement's SQL: the session command it runs, if any,
+/// and its kind for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct UnnamedParse {
+    pub command: Option<super::sql::SessionCommand>,
+    pub kind: crate::metrics::Kind,
+}
+
+/// The client's last unnamed Parse and what its SQL was found to be. Drivers that do not name
+/// their statements send the same Parse before every execution (pgbench `-M extended`, JDBC's
+/// first runs, asyncpg's unnamed queries); decoding, splitting and classifying its text again
+/// each time was about a tenth of such a query's instructions. Same bytes, same answer: the
+/// frame includes the (empty) name, the SQL and the parameter types.
+#[derive(Default)]
+pub(super) struct ParseMemo {
+    last: Option<(Box<[u8]>, UnnamedParse)>,
+}
+
+impl ParseMemo {
+    /// What an earlier Parse identical to `frame` was found to be.
+    pub fn recall(&self, frame: &[u8]) -> Option<UnnamedParse> {
+        match &self.last {
+            Some((kept, unnamed)) if **kept == *frame => Some(unnamed.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers an unnamed Parse. A copy, not the frame itself: a frame shares the client's
+    /// read buffer, which would stay allocated for as long as the memo held it.
+    pub fn keep(&mut self, frame: &[u8], unnamed: &UnnamedParse) {
+        self.last = Some((frame.into(), unnamed.clone()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parse_is_recalled_only_when_every_byte_matches() {
+        let frame = |sql: &str, types: &[u8]| {
+            let mut out = bytes::BytesMut::new();
+            crate::protocol::frontend::Parse {
+                name: "",
+                sql,
+                param_types: types,
+            }
+            .encode(&mut out);
+            out
+        };
+        let set = UnnamedParse {
+            command: super::super::sql::statements("SET x = 1")
+                .next()
+                .and_then(super::super::sql::classify),
+            kind: crate::metrics::Kind::Other,
+        };
+        assert!(set.command.is_some());
+        let mut memo = ParseMemo::default();
+        let kept = frame("SET x = 1", &[0, 0]);
+        assert_eq!(memo.recall(&kept), None, "nothing is kept at first");
+        memo.keep(&kept, &set);
+        assert_eq!(memo.recall(&frame("SET x = 1", &[0, 0])), Some(set.clone()));
+        assert_eq!(memo.recall(&frame("SET x = 2", &[0, 0])), None);
+        assert_eq!(memo.recall(&frame("SET x = 1", &[0, 1, 0, 0, 0, 23])), None);
+        assert_eq!(memo.recall(&kept[..kept.len() - 1]), None, "a prefix is not the frame");
+    }
 
     #[test]
     fn same_text_and_types_share_an_id_and_different_ones_never_do() {
