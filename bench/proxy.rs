@@ -463,9 +463,8 @@ fn measure(
     let secs = bench.settings.secs;
     let summary = (bench.pgbench).bench(&bench.workload, &target.login, mode, clients, secs)?;
     let after = cpu()?;
-    let per_query = |ticks: u64| {
-        ticks as f64 * 1e6 / ticks_per_sec as f64 / summary.transactions.max(1) as f64
-    };
+    let per_query =
+        |ticks: u64| ticks as f64 * 1e6 / ticks_per_sec as f64 / summary.transactions.max(1) as f64;
     let cpu = before.zip(after).map(|(b, a)| report::Cpu {
         user_us: per_query(a.user - b.user),
         system_us: per_query(a.system - b.system),

@@ -216,7 +216,11 @@ mod tests {
         assert_eq!(memo.recall(&frame("SET x = 1", &[0, 0])), Some(set.clone()));
         assert_eq!(memo.recall(&frame("SET x = 2", &[0, 0])), None);
         assert_eq!(memo.recall(&frame("SET x = 1", &[0, 1, 0, 0, 0, 23])), None);
-        assert_eq!(memo.recall(&kept[..kept.len() - 1]), None, "a prefix is not the frame");
+        assert_eq!(
+            memo.recall(&kept[..kept.len() - 1]),
+            None,
+            "a prefix is not the frame"
+        );
     }
 
     #[test]
