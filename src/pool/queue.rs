@@ -60,6 +60,23 @@ pub struct Place<C: Send + 'static> {
     queue: Option<Arc<Queue<C>>>,
 }
 
+/// A checkout waiting in line. Dropped before its grant came (its client left), it takes itself
+/// out of the line at once: the `waiting` gauge and replica balancing would otherwise count it
+/// until a return or the sweeper passed it, up to the checkout timeout later.
+struct InLine<'a, C: Send + 'static> {
+    queue: &'a Queue<C>,
+    grant: Option<oneshot::Receiver<Grant<C>>>,
+}
+
+impl<C: Send + 'static> Drop for InLine<'_, C> {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            drop(grant); // closes the channel: its waiter now reads as gone
+            self.queue.forget_gone_waiters();
+        }
+    }
+}
+
 /// No place became free within the pool's checkout timeout.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TimedOut;
@@ -112,7 +129,21 @@ impl<C: Send + 'static> Queue<C> {
         };
         // Dropped (the client left) after being granted: the grant's place and connection go
         // back through `Place`'s drop, not lost with the channel.
-        waiting.await.map_err(|_| TimedOut)
+        let mut line = InLine {
+            queue: self,
+            grant: Some(waiting),
+        };
+        let granted = line.grant.as_mut().expect("set above").await;
+        line.grant = None;
+        granted.map_err(|_| TimedOut)
+    }
+
+    /// Drops the waiters whose checkout has gone, so that `waiting` counts only live ones.
+    fn forget_gone_waiters(&self) {
+        let mut st = self.lock();
+        st.waiters.retain(|w| !w.grant.is_closed());
+        self.waiting
+            .store(st.waiters.len() as u32, Ordering::Relaxed);
     }
 
     /// Gives a place back with the connection it held, if that is still good to use.

@@ -89,6 +89,26 @@ async fn a_waiter_that_left_passes_its_turn_on() {
 }
 
 #[tokio::test]
+async fn a_waiter_that_left_is_no_longer_counted_as_waiting() {
+    let q = Queue::<u32>::new(1, LONG);
+    let held = q.checkout(Instant::now()).await.unwrap();
+    let mut first = task::spawn(q.checkout(Instant::now()));
+    assert!(first.poll().is_pending());
+    let mut gone = task::spawn(q.checkout(Instant::now()));
+    assert!(gone.poll().is_pending());
+    assert_eq!(q.waiting(), 2);
+    drop(gone);
+    assert_eq!(
+        q.waiting(),
+        1,
+        "a checkout that left is not counted as waiting"
+    );
+    held.place.give_back(4);
+    assert!(first.is_woken());
+    assert_eq!(q.waiting(), 0);
+}
+
+#[tokio::test]
 async fn a_grant_nobody_collected_returns_its_place() {
     let q = Queue::<u32>::new(1, LONG);
     let held = q.checkout(Instant::now()).await.unwrap();
