@@ -25,6 +25,11 @@ impl<'a> Iterator for Statements<'a> {
             let end = statement_end(b, start);
             self.pos = end + 1;
             let stmt = &self.sql[start..end];
+            if b[self.pos.min(b.len())..].iter().all(|&c| is_space(c)) {
+                // Only blanks after this `;` (the usual end of a text): no empty statement to
+                // look for there.
+                self.pos = b.len() + 1;
+            }
             if !strip_comments_start(stmt).is_empty() {
                 return Some(stmt.trim());
             }
@@ -35,9 +40,21 @@ impl<'a> Iterator for Statements<'a> {
 
 /// The index of the top-level `;` that ends the statement starting at `start`, or the end.
 fn statement_end(b: &[u8], start: usize) -> usize {
-    // Most texts hold no `;` at all (drivers send one statement, unterminated): nothing to split.
-    if memchr::memchr(b';', &b[start..]).is_none() {
-        return b.len();
+    let rest = &b[start..];
+    // The usual texts decided by one or two vectorised searches: no `;` at all (drivers send
+    // one statement, unterminated), or a `;` with nothing before it that could hide one.
+    match memchr::memchr3(b';', b'\'', b'"', rest) {
+        None => return b.len(),
+        Some(p) if rest[p] == b';' => {
+            if memchr::memchr3(b'-', b'/', b'$', &rest[..p]).is_none() {
+                return start + p;
+            }
+        }
+        Some(p) => {
+            if memchr::memchr(b';', &rest[p..]).is_none() {
+                return b.len();
+            }
+        }
     }
     let mut i = start;
     while let Some(p) = next_special(&b[i..]) {
@@ -82,6 +99,11 @@ fn skip_non_code(b: &[u8], i: usize) -> Option<usize> {
         b'$' => Some(skip_dollar_quoted(b, i)).filter(|&end| end > i + 1),
         _ => None,
     }
+}
+
+/// Whitespace as Postgres' lexer knows it.
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
 /// Letters, digits, `_` and non-ASCII bytes: what unquoted identifiers and keywords are made of
@@ -389,7 +411,46 @@ mod tests {
         b.len()
     }
 
+    /// `statements` as it was before its shortcuts: every statement the byte-wise scan ends,
+    /// the empty ones dropped.
+    fn statements_bytewise(sql: &str) -> Vec<&str> {
+        let b = sql.as_bytes();
+        let (mut out, mut pos) = (Vec::new(), 0);
+        while pos <= b.len() {
+            let end = statement_end_bytewise(b, pos);
+            let stmt = &sql[pos..end];
+            pos = end + 1;
+            if !strip_comments_start(stmt).is_empty() {
+                out.push(stmt.trim());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blanks_after_the_last_semicolon_end_the_text() {
+        assert_eq!(statements("SELECT 1;").collect::<Vec<_>>(), ["SELECT 1"]);
+        assert_eq!(
+            statements("SELECT 1; \n\t").collect::<Vec<_>>(),
+            ["SELECT 1"]
+        );
+        assert_eq!(
+            statements("SELECT 1; -- done").collect::<Vec<_>>(),
+            ["SELECT 1"]
+        );
+        assert_eq!(
+            statements("SET a = 1; SELECT 2").collect::<Vec<_>>(),
+            ["SET a = 1", "SELECT 2"]
+        );
+        assert_eq!(statements(" ; ;").count(), 0);
+    }
+
     proptest! {
+        #[test]
+        fn statements_split_as_the_bytewise_scan(sql in "[a-zE \t;'\"$/*\\-\n\\\\]{0,40}") {
+            prop_assert_eq!(statements(&sql).collect::<Vec<_>>(), statements_bytewise(&sql));
+        }
+
         #[test]
         fn the_fast_path_splits_as_the_bytewise_scan(
             sql in "[a-zE ;'\"$/*\\-\n\\\\]{0,40}",
