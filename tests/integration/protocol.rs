@@ -360,6 +360,10 @@ async fn cancel_request_reaches_the_running_query() {
         )
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // tokio-postgres returns at the ErrorResponse, before the ReadyForQuery (Postgres flushes an
+    // error on its own): until that arrives the query is still running and a cancel would be
+    // forwarded, as Postgres itself would take it. A finished query makes the client idle.
+    assert_eq!(one::<i32>(&c, "select 1").await, 1);
     // A cancel while idle is ignored safely.
     c.cancel_token()
         .cancel_query(tokio_postgres::NoTls)
