@@ -65,7 +65,7 @@ struct Settings {
     modes: Vec<Mode>,
     /// Also run each shardgate with per-statement metrics and hotspots off (`BENCH_UNOBSERVED=1`).
     unobserved: bool,
-    /// Also run each shardgate with one tokio worker thread (`BENCH_ONE_THREAD=1`).
+    /// Also run each shardgate on one thread, `--threads 1` (`BENCH_ONE_THREAD=1`).
     one_thread: bool,
     /// Also run each shardgate from this binary (`BENCH_BASELINE`): two builds side by side.
     baseline: Option<PathBuf>,
@@ -340,7 +340,7 @@ fn unobserved<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     }
 }
 
-/// `spec` on a runtime with one worker thread (`BENCH_ONE_THREAD=1`).
+/// `spec` on one thread, tokio's current-thread scheduler (`BENCH_ONE_THREAD=1`).
 fn one_thread<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     let names = ["shardgate-1thread", "shardgate-routed-1thread"];
     Shardgate {
@@ -550,8 +550,8 @@ fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
     if s.one_thread {
         lines.push((
             "1thread",
-            "each shardgate-…-1thread is the shardgate above it with TOKIO_WORKER_THREADS=1 (one \
-             worker thread instead of one per core)"
+            "each shardgate-…-1thread is the shardgate above it with --threads 1 (all on one \
+             thread, tokio's current-thread scheduler, instead of one worker per core)"
                 .to_string(),
         ));
     }

@@ -21,6 +21,11 @@ struct Cli {
     /// Log one JSON object per line.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Threads serving clients. 1: all on one thread (tokio's current-thread scheduler), the
+    /// least CPU per query; more: tokio's multi-thread scheduler with that many workers, for
+    /// more throughput than one core gives. Default: one per core.
+    #[arg(long, global = true, env = "SHARDGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -114,10 +119,11 @@ enum ReshardAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_json);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = cli.threads.map_or_else(cores, usize::from);
+    let runtime = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("shardgate: cannot start the runtime: {e}");
+            eprintln!("shardgate: cannot start the runtime ({threads} threads): {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -128,6 +134,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// One thread gets tokio's current-thread scheduler rather than a multi-thread one with one
+/// worker: on the proxy's path it costs about half the user CPU per query (no cross-thread
+/// queues, wake-ups or atomics; bench/README.md, 2026-12-06 fifth session).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build()
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -143,7 +143,7 @@ pub struct Shardgate<'a> {
     /// Per-statement metrics and hotspot tracking on (shardgate's default) or off (`metrics:
     /// { statements: false, hotspots: false }`), to measure what they cost.
     pub observed: bool,
-    /// `TOKIO_WORKER_THREADS` for its runtime; `None`: tokio's default, one per core.
+    /// `--threads` (1: tokio's current-thread scheduler); `None`: the default, one per core.
     pub threads: Option<u32>,
     /// The binary; `None`: the one cargo built alongside this bench.
     pub program: Option<&'a Path>,
@@ -172,7 +172,7 @@ pub fn start_shardgate(
         .arg(&config)
         .args(["--log-level", "warn"]);
     if let Some(n) = spec.threads {
-        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        cmd.args(["--threads", &n.to_string()]);
     }
     let proxy = spawn(cmd, &dir.join("shardgate.log"))?;
     let login = Login {

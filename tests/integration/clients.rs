@@ -211,11 +211,12 @@ struct Binary {
 
 impl Binary {
     async fn start(env: &Env) -> Binary {
-        Binary::start_with(env, "", std::process::Stdio::null()).await
+        Binary::start_with(env, "", std::process::Stdio::null(), &[]).await
     }
 
-    /// With `extra` YAML appended to the config, and its log lines (stderr) sent to `log`.
-    async fn start_with(env: &Env, extra: &str, log: std::process::Stdio) -> Binary {
+    /// With `extra` YAML appended to the config, its log lines (stderr) sent to `log`, and
+    /// `args` on its command line.
+    async fn start_with(env: &Env, extra: &str, log: std::process::Stdio, args: &[&str]) -> Binary {
         let port = shardgate::cluster::free_port();
         let config = env.dir.path().join("shardgate.yaml");
         // Only the client listener gets the fixed port; the admin API keeps port 0.
@@ -228,6 +229,7 @@ impl Binary {
         let child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
             .arg("--config")
             .arg(&config)
+            .args(args)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -268,7 +270,9 @@ impl Drop for Binary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_transactions_then_exits_0() {
     let env = Env::start().await;
-    let mut bin = Binary::start(&env).await;
+    // On one thread (the current-thread scheduler): the other tests run the default, one per core.
+    let mut bin =
+        Binary::start_with(&env, "", std::process::Stdio::null(), &["--threads", "1"]).await;
     let c = connect(&bin.url("app")).await;
     c.batch_execute("create table t (id int); begin; insert into t values (1)")
         .await
@@ -472,7 +476,7 @@ async fn slow_statements_are_logged_with_their_shard_and_text() {
     let env = Env::start().await;
     let path = env.dir.path().join("shardgate.log");
     let file = std::fs::File::create(&path).unwrap();
-    let bin = Binary::start_with(&env, "log: { slow_query_ms: 200 }\n", file.into()).await;
+    let bin = Binary::start_with(&env, "log: { slow_query_ms: 200 }\n", file.into(), &[]).await;
     let c = connect(&bin.url("app")).await;
     c.batch_execute("SELECT pg_sleep(0.3) /* simple */")
         .await
