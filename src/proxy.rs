@@ -141,7 +141,9 @@ impl Proxy {
             shutdown.clone(),
         ));
         let task = tokio::spawn(server::serve(listener, state, drain));
-        tracing::info!(%addr, %admin_addr, "shardgate is listening");
+        // The thread count (`--threads`) in the first line an operator reads.
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(%addr, %admin_addr, threads, "shardgate is listening");
         Ok(Proxy {
             addr,
             admin_addr,
