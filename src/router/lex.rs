@@ -31,7 +31,7 @@ impl<'a> Iterator for Statements<'a> {
                 self.pos = b.len() + 1;
             }
             if !strip_comments_start(stmt).is_empty() {
-                return Some(stmt.trim());
+                return Some(trim_blanks(stmt));
             }
         }
         None
@@ -199,7 +199,7 @@ fn skip_dollar_quoted(b: &[u8], open: usize) -> usize {
 /// Drops leading whitespace and comments (`/* shardgate: … */` hints included).
 pub fn strip_comments_start(mut s: &str) -> &str {
     loop {
-        s = s.trim_start();
+        s = &s[s.bytes().position(|c| !is_space(c)).unwrap_or(s.len())..];
         if s.starts_with("--") {
             s = s.find('\n').map_or("", |p| &s[p + 1..]);
         } else if s.starts_with("/*") {
@@ -208,6 +208,29 @@ pub fn strip_comments_start(mut s: &str) -> &str {
             return s;
         }
     }
+}
+
+/// The first word of a statement after blanks and comments: its leading ASCII letters (empty
+/// when it starts with anything else). What statement classification and kinds look at.
+pub fn first_word(stmt: &str) -> &str {
+    let s = strip_comments_start(stmt);
+    let end = s
+        .bytes()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// `s` without blanks at either end: Postgres' blanks, ASCII only (its lexer reads other bytes
+/// as parts of identifiers), which also spares `str::trim`'s decoding of characters.
+fn trim_blanks(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_space(c)).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| !is_space(c))
+        .map_or(start, |p| p + 1);
+    &s[start..end]
 }
 
 /// Whether some statement of `sql` starts with keyword `word` (lowercase). Cheap when `sql` is
@@ -425,6 +448,19 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_first_word_comes_after_blanks_and_comments_and_only_ascii_blanks_are_blanks() {
+        assert_eq!(first_word(" /* a */ -- b\n\tSELECT 1"), "SELECT");
+        assert_eq!(first_word("with x as (select 1) table x"), "with");
+        assert_eq!(first_word("(select 1)"), "");
+        // Postgres' lexer reads a no-break space as part of an identifier, not as a blank.
+        assert_eq!(first_word("\u{a0}select 1"), "");
+        assert_eq!(
+            statements("\x0c select 1 \x0b;\u{a0}").collect::<Vec<_>>(),
+            ["select 1", "\u{a0}"]
+        );
     }
 
     #[test]

@@ -180,12 +180,11 @@ impl RouteError {
 
 /// What a statement does, from its first keyword (after comments), without allocating.
 pub fn kind_of(sql: &str) -> Kind {
-    let s = super::lex::strip_comments_start(sql);
-    let end = s
-        .bytes()
-        .position(|b| !b.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    let word = &s[..end];
+    kind_of_word(super::lex::first_word(sql))
+}
+
+/// [`kind_of`] a statement whose [`first_word`](super::lex::first_word) is `word`.
+pub fn kind_of_word(word: &str) -> Kind {
     let is = |w: &str| word.eq_ignore_ascii_case(w);
     if is("select") || is("with") || is("values") || is("table") {
         Kind::Select

@@ -13,9 +13,11 @@ use super::route::Routed;
 use super::sql::{self, SessionCommand};
 use super::{Flow, Session, SessionError};
 use crate::config::PoolMode;
+use crate::metrics::Kind;
 use crate::protocol::backend::{self as bmsg, TxStatus};
 use crate::protocol::frontend::{self as fmsg, Bind, Execute, NamedTarget, Parse, Query, Target};
 use crate::protocol::{PgError, ProtocolError, SqlState};
+use crate::router::report::kind_of_word;
 use crate::router::Plan;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -107,9 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.unnamed_here = false;
         let mut statements = 0;
         let mut cmds: Vec<SessionCommand> = Vec::new(); // allocates only if a command is found
+        let mut kind = Kind::Other; // the first statement's, for the metrics
         for stmt in sql::statements(q.sql) {
+            let first = sql::first_word(stmt);
+            if statements == 0 {
+                kind = kind_of_word(first);
+            }
             statements += 1;
-            cmds.extend(sql::classify(stmt));
+            cmds.extend(sql::classify_from(stmt, first));
         }
         if let Some(err) = self.unpoolable(&cmds) {
             self.push_synthetic(|out| query_error(out, &err, TxStatus::Idle));
@@ -156,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.note_may_write(want);
         self.pending_cmds.extend(cmds);
         self.unnamed_here = true; // this backend drops its unnamed statement too
-        self.note_sent(q.sql, frame);
+        self.note_sent(kind, frame);
         self.forward(frame, Pending::Query);
         Ok(())
     }
@@ -196,14 +203,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(unnamed) => unnamed,
             None => {
                 let p = Parse::decode(&frame[crate::protocol::HEADER_LEN..])?;
-                let command = sql::statements(p.sql).next().and_then(sql::classify);
+                let (command, kind) = sql::recognize(p.sql);
                 if !p.name.is_empty() {
                     return self.on_named_parse(p, command).await;
                 }
-                let unnamed = UnnamedParse {
-                    command,
-                    kind: crate::router::report::kind_of(p.sql),
-                };
+                let unnamed = UnnamedParse { command, kind };
                 self.parse_memo.keep(frame, &unnamed);
                 unnamed
             }

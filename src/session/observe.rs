@@ -149,10 +149,11 @@ impl Drop for FanTiming {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// A simple query (`sql`, of Query message `frame`) is about to go to the held backend.
-    pub(super) fn note_sent(&mut self, sql: &str, frame: &Bytes) {
+    /// A simple query (Query message `frame`, its first statement of `kind`) is about to go to
+    /// the held backend.
+    pub(super) fn note_sent(&mut self, kind: Kind, frame: &Bytes) {
         let text = self.obs.slow.as_ref().map(|_| Shown::Query(frame.clone()));
-        self.note_statement(kind_of(sql), text);
+        self.note_statement(kind, text);
     }
 
     /// The client's named (or unnamed) statement is about to be bound on the held backend.

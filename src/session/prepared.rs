@@ -72,16 +72,15 @@ impl Registry {
         }
         inner.next_id += 1;
         let id = inner.next_id;
+        let (command, kind) = super::sql::recognize(sql);
         let stmt = Arc::new(Statement {
             id,
             sql: sql.to_owned(),
             param_types: param_types.to_vec(),
             search_path: search_path.to_owned(),
             server_name: format!("{SERVER_PREFIX}{id}"),
-            command: super::sql::statements(sql)
-                .next()
-                .and_then(super::sql::classify),
-            kind: crate::router::report::kind_of(sql),
+            command,
+            kind,
             validated: AtomicBool::new(false),
         });
         inner

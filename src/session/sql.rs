@@ -2,8 +2,10 @@
 //! RESET, DISCARD, DEALLOCATE) or cannot work on a shared backend (LISTEN, PREPARE). It reads
 //! leading keywords only; routing is the router's job.
 
+use crate::metrics::Kind;
 use crate::router::lex::leading_words;
-pub use crate::router::lex::{statements, strip_comments_start};
+pub use crate::router::lex::{first_word, statements, strip_comments_start};
+use crate::router::report::kind_of_word;
 
 /// What a statement does to session state that must follow the client from backend to backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,15 +36,27 @@ pub enum SessionCommand {
 /// Classifies one statement. `None` for statements that leave session state alone (including
 /// `SET LOCAL` and `SET TRANSACTION`, which end with the transaction).
 pub fn classify(stmt: &str) -> Option<SessionCommand> {
+    classify_from(stmt, first_word(stmt))
+}
+
+/// The session command and the metrics' kind of a Parse's statement (its first, if it holds
+/// several, as Postgres refuses): one look at its first word serves both.
+pub fn recognize(sql: &str) -> (Option<SessionCommand>, Kind) {
+    match statements(sql).next() {
+        Some(stmt) => {
+            let first = first_word(stmt);
+            (classify_from(stmt, first), kind_of_word(first))
+        }
+        None => (None, Kind::Other),
+    }
+}
+
+/// [`classify`] a statement whose [`first_word`] is `first`.
+pub fn classify_from(stmt: &str, first: &str) -> Option<SessionCommand> {
     if let Some(cmd) = classify_calls(stmt) {
         return Some(cmd);
     }
     // Most statements are none of these: decide on the first word without allocating.
-    let start = strip_comments_start(stmt);
-    let first = start
-        .bytes()
-        .position(|b| !b.is_ascii_alphabetic())
-        .map_or(start, |end| &start[..end]);
     const KEYWORDS: [&str; 8] = [
         "set",
         "reset",
