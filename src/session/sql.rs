@@ -39,8 +39,8 @@ pub fn classify(stmt: &str) -> Option<SessionCommand> {
     classify_from(stmt, first_word(stmt))
 }
 
-/// The session command and the metrics' kind of a Parse's statement (its first, if it holds
-/// several, as Postgres refuses): one look at its first word serves both.
+/// The session command and the metrics' kind of a Parse's statement (a Parse holds one:
+/// Postgres refuses more). One look at its first word serves both.
 pub fn recognize(sql: &str) -> (Option<SessionCommand>, Kind) {
     match statements(sql).next() {
         Some(stmt) => {
