@@ -11,6 +11,7 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::{PgError, SqlState};
 use crate::topology::Shard;
 use crate::topology::Snapshot;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Where a statement needs a backend: its shard (`None`: any), and whether it is a read a
@@ -202,16 +203,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Makes sure a backend is held; on failure answers a simple query with the error.
-    pub(super) async fn ensure_backend_for_query(&mut self) -> bool {
-        self.ensure_backend_for_query_on(Place::ANY).await
+    pub(super) fn ensure_backend_for_query(&mut self) -> impl Future<Output = bool> + '_ {
+        // The future itself, not one wrapping it: each level of nesting costs its entry on
+        // every poll, and a checkout that waits is polled twice.
+        self.ensure_backend_for_query_on(Place::ANY)
     }
 
+    /// Makes sure a backend for `place` is held. A held backend on another shard is the caller's
+    /// business (see `route::cross_shard`), as is a held replica (`Session::replica_refusal`).
     pub(super) async fn ensure_backend_for_query_on(&mut self, place: Place) -> bool {
         if self.use_held(true) {
             return true;
         }
-        match self.ensure_backend_on(place, true).await {
-            Ok(()) => true,
+        match self.checkout(place).await {
+            Ok(()) => {
+                self.send_ahead(true);
+                true
+            }
             Err(err) => {
                 self.push_synthetic(|out| client::query_error(out, &err, TxStatus::Idle));
                 false
@@ -220,11 +228,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Makes sure a backend is held; on failure reports the error and skips to Sync.
-    pub(super) async fn ensure_backend_for_extended(&mut self) -> bool {
-        if self.use_held(false) {
-            return true;
-        }
-        self.ensure_backend_for_extended_on(Place::ANY, false).await
+    pub(super) fn ensure_backend_for_extended(&mut self) -> impl Future<Output = bool> + '_ {
+        self.ensure_backend_for_extended_on(Place::ANY, false)
     }
 
     /// `runs`: the message executes something (Bind, Execute), so a deferred BEGIN goes first.
@@ -236,23 +241,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.use_held(runs) {
             return true;
         }
-        match self.ensure_backend_on(place, runs).await {
-            Ok(()) => true,
+        match self.checkout(place).await {
+            Ok(()) => {
+                self.send_ahead(runs);
+                true
+            }
             Err(err) => {
                 self.extended_error(err);
                 false
             }
         }
-    }
-
-    /// Makes sure a backend for `place` is held. A held backend on another shard is the caller's
-    /// business (see `route::cross_shard`), as is a held replica (`Session::replica_refusal`).
-    async fn ensure_backend_on(&mut self, place: Place, runs: bool) -> Result<(), PgError> {
-        if !self.use_held(runs) {
-            self.checkout(place).await?;
-            self.send_ahead(runs);
-        }
-        Ok(())
     }
 
     /// Readies the held backend for the client's next message; false when none is held. Most
