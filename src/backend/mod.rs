@@ -128,14 +128,27 @@ impl Connection {
 
     /// Reads more bytes from the server into `buf`. `Ok(0)` means the server closed the connection.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
+    }
+
+    /// [`Connection::read_more`] as a poll: the session's loop polls it in every pass, and a
+    /// future nested in a future costs its entry each time.
+    pub fn poll_read_more(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
-        self.stream.read_buf(&mut self.buf).await
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 
-    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(data).await
+    /// tokio's own future, not one wrapping it (a level less to enter on every poll).
+    pub fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + 'a {
+        self.stream.write_all(data)
     }
 
     pub fn cancel_target(&self) -> CancelTarget {

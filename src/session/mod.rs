@@ -502,9 +502,13 @@ pub(super) fn checkout_error(e: CheckoutError) -> PgError {
     }
 }
 
-async fn read_backend(backend: &mut Option<Held>) -> std::io::Result<usize> {
-    match backend {
-        Some(held) => held.conn.read_more().await,
-        None => std::future::pending().await,
-    }
+/// The held backend's next bytes; never ready while none is held. A poll function rather than
+/// an `async fn` around `read_more`: `run`'s `select!` builds and polls it in every pass.
+fn read_backend(
+    backend: &mut Option<Held>,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| match backend {
+        Some(held) => held.conn.poll_read_more(cx),
+        None => std::task::Poll::Pending,
+    })
 }
