@@ -271,9 +271,16 @@ impl Drop for Binary {
 async fn sigterm_drains_open_transactions_then_exits_0() {
     let env = Env::start().await;
     // On one thread (the current-thread scheduler): the other tests run the default, one per core.
-    let mut bin =
-        Binary::start_with(&env, "", std::process::Stdio::null(), &["--threads", "1"]).await;
+    let path = env.dir.path().join("shardgate.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut bin = Binary::start_with(&env, "", file.into(), &["--threads", "1"]).await;
     let c = connect(&bin.url("app")).await;
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("shardgate is listening") && l.contains("threads=1")),
+        "{log}"
+    );
     c.batch_execute("create table t (id int); begin; insert into t values (1)")
         .await
         .unwrap();
