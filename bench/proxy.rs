@@ -340,7 +340,7 @@ fn unobserved<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     }
 }
 
-/// `spec` on one thread, tokio's current-thread scheduler (`BENCH_ONE_THREAD=1`).
+/// `spec` on one thread (`BENCH_ONE_THREAD=1`).
 fn one_thread<'a>(spec: &Shardgate<'a>) -> Shardgate<'a> {
     let names = ["shardgate-1thread", "shardgate-routed-1thread"];
     Shardgate {
@@ -551,7 +551,7 @@ fn workload_lines(s: &Settings) -> Vec<(&'static str, String)> {
         lines.push((
             "1thread",
             "each shardgate-…-1thread is the shardgate above it with --threads 1 (all on one \
-             thread, tokio's current-thread scheduler, instead of one worker per core)"
+             thread instead of one worker thread per core)"
                 .to_string(),
         ));
     }

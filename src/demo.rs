@@ -28,6 +28,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub port: u16,
     pub admin_port: u16,
+    /// Workers serving clients (`--threads`).
+    pub threads: usize,
 }
 
 /// The servers behind the demo. Dropping it stops and removes them.
@@ -165,7 +167,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &config_path,
         config_yaml(&servers, opts.port, opts.admin_port, &admin_token),
     )?;
-    let proxy = Proxy::start_from(Config::load(&config_path)?, &config_path).await?;
+    let workers = crate::workers::Workers::start(opts.threads)?;
+    let proxy = Proxy::start_from(Config::load(&config_path)?, &config_path, workers).await?;
     let addr = proxy.addr();
     say!("Loading {USERS} users and {ORDERS} orders through shardgate …");
     load_sample(&format!("postgres://{USER}:{PASSWORD}@{addr}/app")).await?;

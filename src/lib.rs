@@ -51,3 +51,4 @@ pub mod session;
 pub mod shutdown;
 pub mod topology;
 pub mod twophase;
+pub mod workers;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use shardgate::config::Config;
 use shardgate::proxy::Proxy;
 use shardgate::shutdown::{Signal, Signals};
+use shardgate::workers::Workers;
 
 #[derive(Parser)]
 #[command(name = "shardgate", version, about = "A PostgreSQL sharding proxy")]
@@ -21,9 +22,9 @@ struct Cli {
     /// Log one JSON object per line.
     #[arg(long, global = true)]
     log_json: bool,
-    /// Threads serving clients. 1: all on one thread (tokio's current-thread scheduler), the
-    /// least CPU per query; more: tokio's multi-thread scheduler with that many workers, for
-    /// more throughput than one core gives. Default: one per core.
+    /// Threads serving clients, each with its own share of every pool. Clients are dealt to them
+    /// in turn. 1 uses the least CPU per query; one per core (the default) gives the most
+    /// throughput.
     #[arg(long, global = true, env = "SHARDGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     #[command(subcommand)]
@@ -120,14 +121,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_json);
     let threads = cli.threads.map_or_else(cores, usize::from);
-    let runtime = match runtime(threads) {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("shardgate: cannot start the runtime ({threads} threads): {e}");
+            eprintln!("shardgate: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(dispatch(cli, threads)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardgate: {e:#}");
@@ -140,26 +141,20 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
-/// One thread gets tokio's current-thread scheduler rather than a multi-thread one with one
-/// worker: on the proxy's path it costs about half the user CPU per query (no cross-thread
-/// queues, wake-ups or atomics; bench/README.md, 2026-12-06 fifth session).
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder.enable_all().build()
+/// Worker 0 (`shardgate::workers`): the other workers are current-thread runtimes it starts
+/// when the proxy starts.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli, threads: usize) -> anyhow::Result<()> {
     match (cli.command, cli.config) {
         (Some(Command::Demo { dir, port, admin_port }), _) => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("shardgate-demo"));
             let dir = std::path::absolute(&dir).with_context(|| format!("bad --dir {}", dir.display()))?;
-            shardgate::demo::run(shardgate::demo::DemoOptions { dir, port, admin_port }).await
+            shardgate::demo::run(shardgate::demo::DemoOptions { dir, port, admin_port, threads }).await
         }
         (Some(Command::CheckConfig { file }), _) => check_config(&file),
         (Some(Command::Route { config, database, sql }), _) => {
@@ -171,7 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             check_queries(&config, database.as_deref(), &file)
         }
         (Some(Command::Reshard { admin, token, action }), _) => reshard(&admin, token, action).await,
-        (None, Some(config)) => run(config).await,
+        (None, Some(config)) => run(config, threads).await,
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run the proxy, or try `shardgate demo` (see --help)"),
     }
 }
@@ -258,11 +253,12 @@ fn check_queries(
     Ok(())
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, threads: usize) -> anyhow::Result<()> {
     let config =
         Config::load(&path).map_err(|e| anyhow::anyhow!("{} is invalid:\n{e}", path.display()))?;
     let mut signals = Signals::install().context("cannot install signal handlers")?;
-    let proxy = Proxy::start_from(config, &path).await?;
+    let workers = Workers::start(threads).context("cannot start the worker threads")?;
+    let proxy = Proxy::start_from(config, &path, workers).await?;
     loop {
         match signals.next().await {
             Signal::Stop => break,

@@ -16,6 +16,7 @@ use crate::server::{self, tls::TlsError, State};
 use crate::session::{Registry, Shared};
 use crate::topology::{ReloadError, Snapshot, Store, TopologyError};
 use crate::twophase::Coordinator;
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -46,18 +47,30 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the listener and starts serving. `config.listen` may use port 0. With no file to
     /// re-read, `POST /v1/config/reload` answers that it cannot reload (see [`Proxy::start_from`]).
+    /// Clients are served on the calling runtime.
     pub async fn start(config: Config) -> Result<Proxy, ProxyError> {
-        Proxy::start_inner(config, None).await
+        Proxy::start_on(config, Workers::this_runtime()).await
     }
 
-    /// [`Proxy::start`] with the config read from `path`, which `POST /v1/config/reload` re-reads.
-    pub async fn start_from(config: Config, path: &Path) -> Result<Proxy, ProxyError> {
-        Proxy::start_inner(config, Some(path.to_path_buf())).await
+    /// [`Proxy::start`] with clients served on `workers`.
+    pub async fn start_on(config: Config, workers: Workers) -> Result<Proxy, ProxyError> {
+        Proxy::start_inner(config, None, workers).await
+    }
+
+    /// [`Proxy::start`] with the config read from `path`, which `POST /v1/config/reload` re-reads,
+    /// and clients served on `workers`.
+    pub async fn start_from(
+        config: Config,
+        path: &Path,
+        workers: Workers,
+    ) -> Result<Proxy, ProxyError> {
+        Proxy::start_inner(config, Some(path.to_path_buf()), workers).await
     }
 
     async fn start_inner(
         config: Config,
         path: Option<std::path::PathBuf>,
+        workers: Workers,
     ) -> Result<Proxy, ProxyError> {
         config.check_files()?;
         let tls = config.tls.as_ref().map(server::tls::acceptor).transpose()?;
@@ -86,7 +99,11 @@ impl Proxy {
             })?;
         let max_clients = config.pool.max_clients;
         let drain = Duration::from_millis(config.pool.shutdown_timeout_ms);
-        let store = Arc::new(Store::new(Snapshot::build(Arc::new(config), None, 1)?));
+        let threads = workers.len();
+        let store = Arc::new(Store::new(Snapshot::first(
+            Arc::new(config),
+            u32::try_from(threads).unwrap_or(u32::MAX),
+        )?));
         // Before serving, so INSERTs without a column list are routed from the first one.
         store.read_columns(None).await;
         let shutdown = CancellationToken::new();
@@ -140,9 +157,8 @@ impl Proxy {
             Arc::new(admin),
             shutdown.clone(),
         ));
-        let task = tokio::spawn(server::serve(listener, state, drain));
+        let task = tokio::spawn(server::serve(listener, state, drain, workers));
         // The thread count (`--threads`) in the first line an operator reads.
-        let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(%addr, %admin_addr, threads, "shardgate is listening");
         Ok(Proxy {
             addr,

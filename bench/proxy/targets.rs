@@ -143,7 +143,7 @@ pub struct Shardgate<'a> {
     /// Per-statement metrics and hotspot tracking on (shardgate's default) or off (`metrics:
     /// { statements: false, hotspots: false }`), to measure what they cost.
     pub observed: bool,
-    /// `--threads` (1: tokio's current-thread scheduler); `None`: the default, one per core.
+    /// `--threads`; `None`: the default, one worker thread per core.
     pub threads: Option<u32>,
     /// The binary; `None`: the one cargo built alongside this bench.
     pub program: Option<&'a Path>,

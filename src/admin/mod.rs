@@ -304,7 +304,8 @@ async fn ready(store: &Store) -> Reply {
         for shard in &db.shards {
             match tokio::time::timeout(
                 READY_TIMEOUT,
-                shard.primary.checkout(std::time::Instant::now()),
+                // The admin API runs on worker 0.
+                shard.primary.checkout(0, std::time::Instant::now()),
             )
             .await
             {

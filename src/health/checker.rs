@@ -437,6 +437,7 @@ mod tests {
                 size: 1,
                 checkout_timeout: std::time::Duration::from_secs(1),
                 connect_timeout: std::time::Duration::from_secs(1),
+                workers: 1,
             };
             crate::pool::Pool::new("s0", target, settings)
         };

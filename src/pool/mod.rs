@@ -52,12 +52,15 @@ impl std::ops::DerefMut for PooledConnection {
     }
 }
 
-/// Pool settings that come from the config's `pool` section.
+/// Pool settings that come from the config's `pool` section, and the number of workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
     pub size: u32,
     pub checkout_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How many workers ([`crate::workers`]) check out from the pool: one slice each, as long as
+    /// `size` allows.
+    pub workers: u32,
 }
 
 pub struct Manager {
@@ -134,34 +137,66 @@ pub enum CheckoutError {
 /// entries idle longer than [`queue::IDLE_RETURN`] are handed back to it). bb8's own `get()`
 /// builds a timeout and reads the clock on every call, about a tenth of shardgate's CPU per
 /// query when measured under pgbench.
+///
+/// With several workers the pool is cut into a slice per worker (`size` shared out, each slice
+/// its own queue and bb8 pool), so that a connection is opened, and its socket driven, by the
+/// runtime of the sessions that use it: a socket registered with another worker's driver would
+/// route every reply through that thread. A worker whose slice is full takes a free place in
+/// another slice before it waits in line. A pool smaller than the number of workers has `size`
+/// slices, shared by the workers in turn.
 #[derive(Clone)]
 pub struct Pool {
-    inner: bb8::Pool<Manager>,
-    queue: Arc<queue::Queue<Bb8Connection>>,
+    slices: Arc<[Slice]>,
     shard: Arc<str>,
     target: Target,
     settings: PoolSettings,
     last_error: LastError,
 }
 
-impl Pool {
-    /// Builds the pool without connecting: connections are opened on first use.
-    pub fn new(shard: &str, target: Target, settings: PoolSettings) -> Pool {
-        let last_error = LastError::default();
+/// One worker's share of a pool.
+struct Slice {
+    inner: bb8::Pool<Manager>,
+    queue: Arc<queue::Queue<Bb8Connection>>,
+    size: u32,
+}
+
+impl Slice {
+    fn new(size: u32, target: &Target, settings: PoolSettings, errors: &LastError) -> Slice {
         let manager = Manager {
             target: target.clone(),
             connect_timeout: settings.connect_timeout,
         };
         let inner = bb8::Pool::builder()
-            .max_size(settings.size)
+            .max_size(size)
             .test_on_check_out(false)
             .connection_timeout(settings.checkout_timeout)
             .idle_timeout(Some(Duration::from_secs(600)))
-            .error_sink(Box::new(last_error.clone()))
+            .error_sink(Box::new(errors.clone()))
             .build_unchecked(manager);
-        Pool {
+        Slice {
             inner,
-            queue: queue::Queue::new(settings.size, settings.checkout_timeout),
+            queue: queue::Queue::new(size, settings.checkout_timeout),
+            size,
+        }
+    }
+}
+
+/// The sizes of a pool's slices: `size` shared out as evenly as it goes, one slice per worker,
+/// none empty.
+fn slice_sizes(size: u32, workers: u32) -> impl Iterator<Item = u32> {
+    let n = workers.clamp(1, size.max(1));
+    (0..n).map(move |i| size / n + u32::from(i < size % n))
+}
+
+impl Pool {
+    /// Builds the pool without connecting: connections are opened on first use.
+    pub fn new(shard: &str, target: Target, settings: PoolSettings) -> Pool {
+        let last_error = LastError::default();
+        let slices = slice_sizes(settings.size, settings.workers)
+            .map(|size| Slice::new(size, &target, settings, &last_error))
+            .collect();
+        Pool {
+            slices,
             shard: shard.into(),
             target,
             settings,
@@ -169,21 +204,22 @@ impl Pool {
         }
     }
 
-    /// A connection, waiting in line up to the checkout timeout counted from `started` (when
-    /// the caller began to ask: it reads the clock for its own timing anyway).
-    pub async fn checkout(&self, started: Instant) -> Result<PooledConnection, CheckoutError> {
-        let grant = self
-            .queue
-            .checkout(started)
-            .await
-            .map_err(|_| self.timed_out(started))?;
+    /// A connection for a session on `worker`, waiting in line up to the checkout timeout
+    /// counted from `started` (when the caller began to ask: it reads the clock for its own
+    /// timing anyway).
+    pub async fn checkout(
+        &self,
+        worker: usize,
+        started: Instant,
+    ) -> Result<PooledConnection, CheckoutError> {
+        let (slice, grant) = self.place(worker, started).await?;
         let mut conn = grant.conn;
         // A few stale idle connections (a restarted server) are replaced; more would mean the
         // server is down, which the connect error reports.
         for _ in 0..=self.settings.size {
             let mut c = match conn.take() {
                 Some(c) => c,
-                None => self.open(started).await?,
+                None => self.open(slice, started).await?,
             };
             if !c.is_stale() {
                 return Ok(PooledConnection {
@@ -200,9 +236,9 @@ impl Pool {
     /// With a place held and no idle connection: one idle in bb8, or a new one. A failed
     /// connect wakes the wait at once, so a down server answers with 08006 instead of after the
     /// whole timeout.
-    async fn open(&self, started: Instant) -> Result<Bb8Connection, CheckoutError> {
+    async fn open(&self, slice: &Slice, started: Instant) -> Result<Bb8Connection, CheckoutError> {
         // Returned to the idle stack since the place was granted.
-        if let Some(conn) = self.queue.pop_idle() {
+        if let Some(conn) = slice.queue.pop_idle() {
             return Ok(conn);
         }
         let deadline = tokio::time::Instant::from_std(started + self.settings.checkout_timeout);
@@ -214,12 +250,39 @@ impl Pool {
             return Err(self.unreachable(reason));
         }
         tokio::select! {
-            got = tokio::time::timeout_at(deadline, self.inner.get_owned()) => match got {
+            got = tokio::time::timeout_at(deadline, slice.inner.get_owned()) => match got {
                 Ok(Ok(conn)) => Ok(Box::new(conn)),
                 Ok(Err(bb8::RunError::User(e))) => Err(self.unreachable(e.to_string())),
                 Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.timed_out(started)),
             },
             _ = failed => Err(self.unreachable(self.last_error.since(started).unwrap_or_default())),
+        }
+    }
+
+    /// A place in `worker`'s slice, or else a free one in another slice, or else the first to
+    /// come free in `worker`'s slice. A place freed in another slice later does not end the
+    /// wait: that would need the slices to share a line, which is what slicing avoids.
+    async fn place(
+        &self,
+        worker: usize,
+        started: Instant,
+    ) -> Result<(&Slice, queue::Grant<Bb8Connection>), CheckoutError> {
+        let home = &self.slices[worker % self.slices.len()];
+        if self.slices.len() > 1 {
+            if let Some(grant) = home.queue.try_take() {
+                return Ok((home, grant));
+            }
+            // `free` is read without the lock first: when every slice is busy (when waits
+            // happen at all) the other workers' locks are not touched.
+            for other in self.slices.iter().filter(|s| s.queue.free() > 0) {
+                if let Some(grant) = other.queue.try_take() {
+                    return Ok((other, grant));
+                }
+            }
+        }
+        match home.queue.checkout(started).await {
+            Ok(grant) => Ok((home, grant)),
+            Err(_) => Err(self.timed_out(started)),
         }
     }
 
@@ -253,29 +316,41 @@ impl Pool {
 
     /// The pool's state for the metrics: connections open, checked out, and checkouts waiting.
     pub fn gauges(&self) -> (u32, u32, u32) {
-        let open = self.inner.state().connections;
-        // A held place is a connection checked out (or being opened for its holder).
-        let in_use = self.settings.size.saturating_sub(self.queue.free());
-        (open, in_use, self.queue.waiting())
+        self.slices
+            .iter()
+            .fold((0, 0, 0), |(open, in_use, waiting), s| {
+                (
+                    open + s.inner.state().connections,
+                    // A held place is a connection checked out (or being opened for its holder).
+                    in_use + s.size.saturating_sub(s.queue.free()),
+                    waiting + s.queue.waiting(),
+                )
+            })
     }
 
     /// Transactions on this server now or waiting for it: what replicas are balanced by.
     pub fn outstanding(&self) -> u32 {
-        self.settings.size.saturating_sub(self.queue.free()) + self.queue.waiting()
+        let (_, in_use, waiting) = self.gauges();
+        in_use + waiting
     }
 
     /// Whether two handles share one pool (a reload kept it).
     pub fn same_pool(&self, other: &Pool) -> bool {
-        Arc::ptr_eq(&self.queue, &other.queue)
+        Arc::ptr_eq(&self.slices, &other.slices)
     }
 
     /// Connections open, idle and in use right now, and the last connect error, for the admin
     /// API. A snapshot of counters read one after another: close enough to read, not to assert
     /// invariants on under load.
     pub fn usage(&self) -> PoolUsage {
-        let state = self.inner.state();
-        // Connections on our idle stack are checked out as far as bb8 knows.
-        let idle = state.idle_connections + self.queue.idle();
+        let (open, idle) = self.slices.iter().fold((0, 0), |(open, idle), s| {
+            let state = s.inner.state();
+            // Connections on our idle stack are checked out as far as bb8 knows.
+            (
+                open + state.connections,
+                idle + state.idle_connections + s.queue.idle(),
+            )
+        });
         let last_error = self
             .last_error
             .last
@@ -283,9 +358,9 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner());
         PoolUsage {
             size: self.settings.size,
-            open: state.connections,
-            idle: idle.min(state.connections),
-            in_use: state.connections.saturating_sub(idle),
+            open,
+            idle: idle.min(open),
+            in_use: open.saturating_sub(idle),
             last_connect_error: last_error.as_ref().map(|(at, e)| (at.elapsed(), e.clone())),
         }
     }

@@ -107,14 +107,8 @@ impl<C: Send + 'static> Queue<C> {
     pub async fn checkout(self: &Arc<Self>, started: Instant) -> Result<Grant<C>, TimedOut> {
         let waiting = {
             let mut st = self.lock();
-            if st.free > 0 {
-                st.free -= 1;
-                self.free.store(st.free, Ordering::Relaxed);
-                let conn = st.idle.pop().map(|(c, _)| c);
-                return Ok(Grant {
-                    conn,
-                    place: Place::held(self),
-                });
+            if let Some(grant) = self.take(&mut st) {
+                return Ok(grant);
             }
             let (grant, waiting) = oneshot::channel();
             let deadline = started + self.timeout;
@@ -136,6 +130,25 @@ impl<C: Send + 'static> Queue<C> {
         let granted = line.grant.as_mut().expect("set above").await;
         line.grant = None;
         granted.map_err(|_| TimedOut)
+    }
+
+    /// A free place (with an idle connection if there is one), without waiting.
+    pub fn try_take(self: &Arc<Self>) -> Option<Grant<C>> {
+        let mut st = self.lock();
+        self.take(&mut st)
+    }
+
+    fn take(self: &Arc<Self>, st: &mut State<C>) -> Option<Grant<C>> {
+        if st.free == 0 {
+            return None;
+        }
+        st.free -= 1;
+        self.free.store(st.free, Ordering::Relaxed);
+        let conn = st.idle.pop().map(|(c, _)| c);
+        Some(Grant {
+            conn,
+            place: Place::held(self),
+        })
     }
 
     /// Drops the waiters whose checkout has gone, so that `waiting` counts only live ones.

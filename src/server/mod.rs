@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::protocol::{PgError, SqlState};
 use crate::session::Shared;
+use crate::workers::Workers;
 use auth::{AuthError, ScramVerifier};
 
 /// A client that has not finished logging in after this long is disconnected (Postgres'
@@ -65,10 +66,12 @@ impl State {
     }
 }
 
-/// Accepts clients until shutdown, then waits for the sessions to finish, up to `drain`.
-pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration) {
+/// Accepts clients until shutdown, dealing them to the workers in turn, then waits for the
+/// sessions to finish, up to `drain`.
+pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration, workers: Workers) {
     let tracker = TaskTracker::new();
     let shutdown = state.shared.shutdown.clone();
+    let mut next = 0;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,14 +92,32 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration) {
         };
         let state = state.clone();
         let connected = state.shared.store.metrics().client_connected();
-        tracker.spawn(async move {
+        let worker = next;
+        next = (next + 1) % workers.len();
+        // Registered with the accepting runtime's driver; moved to the worker's below.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand the client to a worker");
+                continue;
+            }
+        };
+        let session = tracker.track_future(async move {
             let _permit = permit;
             let _connected = connected;
+            let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot hand the client to a worker");
+                    return;
+                }
+            };
             let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-            if let Err(e) = startup::serve(state, tcp, deadline).await {
+            if let Err(e) = startup::serve(state, tcp, deadline, worker).await {
                 tracing::info!(%peer, error = %e, "client connection ended");
             }
         });
+        workers.spawn(worker, session);
     }
     drop(listener);
     tracker.close();

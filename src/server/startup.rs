@@ -53,6 +53,7 @@ pub async fn serve(
     state: Arc<State>,
     mut tcp: TcpStream,
     deadline: Instant,
+    worker: usize,
 ) -> Result<(), StartupError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
@@ -80,7 +81,7 @@ pub async fn serve(
                     Ok(p) => p,
                     Err(e) => return refuse(&mut tls, e).await,
                 };
-                return serve_client(state, tls, packet, buf, deadline).await;
+                return serve_client(state, tls, packet, buf, deadline, worker).await;
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 tcp.write_all(b"N").await?;
@@ -89,7 +90,7 @@ pub async fn serve(
                     Err(e) => return refuse(&mut tcp, e).await,
                 };
             }
-            _ => return serve_client(state, tcp, packet, buf, deadline).await,
+            _ => return serve_client(state, tcp, packet, buf, deadline, worker).await,
         }
     }
 }
@@ -123,6 +124,7 @@ async fn serve_client<S>(
     packet: StartupPacket,
     mut buf: BytesMut,
     deadline: Instant,
+    worker: usize,
 ) -> Result<(), StartupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -138,7 +140,7 @@ where
         }
     };
     match before(deadline, login(&state, &mut s, &mut buf, minor, &params)).await {
-        Ok(info) => run_session(state, s, info, buf).await,
+        Ok(info) => run_session(state, s, info, buf, worker).await,
         Err(e) => refuse(&mut s, e).await,
     }
 }
@@ -370,13 +372,14 @@ async fn run_session<S>(
     s: S,
     info: ClientInfo,
     leftover: BytesMut,
+    worker: usize,
 ) -> Result<(), StartupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (database, user) = (info.database.clone(), info.user.clone());
     let slot = info.cancel.clone();
-    let mut session = match Session::new(s, state.shared.clone(), info, leftover) {
+    let mut session = match Session::new(s, state.shared.clone(), info, leftover, worker) {
         Ok(session) => session,
         Err((mut s, err)) => {
             let mut out = BytesMut::new();

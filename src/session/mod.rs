@@ -119,6 +119,9 @@ pub struct Session<S> {
     client: S,
     shared: Arc<Shared>,
     info: ClientInfo,
+    /// The worker (runtime) this client is served on: it checks out from that worker's slice
+    /// of each pool ([`crate::workers`]).
+    worker: usize,
     mode: PoolMode,
     max_message: usize,
     /// Client bytes not yet handled; replies for the client; messages for the backend.
@@ -191,6 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shared: Arc<Shared>,
         info: ClientInfo,
         leftover: BytesMut,
+        worker: usize,
     ) -> Result<Self, (S, PgError)> {
         let snapshot = shared.store.load();
         let settings = match Settings::from_startup(&info.params) {
@@ -208,6 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             max_message: snapshot.config.pool.max_message_bytes,
             shared,
             info,
+            worker,
             cbuf: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             bout: BytesMut::with_capacity(4 * 1024),

@@ -277,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         pool: &Pool,
     ) -> Result<PooledConnection, CheckoutError> {
         let started = Instant::now();
-        let result = pool.checkout(started).await;
+        let result = pool.checkout(self.worker, started).await;
         let at = at.into();
         if let Some(db) = self.obs.db() {
             match &result {

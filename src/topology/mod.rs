@@ -77,6 +77,9 @@ pub struct Snapshot {
     /// The sharded tables' columns per database, as last read from the shards (kept over reloads:
     /// the router lists them by name, so an outdated list gives an error, never a misplaced row).
     pub columns: HashMap<String, Arc<columns::Columns>>,
+    /// The proxy's workers ([`crate::workers`]): each pool has a slice per worker. Fixed for the
+    /// life of the process, so reloads keep it.
+    pub workers: u32,
     pub config: Arc<Config>,
     pub pool_mode: PoolMode,
     pub databases: HashMap<String, Arc<Database>>,
@@ -90,10 +93,26 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         epoch: u64,
     ) -> Result<Snapshot, TopologyError> {
+        let workers = previous.map_or(1, |p| p.workers);
+        Snapshot::build_for(config, previous, epoch, workers)
+    }
+
+    /// The first snapshot of a proxy that serves clients on `workers` workers.
+    pub fn first(config: Arc<Config>, workers: u32) -> Result<Snapshot, TopologyError> {
+        Snapshot::build_for(config, None, 1, workers)
+    }
+
+    fn build_for(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        epoch: u64,
+        workers: u32,
+    ) -> Result<Snapshot, TopologyError> {
         let settings = PoolSettings {
             size: config.pool.size,
             checkout_timeout: Duration::from_millis(config.pool.checkout_timeout_ms),
             connect_timeout: Duration::from_millis(config.pool.connect_timeout_ms),
+            workers,
         };
         let mut old_pools: HashMap<(Target, Arc<str>), Pool> = HashMap::new();
         for db in previous.iter().flat_map(|p| p.databases.values()) {
@@ -152,6 +171,7 @@ impl Snapshot {
             epoch,
             version: previous.map_or(1, |p| p.version + 1),
             columns: previous.map(|p| p.columns.clone()).unwrap_or_default(),
+            workers,
             pool_mode: config.pool.mode,
             config,
             databases,
@@ -337,6 +357,7 @@ impl Store {
             epoch: previous.epoch,
             version: previous.version + 1,
             columns,
+            workers: previous.workers,
             config: previous.config.clone(),
             pool_mode: previous.pool_mode,
             databases: previous.databases.clone(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use shardgate::cluster::{Cluster, ClusterOptions, PgBinaries, TempDir};
 use shardgate::config::Config;
 use shardgate::proxy::Proxy;
+use shardgate::workers::Workers;
 use tokio_postgres::{Client, NoTls};
 
 pub const USER: &str = "app";
@@ -20,6 +21,9 @@ pub struct Options {
     pub extra: String,
     /// Extra entries for `users:`.
     pub extra_users: String,
+    /// Workers serving clients (`--threads`): the test's runtime, and more on threads of their
+    /// own. Clients are dealt to them in turn, in the order they connect.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -31,6 +35,7 @@ impl Default for Options {
             max_clients: 100,
             extra: String::new(),
             extra_users: String::new(),
+            workers: 1,
         }
     }
 }
@@ -77,7 +82,8 @@ impl Env {
         .expect("cluster setup");
         let config_yaml = config_yaml(&pg, &opts);
         let config = Config::parse_with_env(&config_yaml, &|_| None).expect("valid test config");
-        let proxy = Proxy::start(config).await.expect("start proxy");
+        let workers = Workers::start(opts.workers).expect("start the workers");
+        let proxy = Proxy::start_on(config, workers).await.expect("start proxy");
         Env {
             proxy,
             pg,

@@ -28,3 +28,4 @@ mod sharding;
 mod shards;
 mod spanning;
 mod wire;
+mod workers;

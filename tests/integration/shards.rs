@@ -28,6 +28,7 @@ use shardgate::cluster::{Cluster, ClusterOptions, TempDir};
 use shardgate::config::Config;
 use shardgate::proxy::Proxy;
 use shardgate::router::hash::{bucket_of, hash_int};
+use shardgate::workers::Workers;
 use tokio_postgres::Client;
 
 use crate::harness::{binaries, connect, PASSWORD, USER};
@@ -70,6 +71,9 @@ pub struct ShardsOptions {
     /// The `sharding:` section as YAML, in place of the even hash map (a range or list map);
     /// [`Shards::owner`] then cannot say who owns a key. Default none.
     pub sharding: Option<String>,
+    /// Workers serving clients (`--threads`): the test's runtime, and more on threads of their
+    /// own. Default 1.
+    pub workers: usize,
 }
 
 impl Default for ShardsOptions {
@@ -96,6 +100,7 @@ impl ShardsOptions {
             new_shards: 0,
             replica: false,
             sharding: None,
+            workers: 1,
         }
     }
 
@@ -218,7 +223,10 @@ impl Shards {
         // Written out too, so a test can edit it and reload (`POST /v1/config/reload`).
         let path = dir.path().join(CONFIG_FILE);
         std::fs::write(&path, &yaml).expect("write the config file");
-        let proxy = Proxy::start_from(config, &path).await.expect("start proxy");
+        let workers = Workers::start(opts.workers).expect("start the workers");
+        let proxy = Proxy::start_from(config, &path, workers)
+            .await
+            .expect("start proxy");
         Shards {
             proxy,
             replica,

@@ -99,6 +99,7 @@ fn build(db: &str, columns: Option<Columns>, hold: Option<crate::config::Hold>) 
         size: 1,
         checkout_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
+        workers: 1,
     };
     let shards: Vec<Shard> = db_config
         .shards

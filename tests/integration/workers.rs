@@ -1,0 +1,46 @@
+//! Several workers (`--threads`): each pool is cut into a slice per worker, and the slices
+//! together keep to `pool.size`.
+
+use crate::harness::{db_error, one, Env, Options};
+
+/// The pool's connections to the server right now (not the health checker's).
+fn server_connections(env: &Env) -> String {
+    env.direct(
+        "select count(*) from pg_stat_activity \
+         where usename = 'app' and application_name <> 'shardgate-health'",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_lend_a_free_place_and_keep_to_the_pool_size() {
+    let env = Env::start_with(Options {
+        workers: 2,
+        pool_size: 2,
+        checkout_timeout_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    // Dealt in turn: a and c on worker 0, b on worker 1; one place in each worker's slice.
+    let a = env.connect().await;
+    let b = env.connect().await;
+    let c = env.connect().await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    // Worker 0's slice is taken by a: c borrows worker 1's free place instead of waiting.
+    c.batch_execute("begin; select 1").await.unwrap();
+    assert_eq!(server_connections(&env), "2");
+    // Both places are held now: b waits its checkout timeout, as with one worker.
+    let e = b.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "53300".to_owned(),
+            "shardgate: no connection to shard \"s0\" became free within 300ms (pool size 2)"
+                .to_owned()
+        )
+    );
+    c.batch_execute("commit").await.unwrap();
+    assert_eq!(one::<i32>(&b, "select 2").await, 2);
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(one::<i32>(&a, "select 3").await, 3);
+    assert_eq!(server_connections(&env), "2");
+}
