@@ -28,10 +28,14 @@ pub struct Queue<C: Send + 'static> {
     state: Mutex<State<C>>,
     timeout: Duration,
     /// Copies of the state's counts, written under the lock, read without it (gauges, replica
-    /// balancing).
-    free: AtomicU32,
+    /// balancing, and other workers' checkouts looking for a free place: on a cache line of its
+    /// own, so that reading it does not pull in the line this worker's lock keeps writing).
+    free: CacheLine<AtomicU32>,
     waiting: AtomicU32,
 }
+
+#[repr(align(64))]
+struct CacheLine<T>(T);
 
 struct State<C: Send + 'static> {
     /// Connections given back and not handed out again, most recently used last.
@@ -91,7 +95,7 @@ impl<C: Send + 'static> Queue<C> {
                 sweeping: false,
             }),
             timeout,
-            free: AtomicU32::new(size),
+            free: CacheLine(AtomicU32::new(size)),
             waiting: AtomicU32::new(0),
         })
     }
@@ -143,7 +147,7 @@ impl<C: Send + 'static> Queue<C> {
             return None;
         }
         st.free -= 1;
-        self.free.store(st.free, Ordering::Relaxed);
+        self.free.0.store(st.free, Ordering::Relaxed);
         let conn = st.idle.pop().map(|(c, _)| c);
         Some(Grant {
             conn,
@@ -182,7 +186,7 @@ impl<C: Send + 'static> Queue<C> {
         }
         self.waiting.store(0, Ordering::Relaxed);
         st.free += 1;
-        self.free.store(st.free, Ordering::Relaxed);
+        self.free.0.store(st.free, Ordering::Relaxed);
         let Some(conn) = conn else { return };
         let now = Instant::now();
         let stale = st
@@ -230,7 +234,7 @@ impl<C: Send + 'static> Queue<C> {
 
     /// Places nobody holds.
     pub fn free(&self) -> u32 {
-        self.free.load(Ordering::Relaxed)
+        self.free.0.load(Ordering::Relaxed)
     }
 
     /// Checkouts in line for a place.

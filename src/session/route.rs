@@ -55,7 +55,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.obs.refresh(self.shared.store.metrics(), &snapshot, db);
             }
         }
-        self.router.clone().filter(|r| r.routes())
+        // Cloned only when it routes: the count of an Arc every session shares is a cache line
+        // the workers would pass to each other on every statement.
+        self.router.as_ref().filter(|r| r.routes()).cloned()
     }
 
     /// The shard index of the held backend: the transaction's pinned shard.
