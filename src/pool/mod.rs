@@ -23,13 +23,19 @@ type Place = queue::Place<Bb8Connection>;
 pub struct PooledConnection {
     conn: Option<Bb8Connection>,
     place: Option<Place>,
+    /// Closed on return rather than kept: opened by one worker for a place borrowed from
+    /// another's slice, its socket is driven by the wrong thread for that slice.
+    for_once: bool,
 }
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
-        let (Some(conn), Some(place)) = (self.conn.take(), self.place.take()) else {
+        let (Some(mut conn), Some(place)) = (self.conn.take(), self.place.take()) else {
             return;
         };
+        if self.for_once {
+            conn.mark_broken();
+        }
         if conn.is_broken() {
             drop(conn); // bb8 sees `has_broken` and closes it
             drop(place);
@@ -142,7 +148,8 @@ pub enum CheckoutError {
 /// its own queue and bb8 pool), so that a connection is opened, and its socket driven, by the
 /// runtime of the sessions that use it: a socket registered with another worker's driver would
 /// route every reply through that thread. A worker whose slice is full takes a free place in
-/// another slice before it waits in line. A pool smaller than the number of workers has `size`
+/// another slice before it waits in line (and closes a connection it opened for that place when
+/// the transaction ends). A pool smaller than the number of workers has `size`
 /// slices, shared by the workers in turn.
 #[derive(Clone)]
 pub struct Pool {
@@ -213,18 +220,20 @@ impl Pool {
         started: Instant,
     ) -> Result<PooledConnection, CheckoutError> {
         let (slice, grant) = self.place(worker, started).await?;
+        let borrowed = !std::ptr::eq(slice, self.home(worker));
         let mut conn = grant.conn;
         // A few stale idle connections (a restarted server) are replaced; more would mean the
         // server is down, which the connect error reports.
         for _ in 0..=self.settings.size {
-            let mut c = match conn.take() {
-                Some(c) => c,
-                None => self.open(slice, started).await?,
+            let (mut c, opened) = match conn.take() {
+                Some(c) => (c, false),
+                None => (self.open(slice, started).await?, true),
             };
             if !c.is_stale() {
                 return Ok(PooledConnection {
                     conn: Some(c),
                     place: Some(grant.place),
+                    for_once: opened && borrowed,
                 });
             }
             tracing::info!(shard = %self.shard, "dropping a server connection the server has closed");
@@ -267,7 +276,7 @@ impl Pool {
         worker: usize,
         started: Instant,
     ) -> Result<(&Slice, queue::Grant<Bb8Connection>), CheckoutError> {
-        let home = &self.slices[worker % self.slices.len()];
+        let home = self.home(worker);
         if self.slices.len() > 1 {
             if let Some(grant) = home.queue.try_take() {
                 return Ok((home, grant));
@@ -284,6 +293,10 @@ impl Pool {
             Ok(grant) => Ok((home, grant)),
             Err(_) => Err(self.timed_out(started)),
         }
+    }
+
+    fn home(&self, worker: usize) -> &Slice {
+        &self.slices[worker % self.slices.len()]
     }
 
     /// A checkout that waited too long: the server is down if connecting failed meanwhile,

@@ -1,7 +1,9 @@
 //! Several workers (`--threads`): each pool is cut into a slice per worker, and the slices
 //! together keep to `pool.size`.
 
-use crate::harness::{db_error, one, Env, Options};
+use std::time::Duration;
+
+use crate::harness::{db_error, eventually_async, one, Env, Options};
 
 /// The pool's connections to the server right now (not the health checker's).
 fn server_connections(env: &Env) -> String {
@@ -43,4 +45,34 @@ async fn two_workers_lend_a_free_place_and_keep_to_the_pool_size() {
     a.batch_execute("commit").await.unwrap();
     assert_eq!(one::<i32>(&a, "select 3").await, 3);
     assert_eq!(server_connections(&env), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_for_a_borrowed_place_is_closed_after_its_transaction() {
+    let env = Env::start_with(Options {
+        workers: 2,
+        pool_size: 2,
+        ..Default::default()
+    })
+    .await;
+    let a = env.connect().await;
+    // Worker 1's client: it never logs in, so worker 1's slice opens nothing.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", env.port()))
+        .await
+        .unwrap();
+    let c = env.connect().await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    // Worker 0's slice is taken by a: c borrows worker 1's place and opens a connection for
+    // it on worker 0, which worker 1's slice must not keep.
+    c.batch_execute("begin; select 1").await.unwrap();
+    assert_eq!(server_connections(&env), "2");
+    c.batch_execute("commit").await.unwrap();
+    eventually_async(
+        "the borrowed connection closed",
+        Duration::from_secs(5),
+        || async { server_connections(&env) == "1" },
+    )
+    .await;
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(one::<i32>(&c, "select 1").await, 1);
 }
