@@ -219,8 +219,16 @@ impl Pool {
         worker: usize,
         started: Instant,
     ) -> Result<PooledConnection, CheckoutError> {
-        let (slice, grant) = self.place(worker, started).await?;
-        let borrowed = !std::ptr::eq(slice, self.home(worker));
+        let home = self.home(worker);
+        // Not a nested `async fn`: a level of those costs its entry on every poll of a wait.
+        let (slice, grant) = match self.spare_place(worker) {
+            Some(spare) => spare,
+            None => match home.queue.checkout(started).await {
+                Ok(grant) => (home, grant),
+                Err(_) => return Err(self.timed_out(started)),
+            },
+        };
+        let borrowed = !std::ptr::eq(slice, home);
         let mut conn = grant.conn;
         // A few stale idle connections (a restarted server) are replaced; more would mean the
         // server is down, which the connect error reports.
@@ -268,31 +276,24 @@ impl Pool {
         }
     }
 
-    /// A place in `worker`'s slice, or else a free one in another slice, or else the first to
-    /// come free in `worker`'s slice. A place freed in another slice later does not end the
-    /// wait: that would need the slices to share a line, which is what slicing avoids.
-    async fn place(
-        &self,
-        worker: usize,
-        started: Instant,
-    ) -> Result<(&Slice, queue::Grant<Bb8Connection>), CheckoutError> {
+    /// With several slices: a free place in `worker`'s slice, or else in another. `None`: wait
+    /// in line in `worker`'s slice (one slice: always). A place freed in another slice later
+    /// does not end that wait: that would need the slices to share a line, which is what
+    /// slicing avoids.
+    fn spare_place(&self, worker: usize) -> Option<(&Slice, queue::Grant<Bb8Connection>)> {
+        if self.slices.len() == 1 {
+            return None;
+        }
         let home = self.home(worker);
-        if self.slices.len() > 1 {
-            if let Some(grant) = home.queue.try_take() {
-                return Ok((home, grant));
-            }
-            // `free` is read without the lock first: when every slice is busy (when waits
-            // happen at all) the other workers' locks are not touched.
-            for other in self.slices.iter().filter(|s| s.queue.free() > 0) {
-                if let Some(grant) = other.queue.try_take() {
-                    return Ok((other, grant));
-                }
-            }
+        if let Some(grant) = home.queue.try_take() {
+            return Some((home, grant));
         }
-        match home.queue.checkout(started).await {
-            Ok(grant) => Ok((home, grant)),
-            Err(_) => Err(self.timed_out(started)),
-        }
+        // `free` is read without the lock first: when every slice is busy (when waits happen
+        // at all) the other workers' locks are not touched.
+        self.slices
+            .iter()
+            .filter(|s| s.queue.free() > 0)
+            .find_map(|s| Some((s, s.queue.try_take()?)))
     }
 
     fn home(&self, worker: usize) -> &Slice {
