@@ -5,10 +5,11 @@
 //! Why not tokio's multi-thread scheduler: there every socket's readiness goes through one shared
 //! driver, tasks move between threads, and wake-ups cross threads. Side by side under pgbench on
 //! 2 cores (bench/README.md, 2026-12-06 sixth session) it cost about 25% more CPU per query than
-//! one current-thread runtime, and one current-thread runtime leaves the second core's share of
-//! the proxy's work undone (the machine sat idle 12% of the time). One runtime per core does
-//! neither. For a backend socket to be driven by the runtime of the session using it, each pool is
-//! cut into a slice per worker ([`crate::pool::Pool`]).
+//! one current-thread runtime. And why not one current-thread runtime: the proxy is on the path of
+//! every query, so while its one thread waits for a core nothing moves (the machine sat idle
+//! 12–16% of the time). One runtime per core does neither. For a backend socket to be driven by
+//! the runtime of the session using it, each pool is cut into a slice per worker
+//! ([`crate::pool::Pool`]).
 
 use std::future::Future;
 

@@ -270,18 +270,23 @@ impl Drop for Binary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_transactions_then_exits_0() {
     let env = Env::start().await;
-    // On one thread (the current-thread scheduler): the other tests run the default, one per core.
+    // Two workers whatever the machine's cores: one open transaction on each.
     let path = env.dir.path().join("shardgate.log");
     let file = std::fs::File::create(&path).unwrap();
-    let mut bin = Binary::start_with(&env, "", file.into(), &["--threads", "1"]).await;
+    let mut bin = Binary::start_with(&env, "", file.into(), &["--threads", "2"]).await;
     let c = connect(&bin.url("app")).await;
+    let d = connect(&bin.url("app")).await;
     let log = std::fs::read_to_string(&path).unwrap();
     assert!(
         log.lines()
-            .any(|l| l.contains("shardgate is listening") && l.contains("threads=1")),
+            .any(|l| l.contains("shardgate is listening") && l.contains("threads=2")),
         "{log}"
     );
-    c.batch_execute("create table t (id int); begin; insert into t values (1)")
+    c.batch_execute("create table t (id int)").await.unwrap();
+    c.batch_execute("begin; insert into t values (1)")
+        .await
+        .unwrap();
+    d.batch_execute("begin; insert into t values (10)")
         .await
         .unwrap();
     bin.signal("TERM");
@@ -292,15 +297,18 @@ async fn sigterm_drains_open_transactions_then_exits_0() {
             .is_err(),
         "no new connections while draining"
     );
-    // The open transaction finishes normally.
+    // The open transactions finish normally, on both workers.
     c.batch_execute("insert into t values (2); commit")
+        .await
+        .unwrap();
+    d.batch_execute("insert into t values (20); commit")
         .await
         .unwrap();
     let status = tokio::task::spawn_blocking(move || bin.child.wait().unwrap())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert_eq!(env.direct("select count(*) from t"), "2");
+    assert_eq!(env.direct("select count(*) from t"), "4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
