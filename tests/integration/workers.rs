@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::harness::{db_error, eventually_async, one, Env, Options};
+use crate::metrics::Scraped;
 
 /// The pool's connections to the server right now (not the health checker's).
 fn server_connections(env: &Env) -> String {
@@ -75,4 +76,27 @@ async fn a_connection_opened_for_a_borrowed_place_is_closed_after_its_transactio
     .await;
     a.batch_execute("commit").await.unwrap();
     assert_eq!(one::<i32>(&c, "select 1").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_on_both_workers_add_up_in_one_series() {
+    let env = Env::start_with(Options {
+        workers: 2,
+        ..Default::default()
+    })
+    .await;
+    // Dealt in turn: one client per worker.
+    let (a, b) = (env.connect().await, env.connect().await);
+    let selects = || async {
+        Scraped::at(env.proxy.admin_addr()).await.value(
+            "shardgate_queries_total",
+            &[("shard", "s0"), ("role", "primary"), ("kind", "select")],
+        )
+    };
+    let before = selects().await;
+    for i in 0..5 {
+        assert_eq!(one::<i32>(&a, &format!("select {i}")).await, i);
+        assert_eq!(one::<i32>(&b, &format!("select {i}")).await, i);
+    }
+    assert_eq!(selects().await - before, 10.0);
 }
