@@ -391,3 +391,20 @@ pub struct PoolUsage {
     /// How long ago connecting last failed, and why (never cleared by a later success).
     pub last_connect_error: Option<(Duration, String)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::slice_sizes;
+
+    #[test]
+    fn the_pool_size_is_shared_out_over_the_workers_and_no_slice_is_empty() {
+        let sizes = |size, workers| slice_sizes(size, workers).collect::<Vec<_>>();
+        assert_eq!(sizes(10, 2), [5, 5]);
+        assert_eq!(sizes(3, 2), [2, 1]);
+        assert_eq!(sizes(10, 4), [3, 3, 2, 2]);
+        assert_eq!(sizes(7, 1), [7]);
+        // Fewer connections than workers: one slice per connection, shared by the workers.
+        assert_eq!(sizes(2, 4), [1, 1]);
+        assert_eq!(sizes(1, 4), [1]);
+    }
+}
