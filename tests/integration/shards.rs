@@ -71,9 +71,6 @@ pub struct ShardsOptions {
     /// The `sharding:` section as YAML, in place of the even hash map (a range or list map);
     /// [`Shards::owner`] then cannot say who owns a key. Default none.
     pub sharding: Option<String>,
-    /// Workers serving clients (`--threads`): the test's runtime, and more on threads of their
-    /// own. Default 1.
-    pub workers: usize,
 }
 
 impl Default for ShardsOptions {
@@ -100,7 +97,6 @@ impl ShardsOptions {
             new_shards: 0,
             replica: false,
             sharding: None,
-            workers: 1,
         }
     }
 
@@ -223,8 +219,7 @@ impl Shards {
         // Written out too, so a test can edit it and reload (`POST /v1/config/reload`).
         let path = dir.path().join(CONFIG_FILE);
         std::fs::write(&path, &yaml).expect("write the config file");
-        let workers = Workers::start(opts.workers).expect("start the workers");
-        let proxy = Proxy::start_from(config, &path, workers)
+        let proxy = Proxy::start_from(config, &path, Workers::this_runtime())
             .await
             .expect("start proxy");
         Shards {
