@@ -508,11 +508,15 @@ async fn only_the_moving_slice_waits_at_cutover() {
         .unwrap();
     act(&shop, id, "cutover").await;
     let hold = "SELECT coalesce(overlay->'hold'->'slice'->'buckets'->>'first', 'none') FROM shardgate.epochs";
+    // Published, and taken by this shardgate (its acknowledgement): before that, a new
+    // transaction would still be routed with the map before the hold.
+    let taken = "SELECT count(*) FROM shardgate.epochs e JOIN shardgate.proxy_heartbeats h \
+                 ON (h.epochs->>e.database)::bigint >= e.epoch WHERE e.overlay ? 'hold'";
     let started = Instant::now();
-    while shop.control(hold) == "none" {
+    while shop.control(taken) == "0" {
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "no hold published"
+            "no hold published and taken"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -717,6 +721,20 @@ async fn backfill_waits_for_a_lagging_replica_of_the_source() {
         .routing("max_replica_lag_ms", "300");
     let (shop, _) = shop_of(opts).await;
     let replica = shop.replica_server();
+    // Caught up first: a replica that has replayed no commit yet has no measurable lag (and a
+    // replica just started may still be replaying the seed rows).
+    let written = shop.direct(0, "SELECT pg_current_wal_lsn()");
+    let caught_up = format!(
+        "SELECT pg_last_wal_replay_lsn() >= '{written}' AND pg_last_xact_replay_timestamp() IS NOT NULL"
+    );
+    let started = Instant::now();
+    while replica.psql("postgres", &caught_up).unwrap() != "t" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replica did not replay up to {written} in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     replica
         .psql("postgres", "SELECT pg_wal_replay_pause()")
         .unwrap();
