@@ -44,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// settings. The settings query is pipelined ahead of the client's first message: no extra
     /// round trip.
     pub(super) async fn checkout(&mut self, place: Place) -> Result<(), PgError> {
-        let snapshot = self.shared.store.load();
+        let snapshot = self.snapshot();
         let db = self.database_at(&snapshot)?;
         let index = crate::router::fallback_shard(&db, place.shard);
         let shard = &db.shards[index];
@@ -152,6 +152,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+
+    /// The store's current snapshot. Every transaction's checkout asks: kept, and loaded again
+    /// only when the store's version moved (an atomic load, a tenth of an `ArcSwap` load).
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        let version = self.shared.store.version();
+        match &self.snapshot {
+            Some(s) if s.version == version => s.clone(),
+            _ => {
+                let s = self.shared.store.load();
+                self.snapshot = Some(s.clone());
+                s
+            }
+        }
     }
 
     /// [`Session::database`], looked up once per snapshot: every transaction's checkout asks.

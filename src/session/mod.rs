@@ -185,6 +185,8 @@ pub struct Session<S> {
     flight: Option<crate::topology::flights::Flight>,
     /// The client's database in the snapshot of that version ([`checkout`]).
     database: Option<(u64, Arc<crate::topology::Database>)>,
+    /// The snapshot the last checkout used ([`checkout`]).
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -245,6 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             commits: replica::Commits::default(),
             flight: None,
             database: None,
+            snapshot: None,
             settings,
         })
     }
