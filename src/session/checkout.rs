@@ -154,33 +154,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The store's current snapshot. Every transaction's checkout asks: kept, and loaded again
-    /// only when the store's version moved (an atomic load, a tenth of an `ArcSwap` load).
+    /// The store's current snapshot. Every transaction's checkout asks: loaded again only when
+    /// the store's version moved (an atomic load, a tenth of an `ArcSwap` load). Kept weakly, so
+    /// an idle session does not keep a replaced snapshot, and the pools only it has, alive.
     fn snapshot(&mut self) -> Arc<Snapshot> {
         let version = self.shared.store.version();
-        match &self.snapshot {
-            Some(s) if s.version == version => s.clone(),
-            _ => {
-                let s = self.shared.store.load();
-                self.snapshot = Some(s.clone());
-                s
-            }
+        if let Some(s) = upgrade_at(&self.snapshot, version) {
+            return s;
         }
+        let s = self.shared.store.load();
+        self.snapshot = Some((s.version, Arc::downgrade(&s)));
+        s
     }
 
     /// [`Session::database`], looked up once per snapshot: every transaction's checkout asks.
+    /// Kept weakly, as the snapshot: held strongly, an idle session would keep a replaced
+    /// database's pools, and so its server connections, open.
     fn database_at(
         &mut self,
         snapshot: &Snapshot,
     ) -> Result<Arc<crate::topology::Database>, PgError> {
-        match &self.database {
-            Some((version, db)) if *version == snapshot.version => Ok(db.clone()),
-            _ => {
-                let db = self.database(snapshot)?;
-                self.database = Some((snapshot.version, db.clone()));
-                Ok(db)
-            }
+        if let Some(db) = upgrade_at(&self.database, snapshot.version) {
+            return Ok(db);
         }
+        let db = self.database(snapshot)?;
+        self.database = Some((snapshot.version, Arc::downgrade(&db)));
+        Ok(db)
     }
 
     /// The client's database in `snapshot`; a reload may have removed it.
@@ -290,4 +289,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.place_owed();
     }
+}
+
+/// What a session keeps weakly with the snapshot version it belongs to, if it is of `version`
+/// and still alive.
+fn upgrade_at<T>(kept: &Option<(u64, std::sync::Weak<T>)>, version: u64) -> Option<Arc<T>> {
+    let (at, weak) = kept.as_ref()?;
+    (*at == version).then(|| weak.upgrade()).flatten()
 }

@@ -184,9 +184,9 @@ pub struct Session<S> {
     /// The statement starting the transaction, until it is sent ([`hold`]).
     flight: Option<crate::topology::flights::Flight>,
     /// The client's database in the snapshot of that version ([`checkout`]).
-    database: Option<(u64, Arc<crate::topology::Database>)>,
-    /// The snapshot the last checkout used ([`checkout`]).
-    snapshot: Option<Arc<Snapshot>>,
+    database: Option<(u64, std::sync::Weak<crate::topology::Database>)>,
+    /// The version and the snapshot the last checkout used ([`checkout`]).
+    snapshot: Option<(u64, std::sync::Weak<Snapshot>)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

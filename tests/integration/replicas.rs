@@ -440,6 +440,26 @@ async fn the_admin_promote_loses_no_acknowledged_write() {
     );
 }
 
+/// A client that stays idle across a reload does not keep the replaced topology alive: once the
+/// client that used a removed replica moves on, shardgate's connections to the replica close,
+/// though another client connected before the reload has not run anything since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_keeps_no_connection_to_a_removed_replica_open() {
+    let pair = pair(ROUTING).await;
+    let idle = client(&pair).await;
+    let read = "SELECT inet_server_port()";
+    assert_eq!(answered_by(&idle, read).await.0, pair.replica.port());
+    let c = client(&pair).await;
+    assert_eq!(answered_by(&c, read).await.0, pair.replica.port());
+    pair.reload(false);
+    assert_eq!(answered_by(&c, read).await.0, pair.primary.port());
+    let ours = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{USER}' AND pid <> pg_backend_pid()"
+    );
+    on_replica_until(&pair, &ours, "0").await;
+    assert_eq!(answered_by(&idle, read).await.0, pair.primary.port());
+}
+
 /// A reload that removes a replica drains it, never cuts it: a transaction open on it finishes
 /// there, later reads go to the primary, and shardgate's connections to it close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
