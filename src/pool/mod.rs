@@ -186,6 +186,11 @@ impl Slice {
             size,
         }
     }
+
+    /// Places held: connections checked out (or being opened for their holders).
+    fn in_use(&self) -> u32 {
+        self.size.saturating_sub(self.queue.free())
+    }
 }
 
 /// The sizes of a pool's slices: `size` shared out as evenly as it goes, one slice per worker,
@@ -335,17 +340,19 @@ impl Pool {
             .fold((0, 0, 0), |(open, in_use, waiting), s| {
                 (
                     open + s.inner.state().connections,
-                    // A held place is a connection checked out (or being opened for its holder).
-                    in_use + s.size.saturating_sub(s.queue.free()),
+                    in_use + s.in_use(),
                     waiting + s.queue.waiting(),
                 )
             })
     }
 
-    /// Transactions on this server now or waiting for it: what replicas are balanced by.
+    /// Transactions on this server now or waiting for it: what replicas are balanced by. Asked
+    /// per read, so from the queues' lock-free counts only, not bb8's locked state.
     pub fn outstanding(&self) -> u32 {
-        let (_, in_use, waiting) = self.gauges();
-        in_use + waiting
+        self.slices
+            .iter()
+            .map(|s| s.in_use() + s.queue.waiting())
+            .sum()
     }
 
     /// Whether two handles share one pool (a reload kept it).
