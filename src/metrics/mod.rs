@@ -6,8 +6,9 @@
 //! tests start many in one binary) would add into the same counters and no test could assert exact
 //! counts; DESIGN §1 forbids process-wide mutable statics anyway. Nothing here uses the `counter!`
 //! macros (they go to the global recorder): every series the query path touches is registered
-//! once per database and epoch ([`DbMetrics`]) and kept as a handle — an `Arc` to an atomic — so
-//! a query costs a few atomic adds: no key hashing, registry lookup, allocation or formatting.
+//! once per database, epoch and worker ([`DbMetrics`]) and kept as a handle — an `Arc` to an
+//! atomic of that worker's own ([`series`]) — so a query costs a few atomic adds on cache lines no
+//! other core writes: no key hashing, registry lookup, allocation or formatting.
 //!
 //! Labels are bounded: configured database and shard names, and the fixed enums below. Never a
 //! key value, SQL text or anything else a client sends.
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Upper bounds of the duration histograms' buckets, in seconds: 100 µs (a pooled point read on
@@ -27,11 +28,11 @@ pub const DURATION_BUCKETS: [f64; 16] = [
 ];
 
 mod labels;
-mod timings;
+mod series;
 pub use labels::{
     BackendError, Decision, Kind, Rejection, ShadowVerdict, Spread, PRIMARY, REPLICA,
 };
-use timings::{Family, Timings};
+use series::{Family, Tally, Timings};
 
 const QUERY_DURATION: Family = Family {
     name: "shardgate_query_duration_seconds",
@@ -40,6 +41,39 @@ const QUERY_DURATION: Family = Family {
 const CHECKOUT_WAIT: Family = Family {
     name: "shardgate_pool_checkout_wait_seconds",
     help: "Time a client waited for a server connection.",
+};
+const RECEIVED: Family = Family {
+    name: "shardgate_client_received_bytes_total",
+    help: "Bytes read from clients after login.",
+};
+const SENT: Family = Family {
+    name: "shardgate_client_sent_bytes_total",
+    help: "Bytes written to clients after login.",
+};
+const QUERIES: Family = Family {
+    name: "shardgate_queries_total",
+    help: "Statements sent to a shard, by statement kind (a multi-shard statement counts once per shard).",
+};
+const DECISIONS: Family = Family {
+    name: "shardgate_routing_decisions_total",
+    help: "Statements routed: to one shard, to several, or rejected.",
+};
+const REJECTIONS: Family = Family {
+    name: "shardgate_routing_rejections_total",
+    help: "Statements rejected by routing, by reason.",
+};
+const PARSE_FAILURES: Family = Family {
+    name: "shardgate_parse_failures_total",
+    help: "Statements the router could not parse.",
+};
+const SHADOW: Family = Family {
+    name: "shardgate_shadow_statements_total",
+    help:
+        "routing.mode: shadow: statements that would have needed several shards or been rejected.",
+};
+const BACKEND_ERRORS: Family = Family {
+    name: "shardgate_backend_errors_total",
+    help: "Backend connections lost, unreachable servers and pool checkout timeouts.",
 };
 
 /// One proxy's metrics: its recorder and the handles that are not per database.
@@ -51,12 +85,13 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     epoch: Gauge,
-    /// The histograms, outside the recorder ([`timings`]).
-    timings: timings::Registry,
-    /// The per-database handles last built, with the shard names they were built for; rebuilt
-    /// when a reload changes the shards (registering an existing series returns the same atomic,
-    /// so counts carry over).
-    databases: Mutex<HashMap<String, Arc<DbMetrics>>>,
+    /// The query path's series, outside the recorder ([`series`]).
+    counters: series::Registry<Tally>,
+    timings: series::Registry<Timings>,
+    /// The per-database handles last built for each worker, with the shard names they were built
+    /// for; rebuilt when a reload changes the shards (registering an existing series returns the
+    /// same cells, so counts carry over).
+    databases: Mutex<HashMap<(String, usize), Arc<DbMetrics>>>,
 }
 
 impl Default for Metrics {
@@ -92,7 +127,8 @@ impl Metrics {
             epoch: recorder.register_gauge(&key("shardgate_config_epoch", &[]), &META),
             handle: recorder.handle(),
             recorder,
-            timings: timings::Registry::default(),
+            counters: series::Registry::default(),
+            timings: series::Registry::default(),
             databases: Mutex::default(),
         }
     }
@@ -114,15 +150,21 @@ impl Metrics {
         }
     }
 
-    /// The handles of one database with these shards (in the snapshot's order), each with
-    /// whether it has replicas (their series exist only then).
-    pub fn database(&self, database: &str, shards: &[(Arc<str>, bool)]) -> Arc<DbMetrics> {
+    /// Worker `worker`'s handles of one database with these shards (in the snapshot's order),
+    /// each with whether it has replicas (their series exist only then).
+    pub fn database(
+        &self,
+        database: &str,
+        shards: &[(Arc<str>, bool)],
+        worker: usize,
+    ) -> Arc<DbMetrics> {
         let mut by_name = self.databases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(db) = by_name.get(database).filter(|d| d.shard_names == shards) {
+        let key = (database.to_string(), worker);
+        if let Some(db) = by_name.get(&key).filter(|d| d.shard_names == shards) {
             return db.clone();
         }
-        let db = Arc::new(DbMetrics::new(self, database, shards));
-        by_name.insert(database.to_string(), db.clone());
+        let db = Arc::new(DbMetrics::new(self, database, shards, worker));
+        by_name.insert(key, db.clone());
         db
     }
 
@@ -154,6 +196,7 @@ impl Metrics {
             set("shardgate_pool_waiting", p.waiting);
         }
         let mut text = self.handle.render();
+        self.counters.render(&mut text);
         self.timings.render(&mut text);
         text
     }
@@ -208,62 +251,49 @@ pub struct DbMetrics {
     shards: Vec<ShardMetrics>,
     /// Per shard, its replicas' series (`role="replica"`), if it has replicas.
     replicas: Vec<Option<ShardMetrics>>,
-    single_shard: Counter,
-    multi_shard: Counter,
-    rejected: Counter,
-    rejections: [Counter; Rejection::ALL.len()],
-    parse_failures: Counter,
-    received: Counter,
-    sent: Counter,
-    shadow_multi: [Counter; Spread::ALL.len()],
-    shadow_rejected: [Counter; Rejection::ALL.len()],
+    single_shard: Arc<Tally>,
+    multi_shard: Arc<Tally>,
+    rejected: Arc<Tally>,
+    rejections: [Arc<Tally>; Rejection::ALL.len()],
+    parse_failures: Arc<Tally>,
+    received: Arc<Tally>,
+    sent: Arc<Tally>,
+    shadow_multi: [Arc<Tally>; Spread::ALL.len()],
+    shadow_rejected: [Arc<Tally>; Rejection::ALL.len()],
 }
 
 struct ShardMetrics {
-    queries: [Counter; Kind::ALL.len()],
+    queries: [Arc<Tally>; Kind::ALL.len()],
     duration: Arc<Timings>,
     checkout_wait: Arc<Timings>,
-    errors: [Counter; BackendError::ALL.len()],
+    errors: [Arc<Tally>; BackendError::ALL.len()],
 }
 
 impl DbMetrics {
-    fn new(m: &Metrics, db: &str, shard_names: &[(Arc<str>, bool)]) -> DbMetrics {
-        let r = &m.recorder;
-        let counter = |name: &'static str, labels: &[(&str, &str)]| {
+    fn new(m: &Metrics, db: &str, shard_names: &[(Arc<str>, bool)], worker: usize) -> DbMetrics {
+        let counter = |family: Family, labels: &[(&str, &str)]| {
             let mut all = vec![("database", db)];
             all.extend_from_slice(labels);
-            r.register_counter(&key(name, &all), &META)
+            m.counters.register(family, &all, worker)
         };
-        let decision = |d| counter("shardgate_routing_decisions_total", &[("decision", d)]);
-        let reason = |x: Rejection| {
-            counter(
-                "shardgate_routing_rejections_total",
-                &[("reason", x.label())],
-            )
-        };
-        let shadow = |outcome, why| {
-            counter(
-                "shardgate_shadow_statements_total",
-                &[("outcome", outcome), ("reason", why)],
-            )
-        };
+        let decision = |d| counter(DECISIONS, &[("decision", d)]);
+        let reason = |x: Rejection| counter(REJECTIONS, &[("reason", x.label())]);
+        let shadow = |outcome, why| counter(SHADOW, &[("outcome", outcome), ("reason", why)]);
+        let shard = |name: &str, role| ShardMetrics::new(m, [db, name, role], worker);
         DbMetrics {
-            shards: shard_names
-                .iter()
-                .map(|(s, _)| ShardMetrics::new(m, db, s, PRIMARY))
-                .collect(),
+            shards: shard_names.iter().map(|(s, _)| shard(s, PRIMARY)).collect(),
             replicas: shard_names
                 .iter()
-                .map(|(s, has)| has.then(|| ShardMetrics::new(m, db, s, REPLICA)))
+                .map(|(s, has)| has.then(|| shard(s, REPLICA)))
                 .collect(),
             shard_names: shard_names.to_vec(),
             single_shard: decision("single_shard"),
             multi_shard: decision("multi_shard"),
             rejected: decision("rejected"),
             rejections: Rejection::ALL.map(reason),
-            parse_failures: counter("shardgate_parse_failures_total", &[]),
-            received: counter("shardgate_client_received_bytes_total", &[]),
-            sent: counter("shardgate_client_sent_bytes_total", &[]),
+            parse_failures: counter(PARSE_FAILURES, &[]),
+            received: counter(RECEIVED, &[]),
+            sent: counter(SENT, &[]),
             shadow_multi: Spread::ALL.map(|s| shadow("multi_shard", s.label())),
             shadow_rejected: Rejection::ALL.map(|x| shadow("rejected", x.label())),
         }
@@ -281,7 +311,7 @@ impl DbMetrics {
     /// A statement sent to shard `shard` (its index in the snapshot).
     pub fn query(&self, at: impl Into<At>, kind: Kind) {
         if let Some(s) = self.at(at) {
-            s.queries[kind as usize].increment(1);
+            s.queries[kind as usize].add(1);
         }
     }
 
@@ -300,67 +330,57 @@ impl DbMetrics {
 
     pub fn backend_error(&self, at: impl Into<At>, error: BackendError) {
         if let Some(s) = self.at(at) {
-            s.errors[error as usize].increment(1);
+            s.errors[error as usize].add(1);
         }
     }
 
     pub fn decision(&self, decision: Decision) {
         match decision {
-            Decision::SingleShard => self.single_shard.increment(1),
-            Decision::MultiShard => self.multi_shard.increment(1),
+            Decision::SingleShard => self.single_shard.add(1),
+            Decision::MultiShard => self.multi_shard.add(1),
             Decision::Rejected(why) => {
-                self.rejected.increment(1);
-                self.rejections[why as usize].increment(1);
+                self.rejected.add(1);
+                self.rejections[why as usize].add(1);
             }
         }
     }
 
     pub fn parse_failure(&self) {
-        self.parse_failures.increment(1);
+        self.parse_failures.add(1);
     }
 
     pub fn shadow(&self, verdict: ShadowVerdict) {
         match verdict {
-            ShadowVerdict::MultiShard(s) => self.shadow_multi[s as usize].increment(1),
-            ShadowVerdict::Rejected(x) => self.shadow_rejected[x as usize].increment(1),
+            ShadowVerdict::MultiShard(s) => self.shadow_multi[s as usize].add(1),
+            ShadowVerdict::Rejected(x) => self.shadow_rejected[x as usize].add(1),
         }
     }
 
     /// Bytes read from the client.
     pub fn received(&self, n: usize) {
-        self.received.increment(n as u64);
+        self.received.add(n as u64);
     }
 
     /// Bytes written to the client.
     pub fn sent(&self, n: usize) {
-        self.sent.increment(n as u64);
+        self.sent.add(n as u64);
     }
 }
 
 impl ShardMetrics {
-    fn new(m: &Metrics, db: &str, shard: &str, role: &'static str) -> ShardMetrics {
-        let r = &m.recorder;
+    /// The series of `[database, shard, role]`.
+    fn new(m: &Metrics, [db, shard, role]: [&str; 3], worker: usize) -> ShardMetrics {
         let at = [("database", db), ("shard", shard), ("role", role)];
-        let with = |extra: (&'static str, &'static str)| {
+        let counter = |family, extra: (&str, &str)| {
             let mut labels = at.to_vec();
             labels.push(extra);
-            labels
-        };
-        let query = |k: Kind| {
-            r.register_counter(
-                &key("shardgate_queries_total", &with(("kind", k.label()))),
-                &META,
-            )
-        };
-        let error = |e: BackendError| {
-            let labels = with(("error", e.label()));
-            r.register_counter(&key("shardgate_backend_errors_total", &labels), &META)
+            m.counters.register(family, &labels, worker)
         };
         ShardMetrics {
-            queries: Kind::ALL.map(query),
-            duration: m.timings.register(QUERY_DURATION, &at),
-            checkout_wait: m.timings.register(CHECKOUT_WAIT, &at),
-            errors: BackendError::ALL.map(error),
+            queries: Kind::ALL.map(|k| counter(QUERIES, ("kind", k.label()))),
+            duration: m.timings.register(QUERY_DURATION, &at, worker),
+            checkout_wait: m.timings.register(CHECKOUT_WAIT, &at, worker),
+            errors: BackendError::ALL.map(|e| counter(BACKEND_ERRORS, ("error", e.label()))),
         }
     }
 }
@@ -377,23 +397,24 @@ fn key(name: &'static str, labels: &[(&str, &str)]) -> Key {
 
 /// HELP lines.
 fn describe(r: &PrometheusRecorder) {
-    let counters: [(&'static str, Option<Unit>, &'static str); 11] = [
-        ("shardgate_client_connections_accepted_total", None, "Client connections accepted."),
-        ("shardgate_client_received_bytes_total", Some(Unit::Bytes), "Bytes read from clients after login."),
-        ("shardgate_client_sent_bytes_total", Some(Unit::Bytes), "Bytes written to clients after login."),
-        ("shardgate_queries_total", None, "Statements sent to a shard, by statement kind (a multi-shard statement counts once per shard)."),
-        ("shardgate_routing_decisions_total", None, "Statements routed: to one shard, to several, or rejected."),
-        ("shardgate_routing_rejections_total", None, "Statements rejected by routing, by reason."),
-        ("shardgate_parse_failures_total", None, "Statements the router could not parse."),
-        ("shardgate_shadow_statements_total", None, "routing.mode: shadow: statements that would have needed several shards or been rejected."),
-        ("shardgate_backend_errors_total", None, "Backend connections lost, unreachable servers and pool checkout timeouts."),
-        ("shardgate_config_reloads_total", None, "Config reloads, by result."),
-        ("shardgate_config_epoch", None, "Epoch of the topology snapshot in force."),
+    let counters = [
+        (
+            "shardgate_client_connections_accepted_total",
+            "Client connections accepted.",
+        ),
+        (
+            "shardgate_config_reloads_total",
+            "Config reloads, by result.",
+        ),
     ];
-    for (name, unit, help) in counters {
-        r.describe_counter(name.into(), unit, help.into());
+    for (name, help) in counters {
+        r.describe_counter(name.into(), None, help.into());
     }
     let gauges = [
+        (
+            "shardgate_config_epoch",
+            "Epoch of the topology snapshot in force.",
+        ),
         (
             "shardgate_client_connections",
             "Client connections open now.",

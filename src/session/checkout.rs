@@ -49,7 +49,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let index = crate::router::fallback_shard(&db, place.shard);
         let shard = &db.shards[index];
         self.obs
-            .refresh(self.shared.store.metrics(), &snapshot, &db);
+            .refresh(self.shared.store.metrics(), &snapshot, &db, self.worker);
         let (server, conn) = self
             .checkout_server(&db.name, index, shard, place.read)
             .await;

@@ -39,8 +39,15 @@ pub(super) struct Observer {
 }
 
 impl Observer {
-    /// Follows the snapshot a backend is checked out under, so shard indexes match.
-    pub fn refresh(&mut self, metrics: &Metrics, snapshot: &Snapshot, db: &Database) {
+    /// Follows the snapshot a backend is checked out under, so shard indexes match; the handles
+    /// are the cells of the session's worker.
+    pub fn refresh(
+        &mut self,
+        metrics: &Metrics,
+        snapshot: &Snapshot,
+        db: &Database,
+        worker: usize,
+    ) {
         if self.db.as_ref().is_some_and(|(e, _)| *e == snapshot.epoch) {
             return;
         }
@@ -51,7 +58,7 @@ impl Observer {
                 .iter()
                 .map(|s| (s.name.clone(), !s.replicas.is_empty()))
                 .collect();
-            metrics.database(&db.name, &shards)
+            metrics.database(&db.name, &shards, worker)
         });
         self.db = Some((snapshot.epoch, handles));
         let ms = snapshot.config.log.slow_query_ms;

@@ -52,7 +52,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.router = self.shared.routers.get(&snapshot, &self.info.database);
             self.obs.hotspots = self.shared.hotspots.get(&snapshot, &self.info.database);
             if let Some(db) = snapshot.databases.get(&self.info.database) {
-                self.obs.refresh(self.shared.store.metrics(), &snapshot, db);
+                self.obs
+                    .refresh(self.shared.store.metrics(), &snapshot, db, self.worker);
             }
         }
         // Cloned only when it routes: the count of an Arc every session shares is a cache line
