@@ -20,7 +20,7 @@ fn router() -> Arc<Router> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _guard = runtime.enter(); // pools are created (lazily, no connection) inside a runtime
     let snapshot = Snapshot::build(Arc::new(config), None, 1).expect("snapshot");
-    Routers::default().get(&snapshot, "app").expect("router")
+    Routers::default().get(&snapshot, "app", 0).expect("router")
 }
 
 fn insert_rows(n: usize) -> String {

@@ -229,7 +229,7 @@ fn router_for(
     let snapshot = shardgate::topology::Snapshot::build(std::sync::Arc::new(config), None, 1)
         .map_err(|e| anyhow::anyhow!("{} cannot be served: {e}", file.display()))?;
     shardgate::router::Routers::default()
-        .get(&snapshot, &name)
+        .get(&snapshot, &name, 0)
         .with_context(|| format!("no database \"{name}\" in {}", file.display()))
 }
 

@@ -24,16 +24,20 @@ struct RouteRequest {
 pub fn decide(admin: &Admin, body: &[u8]) -> Result<Reply, ApiError> {
     let req: RouteRequest = parse(body)?;
     let snapshot = admin.store.load();
-    let router = admin.routers.get(&snapshot, &req.database).ok_or_else(|| {
-        let known: Vec<&String> = snapshot.config.databases.keys().collect();
-        ApiError::not_found(
-            "unknown_database",
-            format!(
-                "no database \"{}\" in the config; configured: {known:?}",
-                req.database
-            ),
-        )
-    })?;
+    // The admin API keeps routers of its own, one set: as a single worker's.
+    let router = admin
+        .routers
+        .get(&snapshot, &req.database, 0)
+        .ok_or_else(|| {
+            let known: Vec<&String> = snapshot.config.databases.keys().collect();
+            ApiError::not_found(
+                "unknown_database",
+                format!(
+                    "no database \"{}\" in the config; configured: {known:?}",
+                    req.database
+                ),
+            )
+        })?;
     let texts = req.params.as_deref().map(param_texts).transpose()?;
     let params = texts
         .as_ref()

@@ -1,5 +1,7 @@
 //! The client side of a Postgres login: StartupMessage, then cleartext, MD5 or SCRAM-SHA-256.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -20,7 +22,7 @@ struct Login<'a> {
     scram: Option<ScramSha256>,
 }
 
-pub(super) async fn connect(target: &Target) -> Result<Connection, BackendError> {
+pub(super) async fn connect(target: &Target, shard: Arc<str>) -> Result<Connection, BackendError> {
     let name = target.to_string();
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -71,6 +73,7 @@ pub(super) async fn connect(target: &Target) -> Result<Connection, BackendError>
         session: ServerSession::default(),
         cancel: CancelTarget { addr, key },
         target: login.name,
+        shard,
         broken: false,
     })
 }

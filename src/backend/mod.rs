@@ -9,6 +9,7 @@ mod login;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -108,16 +109,23 @@ pub struct Connection {
     pub session: ServerSession,
     cancel: CancelTarget,
     target: String,
+    /// The shard this server connection serves (a pool's connections all serve one).
+    shard: Arc<str>,
     /// Set when the connection's protocol state is unknown (I/O error, client gone mid-query):
     /// the pool then drops it instead of handing it out again.
     broken: bool,
 }
 
 impl Connection {
-    /// Connects and logs in; returns once the server has sent ReadyForQuery.
-    pub async fn connect(target: &Target, timeout: Duration) -> Result<Connection, BackendError> {
+    /// Connects and logs in, to serve shard `shard`; returns once the server has sent
+    /// ReadyForQuery.
+    pub async fn connect(
+        target: &Target,
+        shard: Arc<str>,
+        timeout: Duration,
+    ) -> Result<Connection, BackendError> {
         let name = target.to_string();
-        match tokio::time::timeout(timeout, login::connect(target)).await {
+        match tokio::time::timeout(timeout, login::connect(target, shard)).await {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout {
                 target: name,
@@ -157,6 +165,12 @@ impl Connection {
 
     pub fn name(&self) -> &str {
         &self.target
+    }
+
+    /// The shard it serves. Asked of the connection rather than cloned per transaction: the
+    /// name's reference count is shared by every session of every worker.
+    pub fn shard(&self) -> &Arc<str> {
+        &self.shard
     }
 
     /// Whether an idle connection has already been closed by the server (EOF, or an unsolicited

@@ -71,6 +71,7 @@ pub struct PoolSettings {
 
 pub struct Manager {
     target: Target,
+    shard: Arc<str>,
     connect_timeout: Duration,
 }
 
@@ -79,7 +80,7 @@ impl bb8::ManageConnection for Manager {
     type Error = BackendError;
 
     async fn connect(&self) -> Result<Connection, BackendError> {
-        Connection::connect(&self.target, self.connect_timeout).await
+        Connection::connect(&self.target, self.shard.clone(), self.connect_timeout).await
     }
 
     async fn is_valid(&self, _conn: &mut Connection) -> Result<(), BackendError> {
@@ -168,9 +169,16 @@ struct Slice {
 }
 
 impl Slice {
-    fn new(size: u32, target: &Target, settings: PoolSettings, errors: &LastError) -> Slice {
+    fn new(
+        size: u32,
+        pool: (&Target, &Arc<str>),
+        settings: PoolSettings,
+        errors: &LastError,
+    ) -> Slice {
+        let (target, shard) = pool;
         let manager = Manager {
             target: target.clone(),
+            shard: shard.clone(),
             connect_timeout: settings.connect_timeout,
         };
         let inner = bb8::Pool::builder()
@@ -204,12 +212,13 @@ impl Pool {
     /// Builds the pool without connecting: connections are opened on first use.
     pub fn new(shard: &str, target: Target, settings: PoolSettings) -> Pool {
         let last_error = LastError::default();
+        let shard: Arc<str> = shard.into();
         let slices = slice_sizes(settings.size, settings.workers)
-            .map(|size| Slice::new(size, &target, settings, &last_error))
+            .map(|size| Slice::new(size, (&target, &shard), settings, &last_error))
             .collect();
         Pool {
             slices,
-            shard: shard.into(),
+            shard,
             target,
             settings,
             last_error,

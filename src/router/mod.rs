@@ -72,8 +72,9 @@ pub struct Router {
     anywhere: Arc<Plan>,
     /// Plans per text, each with whether a replica may answer it ([`Router::planned`]).
     cache: Mutex<HashMap<Box<str>, Planned>>,
-    /// Shadow mode: statements already reported (each distinct text once per epoch).
-    reported: Mutex<std::collections::HashSet<Box<str>>>,
+    /// Shadow mode: statements already reported (each distinct text once per epoch), shared by
+    /// the workers' routers of one version ([`Routers::get`]).
+    reported: Arc<Mutex<std::collections::HashSet<Box<str>>>>,
 }
 
 impl Router {
@@ -101,7 +102,7 @@ impl Router {
             shard_names,
             anywhere: Arc::new(Plan::Anywhere),
             cache: Mutex::new(HashMap::new()),
-            reported: Mutex::new(std::collections::HashSet::new()),
+            reported: Arc::default(),
         }
     }
 
@@ -450,24 +451,34 @@ fn shards(mut found: Vec<usize>) -> Target {
 /// The routers of every database, rebuilt when the snapshot changes.
 #[derive(Default)]
 pub struct Routers {
-    by_db: Mutex<HashMap<String, Arc<Router>>>,
+    by_db: Mutex<HashMap<(String, usize), Arc<Router>>>,
 }
 
 impl Routers {
-    /// The router of `database` under `snapshot`; `None` if the database is not configured.
-    pub fn get(&self, snapshot: &Snapshot, database: &str) -> Option<Arc<Router>> {
+    /// Worker `worker`'s router of `database` under `snapshot`; `None` if the database is not
+    /// configured. Each worker ([`crate::workers`]) has routers of its own: a session takes a
+    /// reference to its router and to a cached plan for every statement, and locks the plan
+    /// cache, and on a router shared by the workers each of those passed a cache line between
+    /// the cores.
+    pub fn get(&self, snapshot: &Snapshot, database: &str, worker: usize) -> Option<Arc<Router>> {
         let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = by_db
-            .get(database)
-            .filter(|r| r.version == snapshot.version)
-        {
+        let key = (database.to_string(), worker);
+        if let Some(r) = by_db.get(&key).filter(|r| r.version == snapshot.version) {
             return Some(r.clone());
         }
         let config = snapshot.config.databases.get(database)?;
         let db = snapshot.databases.get(database)?;
         let columns = snapshot.columns.get(database).cloned();
-        let router = Arc::new(Router::new(config, db, snapshot.version, columns));
-        by_db.insert(database.to_string(), router.clone());
+        let mut router = Router::new(config, db, snapshot.version, columns);
+        // Another worker's router of this version: a statement is reported once, not per worker.
+        let sibling = by_db
+            .iter()
+            .find(|((d, _), r)| d == database && r.version == snapshot.version);
+        if let Some((_, sibling)) = sibling {
+            router.reported = sibling.reported.clone();
+        }
+        let router = Arc::new(router);
+        by_db.insert(key, router.clone());
         Some(router)
     }
 }

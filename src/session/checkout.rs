@@ -44,12 +44,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// settings. The settings query is pipelined ahead of the client's first message: no extra
     /// round trip.
     pub(super) async fn checkout(&mut self, place: Place) -> Result<(), PgError> {
-        let snapshot = self.snapshot();
-        let db = self.database_at(&snapshot)?;
-        let index = crate::router::fallback_shard(&db, place.shard);
+        let snapshot = self.shared.store.local(self.worker);
+        let db = self.database(&snapshot)?;
+        let index = crate::router::fallback_shard(db, place.shard);
         let shard = &db.shards[index];
         self.obs
-            .refresh(self.shared.store.metrics(), &snapshot, &db, self.worker);
+            .refresh(self.shared.store.metrics(), &snapshot, db, self.worker);
         let (server, conn) = self
             .checkout_server(&db.name, index, shard, place.read)
             .await;
@@ -59,7 +59,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.unnamed_here = false;
         self.backend = Some(Held {
             conn,
-            shard: shard.name.clone(),
             index,
             server,
             wrote: false,
@@ -154,52 +153,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The store's current snapshot. Every transaction's checkout asks: loaded again only when
-    /// the store's version moved (an atomic load, a tenth of an `ArcSwap` load). Kept weakly, so
-    /// an idle session does not keep a replaced snapshot, and the pools only it has, alive.
-    fn snapshot(&mut self) -> Arc<Snapshot> {
-        let version = self.shared.store.version();
-        if let Some(s) = upgrade_at(&self.snapshot, version) {
-            return s;
-        }
-        let s = self.shared.store.load();
-        self.snapshot = Some((s.version, Arc::downgrade(&s)));
-        s
-    }
-
-    /// [`Session::database`], looked up once per snapshot: every transaction's checkout asks.
-    /// Kept weakly, as the snapshot: held strongly, an idle session would keep a replaced
-    /// database's pools, and so its server connections, open.
-    fn database_at(
-        &mut self,
-        snapshot: &Snapshot,
-    ) -> Result<Arc<crate::topology::Database>, PgError> {
-        if let Some(db) = upgrade_at(&self.database, snapshot.version) {
-            return Ok(db);
-        }
-        let db = self.database(snapshot)?;
-        self.database = Some((snapshot.version, Arc::downgrade(&db)));
-        Ok(db)
-    }
-
     /// The client's database in `snapshot`; a reload may have removed it.
-    pub(super) fn database(
+    pub(super) fn database<'s>(
         &self,
-        snapshot: &Snapshot,
-    ) -> Result<Arc<crate::topology::Database>, PgError> {
-        snapshot
-            .databases
-            .get(&self.info.database)
-            .cloned()
-            .ok_or_else(|| {
-                PgError::error(
-                    SqlState::InvalidCatalogName,
-                    format!(
-                        "database \"{}\" is no longer configured",
-                        self.info.database
-                    ),
-                )
-            })
+        snapshot: &'s Snapshot,
+    ) -> Result<&'s Arc<crate::topology::Database>, PgError> {
+        snapshot.databases.get(&self.info.database).ok_or_else(|| {
+            PgError::error(
+                SqlState::InvalidCatalogName,
+                format!(
+                    "database \"{}\" is no longer configured",
+                    self.info.database
+                ),
+            )
+        })
     }
 
     /// Queues the settings query if the held backend's settings differ from the client's.
@@ -289,11 +256,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.place_owed();
     }
-}
-
-/// What a session keeps weakly with the snapshot version it belongs to, if it is of `version`
-/// and still alive.
-fn upgrade_at<T>(kept: &Option<(u64, std::sync::Weak<T>)>, version: u64) -> Option<Arc<T>> {
-    let (at, weak) = kept.as_ref()?;
-    (*at == version).then(|| weak.upgrade()).flatten()
 }

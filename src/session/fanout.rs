@@ -339,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// One backend per shard, in shard order.
     async fn checkout_all(&self, shards: &[usize]) -> Result<Vec<ShardConn>, PgError> {
-        let snapshot = self.shared.store.load();
+        let snapshot = self.shared.store.local(self.worker);
         let db = self.database(&snapshot)?;
         let mut conns = Vec::with_capacity(shards.len());
         for &i in shards {

@@ -51,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             let version = newer.as_deref().unwrap_or(router).version;
-            self.flight = self.shared.store.flights().enter(version);
+            self.flight = self.shared.store.flights().enter(version, self.worker);
             if self.flight.is_some() {
                 break;
             }

@@ -41,7 +41,7 @@ use crate::config::PoolMode;
 use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::backend::{self as bmsg, ErrorFields, TxStatus};
 use crate::protocol::{peek_frame, PgError, ProtocolError, SqlState};
-use crate::topology::{Snapshot, Store};
+use crate::topology::Store;
 
 /// Largest message a backend may send us: Postgres' own limit.
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
@@ -104,7 +104,6 @@ pub(crate) enum Flow {
 /// A backend held by this session, with the snapshot its transaction started on.
 struct Held {
     conn: PooledConnection,
-    shard: Arc<str>,
     /// The shard's index in its database: the transaction's pinned shard.
     index: usize,
     /// Its primary, or a replica taking a read.
@@ -112,7 +111,14 @@ struct Held {
     /// A statement that may write has been sent in the current transaction (read-your-writes
     /// asks for the WAL position when it ends).
     wrote: bool,
-    _snapshot: Arc<Snapshot>,
+    _snapshot: Arc<crate::topology::Local>,
+}
+
+impl Held {
+    /// The name of the shard its server serves.
+    fn shard(&self) -> &Arc<str> {
+        self.conn.shard()
+    }
 }
 
 pub struct Session<S> {
@@ -183,10 +189,6 @@ pub struct Session<S> {
     commits: replica::Commits,
     /// The statement starting the transaction, until it is sent ([`hold`]).
     flight: Option<crate::topology::flights::Flight>,
-    /// The client's database in the snapshot of that version ([`checkout`]).
-    database: Option<(u64, std::sync::Weak<crate::topology::Database>)>,
-    /// The version and the snapshot the last checkout used ([`checkout`]).
-    snapshot: Option<(u64, std::sync::Weak<Snapshot>)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -246,8 +248,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             hints: hints::Hints::of(settings.effective()),
             commits: replica::Commits::default(),
             flight: None,
-            database: None,
-            snapshot: None,
             settings,
         })
     }
@@ -407,7 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(mut held) = self.backend.take() {
             self.note_lost(held.at());
             held.conn.mark_broken();
-            tracing::warn!(shard = %held.shard, backend = held.conn.name(), %reason, "backend connection lost");
+            tracing::warn!(shard = %held.shard(), backend = held.conn.name(), %reason, "backend connection lost");
         }
         self.publish_cancel(None);
         // The transaction's parts on other shards die with it.
@@ -434,7 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let shard = self
             .backend
             .as_ref()
-            .map(|h| h.shard.to_string())
+            .map(|h| h.shard().to_string())
             .unwrap_or_default();
         PgError::error(
             SqlState::ConnectionFailure,

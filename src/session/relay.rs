@@ -47,16 +47,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     ) -> Result<usize, SessionError> {
         let mut undo = Undo::default();
         let mut consumed = 0;
-        let desync = |why| SessionError::Desync {
-            shard: held.shard.to_string(),
-            why,
-        };
         // Read-your-writes: the WAL position asked after a write, and whether a transaction
         // ended (so one may be asked now).
         let mut commit_lsn = None;
         let mut ended = false;
         while let Some(h) = peek_frame(&buf[consumed..], MAX_BACKEND_MESSAGE)
-            .map_err(|_| desync("a message with a bad length"))?
+            .map_err(|_| desync(held, "a message with a bad length"))?
         {
             let frame = &buf[consumed..consumed + h.total_len];
             let body = h.body(frame);
@@ -100,7 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         ended = true;
                     }
                 }
-                Verdict::Desync(why) => return Err(desync(why)),
+                Verdict::Desync(why) => return Err(desync(held, why)),
             }
             let cout = &mut self.cout;
             self.replies.drain_front(|b| cout.extend_from_slice(b));
@@ -119,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             commit_lsn = Some(None);
         }
         if let Some(lsn) = commit_lsn {
-            self.note_commit_lsn(&held.shard, lsn);
+            self.note_commit_lsn(held.shard(), lsn);
         }
         if ended {
             self.after_write_commit(held);
@@ -163,6 +159,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.pending_cmds.clear();
         self.cycle_failed = false;
         self.forget_transaction();
+    }
+}
+
+fn desync(held: &Held, why: &'static str) -> SessionError {
+    SessionError::Desync {
+        shard: held.shard().to_string(),
+        why,
     }
 }
 

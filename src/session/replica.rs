@@ -136,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let message = format!(
             "this statement needs the primary, but the reads before it in the same batch went to \
              a replica of shard \"{}\"",
-            held.shard
+            held.shard()
         );
         Some(
             PgError::error(SqlState::FeatureNotSupported, message).with_hint(

@@ -49,7 +49,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && self.router.as_ref().map(|r| r.version) != Some(self.shared.store.version())
         {
             let snapshot = self.shared.store.load();
-            self.router = self.shared.routers.get(&snapshot, &self.info.database);
+            self.router = self
+                .shared
+                .routers
+                .get(&snapshot, &self.info.database, self.worker);
             self.obs.hotspots = self.shared.hotspots.get(&snapshot, &self.info.database);
             if let Some(db) = snapshot.databases.get(&self.info.database) {
                 self.obs

@@ -217,12 +217,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 fn shard_conn(held: Held) -> ShardConn {
+    let name = held.shard().to_string();
     let mut conn = held.conn;
     conn.session.settings.mark_unknown();
-    ShardConn {
-        name: held.shard.to_string(),
-        conn,
-    }
+    ShardConn { name, conn }
 }
 
 /// Runs one statement on every connection at once; the replies in the same order.

@@ -11,21 +11,23 @@
 //!
 //! Two counters, as in sleepable RCU: statements enter the current one; acknowledging an epoch
 //! flips to the other and waits for the old one to drain. A statement that entered just as the
-//! flip happened sees it and enters again with the newer map.
+//! flip happened sees it and enters again with the newer map. Each worker ([`crate::workers`])
+//! has a pair of its own, summed by the drainer: a pair every session wrote passed its cache line
+//! between the cores twice per transaction.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 /// The counters; one per process (in the [`super::Store`]), one drainer at a time (the
 /// heartbeat that acknowledges epochs).
-#[derive(Default)]
 pub struct Flights {
     /// The snapshot version the drainer waits past (times two), plus the counter statements
     /// enter now (the low bit).
     gate: AtomicU64,
-    counts: [Counter; 2],
+    /// Per worker, its two counters.
+    counts: Box<[[Counter; 2]]>,
 }
 
-/// A counter on cache lines of its own: every session writes it, the other one too.
+/// A counter on cache lines of its own: only its worker's sessions write it.
 #[derive(Default)]
 #[repr(align(128))]
 struct Counter(AtomicUsize);
@@ -33,32 +35,49 @@ struct Counter(AtomicUsize);
 /// A statement counted in flight: give it back with [`Flights::land`] (once: not `Copy`).
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a flight never landed holds up every cutover"]
-pub struct Flight(usize);
+pub struct Flight {
+    worker: usize,
+    side: usize,
+}
 
 impl Flights {
-    /// Counts a statement routed with the map of snapshot `version` in flight; `None` when that
-    /// map is older than the one being acknowledged (route again with the newer one).
-    pub fn enter(&self, version: u64) -> Option<Flight> {
+    /// Counters for `workers` workers (at least one).
+    pub fn new(workers: usize) -> Flights {
+        Flights {
+            gate: AtomicU64::new(0),
+            counts: (0..workers.max(1)).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Counts a statement routed with the map of snapshot `version` in flight, on worker
+    /// `worker`; `None` when that map is older than the one being acknowledged (route again with
+    /// the newer one).
+    pub fn enter(&self, version: u64, worker: usize) -> Option<Flight> {
+        // Any pair is correct, since the drainer sums them all; a worker's own is cheap.
+        let worker = worker.min(self.counts.len() - 1);
+        let pair = &self.counts[worker];
         loop {
             let gate = self.gate.load(SeqCst);
-            let counter = (gate & 1) as usize;
-            self.counts[counter].0.fetch_add(1, SeqCst);
+            let side = (gate & 1) as usize;
+            pair[side].0.fetch_add(1, SeqCst);
             // Unchanged after counting: the drainer, which flips before it looks, sees this one.
             if self.gate.load(SeqCst) != gate {
-                self.counts[counter].0.fetch_sub(1, SeqCst);
+                pair[side].0.fetch_sub(1, SeqCst);
                 continue;
             }
             if version < gate >> 1 {
-                self.counts[counter].0.fetch_sub(1, SeqCst);
+                pair[side].0.fetch_sub(1, SeqCst);
                 return None;
             }
-            return Some(Flight(counter));
+            return Some(Flight { worker, side });
         }
     }
 
     /// The statement has been sent (or refused).
     pub fn land(&self, flight: Flight) {
-        self.counts[flight.0].0.fetch_sub(1, SeqCst);
+        self.counts[flight.worker][flight.side]
+            .0
+            .fetch_sub(1, SeqCst);
     }
 
     /// Starts waiting past `version` (already swapped in): later statements need a map at least
@@ -71,7 +90,9 @@ impl Flights {
 
     /// Whether every statement counted before `drain` began has been sent.
     pub fn drained(&self, drain: Drain) -> bool {
-        self.counts[drain.0].0.load(SeqCst) == 0
+        self.counts
+            .iter()
+            .all(|pair| pair[drain.0].0.load(SeqCst) == 0)
     }
 }
 
@@ -85,12 +106,13 @@ mod tests {
 
     #[test]
     fn a_flip_waits_for_the_statements_before_it_only() {
-        let f = Flights::default();
-        let early = f.enter(1).unwrap();
+        let f = Flights::new(2);
+        let early = f.enter(1, 0).unwrap();
         let drain = f.flip(2);
         assert!(!f.drained(drain));
-        // Routed with the newer map: counted on the other side, not waited for.
-        let late = f.enter(2).unwrap();
+        // Routed with the newer map (on the other worker): counted on the other side, not
+        // waited for.
+        let late = f.enter(2, 1).unwrap();
         assert!(!f.drained(drain));
         f.land(early);
         assert!(f.drained(drain));
@@ -103,18 +125,19 @@ mod tests {
 
     #[test]
     fn a_statement_routed_with_an_older_map_routes_again() {
-        let f = Flights::default();
+        let f = Flights::new(1);
         let drain = f.flip(5);
-        assert_eq!(f.enter(4), None);
+        assert_eq!(f.enter(4, 0), None);
         assert!(f.drained(drain), "a refused entry leaves nothing counted");
-        assert!(f.enter(5).is_some() && f.enter(9).is_some());
+        assert!(f.enter(5, 0).is_some() && f.enter(9, 0).is_some());
     }
 
     #[test]
     fn no_statement_of_an_older_map_is_in_flight_once_drained() {
         use std::sync::atomic::AtomicBool;
         use std::sync::Arc;
-        let f = Arc::new(Flights::default());
+        // Three pairs for four threads: the last two share one, as workers beyond the count do.
+        let f = Arc::new(Flights::new(3));
         let stop = Arc::new(AtomicBool::new(false));
         // The version statements are routed with, the one every older flight has landed before
         // (as the drainer says), and how many have flown.
@@ -122,14 +145,14 @@ mod tests {
         let drained_past = Arc::new(AtomicU64::new(0));
         let flown = Arc::new(AtomicU64::new(0));
         let workers: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|worker| {
                 let (f, stop, flown) = (f.clone(), stop.clone(), flown.clone());
                 let (version, drained_past) = (version.clone(), drained_past.clone());
                 std::thread::spawn(move || {
                     let mut late = 0u64;
                     while !stop.load(SeqCst) {
                         let v = version.load(SeqCst);
-                        if let Some(flight) = f.enter(v) {
+                        if let Some(flight) = f.enter(v, worker) {
                             std::hint::spin_loop();
                             late += u64::from(drained_past.load(SeqCst) > v);
                             f.land(flight);

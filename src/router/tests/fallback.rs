@@ -546,3 +546,35 @@ fn shadow_mode_routes_nothing_and_reports_each_statement_that_would_need_more_on
         Ok(Target::Any)
     );
 }
+
+#[tokio::test] // the snapshot's pools start bb8's reaper
+async fn each_worker_has_its_own_router_and_a_shadow_statement_is_reported_once_across_them() {
+    let yaml = r#"
+listen: 127.0.0.1:0
+users: [{ name: a, password: b }]
+databases:
+  app:
+    shards:
+      main: { primary: "postgres://u:p@127.0.0.1:1/app" }
+    sharding: { key_type: bigint, function: hash, buckets: 8, map: [{ buckets: 0-7, shard: main }] }
+    tables: { users: id }
+    routing: { mode: shadow }
+"#;
+    let config = crate::config::Config::parse_with_env(yaml, &|_| None).expect("valid config");
+    let snapshot = crate::topology::Snapshot::first(std::sync::Arc::new(config), 2).unwrap();
+    let routers = crate::router::Routers::default();
+    let get = |worker| routers.get(&snapshot, "app", worker).expect("configured");
+    let (w0, w1) = (get(0), get(1));
+    assert!(
+        std::sync::Arc::ptr_eq(&w0, &get(0)),
+        "one per worker and version"
+    );
+    assert!(!std::sync::Arc::ptr_eq(&w0, &w1), "a worker's own");
+    let sql = "SELECT * FROM users WHERE name = 'x'";
+    assert!(w1.shadow_report(sql).is_some());
+    assert_eq!(
+        w0.shadow_report(sql),
+        None,
+        "reported once, not once per worker"
+    );
+}
