@@ -1,8 +1,6 @@
 //! What the session does with each client message: forward it raw, rewrite a statement name,
 //! answer it locally, or refuse it.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -358,7 +356,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             None => {}
         }
-        match self.server_statement(b.statement)? {
+        let known = self.prepare_statement(b.statement)?;
+        match known.then(|| self.statements.get(b.statement)).flatten() {
             Some(stmt) => Bind {
                 statement: &stmt.server_name,
                 ..b
@@ -388,11 +387,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if d.target == Target::Statement && d.name.is_empty() && !self.ensure_unnamed() {
             return Ok(());
         }
-        let rewritten = match d.target {
-            Target::Statement => self.server_statement(d.name)?,
-            Target::Portal => None,
+        let known = match d.target {
+            Target::Statement => self.prepare_statement(d.name)?,
+            Target::Portal => false,
         };
-        match rewritten {
+        match known.then(|| self.statements.get(d.name)).flatten() {
             Some(stmt) => NamedTarget {
                 name: &stmt.server_name,
                 ..d
@@ -404,11 +403,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The server-side name for a client statement, preparing it on this backend first if needed.
-    /// `None` for the unnamed statement and for names the client never prepared.
-    fn server_statement(&mut self, name: &str) -> Result<Option<Arc<Statement>>, SessionError> {
+    /// Prepares a client statement on this backend under its server-side name, if it is not
+    /// there yet. False for the unnamed statement and for names the client never prepared.
+    fn prepare_statement(&mut self, name: &str) -> Result<bool, SessionError> {
         if name.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         if name.starts_with(SERVER_PREFIX) {
             return Err(ProtocolError::Unexpected {
@@ -417,11 +416,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             .into());
         }
-        let Some(stmt) = self.statements.get(name).cloned() else {
-            return Ok(None);
+        let Some(stmt) = self.statements.get(name) else {
+            return Ok(false);
         };
+        // Cloned only to prepare it: the count is shared by every session that prepared the same
+        // text, on every worker, and a clone per Bind passed its cache line between the cores.
+        let conn = &self.backend.as_ref().expect("a backend is held").conn;
+        if conn.session.prepared.contains(&stmt.id) {
+            return Ok(true);
+        }
+        let stmt = stmt.clone();
         self.prepare_on_backend(&stmt, || Pending::InjectedParse { stmt: stmt.clone() });
-        Ok(Some(stmt))
+        Ok(true)
     }
 
     /// Queues a Parse of `stmt` under its server name, answered as `pending`, unless the held
