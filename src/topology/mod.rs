@@ -84,7 +84,9 @@ pub struct Snapshot {
     pub workers: u32,
     pub config: Arc<Config>,
     pub pool_mode: PoolMode,
-    pub databases: HashMap<String, Arc<Database>>,
+    /// By name; foldhash rather than std's SipHash, since every transaction's checkout looks
+    /// its client's database up here (the keys come from our own config: no flooding risk).
+    pub databases: foldhash::HashMap<String, Arc<Database>>,
 }
 
 impl Snapshot {
@@ -130,7 +132,7 @@ impl Snapshot {
             Some(pool) if pool.settings() == settings => pool.clone(),
             _ => Pool::new(shard, target, settings),
         };
-        let mut databases = HashMap::new();
+        let mut databases = foldhash::HashMap::default();
         for (db_name, db) in &config.databases {
             if db.shards.len() > 1 && config.pool.mode == PoolMode::Session {
                 // A session would need a server connection per shard for its whole life.
