@@ -1,15 +1,17 @@
 //! What the session does with each client message: forward it raw, rewrite a statement name,
 //! answer it locally, or refuse it.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::checkout::Place;
-use super::prepared::{Statement, UnnamedParse, SERVER_PREFIX};
-use super::replies::Pending;
+use super::prepared::{ClientStatements, Statement, UnnamedParse, SERVER_PREFIX};
+use super::replies::{Pending, Replies};
 use super::route::Routed;
 use super::sql::{self, SessionCommand};
-use super::{Flow, Session, SessionError};
+use super::{Flow, Held, Session, SessionError};
 use crate::config::PoolMode;
 use crate::metrics::Kind;
 use crate::protocol::backend::{self as bmsg, TxStatus};
@@ -356,8 +358,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             None => {}
         }
-        let known = self.prepare_statement(b.statement)?;
-        match known.then(|| self.statements.get(b.statement)).flatten() {
+        let parts = (&mut self.bout, &mut self.replies);
+        match server_statement(&self.statements, &mut self.backend, parts, b.statement)? {
             Some(stmt) => Bind {
                 statement: &stmt.server_name,
                 ..b
@@ -387,11 +389,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if d.target == Target::Statement && d.name.is_empty() && !self.ensure_unnamed() {
             return Ok(());
         }
-        let known = match d.target {
-            Target::Statement => self.prepare_statement(d.name)?,
-            Target::Portal => false,
+        let rewritten = match d.target {
+            Target::Statement => {
+                let parts = (&mut self.bout, &mut self.replies);
+                server_statement(&self.statements, &mut self.backend, parts, d.name)?
+            }
+            Target::Portal => None,
         };
-        match known.then(|| self.statements.get(d.name)).flatten() {
+        match rewritten {
             Some(stmt) => NamedTarget {
                 name: &stmt.server_name,
                 ..d
@@ -403,33 +408,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// Prepares a client statement on this backend under its server-side name, if it is not
-    /// there yet. False for the unnamed statement and for names the client never prepared.
-    fn prepare_statement(&mut self, name: &str) -> Result<bool, SessionError> {
-        if name.is_empty() {
-            return Ok(false);
-        }
-        if name.starts_with(SERVER_PREFIX) {
-            return Err(ProtocolError::Unexpected {
-                tag: fmsg::BIND,
-                context: "naming a statement with shardgate's reserved prefix __sg_",
-            }
-            .into());
-        }
-        let Some(stmt) = self.statements.get(name) else {
-            return Ok(false);
-        };
-        // Cloned only to prepare it: the count is shared by every session that prepared the same
-        // text, on every worker, and a clone per Bind passed its cache line between the cores.
-        let conn = &self.backend.as_ref().expect("a backend is held").conn;
-        if conn.session.prepared.contains(&stmt.id) {
-            return Ok(true);
-        }
-        let stmt = stmt.clone();
-        self.prepare_on_backend(&stmt, || Pending::InjectedParse { stmt: stmt.clone() });
-        Ok(true)
-    }
-
     /// Queues a Parse of `stmt` under its server name, answered as `pending`, unless the held
     /// backend has it already. Returns whether it queued one.
     pub(super) fn prepare_on_backend(
@@ -438,17 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         pending: impl FnOnce() -> Pending,
     ) -> bool {
         let conn = &mut self.backend.as_mut().expect("a backend is held").conn;
-        if !conn.session.prepared.insert(stmt.id) {
-            return false;
-        }
-        Parse {
-            name: &stmt.server_name,
-            sql: &stmt.sql,
-            param_types: &stmt.param_types,
-        }
-        .encode(&mut self.bout);
-        self.replies.push(pending());
-        true
+        queue_parse(conn, (&mut self.bout, &mut self.replies), stmt, pending)
     }
 
     fn on_close(&mut self, c: NamedTarget<'_>, frame: &Bytes) {
@@ -593,4 +561,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 pub(super) fn query_error(out: &mut BytesMut, err: &PgError, status: TxStatus) {
     err.encode(out);
     bmsg::ready_for_query(out, status);
+}
+
+/// The client's statement `name` under its server-side name, prepared on the held backend
+/// first if it is not there yet. `None` for the unnamed statement and for names the client never
+/// prepared.
+///
+/// Borrowed, not cloned: every session that prepared the same text shares the statement's
+/// reference count, on every worker, and a clone per Bind passed its cache line between the
+/// cores. A function of the session's parts, so that the borrow is of `statements` alone and the
+/// caller may write `bout` while holding it.
+fn server_statement<'s>(
+    statements: &'s ClientStatements,
+    backend: &mut Option<Held>,
+    parts: (&mut BytesMut, &mut Replies),
+    name: &str,
+) -> Result<Option<&'s Arc<Statement>>, SessionError> {
+    if name.starts_with(SERVER_PREFIX) {
+        return Err(ProtocolError::Unexpected {
+            tag: fmsg::BIND,
+            context: "naming a statement with shardgate's reserved prefix __sg_",
+        }
+        .into());
+    }
+    let Some(stmt) = statements.get(name).filter(|_| !name.is_empty()) else {
+        return Ok(None);
+    };
+    let conn = &mut backend.as_mut().expect("a backend is held").conn;
+    queue_parse(conn, parts, stmt, || Pending::InjectedParse {
+        stmt: stmt.clone(),
+    });
+    Ok(Some(stmt))
+}
+
+/// [`Session::prepare_on_backend`] on the session's parts.
+fn queue_parse(
+    conn: &mut crate::backend::Connection,
+    (bout, replies): (&mut BytesMut, &mut Replies),
+    stmt: &Statement,
+    pending: impl FnOnce() -> Pending,
+) -> bool {
+    if !conn.session.prepared.insert(stmt.id) {
+        return false;
+    }
+    Parse {
+        name: &stmt.server_name,
+        sql: &stmt.sql,
+        param_types: &stmt.param_types,
+    }
+    .encode(bout);
+    replies.push(pending());
+    true
 }
