@@ -34,47 +34,46 @@ pub use labels::{
 };
 use series::{Family, Tally, Timings};
 
-const QUERY_DURATION: Family = Family {
-    name: "shardgate_query_duration_seconds",
-    help: "Time from sending a statement to a shard to its last reply.",
-};
-const CHECKOUT_WAIT: Family = Family {
-    name: "shardgate_pool_checkout_wait_seconds",
-    help: "Time a client waited for a server connection.",
-};
-const RECEIVED: Family = Family {
-    name: "shardgate_client_received_bytes_total",
-    help: "Bytes read from clients after login.",
-};
-const SENT: Family = Family {
-    name: "shardgate_client_sent_bytes_total",
-    help: "Bytes written to clients after login.",
-};
-const QUERIES: Family = Family {
-    name: "shardgate_queries_total",
-    help: "Statements sent to a shard, by statement kind (a multi-shard statement counts once per shard).",
-};
-const DECISIONS: Family = Family {
-    name: "shardgate_routing_decisions_total",
-    help: "Statements routed: to one shard, to several, or rejected.",
-};
-const REJECTIONS: Family = Family {
-    name: "shardgate_routing_rejections_total",
-    help: "Statements rejected by routing, by reason.",
-};
-const PARSE_FAILURES: Family = Family {
-    name: "shardgate_parse_failures_total",
-    help: "Statements the router could not parse.",
-};
-const SHADOW: Family = Family {
-    name: "shardgate_shadow_statements_total",
-    help:
-        "routing.mode: shadow: statements that would have needed several shards or been rejected.",
-};
-const BACKEND_ERRORS: Family = Family {
-    name: "shardgate_backend_errors_total",
-    help: "Backend connections lost, unreachable servers and pool checkout timeouts.",
-};
+const QUERY_DURATION: Family = Family::new(
+    "shardgate_query_duration_seconds",
+    "Time from sending a statement to a shard to its last reply.",
+);
+const CHECKOUT_WAIT: Family = Family::new(
+    "shardgate_pool_checkout_wait_seconds",
+    "Time a client waited for a server connection.",
+);
+const RECEIVED: Family = Family::new(
+    "shardgate_client_received_bytes_total",
+    "Bytes read from clients after login.",
+);
+const SENT: Family = Family::new(
+    "shardgate_client_sent_bytes_total",
+    "Bytes written to clients after login.",
+);
+const QUERIES: Family = Family::new(
+    "shardgate_queries_total",
+    "Statements sent to a shard, by statement kind (a multi-shard statement counts once per shard).",
+);
+const DECISIONS: Family = Family::new(
+    "shardgate_routing_decisions_total",
+    "Statements routed: to one shard, to several, or rejected.",
+);
+const REJECTIONS: Family = Family::new(
+    "shardgate_routing_rejections_total",
+    "Statements rejected by routing, by reason.",
+);
+const PARSE_FAILURES: Family = Family::new(
+    "shardgate_parse_failures_total",
+    "Statements the router could not parse.",
+);
+const SHADOW: Family = Family::new(
+    "shardgate_shadow_statements_total",
+    "routing.mode: shadow: statements that would have needed several shards or been rejected.",
+);
+const BACKEND_ERRORS: Family = Family::new(
+    "shardgate_backend_errors_total",
+    "Backend connections lost, unreachable servers and pool checkout timeouts.",
+);
 
 /// One proxy's metrics: its recorder and the handles that are not per database.
 pub struct Metrics {

@@ -2,13 +2,16 @@
 //! errors, statement duration and checkout wait), kept by shardgate itself and written into the
 //! exposition after the recorder's series.
 //!
-//! Why not the exporter's counters and histograms: every worker would add into the same atomic,
-//! so each add would first take the cache line from the core of the other worker. On this 2-core
-//! machine such an add costs about 60 ns against about 8 for one on a line of its own
-//! (bench/README.md, eighth session), and a query makes seven or more of them. Here each series
-//! has a cell per worker ([`crate::workers`]) on cache lines of its own, and the scrape sums the
-//! cells. The exporter's histograms also keep every sample until upkeep folds them into buckets;
-//! here a record is two relaxed atomic adds into fixed buckets.
+//! Why not the exporter's counters and histograms: every worker would add into the same atomics,
+//! so an add often has to take the cache line from the other worker's core first. A query records
+//! into five lines or more (bytes in and out, its statement, its duration, its checkout's wait);
+//! on two threads with about half a microsecond of other work between queries that cost 940–975
+//! ns per query against 555–577 with cells per worker (`cargo bench --bench metrics`, "a query on
+//! each of 2 workers"). Under pgbench the difference is within the noise of this 2-core machine
+//! (bench/README.md, eighth session); it grows with the number of cores. So each series has a cell
+//! per worker ([`crate::workers`]) on cache lines of its own, and the scrape sums the cells. The
+//! exporter's histograms also keep every sample until upkeep folds them into buckets; here a
+//! record is two relaxed atomic adds into fixed buckets.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -116,6 +119,12 @@ impl Series for Timings {
 pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
+}
+
+impl Family {
+    pub const fn new(name: &'static str, help: &'static str) -> Family {
+        Family { name, help }
+    }
 }
 
 /// Every series of one kind of one proxy, by family and labels, with a cell per worker.

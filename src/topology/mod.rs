@@ -220,9 +220,9 @@ pub struct Store {
 }
 
 /// The current snapshot as one worker's sessions take it: an `Arc` of the worker's own around the
-/// shared one. Every session counted the shared `Arc` up and down on each transaction, and with
-/// two workers its cache line passed between the cores each time (about 60 ns a pass on this
-/// 2-core machine, `cargo bench --bench metrics`); a worker's own count stays on its core.
+/// shared one. Every session counted the shared `Arc` up and down on each transaction, so with
+/// several workers its cache line passed between the cores (`src/metrics/series.rs` says what
+/// that costs); a worker's own count stays on its core.
 pub struct Local(Arc<Snapshot>);
 
 impl std::ops::Deref for Local {
