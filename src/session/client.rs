@@ -1,17 +1,15 @@
 //! What the session does with each client message: forward it raw, rewrite a statement name,
 //! answer it locally, or refuse it.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::checkout::Place;
-use super::prepared::{ClientStatements, Statement, UnnamedParse, SERVER_PREFIX};
-use super::replies::{Pending, Replies};
+use super::prepared::{queue_parse, server_statement, Statement, UnnamedParse, SERVER_PREFIX};
+use super::replies::Pending;
 use super::route::Routed;
 use super::sql::{self, SessionCommand};
-use super::{Flow, Held, Session, SessionError};
+use super::{Flow, Session, SessionError};
 use crate::config::PoolMode;
 use crate::metrics::Kind;
 use crate::protocol::backend::{self as bmsg, TxStatus};
@@ -561,55 +559,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 pub(super) fn query_error(out: &mut BytesMut, err: &PgError, status: TxStatus) {
     err.encode(out);
     bmsg::ready_for_query(out, status);
-}
-
-/// The client's statement `name` under its server-side name, prepared on the held backend
-/// first if it is not there yet. `None` for the unnamed statement and for names the client never
-/// prepared.
-///
-/// Borrowed, not cloned: every session that prepared the same text shares the statement's
-/// reference count, on every worker, and a clone per Bind passed its cache line between the
-/// cores. A function of the session's parts, so that the borrow is of `statements` alone and the
-/// caller may write `bout` while holding it.
-fn server_statement<'s>(
-    statements: &'s ClientStatements,
-    backend: &mut Option<Held>,
-    parts: (&mut BytesMut, &mut Replies),
-    name: &str,
-) -> Result<Option<&'s Arc<Statement>>, SessionError> {
-    if name.starts_with(SERVER_PREFIX) {
-        return Err(ProtocolError::Unexpected {
-            tag: fmsg::BIND,
-            context: "naming a statement with shardgate's reserved prefix __sg_",
-        }
-        .into());
-    }
-    let Some(stmt) = statements.get(name).filter(|_| !name.is_empty()) else {
-        return Ok(None);
-    };
-    let conn = &mut backend.as_mut().expect("a backend is held").conn;
-    queue_parse(conn, parts, stmt, || Pending::InjectedParse {
-        stmt: stmt.clone(),
-    });
-    Ok(Some(stmt))
-}
-
-/// [`Session::prepare_on_backend`] on the session's parts.
-fn queue_parse(
-    conn: &mut crate::backend::Connection,
-    (bout, replies): (&mut BytesMut, &mut Replies),
-    stmt: &Statement,
-    pending: impl FnOnce() -> Pending,
-) -> bool {
-    if !conn.session.prepared.insert(stmt.id) {
-        return false;
-    }
-    Parse {
-        name: &stmt.server_name,
-        sql: &stmt.sql,
-        param_types: &stmt.param_types,
-    }
-    .encode(bout);
-    replies.push(pending());
-    true
 }

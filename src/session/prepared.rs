@@ -11,6 +11,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::BytesMut;
+
+use super::replies::{Pending, Replies};
+use super::{Held, SessionError};
+use crate::protocol::frontend::{self as fmsg, Parse};
+use crate::protocol::ProtocolError;
+
 /// Server-side names start with this; a client name with this prefix is refused so it can never
 /// be mistaken for one of ours.
 pub const SERVER_PREFIX: &str = "__sg_";
@@ -183,6 +190,58 @@ impl ParseMemo {
     pub fn keep(&mut self, frame: &[u8], unnamed: &UnnamedParse) {
         self.last = Some((frame.into(), unnamed.clone()));
     }
+}
+
+/// The client's statement `name` under its server-side name, prepared on the held backend
+/// first if it is not there yet. `None` for the unnamed statement and for names the client never
+/// prepared.
+///
+/// Borrowed, not cloned: every session that prepared the same text shares the statement's
+/// reference count, on every worker, and a clone per Bind passed its cache line between the
+/// cores. A function of the session's parts, so that the borrow is of `statements` alone and the
+/// caller may write `bout` while holding it.
+pub(super) fn server_statement<'s>(
+    statements: &'s ClientStatements,
+    backend: &mut Option<Held>,
+    parts: (&mut BytesMut, &mut Replies),
+    name: &str,
+) -> Result<Option<&'s Arc<Statement>>, SessionError> {
+    if name.starts_with(SERVER_PREFIX) {
+        return Err(ProtocolError::Unexpected {
+            tag: fmsg::BIND,
+            context: "naming a statement with shardgate's reserved prefix __sg_",
+        }
+        .into());
+    }
+    let Some(stmt) = statements.get(name).filter(|_| !name.is_empty()) else {
+        return Ok(None);
+    };
+    let conn = &mut backend.as_mut().expect("a backend is held").conn;
+    queue_parse(conn, parts, stmt, || Pending::InjectedParse {
+        stmt: stmt.clone(),
+    });
+    Ok(Some(stmt))
+}
+
+/// Queues a Parse of `stmt` under its server name on `conn`, answered as `pending`, unless
+/// the backend has it already. Returns whether it queued one.
+pub(super) fn queue_parse(
+    conn: &mut crate::backend::Connection,
+    (bout, replies): (&mut BytesMut, &mut Replies),
+    stmt: &Statement,
+    pending: impl FnOnce() -> Pending,
+) -> bool {
+    if !conn.session.prepared.insert(stmt.id) {
+        return false;
+    }
+    Parse {
+        name: &stmt.server_name,
+        sql: &stmt.sql,
+        param_types: &stmt.param_types,
+    }
+    .encode(bout);
+    replies.push(pending());
+    true
 }
 
 #[cfg(test)]
