@@ -29,7 +29,10 @@
 //! reload), [`shutdown`] (process signals), [`cluster`] (real Postgres servers for `demo` and the
 //! tests), [`demo`] (`shardgate demo`).
 //!
-//! Dependencies point one way: protocol ← backend ← pool ← topology ← router ← session ← server.
+//! [`net`] reads and writes the relay's sockets (both sides) with as little as possible around the
+//! system calls.
+//!
+//! Dependencies point one way: protocol, net ← backend ← pool ← topology ← router ← session ← server.
 
 pub mod admin;
 pub mod backend;
@@ -41,6 +44,7 @@ pub mod health;
 pub mod hotspots;
 pub mod merge;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;

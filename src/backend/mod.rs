@@ -145,10 +145,12 @@ impl Connection {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
-        }
-        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
+        crate::net::poll_recv(&self.stream, cx, &mut self.buf)
+    }
+
+    /// Writes what the socket takes now, without waiting (`WouldBlock`: nothing).
+    pub fn try_send(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        crate::net::try_send(&self.stream, data)
     }
 
     /// tokio's own future, not one wrapping it (a level less to enter on every poll).

@@ -127,7 +127,7 @@ async fn serve_client<S>(
     worker: usize,
 ) -> Result<(), StartupError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: crate::net::ClientStream,
 {
     let (minor, params) = match packet {
         StartupPacket::Cancel(key) => {
@@ -375,7 +375,7 @@ async fn run_session<S>(
     worker: usize,
 ) -> Result<(), StartupError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: crate::net::ClientStream,
 {
     let (database, user) = (info.database.clone(), info.user.clone());
     let slot = info.cancel.clone();

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 
 use super::Session;
 use crate::backend::CancelTarget;
@@ -11,7 +11,7 @@ use crate::backend::CancelTarget;
 /// Where a session publishes the backends running its query, for CancelRequests.
 pub type CancelSlot = Arc<Mutex<Vec<CancelTarget>>>;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     pub(super) fn publish_cancel(&self, target: Option<CancelTarget>) {
         self.publish_cancels(target);
     }

@@ -1,7 +1,7 @@
 //! Getting a backend for the client's next message: checking one out of the right server's pool
 //! when none is held, and bringing it to the client's settings.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 
 use super::replica::Server;
 use super::replies::Pending;
@@ -39,7 +39,7 @@ impl Place {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Checks out a backend for a new transaction and queues what brings it to this client's
     /// settings. The settings query is pipelined ahead of the client's first message: no extra
     /// round trip.

@@ -1,8 +1,8 @@
 //! What the session does with each client message: forward it raw, rewrite a statement name,
 //! answer it locally, or refuse it.
 
+use crate::net::ClientStream;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::checkout::Place;
 use super::prepared::{queue_parse, server_statement, Statement, UnnamedParse, SERVER_PREFIX};
@@ -18,7 +18,7 @@ use crate::protocol::{PgError, ProtocolError, SqlState};
 use crate::router::report::kind_of_word;
 use crate::router::Plan;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Handles one complete client message (`frame` includes its header).
     pub(super) async fn on_client_message(
         &mut self,

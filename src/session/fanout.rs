@@ -15,8 +15,8 @@ mod write;
 
 use std::sync::Arc;
 
+use crate::net::ClientStream;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) use exchange::{Reply, ShardConn};
 pub(super) use write::annotate;
@@ -139,7 +139,7 @@ impl Failure {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Runs a simple query on several shards and answers it.
     pub(super) async fn fan_query(&mut self, sql: &str, fan: FanOut) {
         let request = Request::Simple(sql.to_string());

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 
 use crate::protocol::{PgError, SqlState};
 use crate::router::Router;
@@ -38,7 +38,7 @@ impl Hints {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// The error for a statement that sets one of shardgate's settings to a value it does not
     /// understand (checked before it runs, like Postgres' own settings).
     pub(super) fn hint_refusal(&self, cmds: &[SessionCommand]) -> Option<PgError> {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 use tokio::time::Instant;
 
 use super::Session;
@@ -34,7 +34,7 @@ impl<S> Session<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// As [`Session::past_hold`], and a statement that starts a transaction is counted in flight
     /// with the router it will be routed with — a newer one if the map changed meanwhile.
     pub(super) async fn cleared(

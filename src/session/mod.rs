@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use cancel::CancelSlot;
@@ -38,6 +38,7 @@ use settings::Settings;
 use sql::SessionCommand;
 
 use crate::config::PoolMode;
+use crate::net::ClientStream;
 use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::backend::{self as bmsg, ErrorFields, TxStatus};
 use crate::protocol::{peek_frame, PgError, ProtocolError, SqlState};
@@ -191,7 +192,7 @@ pub struct Session<S> {
     flight: Option<crate::topology::flights::Flight>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Fails when the startup packet's `options` cannot be honoured.
     pub fn new(
         client: S,
@@ -305,7 +306,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // per message registered and unregistered under a lock that every session shares. Gated:
         // polled again only once it fires, not on each pass of the loop.
         let mut shutdown = gated::Gated::new(self.shared.shutdown.child_token().cancelled_owned());
+        // Reads that find data never return `Pending` to the runtime ([`crate::net`]): a session
+        // that always finds some yields after this many passes, so the others of its worker run.
+        const PASSES_BEFORE_YIELD: u32 = 128;
+        let mut passes = 0u32;
         loop {
+            passes += 1;
+            if passes == PASSES_BEFORE_YIELD {
+                passes = 0;
+                tokio::task::yield_now().await;
+            }
             // Between transactions (in either pool mode) the client may be told to go at shutdown.
             let idle = self.backend.is_none()
                 || (self.status == TxStatus::Idle
@@ -326,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     self.flush_client().await?;
                 }
-                read = self.client.read_buf(&mut self.cbuf) => {
+                read = read_client(&mut self.client, &mut self.cbuf) => {
                     match read? {
                         0 => return Ok(()),
                         n => self.note_received(n),
@@ -453,7 +463,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.bout.clear();
             return;
         };
-        if let Err(e) = held.conn.write_all(&self.bout).await {
+        // Most writes go whole into the socket's buffer at once; only a full one is waited on.
+        let result = match crate::net::taken(held.conn.try_send(&self.bout)) {
+            Ok(n) if n == self.bout.len() => Ok(()),
+            Ok(n) => held.conn.write_all(&self.bout[n..]).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             self.backend_lost(e.to_string());
         }
         self.bout.clear();
@@ -462,7 +478,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn flush_client(&mut self) -> std::io::Result<()> {
         if !self.cout.is_empty() {
             self.note_sent_bytes(self.cout.len());
-            self.client.write_all(&self.cout).await?;
+            let n = crate::net::taken(self.client.try_send(&self.cout))?;
+            if n < self.cout.len() {
+                self.client.write_all(&self.cout[n..]).await?;
+            }
             self.cout.clear();
         }
         Ok(())
@@ -519,4 +538,12 @@ fn read_backend(
         Some(held) => held.conn.poll_read_more(cx),
         None => std::task::Poll::Pending,
     })
+}
+
+/// The client's next bytes, as a poll function for `run`'s `select!` (like [`read_backend`]).
+fn read_client<'a, S: ClientStream>(
+    client: &'a mut S,
+    buf: &'a mut BytesMut,
+) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| client.poll_recv(cx, buf))
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 
 use super::route::{Routed, StatementText};
 use super::Session;
@@ -155,7 +155,7 @@ impl Drop for FanTiming {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// A simple query (Query message `frame`, its first statement of `kind`) is about to go to
     /// the held backend.
     pub(super) fn note_sent(&mut self, kind: Kind, frame: &Bytes) {

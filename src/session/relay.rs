@@ -1,8 +1,8 @@
 //! The backend→client direction: relaying the backend's replies, swallowing what answers
 //! injected messages, and ending transactions (their session commands take effect on commit).
 
+use crate::net::ClientStream;
 use bytes::Buf;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::replies::{Undo, Verdict};
 use super::sql::SessionCommand;
@@ -10,7 +10,7 @@ use super::{Held, Session, SessionError, MAX_BACKEND_MESSAGE};
 use crate::protocol::backend::{self as bmsg, ErrorFields, ParameterStatus, TxStatus};
 use crate::protocol::peek_frame;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Handles every complete backend message in the read buffer.
     pub(super) fn on_backend_data(&mut self) -> Result<(), SessionError> {
         // Taken out of `self` while its buffer is read, so the handlers may borrow `self`.

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::ClientStream;
 
 use super::checkout::Place;
 use super::replies::Pending;
@@ -69,7 +69,7 @@ impl Held {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// The held backend's server, for the metrics.
     pub(super) fn held_at(&self) -> Option<At> {
         self.backend.as_ref().map(Held::at)

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::net::ClientStream;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::fanout::{Failure, FanOut, Job};
 use super::prepared::Statement;
@@ -40,7 +40,7 @@ pub(super) enum LocalTx {
     Finish { commit: bool },
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// The router for the next statement: refreshed between transactions, so a transaction plans
     /// against the snapshot it runs on.
     pub(super) fn router(&mut self) -> Option<Arc<Router>> {

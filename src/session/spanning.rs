@@ -8,8 +8,8 @@
 //! refused rather than half-done: savepoints (each would live on one shard), `COMMIT AND CHAIN`,
 //! `PREPARE TRANSACTION`, and a switch while the held backend still owes replies.
 
+use crate::net::ClientStream;
 use futures_util::future::join_all;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::fanout::{annotate, Failure, Reply, ShardConn};
 use super::{Held, Session};
@@ -18,7 +18,7 @@ use crate::protocol::{PgError, SqlState};
 use crate::router::{Plan, Router};
 use crate::twophase::{gid, new_txid, ControlError};
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// Whether this transaction could take a second shard: an explicit transaction of a database
     /// that allows cross-shard writes, with a coordinator.
     pub(super) fn may_span(&self, router: &Router) -> bool {

@@ -25,11 +25,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 
 use super::exchange::{Reply, ShardConn};
 use super::write::{annotate, list};
 use super::{Failure, FanOut, Job};
+use crate::net::ClientStream;
 use crate::protocol::backend::{self as bmsg};
 use crate::protocol::frontend as fmsg;
 use crate::protocol::{peek_frame, PgError, SqlState};
@@ -61,7 +62,7 @@ enum Abort {
     Shard(usize),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     /// A simple-query COPY into a sharded table: the whole exchange, then CommandComplete (or the
     /// error) and ReadyForQuery.
     pub(in crate::session) async fn fan_copy_query(

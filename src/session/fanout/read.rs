@@ -1,8 +1,8 @@
 //! Reads on several shards: each shard's rows fetched (with its collation) and merged into one
 //! result (`crate::merge`).
 
+use crate::net::ClientStream;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{encode_request, Failure, Outcome, Reply, Request, ShardConn};
 use crate::merge::rows::{self, ShardRows, Window};
@@ -12,7 +12,7 @@ use crate::protocol::{PgError, SqlState};
 use crate::router::merge::{Bound, MergeSpec};
 use crate::session::Session;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     pub(super) async fn fan_read(
         &mut self,
         conns: &mut [ShardConn],

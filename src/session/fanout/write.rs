@@ -6,9 +6,9 @@
 //! (`CREATE INDEX CONCURRENTLY`, …) run on each shard as they are, and a failure says exactly
 //! which shards applied it.
 
+use crate::net::ClientStream;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{Reply, ShardConn};
 use super::{Failure, Outcome};
@@ -19,7 +19,7 @@ use crate::router::Broadcast;
 use crate::session::spanning::two_phase_commit;
 use crate::session::Session;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: ClientStream> Session<S> {
     pub(super) async fn fan_write(
         &mut self,
         conns: &mut [ShardConn],

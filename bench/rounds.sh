@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Proxy CPU per query, and the proxy's syscalls and context switches per query, in interleaved
+# rounds: a quicker and finer look than `cargo bench --bench proxy` (see bench/README.md, "rounds").
+#
+#   bench/rounds.sh [NAME=BINARY[ ARGS…] ...]
+#
+# Starts one throwaway PostgreSQL cluster (pgbench -i -s 10), pgbouncer (transaction mode, pool
+# of 10) if it is installed, and each shardgate binary (one shard, pool of 10, SCRAM login), then
+# runs ROUNDS rounds; in each, every target gets `pgbench -S -c $CLIENTS -j 2 -M $MODE -T $SECS`,
+# in an order that rotates per round. Per target and round it prints TPS, the proxy's user and
+# system CPU µs per query (from /proc/<pid>/stat), and with PERF=1 its syscalls per query
+# (`perf stat` tracepoints: epoll_wait, reads, writes) and context switches per query.
+# Default target: shardgate=target/release/shardgate. Arguments after the binary are passed to
+# it (e.g. "one=target/release/shardgate --threads 1").
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-4}
+SECS=${SECS:-8}
+CLIENTS=${CLIENTS:-32}
+MODE=${MODE:-simple}
+PERF=${PERF:-0}
+here=$(cd "$(dirname "$0")/.." && pwd)
+specs=("$@")
+[ ${#specs[@]} -gt 0 ] || specs=("shardgate=$here/target/release/shardgate")
+
+bindir=${SHARDGATE_PG_BINDIR:-}
+if [ -z "$bindir" ]; then
+    if command -v initdb >/dev/null; then bindir=$(dirname "$(command -v initdb)")
+    elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then bindir=$(pg_config --bindir)
+    else bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); fi
+fi
+[ -x "$bindir/initdb" ] || { echo "PostgreSQL server binaries not found: set SHARDGATE_PG_BINDIR" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/shardgate-rounds-XXXXXX")
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" = 0 ]; then chown postgres "$work"; as_pg=(runuser -u postgres --); fi
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cleanup() {
+    pkill -f "$work/" 2>/dev/null || true
+    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+pgport=$(port)
+"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w \
+    -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+psql -q -h "$work" -p "$pgport" -U postgres \
+    -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+export PGPASSWORD=bench
+pgbench -q -i -s 10 -h 127.0.0.1 -p "$pgport" -U bench bench >/dev/null 2>&1
+
+names=(direct)
+ports=("$pgport")
+pids=("")
+k=0
+for spec in "${specs[@]}"; do
+    k=$((k + 1))
+    name=${spec%%=*}
+    read -r -a cmd <<<"${spec#*=}"
+    p=$(port)
+    cat >"$work/sg$k.yaml" <<EOF
+listen: 127.0.0.1:$p
+admin: { listen: "127.0.0.1:0" }
+users:
+  - { name: bench, password: bench }
+pool: { mode: transaction, size: 10 }
+databases:
+  bench:
+    shards:
+      s0: { primary: "postgres://bench:bench@127.0.0.1:$pgport/bench" }
+EOF
+    "${cmd[0]}" --config "$work/sg$k.yaml" --log-level warn "${cmd[@]:1}" >"$work/sg$k.log" 2>&1 &
+    names+=("$name")
+    ports+=("$p")
+    pids+=("$!")
+done
+if command -v pgbouncer >/dev/null; then
+    p=$(port)
+    echo '"bench" "bench"' >"$work/users.txt"
+    cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pgport dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $p
+unix_socket_dir =
+auth_type = plain
+auth_file = $work/users.txt
+pool_mode = transaction
+default_pool_size = 10
+max_client_conn = 500
+logfile = $work/pgbouncer.log
+EOF
+    [ "$(id -u)" = 0 ] && chown postgres "$work"/users.txt "$work"/pgbouncer.ini
+    "${as_pg[@]}" pgbouncer "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
+    sleep 0.5
+    names+=(pgbouncer)
+    ports+=("$p")
+    pids+=("$(pgrep -n -f "$work/pgbouncer.ini")")
+fi
+for i in "${!names[@]}"; do
+    for _ in $(seq 60); do
+        psql -h 127.0.0.1 -p "${ports[$i]}" -U bench -c "select 1" bench >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    pgbench -S -n -c "$CLIENTS" -j 2 -T 2 -M "$MODE" -h 127.0.0.1 -p "${ports[$i]}" -U bench bench >/dev/null 2>&1 || true
+done
+
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,context-switches
+echo "# $(date -u '+%F %T') UTC, $(git -C "$here" rev-parse --short HEAD 2>/dev/null), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# pgbench -S -M $MODE -c $CLIENTS -j 2 -T $SECS, pool 10, $ROUNDS rounds; CPU in µs per query"
+if [ "$PERF" = 1 ]; then
+    echo "| round | target | TPS | user | sys | total | epoll_wait | reads | writes | switches |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+else
+    echo "| round | target | TPS | user | sys | total |"
+    echo "|---:|---|---:|---:|---:|---:|"
+fi
+n=${#names[@]}
+for r in $(seq "$ROUNDS"); do
+    for j in $(seq 0 $((n - 1))); do
+        i=$(((j + r) % n))
+        pid=${pids[$i]}
+        [ -n "$pid" ] && read -r u0 s0 < <(ticks "$pid")
+        if [ "$PERF" = 1 ] && [ -n "$pid" ]; then
+            perf stat -x, -e "$events" -p "$pid" -o "$work/perf.txt" &
+            perf_pid=$!
+        fi
+        out=$(pgbench -S -n -c "$CLIENTS" -j 2 -T "$SECS" -M "$MODE" -h 127.0.0.1 -p "${ports[$i]}" -U bench bench 2>&1 || true)
+        [ -n "${perf_pid:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; }
+        q=$(echo "$out" | awk '/actually processed/{split($NF, a, "/"); print a[1]}')
+        tps=$(echo "$out" | awk '/^tps/{printf "%d", $3}')
+        if [ -z "$q" ] || [ "$q" = 0 ]; then
+            echo "| $r | ${names[$i]} | failed: $(echo "$out" | grep -m1 -i error) |"
+            continue
+        fi
+        if [ -z "$pid" ]; then
+            echo "| $r | ${names[$i]} | $tps | | | |$([ "$PERF" = 1 ] && echo ' | | | |')"
+            continue
+        fi
+        read -r u1 s1 < <(ticks "$pid")
+        cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v q="$q" -v hz="$hz" \
+            'BEGIN { printf "%.2f | %.2f | %.2f", u * 1e6 / hz / q, s * 1e6 / hz / q, (u + s) * 1e6 / hz / q }')
+        row="| $r | ${names[$i]} | $tps | $cpu |"
+        if [ -n "${perf_pid:-}" ]; then
+            per=$(awk -F, -v q="$q" '
+                /epoll_wait/ {e += $1} /sys_enter_read|recvfrom/ {rd += $1}
+                /sys_enter_write|sendto/ {wr += $1} /context-switches/ {cs += $1}
+                END { printf " %.2f | %.2f | %.2f | %.2f |", e / q, rd / q, wr / q, cs / q }' "$work/perf.txt")
+            row+=$per
+            perf_pid=
+        fi
+        echo "$row"
+    done
+done
