@@ -35,11 +35,19 @@ pub fn poll_recv(
     }
     loop {
         match try_recv(stream, buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            done => return Poll::Ready(done),
+            Recv::Got(n) => return Poll::Ready(Ok(n)),
+            Recv::Failed(e) => return Poll::Ready(Err(e)),
+            Recv::Nothing => ready!(stream.poll_read_ready(cx))?,
         }
-        ready!(stream.poll_read_ready(cx))?;
     }
+}
+
+/// What one read attempt found. Not an `io::Result`: telling `WouldBlock` from other errors
+/// takes a call per attempt, and most attempts find nothing.
+enum Recv {
+    Got(usize),
+    Nothing,
+    Failed(io::Error),
 }
 
 /// One read, if tokio has seen the socket readable. A read that leaves room in `buf` has
@@ -48,21 +56,25 @@ pub fn poll_recv(
 /// a system call that finds nothing. The clear must go through `try_io`'s own readiness
 /// snapshot, taken before the read, so a readiness set during the read (the socket may belong to
 /// another worker's driver) is not lost.
-fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> Recv {
     let room = buf.capacity() - buf.len();
-    let mut drained = None;
-    let read = stream.try_io(Interest::READABLE, || {
-        let n = stream.try_read_buf(buf)?;
-        if n > 0 && n < room {
-            drained = Some(n);
-            return Err(ErrorKind::WouldBlock.into()); // makes try_io clear the readiness
+    let mut found = Recv::Nothing;
+    // Its result says only whether readiness was cleared; `found` says what the read did.
+    let _ = stream.try_io(Interest::READABLE, || match stream.try_read_buf(buf) {
+        Ok(n) => {
+            found = Recv::Got(n);
+            if n > 0 && n < room {
+                return Err(ErrorKind::WouldBlock.into()); // makes try_io clear the readiness
+            }
+            Ok(())
         }
-        Ok(n)
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(e),
+        Err(e) => {
+            found = Recv::Failed(e);
+            Ok(())
+        }
     });
-    match (read, drained) {
-        (_, Some(n)) => Ok(n),
-        (read, None) => read,
-    }
+    found
 }
 
 /// Writes as much of `data` as the socket takes now, without waiting. `Ok(0)` for non-empty

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use slot::{Outcome, Slot};
 
 /// How long a connection may sit on the idle stack before it is handed back to be closed by
 /// whoever opened it (bb8's idle reaping).
@@ -44,14 +44,19 @@ struct State<C: Send + 'static> {
     free: u32,
     /// Oldest first; deadlines in the same order.
     waiters: VecDeque<Waiter<C>>,
+    /// Slots of waits that were granted, for the next waits once their waiters let go of them.
+    spare: Vec<Arc<Slot<C>>>,
     /// The sweeper task is running.
     sweeping: bool,
 }
 
 struct Waiter<C: Send + 'static> {
     deadline: Instant,
-    grant: oneshot::Sender<Grant<C>>,
+    slot: Arc<Slot<C>>,
 }
+
+/// How many granted slots a queue keeps for reuse: about as many as wait at once.
+const SPARE_SLOTS: usize = 64;
 
 /// A place in the pool, and the idle connection that came with it (`None`: open one).
 pub struct Grant<C: Send + 'static> {
@@ -69,13 +74,14 @@ pub struct Place<C: Send + 'static> {
 /// until a return or the sweeper passed it, up to the checkout timeout later.
 struct InLine<'a, C: Send + 'static> {
     queue: &'a Queue<C>,
-    grant: Option<oneshot::Receiver<Grant<C>>>,
+    slot: Option<Arc<Slot<C>>>,
 }
 
 impl<C: Send + 'static> Drop for InLine<'_, C> {
     fn drop(&mut self) {
-        if let Some(grant) = self.grant.take() {
-            drop(grant); // closes the channel: its waiter now reads as gone
+        if let Some(slot) = self.slot.take() {
+            // Its waiter now reads as gone; a grant that came meanwhile returns its place.
+            drop(slot.close());
             self.queue.forget_gone_waiters();
         }
     }
@@ -92,6 +98,7 @@ impl<C: Send + 'static> Queue<C> {
                 idle: Vec::new(),
                 free: size,
                 waiters: VecDeque::new(),
+                spare: Vec::new(),
                 sweeping: false,
             }),
             timeout,
@@ -114,26 +121,37 @@ impl<C: Send + 'static> Queue<C> {
             if let Some(grant) = self.take(&mut st) {
                 return Ok(grant);
             }
-            let (grant, waiting) = oneshot::channel();
+            // The oldest granted slots first: their waiters have most likely taken their grants.
+            let slot = match st.spare.iter().position(Slot::unused) {
+                Some(i) => Slot::reset(st.spare.remove(i)),
+                None => Slot::new(),
+            };
             let deadline = started + self.timeout;
-            st.waiters.push_back(Waiter { deadline, grant });
+            st.waiters.push_back(Waiter {
+                deadline,
+                slot: slot.clone(),
+            });
             self.waiting
                 .store(st.waiters.len() as u32, Ordering::Relaxed);
             if !st.sweeping {
                 st.sweeping = true;
                 tokio::spawn(self.clone().sweep());
             }
-            waiting
+            slot
         };
         // Dropped (the client left) after being granted: the grant's place and connection go
-        // back through `Place`'s drop, not lost with the channel.
+        // back through `Place`'s drop, not lost with the slot.
         let mut line = InLine {
             queue: self,
-            grant: Some(waiting),
+            slot: Some(waiting),
         };
-        let granted = line.grant.as_mut().expect("set above").await;
-        line.grant = None;
-        granted.map_err(|_| TimedOut)
+        let outcome =
+            std::future::poll_fn(|cx| line.slot.as_ref().expect("set above").poll(cx)).await;
+        line.slot = None;
+        match outcome {
+            Outcome::Granted(grant) => Ok(grant),
+            Outcome::TimedOut => Err(TimedOut),
+        }
     }
 
     /// A free place (with an idle connection if there is one), without waiting.
@@ -158,7 +176,7 @@ impl<C: Send + 'static> Queue<C> {
     /// Drops the waiters whose checkout has gone, so that `waiting` counts only live ones.
     fn forget_gone_waiters(&self) {
         let mut st = self.lock();
-        st.waiters.retain(|w| !w.grant.is_closed());
+        st.waiters.retain(|w| !w.slot.is_closed());
         self.waiting
             .store(st.waiters.len() as u32, Ordering::Relaxed);
     }
@@ -171,10 +189,13 @@ impl<C: Send + 'static> Queue<C> {
                 conn,
                 place: Place::held(self),
             };
-            match waiter.grant.send(grant) {
+            match waiter.slot.send(grant) {
                 Ok(()) => {
                     self.waiting
                         .store(st.waiters.len() as u32, Ordering::Relaxed);
+                    if st.spare.len() < SPARE_SLOTS {
+                        st.spare.push(waiter.slot);
+                    }
                     return;
                 }
                 // That waiter has gone (timed out or left): the next one.
@@ -213,10 +234,11 @@ impl<C: Send + 'static> Queue<C> {
                 while st
                     .waiters
                     .front()
-                    .is_some_and(|w| w.deadline <= now || w.grant.is_closed())
+                    .is_some_and(|w| w.deadline <= now || w.slot.is_closed())
                 {
-                    // Dropping its sender wakes the waiter with `TimedOut`.
-                    st.waiters.pop_front();
+                    if let Some(w) = st.waiters.pop_front() {
+                        w.slot.time_out();
+                    }
                 }
                 self.waiting
                     .store(st.waiters.len() as u32, Ordering::Relaxed);
@@ -271,5 +293,6 @@ impl<C: Send + 'static> Drop for Place<C> {
     }
 }
 
+mod slot;
 #[cfg(test)]
 mod tests;

@@ -186,3 +186,41 @@ async fn under_contention_places_are_never_exceeded_and_all_come_back() {
     // A place is freed only when no live waiter is left: the ones that gave up were passed over.
     assert_eq!(q.waiting(), 0);
 }
+
+#[tokio::test]
+async fn a_granted_slot_is_reused_only_once_its_waiter_has_taken_the_grant() {
+    let spare = |q: &Queue<u32>| q.lock().spare.len();
+    let q = Queue::<u32>::new(1, LONG);
+    let held = q.checkout(Instant::now()).await.unwrap();
+    let mut a = task::spawn(q.checkout(Instant::now()));
+    assert!(a.poll().is_pending());
+    held.place.give_back(1);
+    assert_eq!(spare(&q), 1, "the granted slot is kept");
+    // `a` has not taken its grant: the next waiter must not get its slot.
+    let mut b = task::spawn(q.checkout(Instant::now()));
+    assert!(b.poll().is_pending());
+    let granted = match a.poll() {
+        std::task::Poll::Ready(Ok(grant)) => grant,
+        _ => panic!("the first waiter lost its grant"),
+    };
+    assert_eq!(granted.conn, Some(1));
+    assert!(
+        b.poll().is_pending(),
+        "the second waiter waits for its own turn"
+    );
+    drop(a);
+    granted.place.give_back(2);
+    match b.poll() {
+        std::task::Poll::Ready(Ok(grant)) => assert_eq!(grant.conn, Some(2)),
+        _ => panic!("the second waiter did not get the next connection"),
+    }
+    drop(b);
+    // Both slots are free now; a third wait takes one of them instead of a new one.
+    let before = spare(&q);
+    let held = q.checkout(Instant::now()).await.unwrap();
+    let mut c = task::spawn(q.checkout(Instant::now()));
+    assert!(c.poll().is_pending());
+    assert_eq!(spare(&q), before - 1, "a spare slot was reused");
+    held.place.give_back(3);
+    assert!(c.is_woken());
+}
