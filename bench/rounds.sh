@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proxy CPU per query, and the proxy's syscalls and context switches per query, in interleaved
-# rounds: a quicker and finer look than `cargo bench --bench proxy` (see bench/README.md, "rounds").
+# rounds: a quicker and finer look than `cargo bench --bench proxy` (see bench/README.md, "rounds.sh").
 #
 #   bench/rounds.sh [NAME=BINARY[ ARGS…] ...]
 #

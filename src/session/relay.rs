@@ -51,10 +51,13 @@ impl<S: ClientStream> Session<S> {
         // ended (so one may be asked now).
         let mut commit_lsn = None;
         let mut ended = false;
+        // Frames relayed as they are, copied to the client in one piece per run.
+        let mut run = Run::default();
         while let Some(h) = peek_frame(&buf[consumed..], MAX_BACKEND_MESSAGE)
             .map_err(|_| desync(held, "a message with a bad length"))?
         {
-            let frame = &buf[consumed..consumed + h.total_len];
+            let at = consumed;
+            let frame = &buf[at..at + h.total_len];
             let body = h.body(frame);
             consumed += h.total_len;
             match h.tag {
@@ -75,32 +78,45 @@ impl<S: ClientStream> Session<S> {
                 }
                 _ => {}
             }
-            match self.replies.on_message(h.tag, body, &mut undo) {
-                Verdict::Forward => self.cout.extend_from_slice(frame),
-                Verdict::Swallow => {}
-                // The injected settings query's ReadyForQuery ends nothing of the client's.
-                Verdict::Ready { forward: false, .. } => {}
+            let verdict = self.replies.on_message(h.tag, body, &mut undo);
+            let relayed = match verdict {
+                Verdict::Forward => true,
+                Verdict::Ready { forward: true, .. } => self.deferred_begin.is_none(),
+                _ => false,
+            };
+            if relayed {
+                run.add(at, consumed, buf, &mut self.cout);
+            }
+            match verdict {
+                Verdict::Forward | Verdict::Swallow | Verdict::Ready { forward: false, .. } => {}
                 Verdict::Ready { forward: true, .. } if self.deferred_begin.is_some() => {
                     // The backend only described or parsed: the client's transaction, which no
                     // server has seen yet, goes on.
+                    run.flush(buf, &mut self.cout);
                     bmsg::ready_for_query(&mut self.cout, self.status);
                 }
                 Verdict::Ready {
                     status,
                     forward: true,
                 } => {
-                    self.cout.extend_from_slice(frame);
                     self.status = status;
                     if status == TxStatus::Idle {
                         self.transaction_ended(&mut held.conn);
                         ended = true;
                     }
                 }
-                Verdict::Desync(why) => return Err(desync(held, why)),
+                Verdict::Desync(why) => {
+                    run.flush(buf, &mut self.cout);
+                    return Err(desync(held, why));
+                }
             }
             let cout = &mut self.cout;
-            self.replies.drain_front(|b| cout.extend_from_slice(b));
+            self.replies.drain_front(|b| {
+                run.flush(buf, cout);
+                cout.extend_from_slice(b)
+            });
         }
+        run.flush(buf, &mut self.cout);
         for (name, id) in undo.client_statements {
             self.statements.remove_if(&name, id);
         }
@@ -159,6 +175,34 @@ impl<S: ClientStream> Session<S> {
         self.pending_cmds.clear();
         self.cycle_failed = false;
         self.forget_transaction();
+    }
+}
+
+/// A run of consecutive frames of the read buffer relayed unchanged: one copy into the
+/// client's buffer for the run instead of one per frame (a query's reply is three to six frames).
+#[derive(Default)]
+struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// Adds the frame at `start..end`, which follows the run unless something was swallowed
+    /// or written between them (then the run so far is copied first).
+    fn add(&mut self, start: usize, end: usize, buf: &[u8], cout: &mut bytes::BytesMut) {
+        if self.end != start {
+            self.flush(buf, cout);
+            self.start = start;
+        }
+        self.end = end;
+    }
+
+    /// Copies the run so far, before anything else goes to the client.
+    fn flush(&mut self, buf: &[u8], cout: &mut bytes::BytesMut) {
+        if self.start < self.end {
+            cout.extend_from_slice(&buf[self.start..self.end]);
+        }
+        self.start = self.end;
     }
 }
 
