@@ -23,34 +23,11 @@ binaries=("$@")
 
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 2; }
 command -v callgrind_control >/dev/null || { echo "callgrind_control is missing (valgrind's package)" >&2; exit 2; }
-bindir=${SHARDGATE_PG_BINDIR:-}
-if [ -z "$bindir" ]; then
-    if command -v initdb >/dev/null; then bindir=$(dirname "$(command -v initdb)")
-    elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then bindir=$(pg_config --bindir)
-    else bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); fi
-fi
-[ -x "$bindir/initdb" ] || { echo "PostgreSQL server binaries not found: set SHARDGATE_PG_BINDIR" >&2; exit 2; }
 for b in "${binaries[@]}"; do [ -x "$b" ] || { echo "$b: not an executable (cargo build --release first)" >&2; exit 2; }; done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/shardgate-instructions-XXXXXX")
-chmod 755 "$work"
-as_pg=()
-if [ "$(id -u)" = 0 ]; then chown postgres "$work"; as_pg=(runuser -u postgres --); fi
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pgport=$(port)
-cleanup() {
-    pkill -f "$work/" 2>/dev/null || true
-    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w \
-    -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
-psql -q -h "$work" -p "$pgport" -U postgres \
-    -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-export PGPASSWORD=bench
+tag=instructions
+# shellcheck source=bench/lib.sh
+. "$here/bench/lib.sh"
 pgbench -q -i -s 1 -h 127.0.0.1 -p "$pgport" -U bench bench >/dev/null 2>&1
 
 # measure NAME PORT PID_PATTERN TAG [USER]: one line per mode; callgrind is controlled as USER (the
@@ -88,17 +65,7 @@ k=0
 for bin in "${binaries[@]}"; do
     k=$((k + 1))
     sgport=$(port)
-    cat > "$work/sg$k.yaml" <<EOF
-listen: 127.0.0.1:$sgport
-admin: { listen: "127.0.0.1:0" }
-users:
-  - { name: bench, password: bench }
-pool: { mode: transaction, size: 10 }
-databases:
-  bench:
-    shards:
-      s0: { primary: "postgres://bench:bench@127.0.0.1:$pgport/bench" }
-EOF
+    shardgate_config "$work/sg$k.yaml" "$sgport"
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$bin" --config "$work/sg$k.yaml" \
         --log-level warn >"$work/sg$k.log" 2>&1 &
     measure "shardgate ($bin)" "$sgport" "$work/sg$k.yaml" "$k"
@@ -108,22 +75,7 @@ done
 
 if command -v pgbouncer >/dev/null; then
     pbport=$(port)
-    echo '"bench" "bench"' > "$work/users.txt"
-    cat > "$work/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$pgport dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pbport
-unix_socket_dir =
-auth_type = plain
-auth_file = $work/users.txt
-pool_mode = transaction
-default_pool_size = 10
-max_client_conn = 500
-logfile = $work/pgbouncer.log
-EOF
-    [ "$(id -u)" = 0 ] && chown postgres "$work"/users.txt "$work"/pgbouncer.ini
+    pgbouncer_config "$pbport"
     "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" pgbouncer "$work/pgbouncer.ini" \
         >"$work/pgbouncer.out" 2>&1 &
     owner=""

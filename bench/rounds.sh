@@ -23,33 +23,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 specs=("$@")
 [ ${#specs[@]} -gt 0 ] || specs=("shardgate=$here/target/release/shardgate")
 
-bindir=${SHARDGATE_PG_BINDIR:-}
-if [ -z "$bindir" ]; then
-    if command -v initdb >/dev/null; then bindir=$(dirname "$(command -v initdb)")
-    elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then bindir=$(pg_config --bindir)
-    else bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); fi
-fi
-[ -x "$bindir/initdb" ] || { echo "PostgreSQL server binaries not found: set SHARDGATE_PG_BINDIR" >&2; exit 2; }
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/shardgate-rounds-XXXXXX")
-chmod 755 "$work"
-as_pg=()
-if [ "$(id -u)" = 0 ]; then chown postgres "$work"; as_pg=(runuser -u postgres --); fi
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cleanup() {
-    pkill -f "$work/" 2>/dev/null || true
-    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-pgport=$(port)
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w \
-    -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
-psql -q -h "$work" -p "$pgport" -U postgres \
-    -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-export PGPASSWORD=bench
+tag=rounds
+# shellcheck source=bench/lib.sh
+. "$here/bench/lib.sh"
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$pgport" -U bench bench >/dev/null 2>&1
 
 names=(direct)
@@ -61,17 +37,7 @@ for spec in "${specs[@]}"; do
     name=${spec%%=*}
     read -r -a cmd <<<"${spec#*=}"
     p=$(port)
-    cat >"$work/sg$k.yaml" <<EOF
-listen: 127.0.0.1:$p
-admin: { listen: "127.0.0.1:0" }
-users:
-  - { name: bench, password: bench }
-pool: { mode: transaction, size: 10 }
-databases:
-  bench:
-    shards:
-      s0: { primary: "postgres://bench:bench@127.0.0.1:$pgport/bench" }
-EOF
+    shardgate_config "$work/sg$k.yaml" "$p"
     "${cmd[0]}" --config "$work/sg$k.yaml" --log-level warn "${cmd[@]:1}" >"$work/sg$k.log" 2>&1 &
     names+=("$name")
     ports+=("$p")
@@ -79,22 +45,7 @@ EOF
 done
 if command -v pgbouncer >/dev/null; then
     p=$(port)
-    echo '"bench" "bench"' >"$work/users.txt"
-    cat >"$work/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$pgport dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $p
-unix_socket_dir =
-auth_type = plain
-auth_file = $work/users.txt
-pool_mode = transaction
-default_pool_size = 10
-max_client_conn = 500
-logfile = $work/pgbouncer.log
-EOF
-    [ "$(id -u)" = 0 ] && chown postgres "$work"/users.txt "$work"/pgbouncer.ini
+    pgbouncer_config "$p"
     "${as_pg[@]}" pgbouncer "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
     sleep 0.5
     names+=(pgbouncer)
