@@ -19,7 +19,7 @@ enum State<C: Send + 'static> {
     /// In line; the waker of the task waiting, once it has polled.
     Waiting(Option<Waker>),
     Granted(Grant<C>),
-    /// The queue let the wait go without a grant (its deadline passed, or the pool is gone).
+    /// The queue let the wait go without a grant: its deadline passed.
     TimedOut,
     /// The waiter left, or took its grant.
     Done,
@@ -51,7 +51,13 @@ impl<C: Send + 'static> Slot<C> {
     /// An [`unused`](Slot::unused) slot, ready for a new wait. Nobody else can reach it: only
     /// the queue hands out clones, under its lock.
     pub fn reset(slot: Arc<Slot<C>>) -> Arc<Slot<C>> {
-        *slot.lock() = State::Waiting(None);
+        let old = std::mem::replace(&mut *slot.lock(), State::Waiting(None));
+        // A waiter takes its grant or returns it when it leaves; dropped here, under the queue's
+        // lock, a grant's place would deadlock going back to that queue.
+        debug_assert!(
+            !matches!(old, State::Granted(_)),
+            "a grant left in a spare slot"
+        );
         slot
     }
 
