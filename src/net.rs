@@ -30,15 +30,20 @@ pub fn poll_recv(
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_ROOM {
-        buf.reserve(READ_GROWTH);
-    }
+    make_room(buf);
     loop {
         match try_recv(stream, buf) {
             Recv::Got(n) => return Poll::Ready(Ok(n)),
             Recv::Failed(e) => return Poll::Ready(Err(e)),
             Recv::Nothing => ready!(stream.poll_read_ready(cx))?,
         }
+    }
+}
+
+/// Keeps at least [`READ_ROOM`] free in `buf` before a read.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(READ_GROWTH);
     }
 }
 
@@ -113,9 +118,7 @@ impl ClientStream for TcpStream {
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        if buf.capacity() - buf.len() < READ_ROOM {
-            buf.reserve(READ_GROWTH);
-        }
+        make_room(buf);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(self), cx, buf)
     }
 
