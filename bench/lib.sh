@@ -31,14 +31,15 @@ psql -q -h "$work" -p "$pgport" -U postgres \
     -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
 export PGPASSWORD=bench
 
-# shardgate_config FILE PORT: one shard on the cluster, transaction pooling, SCRAM login.
+# shardgate_config FILE PORT: one shard on the cluster, transaction pooling (pool of $POOL_SIZE,
+# default 10), SCRAM login.
 shardgate_config() {
     cat >"$1" <<EOT
 listen: 127.0.0.1:$2
 admin: { listen: "127.0.0.1:0" }
 users:
   - { name: bench, password: bench }
-pool: { mode: transaction, size: 10 }
+pool: { mode: transaction, size: ${POOL_SIZE:-10} }
 databases:
   bench:
     shards:

@@ -78,6 +78,10 @@ impl<S: ClientStream> Session<S> {
                 }
                 _ => {}
             }
+            if self.replies.passes_through(h.tag) {
+                run.add(at, consumed, buf, &mut self.cout);
+                continue;
+            }
             let verdict = self.replies.on_message(h.tag, body, &mut undo);
             let relayed = match verdict {
                 Verdict::Forward => true,

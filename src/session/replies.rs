@@ -207,6 +207,23 @@ impl Replies {
         }
     }
 
+    /// Whether a message with `tag` is one [`on_message`](Replies::on_message) would forward
+    /// without changing anything: a row, or the description or end of a simple query's result,
+    /// answering the client's own statement. Asked first for every message, so the bulk of a
+    /// result (and three of a short query's four replies) skips the full decision.
+    #[inline]
+    pub fn passes_through(&self, tag: u8) -> bool {
+        // The tag first: most replies of the extended protocol are none of these, and are
+        // decided without touching the queue.
+        match tag {
+            msg::DATA_ROW => matches!(self.queue.front(), Some(Pending::Query | Pending::Execute)),
+            msg::ROW_DESCRIPTION | msg::COMMAND_COMPLETE => {
+                matches!(self.queue.front(), Some(Pending::Query))
+            }
+            _ => false,
+        }
+    }
+
     /// Decides what to do with one backend message and advances the queue.
     pub fn on_message(&mut self, tag: u8, body: &[u8], undo: &mut Undo) -> Verdict {
         let in_injected = self.queue.front().is_some_and(Pending::swallowed);

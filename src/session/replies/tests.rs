@@ -268,3 +268,48 @@ fn a_sync_forgotten_during_copy_in_is_no_longer_asked_for() {
     run(&mut r, &[(Z, b"I")]);
     assert_eq!((r.readies_asked(), r.readies_received()), (1, 1));
 }
+
+/// The relay's shortcut must agree with the full decision: every message it lets through is one
+/// `on_message` forwards, leaving the queue and the undo list as they were.
+#[test]
+fn what_passes_through_is_forwarded_with_nothing_changed() {
+    let fronts = || {
+        vec![
+            Pending::Query,
+            Pending::Execute,
+            Pending::Sync,
+            Pending::Describe,
+            Pending::Settings,
+            Pending::CommitLsn,
+            Pending::Injected,
+            Pending::Bind,
+            Pending::Parse { registered: None },
+            Pending::Raise,
+        ]
+    };
+    let mut passed = 0;
+    for (i, _) in fronts().into_iter().enumerate() {
+        for tag in 0..=u8::MAX {
+            let mut r = Replies::default();
+            r.push(fronts().swap_remove(i));
+            r.push(Pending::Sync);
+            if !r.passes_through(tag) {
+                continue;
+            }
+            passed += 1;
+            let before = format!("{:?}", r.queue);
+            let mut undo = Undo::default();
+            assert_eq!(
+                r.on_message(tag, b"", &mut undo),
+                Verdict::Forward,
+                "tag {tag}"
+            );
+            assert_eq!(format!("{:?}", r.queue), before, "tag {tag}");
+            assert_eq!(undo, Undo::default());
+        }
+    }
+    assert_eq!(
+        passed, 4,
+        "rows of a query or an Execute, a query's description and end"
+    );
+}
