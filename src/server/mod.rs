@@ -113,8 +113,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration, wo
                 }
             };
             let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-            if let Err(e) = startup::serve(state, tcp, deadline, worker).await {
-                tracing::info!(%peer, error = %e, "client connection ended");
+            match startup::serve(state, tcp, deadline, worker).await {
+                Ok(Some(session)) => session.run().await,
+                Ok(None) => {}
+                Err(e) => tracing::info!(%peer, error = %e, "client connection ended"),
             }
         });
         workers.spawn(worker, session);

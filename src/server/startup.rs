@@ -47,14 +47,59 @@ impl StartupError {
     }
 }
 
-/// Serves one client connection from its first byte to its last.
-/// Everything before the session must be done by `deadline`; the session itself has no limit.
+/// A client's session, logged in and greeted, ready to run.
+// Not boxed: it is moved once, into the future that runs it, which holds the session anyway.
+#[allow(clippy::large_enum_variant)]
+pub enum Started {
+    Plain(Running<TcpStream>),
+    Tls(Running<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Started {
+    /// Relays until the client leaves.
+    pub async fn run(self) {
+        match self {
+            Started::Plain(running) => running.run().await,
+            Started::Tls(running) => running.run().await,
+        }
+    }
+}
+
+/// A session past its startup, with what its end is logged with and its cancel key's
+/// registration (dropped with it).
+pub struct Running<S> {
+    session: Session<S>,
+    user: String,
+    database: String,
+    _registration: super::cancel::Registration,
+}
+
+impl<S: crate::net::ClientStream> Running<S> {
+    async fn run(mut self) {
+        let (user, database) = (&self.user, &self.database);
+        if let Err(e) = self.session.run().await {
+            if let Some(err) = e.to_client() {
+                self.session.send_fatal(&err).await;
+            }
+            tracing::warn!(%user, %database, error = %e, "client connection closed on error");
+        } else {
+            tracing::info!(%user, %database, "client disconnected");
+        }
+    }
+}
+
+/// The startup of one client connection, up to a session ready to run (`None`: the connection
+/// only asked to cancel a query, or the session could not start and the client was told why).
+/// Everything here must be done by `deadline`; the session itself has no limit. The caller runs
+/// the session: as the task's own future rather than nested in this one, so that every wake-up
+/// of a running session does not pass through the startup's layers (bench/README.md, tenth
+/// session).
 pub async fn serve(
     state: Arc<State>,
     mut tcp: TcpStream,
     deadline: Instant,
     worker: usize,
-) -> Result<(), StartupError> {
+) -> Result<Option<Started>, StartupError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
     let mut packet = match before(deadline, read_packet(&mut tcp, &mut buf)).await {
@@ -81,7 +126,8 @@ pub async fn serve(
                     Ok(p) => p,
                     Err(e) => return refuse(&mut tls, e).await,
                 };
-                return serve_client(state, tls, packet, buf, deadline, worker).await;
+                let running = serve_client(state, tls, packet, buf, deadline, worker).await?;
+                return Ok(running.map(Started::Tls));
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 tcp.write_all(b"N").await?;
@@ -90,7 +136,10 @@ pub async fn serve(
                     Err(e) => return refuse(&mut tcp, e).await,
                 };
             }
-            _ => return serve_client(state, tcp, packet, buf, deadline, worker).await,
+            _ => {
+                let running = serve_client(state, tcp, packet, buf, deadline, worker).await?;
+                return Ok(running.map(Started::Plain));
+            }
         }
     }
 }
@@ -125,14 +174,14 @@ async fn serve_client<S>(
     mut buf: BytesMut,
     deadline: Instant,
     worker: usize,
-) -> Result<(), StartupError>
+) -> Result<Option<Running<S>>, StartupError>
 where
     S: crate::net::ClientStream,
 {
     let (minor, params) = match packet {
         StartupPacket::Cancel(key) => {
             state.cancels.cancel(key).await;
-            return Ok(());
+            return Ok(None);
         }
         StartupPacket::Startup { minor, params } => (minor, params),
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
@@ -140,13 +189,13 @@ where
         }
     };
     match before(deadline, login(&state, &mut s, &mut buf, minor, &params)).await {
-        Ok(info) => run_session(state, s, info, buf, worker).await,
+        Ok(info) => start_session(state, s, info, buf, worker).await,
         Err(e) => refuse(&mut s, e).await,
     }
 }
 
 /// Tells the client why it is refused (when it can be told), then ends the connection.
-async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, e: StartupError) -> Result<(), StartupError> {
+async fn refuse<S: AsyncWrite + Unpin, T>(s: &mut S, e: StartupError) -> Result<T, StartupError> {
     if let Some(err) = e.to_client() {
         let mut out = BytesMut::new();
         err.encode(&mut out);
@@ -367,13 +416,15 @@ async fn read_password_message<S: AsyncRead + Unpin>(
     }
 }
 
-async fn run_session<S>(
+/// Starts the client's session: its startup settings applied on a backend, its cancel key
+/// registered, and the client greeted.
+async fn start_session<S>(
     state: Arc<State>,
     s: S,
     info: ClientInfo,
     leftover: BytesMut,
     worker: usize,
-) -> Result<(), StartupError>
+) -> Result<Option<Running<S>>, StartupError>
 where
     S: crate::net::ClientStream,
 {
@@ -395,10 +446,10 @@ where
                 session.send_fatal(&err).await;
             }
             tracing::info!(%user, %database, error = %e, "client refused at startup");
-            return Ok(());
+            return Ok(None);
         }
     };
-    let (key, _registration) = state.cancels.register(slot);
+    let (key, registration) = state.cancels.register(slot);
     let mut hello = BytesMut::new();
     for (name, value) in &params {
         ParameterStatus { name, value }.encode(&mut hello);
@@ -407,13 +458,10 @@ where
     bmsg::ready_for_query(&mut hello, TxStatus::Idle);
     session.greet(&hello).await?;
     tracing::info!(%user, %database, "client connected");
-    if let Err(e) = session.run().await {
-        if let Some(err) = e.to_client() {
-            session.send_fatal(&err).await;
-        }
-        tracing::warn!(%user, %database, error = %e, "client connection closed on error");
-    } else {
-        tracing::info!(%user, %database, "client disconnected");
-    }
-    Ok(())
+    Ok(Some(Running {
+        session,
+        user,
+        database,
+        _registration: registration,
+    }))
 }
