@@ -66,12 +66,12 @@ impl Started {
 }
 
 /// A session past its startup, with what its end is logged with and its cancel key's
-/// registration (dropped with it).
+/// registration. Fields drop in order: the key stops working before the session goes.
 pub struct Running<S> {
+    _registration: super::cancel::Registration,
     session: Session<S>,
     user: String,
     database: String,
-    _registration: super::cancel::Registration,
 }
 
 impl<S: crate::net::ClientStream> Running<S> {
@@ -459,9 +459,9 @@ where
     session.greet(&hello).await?;
     tracing::info!(%user, %database, "client connected");
     Ok(Some(Running {
+        _registration: registration,
         session,
         user,
         database,
-        _registration: registration,
     }))
 }
