@@ -288,7 +288,7 @@ fn what_passes_through_is_forwarded_with_nothing_changed() {
         ]
     };
     let mut passed = 0;
-    for (i, _) in fronts().into_iter().enumerate() {
+    for i in 0..fronts().len() {
         for tag in 0..=u8::MAX {
             let mut r = Replies::default();
             r.push(fronts().swap_remove(i));
