@@ -45,7 +45,7 @@ impl<S: ClientStream> Session<S> {
     /// round trip.
     pub(super) async fn checkout(&mut self, place: Place) -> Result<(), PgError> {
         let snapshot = self.shared.store.local(self.worker);
-        let db = self.database(&snapshot)?;
+        let db = database(&snapshot, &self.info.database, &mut self.db_hint)?;
         let index = crate::router::fallback_shard(db, place.shard);
         let shard = &db.shards[index];
         self.obs
@@ -153,22 +153,6 @@ impl<S: ClientStream> Session<S> {
         Ok(())
     }
 
-    /// The client's database in `snapshot`; a reload may have removed it.
-    pub(super) fn database<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-    ) -> Result<&'s Arc<crate::topology::Database>, PgError> {
-        snapshot.databases.get(&self.info.database).ok_or_else(|| {
-            PgError::error(
-                SqlState::InvalidCatalogName,
-                format!(
-                    "database \"{}\" is no longer configured",
-                    self.info.database
-                ),
-            )
-        })
-    }
-
     /// Queues the settings query if the held backend's settings differ from the client's.
     pub(super) fn sync_settings(&mut self) {
         let Some(held) = self.backend.as_mut() else {
@@ -256,4 +240,19 @@ impl<S: ClientStream> Session<S> {
         }
         self.place_owed();
     }
+}
+
+/// The client's database `name` in `snapshot` (`hint`: where it was last time); a reload may
+/// have removed it.
+pub(super) fn database<'s>(
+    snapshot: &'s Snapshot,
+    name: &str,
+    hint: &mut crate::topology::DatabaseHint,
+) -> Result<&'s Arc<crate::topology::Database>, PgError> {
+    snapshot.database(name, hint).ok_or_else(|| {
+        PgError::error(
+            SqlState::InvalidCatalogName,
+            format!("database \"{name}\" is no longer configured"),
+        )
+    })
 }

@@ -340,7 +340,8 @@ impl<S: ClientStream> Session<S> {
     /// One backend per shard, in shard order.
     async fn checkout_all(&self, shards: &[usize]) -> Result<Vec<ShardConn>, PgError> {
         let snapshot = self.shared.store.local(self.worker);
-        let db = self.database(&snapshot)?;
+        // A copy of the hint: the hint is the transaction checkout's, which has `&mut self`.
+        let db = super::checkout::database(&snapshot, &self.info.database, &mut { self.db_hint })?;
         let mut conns = Vec::with_capacity(shards.len());
         for &i in shards {
             let shard = &db.shards[i];

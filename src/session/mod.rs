@@ -190,6 +190,8 @@ pub struct Session<S> {
     commits: replica::Commits,
     /// The statement starting the transaction, until it is sent ([`hold`]).
     flight: Option<crate::topology::flights::Flight>,
+    /// Where the client's database was in the last snapshot a checkout looked it up in.
+    db_hint: crate::topology::DatabaseHint,
 }
 
 impl<S: ClientStream> Session<S> {
@@ -249,6 +251,7 @@ impl<S: ClientStream> Session<S> {
             hints: hints::Hints::of(settings.effective()),
             commits: replica::Commits::default(),
             flight: None,
+            db_hint: Default::default(),
             settings,
         })
     }

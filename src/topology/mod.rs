@@ -84,12 +84,35 @@ pub struct Snapshot {
     pub workers: u32,
     pub config: Arc<Config>,
     pub pool_mode: PoolMode,
-    /// By name; foldhash rather than std's SipHash, since every transaction's checkout looks
-    /// its client's database up here (the keys come from our own config: no flooding risk).
-    pub databases: foldhash::HashMap<String, Arc<Database>>,
+    /// By name, in the config's order. A session looks its database up by position
+    /// ([`Snapshot::database`]); by name, foldhash rather than std's SipHash (the keys come from
+    /// our own config: no flooding risk).
+    pub databases: Databases,
 }
 
+/// A snapshot's databases by name, each also at a fixed position.
+pub type Databases = indexmap::IndexMap<String, Arc<Database>, foldhash::fast::RandomState>;
+
+/// Where a session found its database in the snapshot of a version: the position to look at
+/// first in that version's snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DatabaseHint(Option<(u64, usize)>);
+
 impl Snapshot {
+    /// The database named `name`. Every transaction's checkout asks: `hint` remembers its
+    /// position for the next one, which then costs a comparison instead of a hash lookup (a
+    /// snapshot never changes, and its version is unique to it in its store).
+    pub fn database(&self, name: &str, hint: &mut DatabaseHint) -> Option<&Arc<Database>> {
+        if let Some((version, at)) = hint.0 {
+            if version == self.version {
+                return self.databases.get_index(at).map(|(_, db)| db);
+            }
+        }
+        let (at, _, db) = self.databases.get_full(name)?;
+        hint.0 = Some((self.version, at));
+        Some(db)
+    }
+
     /// Builds a snapshot from a validated config. Pools whose server and settings are unchanged in
     /// `previous` are reused, so a reload keeps their open connections.
     pub fn build(
@@ -132,7 +155,7 @@ impl Snapshot {
             Some(pool) if pool.settings() == settings => pool.clone(),
             _ => Pool::new(shard, target, settings),
         };
-        let mut databases = foldhash::HashMap::default();
+        let mut databases = Databases::default();
         for (db_name, db) in &config.databases {
             if db.shards.len() > 1 && config.pool.mode == PoolMode::Session {
                 // A session would need a server connection per shard for its whole life.
@@ -461,6 +484,42 @@ mod tests {
         assert!(
             a.same_pool(b),
             "an unchanged server keeps its pool (and its open connections)"
+        );
+    }
+
+    fn databases(names: &[&str]) -> Config {
+        let mut yaml =
+            "listen: 127.0.0.1:0\nusers: [{ name: a, password: b }]\ndatabases:\n".to_string();
+        for name in names {
+            yaml += &format!(
+                "  {name}:\n    shards:\n      s0: {{ primary: \"postgres://u:p@127.0.0.1:1/{name}\" }}\n"
+            );
+        }
+        Config::parse_with_env(&yaml, &|_| None).expect("valid config")
+    }
+
+    #[tokio::test]
+    async fn a_database_found_by_its_hint_is_the_one_named_after_a_reload_moves_it() {
+        let store =
+            Store::new(Snapshot::build(Arc::new(databases(&["a", "b", "c"])), None, 1).unwrap());
+        let mut hint = DatabaseHint::default();
+        let before = store.load();
+        assert_eq!(before.database("c", &mut hint).unwrap().name, "c");
+        assert_eq!(
+            before.database("c", &mut hint).unwrap().name,
+            "c",
+            "found again by its hint"
+        );
+        store.reload(databases(&["c", "b"])).unwrap();
+        let after = store.load();
+        assert_eq!(after.database("c", &mut hint).unwrap().name, "c", "moved");
+        assert_eq!(after.database("c", &mut hint).unwrap().name, "c");
+        store.reload(databases(&["b"])).unwrap();
+        assert!(store.load().database("c", &mut hint).is_none(), "removed");
+        assert_eq!(
+            before.database("c", &mut hint).unwrap().name,
+            "c",
+            "an older snapshot, still held by a transaction"
         );
     }
 
