@@ -6,7 +6,7 @@ use crate::net::ClientStream;
 use super::replica::Server;
 use super::replies::Pending;
 use super::{checkout_error, client, Held, Session};
-use crate::pool::{CheckoutError, PooledConnection};
+use crate::pool::{CheckoutError, Pool, PooledConnection};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::{PgError, SqlState};
 use crate::topology::Shard;
@@ -50,9 +50,15 @@ impl<S: ClientStream> Session<S> {
         let shard = &db.shards[index];
         self.obs
             .refresh(self.shared.store.metrics(), &snapshot, db, self.worker);
-        let (server, conn) = self
-            .checkout_server(&db.name, index, shard, place.read)
-            .await;
+        // The primary's checkout awaited here, not inside a function that also tries a replica:
+        // a checkout that waits in line is polled again through every level of futures.
+        let (server, conn) = match self.replica_to_read(&db.name, shard, place.read) {
+            Some(replica) => self.replica_checkout(index, &db.name, shard, replica).await,
+            None => (
+                Server::Primary,
+                self.primary_checkout(index, &db.name, shard).await,
+            ),
+        };
         let conn = conn.map_err(checkout_error)?;
         self.publish_cancel(Some(conn.cancel_target()));
         // Another client's unnamed statement may be on this backend, never this client's.
@@ -68,27 +74,35 @@ impl<S: ClientStream> Session<S> {
         Ok(())
     }
 
-    /// A connection to a replica of `shard` for a read that may use one (falling back to the
-    /// primary when none is usable or its checkout fails), else to the writable primary.
-    async fn checkout_server(
+    /// The replica of `shard` a read may use now, if any (none for a write).
+    fn replica_to_read<'a>(
         &self,
         database: &str,
-        index: usize,
-        shard: &Shard,
+        shard: &'a Shard,
         read: bool,
+    ) -> Option<&'a Pool> {
+        let routing = self.router.as_ref().and_then(|r| r.replicas())?;
+        if !read || !self.may_read_on_replica() {
+            return None;
+        }
+        self.replica_for(routing, database, shard)
+    }
+
+    /// A connection to `replica` of `shard` for a read, falling back to the primary when its
+    /// checkout fails.
+    async fn replica_checkout(
+        &self,
+        index: usize,
+        database: &str,
+        shard: &Shard,
+        replica: &Pool,
     ) -> (Server, Result<PooledConnection, CheckoutError>) {
-        let routing = self.router.as_ref().and_then(|r| r.replicas());
-        let replica = routing
-            .filter(|_| read && self.may_read_on_replica())
-            .and_then(|routing| self.replica_for(routing, database, shard));
-        if let Some(pool) = replica {
-            let at = crate::metrics::At {
-                shard: index,
-                replica: true,
-            };
-            if let Ok(conn) = self.timed_checkout(at, pool).await {
-                return (Server::Replica, Ok(conn));
-            }
+        let at = crate::metrics::At {
+            shard: index,
+            replica: true,
+        };
+        if let Ok(conn) = self.timed_checkout(at, replica).await {
+            return (Server::Replica, Ok(conn));
         }
         (
             Server::Primary,
@@ -108,7 +122,9 @@ impl<S: ClientStream> Session<S> {
     ) -> Result<PooledConnection, CheckoutError> {
         let health = &self.shared.health;
         loop {
-            self.wait_for_switchover(database, shard).await?;
+            if health.is_fenced(database, &shard.name) {
+                self.wait_for_switchover(database, shard).await?;
+            }
             let Some(pool) = health.writable(database, shard) else {
                 return Err(CheckoutError::Unreachable {
                     shard: shard.name.to_string(),
