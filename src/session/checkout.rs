@@ -13,6 +13,7 @@ use crate::topology::Shard;
 use crate::topology::Snapshot;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Where a statement needs a backend: its shard (`None`: any), and whether it is a read a
 /// replica may answer.
@@ -101,7 +102,10 @@ impl<S: ClientStream> Session<S> {
             shard: index,
             replica: true,
         };
-        if let Ok(conn) = self.timed_checkout(at, replica).await {
+        let started = Instant::now();
+        let result = replica.checkout(self.worker, started).await;
+        self.note_checkout(at, started, &result);
+        if let Ok(conn) = result {
             return (Server::Replica, Ok(conn));
         }
         (
@@ -133,7 +137,10 @@ impl<S: ClientStream> Session<S> {
                         .into(),
                 });
             };
-            let conn = self.timed_checkout(index, pool).await?;
+            let started = Instant::now();
+            let result = pool.checkout(self.worker, started).await;
+            self.note_checkout(index, started, &result);
+            let conn = result?;
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             if !health.is_fenced(database, &shard.name) {
                 return Ok(conn);

@@ -18,7 +18,7 @@ use super::route::{Routed, StatementText};
 use super::Session;
 use crate::hotspots::Hotspots;
 use crate::metrics::{At, BackendError, DbMetrics, Decision, Kind, Metrics};
-use crate::pool::{CheckoutError, Pool, PooledConnection};
+use crate::pool::{CheckoutError, PooledConnection};
 use crate::protocol::frontend::{BindParams, Query};
 use crate::router::report::{kind_of, shadow_verdict};
 use crate::router::{Plan, Router};
@@ -277,27 +277,24 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
-    /// Checks out a backend of shard `shard` (its index), timing the wait and counting failures.
-    pub(super) async fn timed_checkout(
+    /// Records a checkout from a pool of `at` that started at `started`: its wait, or its
+    /// failure. The callers await the pool themselves: a checkout that waits in line is polled
+    /// again through every level of futures, so a timing level around it would cost each time.
+    pub(super) fn note_checkout(
         &self,
         at: impl Into<At>,
-        pool: &Pool,
-    ) -> Result<PooledConnection, CheckoutError> {
-        let started = Instant::now();
-        let result = pool.checkout(self.worker, started).await;
+        started: Instant,
+        result: &Result<PooledConnection, CheckoutError>,
+    ) {
+        let Some(db) = self.obs.db() else { return };
         let at = at.into();
-        if let Some(db) = self.obs.db() {
-            match &result {
-                Ok(_) => db.checkout_wait(at, started.elapsed()),
-                Err(CheckoutError::Exhausted { .. }) => {
-                    db.backend_error(at, BackendError::PoolTimeout)
-                }
-                Err(CheckoutError::Unreachable { .. }) => {
-                    db.backend_error(at, BackendError::Unreachable)
-                }
+        match result {
+            Ok(_) => db.checkout_wait(at, started.elapsed()),
+            Err(CheckoutError::Exhausted { .. }) => db.backend_error(at, BackendError::PoolTimeout),
+            Err(CheckoutError::Unreachable { .. }) => {
+                db.backend_error(at, BackendError::Unreachable)
             }
         }
-        result
     }
 
     pub(super) fn note_received(&self, n: usize) {
