@@ -12,7 +12,7 @@
 //! (`Session::run`).
 
 use std::io::{self, ErrorKind};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
@@ -30,12 +30,51 @@ pub fn poll_recv(
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
+    poll_recv_armed(stream, cx, buf, &mut Armed::default())
+}
+
+/// Whether the one task that reads a socket is registered for its next readable event.
+///
+/// A task polled for another reason (its other socket, a pool's hand-off) polls this socket
+/// again too. Registering anew each time takes tokio's waiter lock for nothing: the
+/// registration lasts until an event takes it, and an event sets the socket's readiness before
+/// it takes the registration. So while the readiness stays empty, the registration is still
+/// there. Valid only for the task that armed it: keep one per socket and task.
+#[derive(Debug, Default)]
+pub struct Armed(bool);
+
+/// [`poll_recv`] for the task `armed` belongs to: a socket found without readiness returns
+/// `Pending` without registering again when the task is registered already.
+pub fn poll_recv_armed(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    armed: &mut Armed,
+) -> Poll<io::Result<usize>> {
     make_room(buf);
     loop {
         match try_recv(stream, buf) {
-            Recv::Got(n) => return Poll::Ready(Ok(n)),
-            Recv::Failed(e) => return Poll::Ready(Err(e)),
-            Recv::Nothing => ready!(stream.poll_read_ready(cx))?,
+            Recv::Got(n) => {
+                armed.0 = false;
+                return Poll::Ready(Ok(n));
+            }
+            Recv::Failed(e) => {
+                armed.0 = false;
+                return Poll::Ready(Err(e));
+            }
+            Recv::NotReady if armed.0 => return Poll::Pending,
+            // An event that set the readiness took the registration, even if the read then
+            // found nothing.
+            Recv::NotReady | Recv::Nothing => match stream.poll_read_ready(cx) {
+                Poll::Pending => {
+                    armed.0 = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(ready) => {
+                    armed.0 = false;
+                    ready?
+                }
+            },
         }
     }
 }
@@ -51,7 +90,10 @@ fn make_room(buf: &mut BytesMut) {
 /// takes a call per attempt, and most attempts find nothing.
 enum Recv {
     Got(usize),
+    /// The read found nothing (and the readiness tokio had seen is cleared).
     Nothing,
+    /// No read: tokio has seen no readiness since the last one was cleared.
+    NotReady,
     Failed(io::Error),
 }
 
@@ -63,7 +105,7 @@ enum Recv {
 /// another worker's driver) is not lost.
 fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> Recv {
     let room = buf.capacity() - buf.len();
-    let mut found = Recv::Nothing;
+    let mut found = Recv::NotReady;
     // Its result says only whether readiness was cleared; `found` says what the read did.
     let _ = stream.try_io(Interest::READABLE, || match stream.try_read_buf(buf) {
         Ok(n) => {
@@ -73,7 +115,10 @@ fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> Recv {
             }
             Ok(())
         }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(e),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            found = Recv::Nothing;
+            Err(e)
+        }
         Err(e) => {
             found = Recv::Failed(e);
             Ok(())
@@ -99,16 +144,26 @@ pub fn taken(sent: io::Result<usize>) -> io::Result<usize> {
 /// The client's side of a session: a TCP socket, read and written as above, or a TLS stream,
 /// through its `AsyncRead` and `AsyncWrite`.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
-    /// Reads what the client sent into `buf`.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+    /// Reads what the client sent into `buf`; `armed` is the session task's ([`Armed`]).
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        armed: &mut Armed,
+    ) -> Poll<io::Result<usize>>;
 
     /// Writes what can be written now (`WouldBlock`: nothing; use `write_all`).
     fn try_send(&mut self, data: &[u8]) -> io::Result<usize>;
 }
 
 impl ClientStream for TcpStream {
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        poll_recv(self, cx, buf)
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        armed: &mut Armed,
+    ) -> Poll<io::Result<usize>> {
+        poll_recv_armed(self, cx, buf, armed)
     }
 
     fn try_send(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -117,7 +172,12 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        _armed: &mut Armed,
+    ) -> Poll<io::Result<usize>> {
         make_room(buf);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(self), cx, buf)
     }
@@ -162,6 +222,39 @@ mod tests {
             while got < msg.len() {
                 got += recv(&b, &mut buf).await.unwrap();
             }
+            assert_eq!(&buf[..], msg.as_bytes());
+            buf.clear();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_armed_reader_polled_again_without_bytes_still_wakes_for_the_next_message() {
+        // As in a session: the task is polled for other reasons between the client's messages,
+        // and each of those polls finds the client socket without readiness.
+        let (mut a, b) = pair().await;
+        let mut buf = BytesMut::new();
+        let mut armed = Armed::default();
+        for i in 0..200u32 {
+            for _ in 0..3 {
+                let polled =
+                    poll_fn(|cx| Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))).await;
+                assert!(polled.is_pending(), "nothing was sent yet");
+                assert!(armed.0, "registered once, then known to be");
+            }
+            let msg = format!("message {i}");
+            a.write_all(msg.as_bytes()).await.unwrap();
+            let mut got = 0;
+            while got < msg.len() {
+                let read = poll_fn(|cx| poll_recv_armed(&b, cx, &mut buf, &mut armed));
+                got += tokio::time::timeout(Duration::from_secs(5), read)
+                    .await
+                    .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
+                    .unwrap();
+            }
+            assert!(
+                !armed.0,
+                "a read that found bytes leaves the task unregistered"
+            );
             assert_eq!(&buf[..], msg.as_bytes());
             buf.clear();
         }

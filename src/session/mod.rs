@@ -192,6 +192,8 @@ pub struct Session<S> {
     flight: Option<crate::topology::flights::Flight>,
     /// Where the client's database was in the last snapshot a checkout looked it up in.
     db_hint: crate::topology::DatabaseHint,
+    /// The session's task is registered for the client socket's next bytes.
+    client_armed: crate::net::Armed,
 }
 
 impl<S: ClientStream> Session<S> {
@@ -252,6 +254,7 @@ impl<S: ClientStream> Session<S> {
             commits: replica::Commits::default(),
             flight: None,
             db_hint: Default::default(),
+            client_armed: Default::default(),
             settings,
         })
     }
@@ -339,7 +342,7 @@ impl<S: ClientStream> Session<S> {
                     }
                     self.flush_client().await?;
                 }
-                read = read_client(&mut self.client, &mut self.cbuf) => {
+                read = read_client(&mut self.client, &mut self.cbuf, &mut self.client_armed) => {
                     match read? {
                         0 => return Ok(()),
                         n => self.note_received(n),
@@ -547,6 +550,7 @@ fn read_backend(
 fn read_client<'a, S: ClientStream>(
     client: &'a mut S,
     buf: &'a mut BytesMut,
+    armed: &'a mut crate::net::Armed,
 ) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| client.poll_recv(cx, buf))
+    std::future::poll_fn(move |cx| client.poll_recv(cx, buf, armed))
 }
