@@ -102,9 +102,12 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration, wo
                 continue;
             }
         };
+        let tasks = tracker.clone();
         let session = tracker.track_future(async move {
-            let _permit = permit;
-            let _connected = connected;
+            let admission = Admission {
+                _connected: connected,
+                _permit: permit,
+            };
             let tcp = match tokio::net::TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {
@@ -114,7 +117,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration, wo
             };
             let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
             match startup::serve(state, tcp, deadline, worker).await {
-                Ok(Some(session)) => session.run().await,
+                Ok(Some(session)) => session.spawn(&tasks, admission),
                 Ok(None) => {}
                 Err(e) => tracing::info!(%peer, error = %e, "client connection ended"),
             }
@@ -133,6 +136,13 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, drain: Duration, wo
             "drain deadline reached: closing the remaining connections"
         );
     }
+}
+
+/// What a client connection holds from its accept to its end: its place under
+/// `pool.max_clients`, and its count in the connected-clients gauge.
+pub(crate) struct Admission {
+    _connected: crate::metrics::ClientGuard,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn refuse_too_many(mut tcp: tokio::net::TcpStream) {
