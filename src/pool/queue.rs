@@ -13,9 +13,10 @@
 //! the oldest waiter's deadline (waiters of one pool share a timeout, so the oldest is always the
 //! first due); it runs only while somebody waits.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slot::{Outcome, Slot};
@@ -108,8 +109,7 @@ impl<C: Send + 'static> Queue<C> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<C>> {
-        // Nothing under the lock can panic half-way through a change.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// A place, with an idle connection if there is one; waits in line until the pool's checkout

@@ -64,7 +64,7 @@ impl CancelRegistry {
                 tracing::warn!(pid = key.pid, "cancel request with a wrong secret ignored");
                 return;
             }
-            let targets = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let targets = slot.lock().clone();
             targets
         };
         if targets.is_empty() {

@@ -2,7 +2,7 @@
 //! authentication, and the hand-off to a session.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::startup::PasswordMessageFamily;
@@ -17,7 +17,7 @@ use crate::config::{AuthMethod, Config};
 use crate::protocol::backend::{self as bmsg, Auth, ParameterStatus, TxStatus};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::{peek_frame, write_message, PgError, ProtocolError, SqlState};
-use crate::session::{ClientInfo, Session};
+use crate::session::{CancelSlot, ClientInfo, Session};
 
 /// Largest message a client may send before it is authenticated.
 const MAX_AUTH_MESSAGE: usize = 64 * 1024;
@@ -270,7 +270,7 @@ where
         database,
         user: user.clone(),
         params: params.clone(),
-        cancel: Arc::new(Mutex::new(Vec::new())),
+        cancel: CancelSlot::default(),
     })
 }
 

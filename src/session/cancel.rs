@@ -1,7 +1,8 @@
 //! Where a CancelRequest of this client goes (`server::cancel` reads it): the server processes
 //! running its statement — one, or one per shard of a statement on several — or none.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use crate::net::ClientStream;
 
@@ -17,7 +18,7 @@ impl<S: ClientStream> Session<S> {
     }
 
     pub(super) fn publish_cancels(&self, targets: impl IntoIterator<Item = CancelTarget>) {
-        let mut slot = self.info.cancel.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.info.cancel.lock();
         slot.clear();
         slot.extend(targets);
     }

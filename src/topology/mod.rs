@@ -259,7 +259,7 @@ impl std::ops::Deref for Local {
 /// own.
 #[derive(Default)]
 #[repr(align(128))]
-struct LocalSlot(Mutex<Option<Arc<Local>>>);
+struct LocalSlot(parking_lot::Mutex<Option<Arc<Local>>>);
 
 impl Store {
     pub fn new(snapshot: Snapshot) -> Store {
@@ -319,7 +319,7 @@ impl Store {
         let Some(slot) = self.locals.get(worker) else {
             return Arc::new(Local(self.load()));
         };
-        let mut local = slot.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut local = slot.0.lock();
         match &*local {
             Some(l) if l.version == self.version() => l.clone(),
             _ => {
@@ -363,7 +363,7 @@ impl Store {
         // Not left to the workers' next transactions: an idle worker would keep the replaced
         // snapshot, and the pools only it has (their server connections), alive.
         for slot in &self.locals {
-            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *slot.0.lock() = None;
         }
     }
 

@@ -6,7 +6,8 @@
 //! the 8,800 instructions shardgate spent on a pgbench `-S` query, counted by callgrind). A slot
 //! is allocated once and handed to the next waiter once its last one has let go of it.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::Grant;
@@ -39,8 +40,7 @@ impl<C: Send + 'static> Slot<C> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<C>> {
-        // Nothing under the lock can panic half-way through a change.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// The queue alone holds it: its last waiter has let go of it, so it may serve a new wait.
