@@ -249,6 +249,26 @@ pub fn some_statement_starts_with(sql: &str, word: &str) -> bool {
     }
 }
 
+/// A word of up to 15 bytes as one number: its bytes with ASCII letters folded to lower case,
+/// and its length in the top byte (0 for a longer word, which no keyword is). Every statement's
+/// first word is compared with keywords: this way each comparison is one of two numbers, and
+/// the folding is one `or`. Only letters fold to letters, so a word and a keyword have the same
+/// key exactly when they are the same word in any case.
+pub const fn word_key(word: &[u8]) -> u128 {
+    const FOLD: u128 = u128::from_le_bytes([0x20; 16]) >> 8;
+    if word.len() > 15 {
+        return 0;
+    }
+    let mut bytes = [0u8; 16];
+    let mut i = 0;
+    while i < word.len() {
+        bytes[i] = word[i];
+        i += 1;
+    }
+    bytes[15] = word.len() as u8;
+    u128::from_le_bytes(bytes) | FOLD
+}
+
 /// The leading words of a statement, lowercased, up to `n` of them.
 pub(crate) fn leading_words(stmt: &str, n: usize) -> Vec<String> {
     strip_comments_start(stmt)
@@ -421,6 +441,26 @@ pub(crate) fn integer_literals(sql: &str) -> Option<(String, Vec<std::ops::Range
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_word_has_a_keywords_key_exactly_when_it_is_that_keyword_in_any_case() {
+        assert_eq!(word_key(b"SeLeCt"), word_key(b"select"));
+        assert_eq!(word_key(b"DEALLOCATE"), word_key(b"deallocate"));
+        // Keywords are letters: a byte has a letter's key only if it is that letter.
+        for letter in b'a'..=b'z' {
+            for byte in 0..=u8::MAX {
+                let same = byte.to_ascii_lowercase() == letter;
+                assert_eq!(word_key(&[byte]) == word_key(&[letter]), same, "{byte:#x}");
+            }
+        }
+        assert_ne!(
+            word_key(b"set\0"),
+            word_key(b"set"),
+            "padding is not a byte of the word"
+        );
+        assert_ne!(word_key(b"selects"), word_key(b"select"));
+        assert_eq!(word_key(b"abcdefghijklmnop"), 0, "too long for any keyword");
+    }
 
     /// `statement_end` as it was before the fast path: one byte at a time.
     fn statement_end_bytewise(b: &[u8], start: usize) -> usize {

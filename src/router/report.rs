@@ -1,5 +1,6 @@
 //! Routing decisions in words, for `shardgate route` and `shardgate check-queries`.
 
+use super::lex::word_key;
 use super::plan::{KeySource, Plan, RouteError, Target};
 use super::{Params, Router};
 use crate::metrics::{Kind, Rejection, ShadowVerdict, Spread};
@@ -185,24 +186,35 @@ pub fn kind_of(sql: &str) -> Kind {
 
 /// [`kind_of`] a statement whose [`first_word`](super::lex::first_word) is `word`.
 pub fn kind_of_word(word: &str) -> Kind {
-    // Every statement passes here: one lowercasing of at most 8 bytes and one `match`, rather
-    // than a case-insensitive comparison per keyword.
-    let word = word.as_bytes();
-    let mut lower = [0u8; 8];
-    if word.len() > lower.len() {
-        return Kind::Other;
-    }
-    for (l, c) in lower.iter_mut().zip(word) {
-        *l = c.to_ascii_lowercase();
-    }
-    match &lower[..word.len()] {
-        b"select" | b"with" | b"values" | b"table" => Kind::Select,
-        b"insert" => Kind::Insert,
-        b"update" => Kind::Update,
-        b"delete" => Kind::Delete,
-        b"create" | b"alter" | b"drop" | b"truncate" | b"comment" | b"grant" | b"revoke" => {
-            Kind::Ddl
-        }
+    kind_of_key(word_key(word.as_bytes()))
+}
+
+/// [`kind_of_word`] from the word's [`word_key`].
+pub fn kind_of_key(key: u128) -> Kind {
+    const SELECT: [u128; 4] = [
+        word_key(b"select"),
+        word_key(b"with"),
+        word_key(b"values"),
+        word_key(b"table"),
+    ];
+    const DDL: [u128; 7] = [
+        word_key(b"create"),
+        word_key(b"alter"),
+        word_key(b"drop"),
+        word_key(b"truncate"),
+        word_key(b"comment"),
+        word_key(b"grant"),
+        word_key(b"revoke"),
+    ];
+    const INSERT: u128 = word_key(b"insert");
+    const UPDATE: u128 = word_key(b"update");
+    const DELETE: u128 = word_key(b"delete");
+    match key {
+        INSERT => Kind::Insert,
+        UPDATE => Kind::Update,
+        DELETE => Kind::Delete,
+        _ if SELECT.contains(&key) => Kind::Select,
+        _ if DDL.contains(&key) => Kind::Ddl,
         _ => Kind::Other,
     }
 }

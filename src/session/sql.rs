@@ -3,8 +3,8 @@
 //! leading keywords only; routing is the router's job.
 
 use crate::metrics::Kind;
-use crate::router::lex::leading_words;
 pub use crate::router::lex::{first_word, statements, strip_comments_start};
+use crate::router::lex::{leading_words, word_key};
 use crate::router::report::kind_of_word;
 
 /// What a statement does to session state that must follow the client from backend to backend.
@@ -57,17 +57,17 @@ pub fn classify_from(stmt: &str, first: &str) -> Option<SessionCommand> {
         return Some(cmd);
     }
     // Most statements are none of these: decide on the first word without allocating.
-    const KEYWORDS: [&str; 8] = [
-        "set",
-        "reset",
-        "discard",
-        "deallocate",
-        "listen",
-        "prepare",
-        "declare",
-        "create",
+    const KEYWORDS: [u128; 8] = [
+        word_key(b"set"),
+        word_key(b"reset"),
+        word_key(b"discard"),
+        word_key(b"deallocate"),
+        word_key(b"listen"),
+        word_key(b"prepare"),
+        word_key(b"declare"),
+        word_key(b"create"),
     ];
-    if !KEYWORDS.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+    if !KEYWORDS.contains(&word_key(first.as_bytes())) {
         return None;
     }
     let words = leading_words(stmt, 4);
