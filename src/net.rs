@@ -65,16 +65,22 @@ pub fn poll_recv_armed(
             Recv::NotReady if armed.0 => return Poll::Pending,
             // An event that set the readiness took the registration, even if the read then
             // found nothing.
-            Recv::NotReady | Recv::Nothing => match stream.poll_read_ready(cx) {
-                Poll::Pending => {
-                    armed.0 = true;
-                    return Poll::Pending;
+            Recv::NotReady | Recv::Nothing => {
+                // tokio answers `Pending` without registering the task when the task has used up
+                // its budget for this poll (it wakes the task later instead): only with budget
+                // left before the call is a `Pending` a registration.
+                let budget = tokio::task::coop::has_budget_remaining();
+                match stream.poll_read_ready(cx) {
+                    Poll::Pending => {
+                        armed.0 = budget;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(ready) => {
+                        armed.0 = false;
+                        ready?
+                    }
                 }
-                Poll::Ready(ready) => {
-                    armed.0 = false;
-                    ready?
-                }
-            },
+            }
         }
     }
 }
@@ -258,6 +264,36 @@ mod tests {
             assert_eq!(&buf[..], msg.as_bytes());
             buf.clear();
         }
+    }
+
+    #[tokio::test]
+    async fn a_reader_out_of_budget_is_not_armed_and_still_wakes_for_the_next_message() {
+        let (mut a, b) = pair().await;
+        let mut buf = BytesMut::new();
+        let mut armed = Armed::default();
+        // One poll that has used up the task's budget first: tokio answers `Pending` without
+        // registering the task.
+        let polled = poll_fn(|cx| {
+            while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
+                progress.made_progress();
+            }
+            Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))
+        })
+        .await;
+        assert!(polled.is_pending());
+        assert!(!armed.0, "a Pending for want of budget is no registration");
+        // The next poll (after a yield: a new budget), registers; a message sent after it wakes
+        // the task.
+        tokio::task::yield_now().await;
+        let polled = poll_fn(|cx| Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))).await;
+        assert!(polled.is_pending() && armed.0);
+        a.write_all(b"hello").await.unwrap();
+        let read = poll_fn(|cx| poll_recv_armed(&b, cx, &mut buf, &mut armed));
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
+            .unwrap();
+        assert_eq!(&buf[..], b"hello");
     }
 
     #[tokio::test]
