@@ -23,7 +23,7 @@ impl<S: ClientStream> Session<S> {
     pub(super) async fn on_client_message(
         &mut self,
         tag: u8,
-        frame: Bytes,
+        frame: &[u8],
     ) -> Result<Flow, SessionError> {
         if self.skip_until_sync && tag != fmsg::SYNC {
             return Ok(Flow::Continue);
@@ -39,23 +39,24 @@ impl<S: ClientStream> Session<S> {
                 return Ok(Flow::Continue);
             }
         }
-        let frame = self.list_insert_columns(tag, frame)?;
+        let listed = self.list_insert_columns(tag, frame)?;
+        let frame = listed.as_deref().unwrap_or(frame);
         let body = &frame[crate::protocol::HEADER_LEN..];
         match tag {
-            fmsg::QUERY => self.on_query(&frame).await?,
-            fmsg::PARSE => self.on_parse(&frame).await?,
-            fmsg::BIND => self.on_bind(&frame).await?,
+            fmsg::QUERY => self.on_query(frame).await?,
+            fmsg::PARSE => self.on_parse(frame).await?,
+            fmsg::BIND => self.on_bind(frame).await?,
             fmsg::DESCRIBE => {
-                self.on_describe(NamedTarget::decode(tag, body)?, &frame)
+                self.on_describe(NamedTarget::decode(tag, body)?, frame)
                     .await?
             }
-            fmsg::CLOSE => self.on_close(NamedTarget::decode(tag, body)?, &frame),
-            fmsg::EXECUTE => self.on_execute(Execute::decode(body)?, &frame).await?,
-            fmsg::SYNC => self.on_sync(&frame),
-            fmsg::FLUSH => self.forward_if_held(&frame),
-            fmsg::COPY_DATA => self.forward_if_held(&frame),
-            fmsg::COPY_DONE | fmsg::COPY_FAIL => self.on_copy_end(&frame),
-            fmsg::FUNCTION_CALL => self.forward_new(&frame, Pending::FunctionCall).await?,
+            fmsg::CLOSE => self.on_close(NamedTarget::decode(tag, body)?, frame),
+            fmsg::EXECUTE => self.on_execute(Execute::decode(body)?, frame).await?,
+            fmsg::SYNC => self.on_sync(frame),
+            fmsg::FLUSH => self.forward_if_held(frame),
+            fmsg::COPY_DATA => self.forward_if_held(frame),
+            fmsg::COPY_DONE | fmsg::COPY_FAIL => self.on_copy_end(frame),
+            fmsg::FUNCTION_CALL => self.forward_new(frame, Pending::FunctionCall).await?,
             fmsg::TERMINATE => return Ok(Flow::Close),
             _ => {
                 return Err(ProtocolError::Unexpected {
@@ -70,13 +71,18 @@ impl<S: ClientStream> Session<S> {
 
     /// A Query or Parse of an INSERT without a column list into a sharded table, rebuilt with its
     /// columns listed (`router::columns`): handled from here on as if the client had sent that.
-    fn list_insert_columns(&mut self, tag: u8, frame: Bytes) -> Result<Bytes, SessionError> {
+    /// `None`: the message as it is.
+    fn list_insert_columns(
+        &mut self,
+        tag: u8,
+        frame: &[u8],
+    ) -> Result<Option<Bytes>, SessionError> {
         if tag != fmsg::QUERY && tag != fmsg::PARSE {
-            return Ok(frame);
+            return Ok(None);
         }
         // First the cheap question (one shard: nothing is routed), then the lexing.
         let Some(router) = self.router() else {
-            return Ok(frame);
+            return Ok(None);
         };
         let body = &frame[crate::protocol::HEADER_LEN..];
         let (sql, parse) = match tag {
@@ -87,20 +93,20 @@ impl<S: ClientStream> Session<S> {
             }
         };
         if !crate::router::lex::some_statement_starts_with(sql, "insert") {
-            return Ok(frame);
+            return Ok(None);
         }
         let Plan::ListColumns(listed) = &*router.plan(sql) else {
-            return Ok(frame);
+            return Ok(None);
         };
         let mut out = BytesMut::new();
         match parse {
             None => Query { sql: listed }.encode(&mut out),
             Some(p) => Parse { sql: listed, ..p }.encode(&mut out),
         }
-        Ok(out.freeze())
+        Ok(Some(out.freeze()))
     }
 
-    async fn on_query(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+    async fn on_query(&mut self, frame: &[u8]) -> Result<(), SessionError> {
         let q = Query::decode(&frame[crate::protocol::HEADER_LEN..])?;
         // Any simple query drops the client's unnamed statement, in Postgres even when it fails.
         self.unnamed = None;
@@ -196,7 +202,7 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
-    async fn on_parse(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+    async fn on_parse(&mut self, frame: &[u8]) -> Result<(), SessionError> {
         let unnamed = match self.parse_memo.recall(frame) {
             Some(unnamed) => unnamed,
             None => {
@@ -236,7 +242,7 @@ impl<S: ClientStream> Session<S> {
     async fn on_unnamed_parse(
         &mut self,
         UnnamedParse { command, kind }: UnnamedParse,
-        frame: &Bytes,
+        frame: &[u8],
     ) -> Result<(), SessionError> {
         if self.refuse_parse(&command) {
             return Ok(());
@@ -245,20 +251,30 @@ impl<S: ClientStream> Session<S> {
         self.unnamed_cmd = command;
         if defer {
             // The shard is picked by the Bind (its parameters carry the key).
-            self.unnamed = Some(frame.clone());
+            let kept = self.keep_unnamed(frame).clone();
             self.unnamed_kind = kind;
             self.unnamed_here = false;
-            self.owed.push(super::route::Owed::Unnamed(frame.clone()));
+            self.owed.push(super::route::Owed::Unnamed(kept));
             return Ok(());
         }
         if !self.ensure_backend_for_extended().await {
             return Ok(());
         }
-        self.unnamed = Some(frame.clone());
+        self.keep_unnamed(frame);
         self.unnamed_kind = kind;
         self.unnamed_here = true;
         self.forward(frame, Pending::UnnamedParse);
         Ok(())
+    }
+
+    /// Makes the unnamed Parse `frame` the client's unnamed statement, and returns it. The one
+    /// kept already when it is the same: drivers that send the same Parse before each execution
+    /// then cost no copy.
+    fn keep_unnamed(&mut self, frame: &[u8]) -> &Bytes {
+        if self.unnamed.as_deref() != Some(frame) {
+            self.unnamed = Some(Bytes::copy_from_slice(frame));
+        }
+        self.unnamed.as_ref().expect("kept above")
     }
 
     async fn on_named_parse(
@@ -318,7 +334,7 @@ impl<S: ClientStream> Session<S> {
         Ok(())
     }
 
-    async fn on_bind(&mut self, frame: &Bytes) -> Result<(), SessionError> {
+    async fn on_bind(&mut self, frame: &[u8]) -> Result<(), SessionError> {
         let b = Bind::decode(&frame[crate::protocol::HEADER_LEN..])?;
         let want = loop {
             match self.route_bind(&b).await {
@@ -372,7 +388,7 @@ impl<S: ClientStream> Session<S> {
         Ok(())
     }
 
-    async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &Bytes) -> Result<(), SessionError> {
+    async fn on_describe(&mut self, d: NamedTarget<'_>, frame: &[u8]) -> Result<(), SessionError> {
         if d.target == Target::Portal && self.is_local_portal(d.name) {
             self.push_synthetic(|out| bmsg::empty(out, bmsg::NO_DATA));
             return Ok(());
@@ -417,7 +433,7 @@ impl<S: ClientStream> Session<S> {
         queue_parse(conn, (&mut self.bout, &mut self.replies), stmt, pending)
     }
 
-    fn on_close(&mut self, c: NamedTarget<'_>, frame: &Bytes) {
+    fn on_close(&mut self, c: NamedTarget<'_>, frame: &[u8]) {
         // A named statement stays prepared on the servers (other clients share it); only the
         // client's name goes away. Closing something that does not exist is not an error.
         if c.target == Target::Statement && !c.name.is_empty() {
@@ -442,7 +458,7 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
-    async fn on_execute(&mut self, e: Execute<'_>, frame: &Bytes) -> Result<(), SessionError> {
+    async fn on_execute(&mut self, e: Execute<'_>, frame: &[u8]) -> Result<(), SessionError> {
         if self.is_local_portal(e.portal) {
             if let Some((_, tx)) = self.local_portal.take() {
                 if let Some(failure) = self.run_local_tx(tx).await {
@@ -465,7 +481,7 @@ impl<S: ClientStream> Session<S> {
         self.forward_new(frame, Pending::Execute).await
     }
 
-    fn on_sync(&mut self, frame: &Bytes) {
+    fn on_sync(&mut self, frame: &[u8]) {
         self.skip_until_sync = false;
         self.local_portal = None;
         self.fan_portal = None;
@@ -480,21 +496,21 @@ impl<S: ClientStream> Session<S> {
         self.forward(frame, Pending::Sync);
     }
 
-    fn on_copy_end(&mut self, frame: &Bytes) {
+    fn on_copy_end(&mut self, frame: &[u8]) {
         if self.backend.is_some() {
             self.replies.copy_in = false;
             self.forward(frame, Pending::CopyEnd);
         }
     }
 
-    fn forward_if_held(&mut self, frame: &Bytes) {
+    fn forward_if_held(&mut self, frame: &[u8]) {
         if self.backend.is_some() {
             self.bout.extend_from_slice(frame);
         }
     }
 
     /// Forwards a message that may start a transaction: checks out a backend first.
-    async fn forward_new(&mut self, frame: &Bytes, pending: Pending) -> Result<(), SessionError> {
+    async fn forward_new(&mut self, frame: &[u8], pending: Pending) -> Result<(), SessionError> {
         let ok = match pending {
             Pending::FunctionCall => self.ensure_backend_for_query().await,
             _ => self.ensure_backend_for_extended_on(Place::ANY, true).await,

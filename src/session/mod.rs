@@ -122,6 +122,9 @@ impl Held {
     }
 }
 
+/// The largest message buffer a session keeps between messages.
+const FRAME_KEPT: usize = 64 * 1024;
+
 pub struct Session<S> {
     client: S,
     shared: Arc<Shared>,
@@ -194,6 +197,8 @@ pub struct Session<S> {
     db_hint: crate::topology::DatabaseHint,
     /// The session's task is registered for the client socket's next bytes.
     client_armed: crate::net::Armed,
+    /// The client message being handled, copied out of `cbuf` ([`Session::on_client_data`]).
+    frame: Vec<u8>,
 }
 
 impl<S: ClientStream> Session<S> {
@@ -255,6 +260,7 @@ impl<S: ClientStream> Session<S> {
             flight: None,
             db_hint: Default::default(),
             client_armed: Default::default(),
+            frame: Vec::new(),
             settings,
         })
     }
@@ -367,9 +373,22 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
+    /// Handles every complete message in the read buffer. Each is copied out of it into the
+    /// session's `frame` buffer (taken out of `self` while the message is handled), not split off
+    /// as a reference-counted `Bytes`: a short message's copy costs less than the reference
+    /// count's increment and decrement and the split's bookkeeping (an extended-protocol query
+    /// sends five messages). The few handlers that keep a message copy it.
     async fn on_client_data(&mut self) -> Result<Flow, SessionError> {
-        while let Some(h) = peek_frame(&self.cbuf, self.max_message)? {
-            let frame = self.cbuf.split_to(h.total_len).freeze();
+        let mut frame = std::mem::take(&mut self.frame);
+        let flow = loop {
+            let h = match peek_frame(&self.cbuf, self.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break Ok(Flow::Continue),
+                Err(e) => break Err(e.into()),
+            };
+            frame.clear();
+            frame.extend_from_slice(&self.cbuf[..h.total_len]);
+            bytes::Buf::advance(&mut self.cbuf, h.total_len);
             if let Some(err) = self.lost.take() {
                 // The client's transaction died with its backend. Whatever it sends next was
                 // meant for that transaction, so it is refused rather than run outside it.
@@ -379,11 +398,17 @@ impl<S: ClientStream> Session<S> {
                 }
                 self.extended_error(err);
             }
-            if let Flow::Close = self.on_client_message(h.tag, frame).await? {
-                return Ok(Flow::Close);
+            match self.on_client_message(h.tag, &frame).await {
+                Ok(Flow::Continue) => {}
+                other => break other,
             }
+        };
+        if frame.capacity() > FRAME_KEPT {
+            // A large message (COPY data, a long statement) does not keep its size allocated.
+            frame = Vec::new();
         }
-        Ok(Flow::Continue)
+        self.frame = frame;
+        flow
     }
 
     /// In transaction mode, gives the backend back once it is idle with nothing outstanding.

@@ -158,8 +158,12 @@ impl Drop for FanTiming {
 impl<S: ClientStream> Session<S> {
     /// A simple query (Query message `frame`, its first statement of `kind`) is about to go to
     /// the held backend.
-    pub(super) fn note_sent(&mut self, kind: Kind, frame: &Bytes) {
-        let text = self.obs.slow.as_ref().map(|_| Shown::Query(frame.clone()));
+    pub(super) fn note_sent(&mut self, kind: Kind, frame: &[u8]) {
+        let text = self
+            .obs
+            .slow
+            .as_ref()
+            .map(|_| Shown::Query(Bytes::copy_from_slice(frame)));
         self.note_statement(kind, text);
     }
 
