@@ -165,7 +165,10 @@ impl<S: ClientStream> Session<S> {
             return Ok(());
         }
         self.note_may_write(want);
-        self.pending_cmds.extend(cmds);
+        if !cmds.is_empty() {
+            // Most queries have none: no emptied iterator to drop.
+            self.pending_cmds.extend(cmds);
+        }
         self.unnamed_here = true; // this backend drops its unnamed statement too
         self.note_sent(kind, frame);
         self.forward(frame, Pending::Query);
