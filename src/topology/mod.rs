@@ -94,7 +94,7 @@ pub struct Snapshot {
 pub type Databases = indexmap::IndexMap<String, Arc<Database>, foldhash::fast::RandomState>;
 
 /// Where a session found its database in the snapshot of a version: the position to look at
-/// first in that version's snapshot.
+/// first in that version's snapshot. One hint per name: it does not say whose position it is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DatabaseHint(Option<(u64, usize)>);
 
@@ -105,7 +105,12 @@ impl Snapshot {
     pub fn database(&self, name: &str, hint: &mut DatabaseHint) -> Option<&Arc<Database>> {
         if let Some((version, at)) = hint.0 {
             if version == self.version {
-                return self.databases.get_index(at).map(|(_, db)| db);
+                let found = self.databases.get_index(at);
+                debug_assert!(
+                    found.is_some_and(|(key, _)| key == name),
+                    "a hint of another name"
+                );
+                return found.map(|(_, db)| db);
             }
         }
         let (at, _, db) = self.databases.get_full(name)?;
