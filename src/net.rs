@@ -209,10 +209,27 @@ mod tests {
     }
 
     async fn recv(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-        let read = poll_fn(|cx| poll_recv(stream, cx, buf));
+        recv_armed(stream, buf, &mut Armed::default()).await
+    }
+
+    async fn recv_armed(
+        stream: &TcpStream,
+        buf: &mut BytesMut,
+        armed: &mut Armed,
+    ) -> io::Result<usize> {
+        let read = poll_fn(|cx| poll_recv_armed(stream, cx, buf, armed));
         tokio::time::timeout(Duration::from_secs(5), read)
             .await
             .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
+    }
+
+    /// One poll of a read, as a task polled for another reason makes it.
+    async fn poll_once(
+        stream: &TcpStream,
+        buf: &mut BytesMut,
+        armed: &mut Armed,
+    ) -> Poll<io::Result<usize>> {
+        poll_fn(|cx| Poll::Ready(poll_recv_armed(stream, cx, buf, armed))).await
     }
 
     #[tokio::test]
@@ -242,8 +259,7 @@ mod tests {
         let mut armed = Armed::default();
         for i in 0..200u32 {
             for _ in 0..3 {
-                let polled =
-                    poll_fn(|cx| Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))).await;
+                let polled = poll_once(&b, &mut buf, &mut armed).await;
                 assert!(polled.is_pending(), "nothing was sent yet");
                 assert!(armed.0, "registered once, then known to be");
             }
@@ -251,11 +267,7 @@ mod tests {
             a.write_all(msg.as_bytes()).await.unwrap();
             let mut got = 0;
             while got < msg.len() {
-                let read = poll_fn(|cx| poll_recv_armed(&b, cx, &mut buf, &mut armed));
-                got += tokio::time::timeout(Duration::from_secs(5), read)
-                    .await
-                    .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
-                    .unwrap();
+                got += recv_armed(&b, &mut buf, &mut armed).await.unwrap();
             }
             assert!(
                 !armed.0,
@@ -285,14 +297,10 @@ mod tests {
         // The next poll (after a yield: a new budget), registers; a message sent after it wakes
         // the task.
         tokio::task::yield_now().await;
-        let polled = poll_fn(|cx| Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))).await;
+        let polled = poll_once(&b, &mut buf, &mut armed).await;
         assert!(polled.is_pending() && armed.0);
         a.write_all(b"hello").await.unwrap();
-        let read = poll_fn(|cx| poll_recv_armed(&b, cx, &mut buf, &mut armed));
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
-            .unwrap();
+        recv_armed(&b, &mut buf, &mut armed).await.unwrap();
         assert_eq!(&buf[..], b"hello");
     }
 
