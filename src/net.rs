@@ -223,6 +223,23 @@ mod tests {
             .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
     }
 
+    /// Sends `msg` from `a` and reads it on `b`, in as many reads as it takes.
+    async fn ping(
+        a: &mut TcpStream,
+        b: &TcpStream,
+        buf: &mut BytesMut,
+        armed: &mut Armed,
+        msg: &str,
+    ) {
+        a.write_all(msg.as_bytes()).await.unwrap();
+        let mut got = 0;
+        while got < msg.len() {
+            got += recv_armed(b, buf, armed).await.unwrap();
+        }
+        assert_eq!(&buf[..], msg.as_bytes());
+        buf.clear();
+    }
+
     /// One poll of a read, as a task polled for another reason makes it.
     async fn poll_once(
         stream: &TcpStream,
@@ -239,14 +256,9 @@ mod tests {
         let (mut a, b) = pair().await;
         let mut buf = BytesMut::new();
         for i in 0..500u32 {
+            // A new `Armed` per message: as `poll_recv`, which registers whenever it waits.
             let msg = format!("message {i}");
-            a.write_all(msg.as_bytes()).await.unwrap();
-            let mut got = 0;
-            while got < msg.len() {
-                got += recv(&b, &mut buf).await.unwrap();
-            }
-            assert_eq!(&buf[..], msg.as_bytes());
-            buf.clear();
+            ping(&mut a, &b, &mut buf, &mut Armed::default(), &msg).await;
         }
     }
 
@@ -263,18 +275,11 @@ mod tests {
                 assert!(polled.is_pending(), "nothing was sent yet");
                 assert!(armed.0, "registered once, then known to be");
             }
-            let msg = format!("message {i}");
-            a.write_all(msg.as_bytes()).await.unwrap();
-            let mut got = 0;
-            while got < msg.len() {
-                got += recv_armed(&b, &mut buf, &mut armed).await.unwrap();
-            }
+            ping(&mut a, &b, &mut buf, &mut armed, &format!("message {i}")).await;
             assert!(
                 !armed.0,
                 "a read that found bytes leaves the task unregistered"
             );
-            assert_eq!(&buf[..], msg.as_bytes());
-            buf.clear();
         }
     }
 
