@@ -149,16 +149,14 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// While an operator's promotion holds the shard's writes back, a new transaction waits
-    /// for it up to `pool.checkout_timeout_ms`, then fails with 08006 (retryable).
+    /// for it up to `pool.checkout_timeout_ms`, then fails with 08006 (retryable). Called once
+    /// the shard was seen fenced; the loop looks again, so a fence lifted meanwhile costs no wait.
     async fn wait_for_switchover(
         &self,
         database: &str,
         shard: &Shard,
     ) -> Result<(), CheckoutError> {
         let health = &self.shared.health;
-        if !health.is_fenced(database, &shard.name) {
-            return Ok(());
-        }
         let timeout = shard.primary.settings().checkout_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         while health.is_fenced(database, &shard.name) {
