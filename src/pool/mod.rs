@@ -131,6 +131,9 @@ pub enum CheckoutError {
         waited: Duration,
         size: u32,
     },
+    /// A place was free, but the new connection for it did not open in time.
+    #[error("no new connection to shard \"{shard}\" opened within {waited:?}")]
+    Connecting { shard: String, waited: Duration },
     #[error("shard \"{shard}\" is unreachable: {reason}")]
     Unreachable { shard: String, reason: String },
 }
@@ -159,6 +162,35 @@ pub struct Pool {
     target: Target,
     settings: PoolSettings,
     last_error: LastError,
+    warnings: Arc<Warnings>,
+}
+
+/// Warnings about checkouts that timed out, at most one a second per pool: when a pool runs
+/// dry every waiter times out, and one line with the pool's state says what a thousand would.
+#[derive(Default)]
+struct Warnings {
+    /// When the last warning was logged, and how many were held back since.
+    last: Mutex<Option<(Instant, u32)>>,
+}
+
+impl Warnings {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Calls `log` with the number of warnings held back since the last one, unless one was
+    /// logged less than [`Self::EVERY`] ago.
+    fn warn(&self, log: impl FnOnce(u32)) {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *last {
+            Some((at, held_back)) if now.duration_since(*at) < Self::EVERY => *held_back += 1,
+            _ => {
+                let held_back = last.map_or(0, |(_, n)| n);
+                *last = Some((now, 0));
+                drop(last);
+                log(held_back);
+            }
+        }
+    }
 }
 
 /// One worker's share of a pool.
@@ -222,6 +254,7 @@ impl Pool {
             target,
             settings,
             last_error,
+            warnings: Arc::default(),
         }
     }
 
@@ -284,7 +317,7 @@ impl Pool {
             got = tokio::time::timeout_at(deadline, slice.inner.get_owned()) => match got {
                 Ok(Ok(conn)) => Ok(Box::new(conn)),
                 Ok(Err(bb8::RunError::User(e))) => Err(self.unreachable(e.to_string())),
-                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.timed_out(started)),
+                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => Err(self.not_opened(started)),
             },
             _ = failed => Err(self.unreachable(self.last_error.since(started).unwrap_or_default())),
         }
@@ -314,16 +347,52 @@ impl Pool {
         &self.slices[worker % self.slices.len()]
     }
 
-    /// A checkout that waited too long: the server is down if connecting failed meanwhile,
-    /// else every connection was busy.
+    /// A checkout that waited in line too long: the server is down if connecting failed
+    /// meanwhile, else every connection was busy.
     fn timed_out(&self, started: Instant) -> CheckoutError {
-        match self.last_error.since(started) {
-            Some(reason) => self.unreachable(reason),
-            None => CheckoutError::Exhausted {
-                shard: self.shard.to_string(),
-                waited: self.settings.checkout_timeout,
-                size: self.settings.size,
-            },
+        if let Some(reason) = self.last_error.since(started) {
+            return self.unreachable(reason);
+        }
+        let (open, held, waiting) = self.gauges();
+        self.warnings.warn(|repeats| {
+            tracing::warn!(
+                shard = %self.shard,
+                size = self.settings.size,
+                held,
+                open,
+                waiting,
+                repeats,
+                "checkouts time out: every connection stayed busy for {:?} (pool.checkout_timeout_ms); \
+                 look for long transactions in pg_stat_activity, or raise pool.size",
+                self.settings.checkout_timeout,
+            );
+        });
+        CheckoutError::Exhausted {
+            shard: self.shard.to_string(),
+            waited: self.settings.checkout_timeout,
+            size: self.settings.size,
+        }
+    }
+
+    /// A checkout that held a place but whose new connection did not open in time: the server
+    /// is down if connecting failed meanwhile, else slow to accept.
+    fn not_opened(&self, started: Instant) -> CheckoutError {
+        if let Some(reason) = self.last_error.since(started) {
+            return self.unreachable(reason);
+        }
+        self.warnings.warn(|repeats| {
+            tracing::warn!(
+                shard = %self.shard,
+                server = %self.target,
+                repeats,
+                "a new server connection did not open within {:?} (pool.checkout_timeout_ms): \
+                 the server is slow to accept connections",
+                self.settings.checkout_timeout,
+            );
+        });
+        CheckoutError::Connecting {
+            shard: self.shard.to_string(),
+            waited: self.settings.checkout_timeout,
         }
     }
 
@@ -410,7 +479,30 @@ pub struct PoolUsage {
 
 #[cfg(test)]
 mod tests {
-    use super::slice_sizes;
+    use super::{slice_sizes, Warnings};
+    use std::time::Duration;
+
+    #[test]
+    fn warnings_come_at_most_once_a_second_and_count_those_held_back() {
+        let warnings = Warnings::default();
+        let mut logged = Vec::new();
+        for _ in 0..3 {
+            warnings.warn(|held_back| logged.push(held_back));
+        }
+        assert_eq!(
+            logged,
+            [0],
+            "the first is logged, the next two are held back"
+        );
+        // A second later (the clock is not mocked: the last warning is moved back instead).
+        if let Some((at, _)) = warnings.last.lock().unwrap().as_mut() {
+            *at -= Duration::from_millis(1001);
+        }
+        warnings.warn(|held_back| logged.push(held_back));
+        assert_eq!(logged, [0, 2]);
+        warnings.warn(|held_back| logged.push(held_back));
+        assert_eq!(logged, [0, 2], "held back again: the count starts anew");
+    }
 
     #[test]
     fn the_pool_size_is_shared_out_over_the_workers_and_no_slice_is_empty() {

@@ -555,6 +555,8 @@ pub(super) fn checkout_error(e: CheckoutError) -> PgError {
     match &e {
         CheckoutError::Exhausted { .. } => PgError::error(SqlState::TooManyConnections, format!("shardgate: {e}"))
             .with_hint("Raise pool.size or pool.checkout_timeout_ms, or look for long transactions holding server connections."),
+        CheckoutError::Connecting { .. } => PgError::error(SqlState::TooManyConnections, format!("shardgate: {e}"))
+            .with_hint("The server was slow to accept a new connection: check its load, or raise pool.checkout_timeout_ms."),
         CheckoutError::Unreachable { .. } => PgError::error(SqlState::ConnectionFailure, format!("shardgate: {e}"))
             .with_hint("Check that the shard's server is running and accepts connections from shardgate."),
     }

@@ -294,7 +294,9 @@ impl<S: ClientStream> Session<S> {
         let at = at.into();
         match result {
             Ok(_) => db.checkout_wait(at, started.elapsed()),
-            Err(CheckoutError::Exhausted { .. }) => db.backend_error(at, BackendError::PoolTimeout),
+            Err(CheckoutError::Exhausted { .. } | CheckoutError::Connecting { .. }) => {
+                db.backend_error(at, BackendError::PoolTimeout)
+            }
             Err(CheckoutError::Unreachable { .. }) => {
                 db.backend_error(at, BackendError::Unreachable)
             }

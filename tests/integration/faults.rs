@@ -129,6 +129,62 @@ async fn exhausted_pool_gives_53300_after_the_checkout_timeout() {
     assert_eq!(one::<i32>(&waiter, "select 1").await, 1);
 }
 
+/// A server that stops accepting connections (its postmaster is stopped; the backends it already
+/// forked go on serving) fails a checkout that needs a new connection with 53300 saying so, not
+/// with the busy pool's message; once it accepts again, the client's next query works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slow_to_accept_fails_the_checkout_with_53300_naming_the_new_connection() {
+    let env = Env::start_with(Options {
+        pool_size: 2,
+        checkout_timeout_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    // Logging in checks the client's settings on a backend: both logins use the one connection
+    // opened for the first, and the holder keeps it.
+    let waiter = env.connect().await;
+    let holder = env.connect().await;
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let stopped = StoppedPostmaster::stop(&env.pg);
+    let e = waiter.simple_query("select 1").await.unwrap_err();
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "53300");
+    assert_eq!(
+        message,
+        "shardgate: no new connection to shard \"s0\" opened within 300ms"
+    );
+    drop(stopped);
+    holder.batch_execute("commit").await.unwrap();
+    assert_eq!(one::<i32>(&waiter, "select 1").await, 1);
+}
+
+/// A cluster's postmaster stopped with SIGSTOP until dropped: connections wait in its listen
+/// queue, unanswered.
+struct StoppedPostmaster(String);
+
+impl StoppedPostmaster {
+    fn stop(pg: &shardgate::cluster::Cluster) -> StoppedPostmaster {
+        let pid = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        signal("-STOP", &pid);
+        StoppedPostmaster(pid)
+    }
+}
+
+impl Drop for StoppedPostmaster {
+    fn drop(&mut self) {
+        signal("-CONT", &self.0);
+    }
+}
+
+fn signal(sig: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}: {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_clients_is_enforced_with_a_clear_error() {
     let env = Env::start_with(Options {
