@@ -104,18 +104,19 @@ impl<C: Send + 'static> Slot<C> {
     /// The grant, once it has come.
     pub fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome<C>> {
         let mut state = self.lock();
+        // The waker is updated in place: taking the state out and putting it back would drop
+        // (through a call, for the grant it may hold) what was just moved out.
+        if let State::Waiting(waker) = &mut *state {
+            match waker {
+                Some(w) => w.clone_from(cx.waker()),
+                None => *waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
         match std::mem::replace(&mut *state, State::Done) {
             State::Granted(grant) => Poll::Ready(Outcome::Granted(grant)),
-            State::TimedOut => Poll::Ready(Outcome::TimedOut),
-            State::Waiting(mut waker) => {
-                match &mut waker {
-                    Some(w) => w.clone_from(cx.waker()),
-                    None => waker = Some(cx.waker().clone()),
-                }
-                *state = State::Waiting(waker);
-                Poll::Pending
-            }
-            State::Done => Poll::Ready(Outcome::TimedOut),
+            // Timed out, or polled again after its outcome was taken.
+            _ => Poll::Ready(Outcome::TimedOut),
         }
     }
 
