@@ -443,6 +443,10 @@ impl<S: ClientStream> Session<S> {
 
     /// Sends the owed Parses to the held backend; their replies go to the client.
     pub(super) fn place_owed(&mut self) {
+        // Asked before each message that runs on a backend; almost always nothing is owed.
+        if self.owed.is_empty() {
+            return;
+        }
         for owed in std::mem::take(&mut self.owed) {
             match owed {
                 Owed::Unnamed(frame) => {
