@@ -77,8 +77,10 @@ pub enum SessionError {
     Protocol(#[from] ProtocolError),
     #[error("shard \"{shard}\" sent {why}; closing the client connection")]
     Desync { shard: String, why: &'static str },
+    /// Boxed: every handler on the query path returns this error type, and a `PgError` inline
+    /// would make each of their results several times larger.
     #[error("cannot start the session: {0}")]
-    Startup(PgError),
+    Startup(Box<PgError>),
 }
 
 impl SessionError {
@@ -92,7 +94,7 @@ impl SessionError {
             SessionError::Desync { .. } => {
                 Some(PgError::fatal(SqlState::InternalError, self.to_string()))
             }
-            SessionError::Startup(e) => Some(e.clone()),
+            SessionError::Startup(e) => Some(PgError::clone(e)),
         }
     }
 }
@@ -277,7 +279,10 @@ impl<S: ClientStream> Session<S> {
 
     async fn startup_pinned(&mut self) -> Result<Vec<(String, String)>, SessionError> {
         if let Err(e) = self.checkout(checkout::Place::ANY).await {
-            return Err(SessionError::Startup(PgError { fatal: true, ..e }));
+            return Err(SessionError::Startup(Box::new(PgError {
+                fatal: true,
+                ..e
+            })));
         }
         self.flush_backend().await;
         while !self.replies.is_empty() {
@@ -285,9 +290,9 @@ impl<S: ClientStream> Session<S> {
             match read {
                 Ok(n) if n > 0 => self.on_backend_data()?,
                 _ => {
-                    return Err(SessionError::Startup(
+                    return Err(SessionError::Startup(Box::new(
                         self.lost_error("the connection closed during startup"),
-                    ))
+                    )))
                 }
             }
         }
@@ -303,10 +308,10 @@ impl<S: ClientStream> Session<S> {
             );
             // Reported once, as the login's FATAL, not also as the relayed ERROR.
             self.cout.clear();
-            return Err(SessionError::Startup(PgError::fatal(
+            return Err(SessionError::Startup(Box::new(PgError::fatal(
                 SqlState::ProtocolViolation,
                 msg,
-            )));
+            ))));
         }
         let conn = &self.backend.as_ref().expect("held during startup").conn;
         Ok(conn.server_params.clone())
