@@ -166,23 +166,24 @@ impl StoppedPostmaster {
     fn stop(pg: &shardgate::cluster::Cluster) -> StoppedPostmaster {
         let pid = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).unwrap();
         let pid = pid.lines().next().unwrap().trim().to_owned();
-        signal("-STOP", &pid);
+        let stopped = signal("-STOP", &pid);
+        assert!(
+            matches!(stopped, Ok(s) if s.success()),
+            "kill -STOP {pid}: {stopped:?}"
+        );
         StoppedPostmaster(pid)
     }
 }
 
 impl Drop for StoppedPostmaster {
     fn drop(&mut self) {
-        signal("-CONT", &self.0);
+        // No assertion here: a panic while a failed assertion unwinds would abort the tests.
+        let _ = signal("-CONT", &self.0);
     }
 }
 
-fn signal(sig: &str, pid: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} {pid}: {status}");
+fn signal(sig: &str, pid: &str) -> std::io::Result<std::process::ExitStatus> {
+    std::process::Command::new("kill").args([sig, pid]).status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
