@@ -108,25 +108,12 @@ async fn client_gone_mid_transaction_leaves_no_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_pool_gives_53300_after_the_checkout_timeout() {
-    let env = Env::start_with(Options {
-        pool_size: 1,
-        checkout_timeout_ms: 300,
-        ..Default::default()
-    })
+    waiter_gets_53300(
+        1,
+        |_| (),
+        "shardgate: no connection to shard \"s0\" became free within 300ms (pool size 1)",
+    )
     .await;
-    // Logging in checks the client's startup settings on a backend, so the waiter logs in first.
-    let waiter = env.connect().await;
-    let holder = env.connect().await;
-    holder.batch_execute("begin; select 1").await.unwrap();
-    let e = waiter.simple_query("select 1").await.unwrap_err();
-    let (code, message) = db_error(&e);
-    assert_eq!(code, "53300");
-    assert_eq!(
-        message,
-        "shardgate: no connection to shard \"s0\" became free within 300ms (pool size 1)"
-    );
-    holder.batch_execute("commit").await.unwrap();
-    assert_eq!(one::<i32>(&waiter, "select 1").await, 1);
 }
 
 /// A server that stops accepting connections (its postmaster is stopped; the backends it already
@@ -134,26 +121,33 @@ async fn exhausted_pool_gives_53300_after_the_checkout_timeout() {
 /// with the busy pool's message; once it accepts again, the client's next query works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_slow_to_accept_fails_the_checkout_with_53300_naming_the_new_connection() {
+    waiter_gets_53300(
+        2,
+        |env| StoppedPostmaster::stop(&env.pg),
+        "shardgate: no new connection to shard \"s0\" opened within 300ms",
+    )
+    .await;
+}
+
+/// A waiter and a holder on a pool of `pool_size` with a checkout timeout of 300 ms. Logging in
+/// checks the client's startup settings on a backend, so both logins use the one connection
+/// opened for the first, and the holder keeps it in an open transaction. `stall` runs before the
+/// waiter's query, and what it returns is dropped after: the query fails with 53300 and
+/// `message`, and once the holder commits, the waiter's next query works.
+async fn waiter_gets_53300<G>(pool_size: u32, stall: impl FnOnce(&Env) -> G, message: &str) {
     let env = Env::start_with(Options {
-        pool_size: 2,
+        pool_size,
         checkout_timeout_ms: 300,
         ..Default::default()
     })
     .await;
-    // Logging in checks the client's settings on a backend: both logins use the one connection
-    // opened for the first, and the holder keeps it.
     let waiter = env.connect().await;
     let holder = env.connect().await;
     holder.batch_execute("begin; select 1").await.unwrap();
-    let stopped = StoppedPostmaster::stop(&env.pg);
+    let stalled = stall(&env);
     let e = waiter.simple_query("select 1").await.unwrap_err();
-    let (code, message) = db_error(&e);
-    assert_eq!(code, "53300");
-    assert_eq!(
-        message,
-        "shardgate: no new connection to shard \"s0\" opened within 300ms"
-    );
-    drop(stopped);
+    assert_eq!(db_error(&e), ("53300".to_owned(), message.to_owned()));
+    drop(stalled);
     holder.batch_execute("commit").await.unwrap();
     assert_eq!(one::<i32>(&waiter, "select 1").await, 1);
 }
