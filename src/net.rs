@@ -12,7 +12,7 @@
 //! (`Session::run`).
 
 use std::io::{self, ErrorKind};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
@@ -25,62 +25,23 @@ const READ_GROWTH: usize = 16 * 1024;
 
 /// Reads what `stream` has into `buf`; waits (registering the task) only when it has nothing.
 /// `Ok(0)`: the peer closed the connection.
+///
+/// It registers the task on every wait, even when a registration from an earlier poll may still
+/// be there. Skipping that (a flag for "registered already", 0e8f2cd) lost wake-ups: tokio's
+/// driver sets a socket's readiness and only then takes the registration, so a task polled in
+/// between could read the bytes, clear the readiness and register again, and the driver's wake
+/// then took the new registration while nothing was left to read.
 pub fn poll_recv(
     stream: &TcpStream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
-    poll_recv_armed(stream, cx, buf, &mut Armed::default())
-}
-
-/// Whether the one task that reads a socket is registered for its next readable event.
-///
-/// A task polled for another reason (its other socket, a pool's hand-off) polls this socket
-/// again too. Registering anew each time takes tokio's waiter lock for nothing: the
-/// registration lasts until an event takes it, and an event sets the socket's readiness before
-/// it takes the registration. So while the readiness stays empty, the registration is still
-/// there. Valid only for the task that armed it: keep one per socket and task.
-#[derive(Debug, Default)]
-pub struct Armed(bool);
-
-/// [`poll_recv`] for the task `armed` belongs to: a socket found without readiness returns
-/// `Pending` without registering again when the task is registered already.
-pub fn poll_recv_armed(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-    armed: &mut Armed,
-) -> Poll<io::Result<usize>> {
     make_room(buf);
     loop {
         match try_recv(stream, buf) {
-            Recv::Got(n) => {
-                armed.0 = false;
-                return Poll::Ready(Ok(n));
-            }
-            Recv::Failed(e) => {
-                armed.0 = false;
-                return Poll::Ready(Err(e));
-            }
-            Recv::NotReady if armed.0 => return Poll::Pending,
-            // An event that set the readiness took the registration, even if the read then
-            // found nothing.
-            Recv::NotReady | Recv::Nothing => {
-                // tokio answers `Pending` without registering the task when the task has used up
-                // its budget for this poll (it wakes the task later instead): only with budget
-                // left before the call is a `Pending` a registration.
-                let budget = tokio::task::coop::has_budget_remaining();
-                match stream.poll_read_ready(cx) {
-                    Poll::Pending => {
-                        armed.0 = budget;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(ready) => {
-                        armed.0 = false;
-                        ready?
-                    }
-                }
-            }
+            Recv::Got(n) => return Poll::Ready(Ok(n)),
+            Recv::Failed(e) => return Poll::Ready(Err(e)),
+            Recv::Nothing => ready!(stream.poll_read_ready(cx))?,
         }
     }
 }
@@ -96,10 +57,8 @@ fn make_room(buf: &mut BytesMut) {
 /// takes a call per attempt, and most attempts find nothing.
 enum Recv {
     Got(usize),
-    /// The read found nothing (and the readiness tokio had seen is cleared).
+    /// No readiness seen, or a read that found nothing (and cleared the readiness).
     Nothing,
-    /// No read: tokio has seen no readiness since the last one was cleared.
-    NotReady,
     Failed(io::Error),
 }
 
@@ -111,7 +70,7 @@ enum Recv {
 /// another worker's driver) is not lost.
 fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> Recv {
     let room = buf.capacity() - buf.len();
-    let mut found = Recv::NotReady;
+    let mut found = Recv::Nothing;
     // Its result says only whether readiness was cleared; `found` says what the read did.
     let _ = stream.try_io(Interest::READABLE, || match stream.try_read_buf(buf) {
         Ok(n) => {
@@ -121,10 +80,7 @@ fn try_recv(stream: &TcpStream, buf: &mut BytesMut) -> Recv {
             }
             Ok(())
         }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-            found = Recv::Nothing;
-            Err(e)
-        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(e),
         Err(e) => {
             found = Recv::Failed(e);
             Ok(())
@@ -150,26 +106,16 @@ pub fn taken(sent: io::Result<usize>) -> io::Result<usize> {
 /// The client's side of a session: a TCP socket, read and written as above, or a TLS stream,
 /// through its `AsyncRead` and `AsyncWrite`.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
-    /// Reads what the client sent into `buf`; `armed` is the session task's ([`Armed`]).
-    fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        armed: &mut Armed,
-    ) -> Poll<io::Result<usize>>;
+    /// Reads what the client sent into `buf`.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
 
     /// Writes what can be written now (`WouldBlock`: nothing; use `write_all`).
     fn try_send(&mut self, data: &[u8]) -> io::Result<usize>;
 }
 
 impl ClientStream for TcpStream {
-    fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        armed: &mut Armed,
-    ) -> Poll<io::Result<usize>> {
-        poll_recv_armed(self, cx, buf, armed)
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        poll_recv(self, cx, buf)
     }
 
     fn try_send(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -178,12 +124,7 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        _armed: &mut Armed,
-    ) -> Poll<io::Result<usize>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         make_room(buf);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(self), cx, buf)
     }
@@ -209,44 +150,21 @@ mod tests {
     }
 
     async fn recv(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-        recv_armed(stream, buf, &mut Armed::default()).await
-    }
-
-    async fn recv_armed(
-        stream: &TcpStream,
-        buf: &mut BytesMut,
-        armed: &mut Armed,
-    ) -> io::Result<usize> {
-        let read = poll_fn(|cx| poll_recv_armed(stream, cx, buf, armed));
+        let read = poll_fn(|cx| poll_recv(stream, cx, buf));
         tokio::time::timeout(Duration::from_secs(5), read)
             .await
             .expect("a read waited 5 s for bytes that were sent: a wake-up was lost")
     }
 
     /// Sends `msg` from `a` and reads it on `b`, in as many reads as it takes.
-    async fn ping(
-        a: &mut TcpStream,
-        b: &TcpStream,
-        buf: &mut BytesMut,
-        armed: &mut Armed,
-        msg: &str,
-    ) {
+    async fn ping(a: &mut TcpStream, b: &TcpStream, buf: &mut BytesMut, msg: &str) {
         a.write_all(msg.as_bytes()).await.unwrap();
         let mut got = 0;
         while got < msg.len() {
-            got += recv_armed(b, buf, armed).await.unwrap();
+            got += recv(b, buf).await.unwrap();
         }
         assert_eq!(&buf[..], msg.as_bytes());
         buf.clear();
-    }
-
-    /// One poll of a read, as a task polled for another reason makes it.
-    async fn poll_once(
-        stream: &TcpStream,
-        buf: &mut BytesMut,
-        armed: &mut Armed,
-    ) -> Poll<io::Result<usize>> {
-        poll_fn(|cx| Poll::Ready(poll_recv_armed(stream, cx, buf, armed))).await
     }
 
     #[tokio::test]
@@ -256,56 +174,41 @@ mod tests {
         let (mut a, b) = pair().await;
         let mut buf = BytesMut::new();
         for i in 0..500u32 {
-            // A new `Armed` per message: as `poll_recv`, which registers whenever it waits.
-            let msg = format!("message {i}");
-            ping(&mut a, &b, &mut buf, &mut Armed::default(), &msg).await;
+            ping(&mut a, &b, &mut buf, &format!("message {i}")).await;
         }
     }
 
     #[tokio::test]
-    async fn an_armed_reader_polled_again_without_bytes_still_wakes_for_the_next_message() {
+    async fn a_reader_polled_again_without_bytes_still_wakes_for_the_next_message() {
         // As in a session: the task is polled for other reasons between the client's messages,
         // and each of those polls finds the client socket without readiness.
         let (mut a, b) = pair().await;
         let mut buf = BytesMut::new();
-        let mut armed = Armed::default();
         for i in 0..200u32 {
             for _ in 0..3 {
-                let polled = poll_once(&b, &mut buf, &mut armed).await;
+                let polled = poll_fn(|cx| Poll::Ready(poll_recv(&b, cx, &mut buf))).await;
                 assert!(polled.is_pending(), "nothing was sent yet");
-                assert!(armed.0, "registered once, then known to be");
             }
-            ping(&mut a, &b, &mut buf, &mut armed, &format!("message {i}")).await;
-            assert!(
-                !armed.0,
-                "a read that found bytes leaves the task unregistered"
-            );
+            ping(&mut a, &b, &mut buf, &format!("message {i}")).await;
         }
     }
 
     #[tokio::test]
-    async fn a_reader_out_of_budget_is_not_armed_and_still_wakes_for_the_next_message() {
+    async fn a_reader_out_of_budget_still_wakes_for_the_next_message() {
         let (mut a, b) = pair().await;
         let mut buf = BytesMut::new();
-        let mut armed = Armed::default();
         // One poll that has used up the task's budget first: tokio answers `Pending` without
-        // registering the task.
+        // registering the task (it wakes the task itself instead).
         let polled = poll_fn(|cx| {
             while let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) {
                 progress.made_progress();
             }
-            Poll::Ready(poll_recv_armed(&b, cx, &mut buf, &mut armed))
+            Poll::Ready(poll_recv(&b, cx, &mut buf))
         })
         .await;
         assert!(polled.is_pending());
-        assert!(!armed.0, "a Pending for want of budget is no registration");
-        // The next poll (after a yield: a new budget), registers; a message sent after it wakes
-        // the task.
-        tokio::task::yield_now().await;
-        let polled = poll_once(&b, &mut buf, &mut armed).await;
-        assert!(polled.is_pending() && armed.0);
         a.write_all(b"hello").await.unwrap();
-        recv_armed(&b, &mut buf, &mut armed).await.unwrap();
+        recv(&b, &mut buf).await.unwrap();
         assert_eq!(&buf[..], b"hello");
     }
 

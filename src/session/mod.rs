@@ -198,7 +198,6 @@ pub struct Session<S> {
     /// Where the client's database was in the last snapshot a checkout looked it up in.
     db_hint: crate::topology::DatabaseHint,
     /// The session's task is registered for the client socket's next bytes.
-    client_armed: crate::net::Armed,
     /// The client message being handled, copied out of `cbuf` ([`Session::on_client_data`]).
     frame: Vec<u8>,
 }
@@ -261,7 +260,6 @@ impl<S: ClientStream> Session<S> {
             commits: replica::Commits::default(),
             flight: None,
             db_hint: Default::default(),
-            client_armed: Default::default(),
             frame: Vec::new(),
             settings,
         })
@@ -353,7 +351,7 @@ impl<S: ClientStream> Session<S> {
                     }
                     self.flush_client().await?;
                 }
-                read = read_client(&mut self.client, &mut self.cbuf, &mut self.client_armed) => {
+                read = read_client(&mut self.client, &mut self.cbuf) => {
                     match read? {
                         0 => return Ok(()),
                         n => self.note_received(n),
@@ -582,7 +580,6 @@ fn read_backend(
 fn read_client<'a, S: ClientStream>(
     client: &'a mut S,
     buf: &'a mut BytesMut,
-    armed: &'a mut crate::net::Armed,
 ) -> impl std::future::Future<Output = std::io::Result<usize>> + 'a {
-    std::future::poll_fn(move |cx| client.poll_recv(cx, buf, armed))
+    std::future::poll_fn(move |cx| client.poll_recv(cx, buf))
 }
