@@ -83,8 +83,13 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cbytes(&mut self, what: &'static str) -> Result<&'a [u8], ProtocolError> {
-        // memchr: every query's text is scanned here, a word at a time rather than a byte.
-        let end = memchr::memchr(0, self.buf).ok_or_else(|| self.malformed(what))?;
+        // memchr: every query's text is scanned here, a word at a time rather than a byte. Most
+        // names are empty (the unnamed statement and portal, several per extended query), and
+        // memchr's set-up costs more than the one byte they need.
+        let end = match self.buf.first() {
+            Some(0) => 0,
+            _ => memchr::memchr(0, self.buf).ok_or_else(|| self.malformed(what))?,
+        };
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
