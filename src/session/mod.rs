@@ -197,7 +197,6 @@ pub struct Session<S> {
     flight: Option<crate::topology::flights::Flight>,
     /// Where the client's database was in the last snapshot a checkout looked it up in.
     db_hint: crate::topology::DatabaseHint,
-    /// The session's task is registered for the client socket's next bytes.
     /// The client message being handled, copied out of `cbuf` ([`Session::on_client_data`]).
     frame: Vec<u8>,
 }
