@@ -193,6 +193,44 @@ mod tests {
         }
     }
 
+    /// A waker that notes whether it was woken.
+    #[derive(Default)]
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_wait_registers_the_waker_it_was_polled_with() {
+        // The contract that replaced `Armed` (see `poll_recv`): a poll that finds nothing
+        // registers its own waker, even right after another poll registered one.
+        let (mut a, b) = pair().await;
+        let mut buf = BytesMut::new();
+        let (first, second) = (
+            std::sync::Arc::new(Flag::default()),
+            std::sync::Arc::new(Flag::default()),
+        );
+        for flag in [&first, &second] {
+            let waker = std::task::Waker::from(flag.clone());
+            let polled = poll_recv(&b, &mut Context::from_waker(&waker), &mut buf);
+            assert!(polled.is_pending(), "nothing was sent yet");
+        }
+        a.write_all(b"hello").await.unwrap();
+        let woken = tokio::time::timeout(Duration::from_secs(5), async {
+            while !second.0.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        });
+        woken
+            .await
+            .expect("the second poll's waker was not woken: it was not registered");
+        recv(&b, &mut buf).await.unwrap();
+        assert_eq!(&buf[..], b"hello");
+    }
+
     #[tokio::test]
     async fn a_reader_out_of_budget_still_wakes_for_the_next_message() {
         let (mut a, b) = pair().await;
